@@ -1,0 +1,45 @@
+# make setup | demo | test | bench | lint | format | clean
+# Every target creates .venv first (installing uv with pip if it is missing); later runs reuse it.
+
+PYTHON ?= python3
+UV ?= $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+VENV := .venv
+RCNN := $(VENV)/bin/rcnn
+DEMO_DATA ?= data/demo
+DEMO_RUN ?= runs/demo
+
+.PHONY: setup demo test bench lint format clean
+.DEFAULT_GOAL := demo
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 \
+		|| $(PYTHON) -m pip install --quiet uv \
+		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	$(UV) sync --frozen
+	@touch $@
+
+setup: $(VENV)/.synced
+
+demo: setup
+	$(RCNN) data demo --out $(DEMO_DATA) --seed 0
+	$(RCNN) data check --data $(DEMO_DATA) --split trainval
+	$(RCNN) propose --data $(DEMO_DATA) --split trainval --run $(DEMO_RUN)
+	$(RCNN) propose --data $(DEMO_DATA) --split test --run $(DEMO_RUN)
+
+test: setup lint
+	$(VENV)/bin/pytest
+
+bench: setup
+	$(RCNN) data demo --out $(DEMO_DATA) --seed 0
+	$(RCNN) bench proposals --data $(DEMO_DATA) --split test --images 40
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: setup
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) runs $(DEMO_DATA) .pytest_cache .ruff_cache

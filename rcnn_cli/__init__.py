@@ -1,0 +1,1 @@
+"""rcnn command line."""

@@ -1,0 +1,83 @@
+"""The `rcnn` command: sub-commands for every stage, one error edge, `--version` and `--debug`."""
+
+from __future__ import annotations
+
+import traceback
+from importlib import metadata
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from rcnn_cli import bench, data, evaluate, propose
+from rcnn_cli.console import err, setup_logging
+from stages.errors import UserError
+
+EXIT_INTERNAL, EXIT_USER = 1, 2
+
+
+class _ErrorEdge(TyperGroup):
+    """Turns a UserError into one line and exit 2, anything unexpected into one line and exit 1;
+    ``--debug`` shows the traceback instead."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except (typer.Exit, typer.Abort, typer.TyperException):
+            raise
+        except KeyboardInterrupt:
+            err.print("[red]interrupted[/]: finished work is kept; rerun the command to resume")
+            raise typer.Exit(130) from None
+        except UserError as exc:
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(EXIT_USER) from None
+        except Exception as exc:  # the edge: every other failure is ours, not the user's
+            if ctx.params.get("debug"):
+                traceback.print_exc()
+            err.print(
+                f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+                "(rerun with --debug for the traceback)",
+                soft_wrap=True,
+            )
+            raise typer.Exit(EXIT_INTERNAL) from None
+
+
+app = typer.Typer(
+    cls=_ErrorEdge,
+    name="rcnn",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(data.app, name="data")
+app.command("propose")(propose.propose)
+app.command("evaluate")(evaluate.evaluate)
+app.add_typer(bench.app, name="bench")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rcnn {metadata.version('rcnn-toolkit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks on errors.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """R-CNN -> SPP-net -> Fast R-CNN on your data: propose, extract features, train, detect, evaluate.
+
+    Example: rcnn data demo --out data/demo && rcnn propose --data data/demo --split test
+    """
+    setup_logging(debug)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,52 @@
+"""`rcnn bench`: speed measured on this machine."""
+
+from __future__ import annotations
+
+import os
+import platform
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rcnn_cli.console import RichProgress, out
+from rcnn_cli.options import DataRoot, Split
+
+app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
+
+
+@app.command("proposals")
+def proposals(
+    data: DataRoot,
+    split: Split = "test",
+    images: Annotated[int, typer.Option(min=1, help="Images to search.")] = 40,
+    mode: Annotated[str, typer.Option(help="Selective search strategy: fast or quality.")] = "fast",
+    max_side: Annotated[int, typer.Option(help="Longer side the search sees (px).")] = 500,
+) -> None:
+    """Selective-search throughput (images/s) with 1 worker and with all cores.
+
+    Example: rcnn bench proposals --data data/demo --split test --images 40
+    """
+    from stages.bench import bench_proposals
+    from stages.proposals import ProposalOptions
+    from stages.voc import load_dataset
+
+    dataset = load_dataset(data, split)
+    rows = bench_proposals(
+        dataset, images, ProposalOptions(mode=mode, max_side=max_side), progress=RichProgress()
+    )
+    table = Table(
+        title=f"selective search ({mode}) on {data}/{split}: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    )
+    for column in ("workers", "images", "seconds", "images/s", "speed-up"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(
+            str(row.workers),
+            str(row.images),
+            f"{row.seconds:.1f}",
+            f"{row.images_per_second:.2f}",
+            f"{row.images_per_second / rows[0].images_per_second:.2f}x",
+        )
+    out.print(table)

@@ -1,0 +1,82 @@
+"""Terminal output: one rich console for logs and progress (stderr), one for tables (stdout)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichBar
+from rich.text import Text
+
+from stages.progress import Advance, Progress
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False)
+
+
+class _RateColumn(ProgressColumn):
+    """Items a second, with the task's unit."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.2f} {task.fields['unit']}/s" if speed else "", style="cyan")
+
+
+class RichProgress(Progress):
+    """Progress bars with count, rate, elapsed time and ETA, and live fields such as the loss."""
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int | None, unit: str = "it") -> Iterator[Advance]:
+        bar = RichBar(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=err,
+        )
+        with bar:
+            task_id = bar.add_task(description, total=total, unit=unit, info="")
+
+            def advance(n: int = 1, **fields: Any) -> None:
+                info = "  ".join(
+                    f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()
+                )
+                bar.update(task_id, advance=n, **({"info": info} if fields else {}))
+
+            yield advance
+
+
+class _ConsoleHandler(logging.Handler):
+    """Log records as single lines on the stderr console, warnings marked."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = escape(record.getMessage())
+        if record.levelno >= logging.WARNING:
+            err.print(f"[yellow]warning:[/] {message}", soft_wrap=True)
+        else:
+            err.print(message, soft_wrap=True)
+
+
+def setup_logging(debug: bool) -> None:
+    """Send the library's ``rcnn`` logger to the console (once)."""
+    logger = logging.getLogger("rcnn")
+    logger.setLevel(logging.DEBUG if debug else logging.INFO)
+    if not any(isinstance(h, _ConsoleHandler) for h in logger.handlers):
+        logger.addHandler(_ConsoleHandler())
+    logger.propagate = False

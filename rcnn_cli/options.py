@@ -1,0 +1,34 @@
+"""Options shared by several commands, declared once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+RunDir = Annotated[Path, typer.Option("--run", help="Run folder: every stage's artifacts live here.")]
+DataRoot = Annotated[Path, typer.Option("--data", help="Dataset root in VOC layout.")]
+Split = Annotated[str, typer.Option("--split", help="Split name: ROOT/ImageSets/Main/<split>.txt.")]
+Classes = Annotated[
+    str | None,
+    typer.Option(
+        "--classes",
+        help="Comma-separated class names (default: VOC's 20 for a VOC year "
+        "folder, else every name in the annotations, sorted).",
+    ),
+]
+SkipBad = Annotated[
+    bool, typer.Option("--skip-bad", help="Skip unreadable images and annotations (counted, listed).")
+]
+DEFAULT_RUN = Path("runs/default")
+
+
+def parse_classes(classes: str | None) -> tuple[str, ...] | None:
+    """``"a, b"`` -> ``("a", "b")``; None stays None."""
+    if classes is None:
+        return None
+    names = tuple(n.strip() for n in classes.split(",") if n.strip())
+    if not names or len(set(names)) != len(names):
+        raise typer.BadParameter("give distinct, comma-separated names", param_hint="--classes")
+    return names

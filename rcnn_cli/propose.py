@@ -1,0 +1,64 @@
+"""`rcnn propose`: selective-search proposals for a split, or imported precomputed ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rcnn_cli.console import RichProgress, out
+from rcnn_cli.options import DEFAULT_RUN, Classes, DataRoot, RunDir, SkipBad, Split, parse_classes
+
+
+def propose(
+    data: DataRoot,
+    split: Split,
+    run: RunDir = DEFAULT_RUN,
+    mode: Annotated[str, typer.Option(help="Selective search strategy: fast or quality.")] = "fast",
+    max_boxes: Annotated[int, typer.Option(help="Boxes kept an image, in ranking order.")] = 2000,
+    min_size: Annotated[int, typer.Option(help="Drop boxes narrower or shorter (px).")] = 10,
+    max_side: Annotated[
+        int, typer.Option(help="Images with a longer side are shrunk for the search (px).")
+    ] = 500,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: all cores).")] = 0,
+    import_mat: Annotated[
+        Path | None, typer.Option("--import", help="Import a Fast R-CNN release .mat file instead.")
+    ] = None,
+    classes: Classes = None,
+    skip_bad: SkipBad = False,
+) -> None:
+    """Propose object boxes with selective search; writes RUN/proposals/<split>.h5.
+
+    Resumable: rerun after an interruption and only the missing images are searched.
+
+    Examples:
+
+      rcnn propose --data data/demo --split trainval --run runs/demo
+
+      rcnn propose --data VOC2007 --split test --import selective_search_data/voc_2007_test.mat
+    """
+    from stages import proposals
+    from stages.voc import load_dataset
+
+    options = proposals.ProposalOptions(
+        mode=mode, max_boxes=max_boxes, min_size=min_size, max_side=max_side, workers=workers
+    )
+    dataset = load_dataset(data, split, parse_classes(classes), skip_bad=skip_bad)
+    if import_mat is not None:
+        summary = proposals.import_mat(dataset, run, import_mat, options)
+    else:
+        summary = proposals.propose(dataset, run, options, skip_bad=skip_bad, progress=RichProgress())
+    table = Table(title=f"proposals: {summary.path}")
+    for column in ("images", "searched", "boxes/image", "recall@0.5", "recall@0.7", "images/s"):
+        table.add_column(column, justify="right")
+    recall = summary.recall or {}
+    table.add_row(
+        str(summary.images),
+        str(summary.computed),
+        f"{summary.boxes_per_image:.0f}",
+        *(f"{recall[t]:.3f}" if t in recall else "-" for t in ("0.5", "0.7")),
+        f"{summary.images_per_second:.2f}" if summary.computed else "-",
+    )
+    out.print(table)

@@ -1,0 +1,203 @@
+"""VOC detection evaluation (Everingham et al., IJCV 2010; the devkit's VOCevaldet).
+
+Per class: detections sorted by score, each matched greedily to the unmatched ground truth of its class
+and image with the highest IoU; a hit needs IoU >= 0.5. Difficult ground truths are ignored: a detection
+matched to one is neither a hit nor a miss, and they do not count as positives. AP is the VOC2007
+11-point interpolated mean (``voc07``) or the area under the monotone precision envelope (``voc10``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from stages.atomic import atomic_path, write_json
+from stages.detections import Detections
+from stages.errors import UserError
+from stages.geometry import box_iou
+from stages.voc import Dataset
+
+log = logging.getLogger("rcnn")
+
+Metric = Literal["voc07", "voc10"]
+
+
+@dataclass(frozen=True)
+class ClassResult:
+    """One class: AP (NaN without positives), positives, detections, and the PR curve (D,) arrays."""
+
+    name: str
+    ap: float
+    positives: int
+    detections: int
+    recall: np.ndarray
+    precision: np.ndarray
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-class results and their mean over the classes that have positives."""
+
+    metric: Metric
+    iou_threshold: float
+    classes: tuple[ClassResult, ...]
+
+    @property
+    def map(self) -> float:
+        aps = [c.ap for c in self.classes if not np.isnan(c.ap)]
+        return float(np.mean(aps)) if aps else float("nan")
+
+    def to_json(self) -> dict:
+        """``{"metric", "map", "ap": {class: ap}}`` (NaN written as null), plus counts per class."""
+
+        def finite(v: float) -> float | None:
+            return None if np.isnan(v) else round(float(v), 6)
+
+        return {
+            "metric": self.metric,
+            "iou_threshold": self.iou_threshold,
+            "map": finite(self.map),
+            "ap": {c.name: finite(c.ap) for c in self.classes},
+            "positives": {c.name: c.positives for c in self.classes},
+            "detections": {c.name: c.detections for c in self.classes},
+        }
+
+
+def average_precision(recall: np.ndarray, precision: np.ndarray, metric: Metric = "voc07") -> float:
+    """AP from a PR curve (recall non-decreasing). voc07: mean of the best precision at recall >= t
+    for t in 0, 0.1, ..., 1; voc10: area under the precision envelope."""
+    recall = np.asarray(recall, dtype=np.float64)
+    precision = np.asarray(precision, dtype=np.float64)
+    if metric == "voc07":
+        points = [precision[recall >= t].max(initial=0.0) for t in np.linspace(0, 1, 11)]
+        return float(np.mean(points))
+    if metric == "voc10":
+        r = np.concatenate([[0.0], recall, [1.0]])
+        p = np.concatenate([[0.0], precision, [0.0]])
+        envelope = np.maximum.accumulate(p[::-1])[::-1]
+        steps = np.flatnonzero(r[1:] != r[:-1]) + 1
+        return float(np.sum((r[steps] - r[steps - 1]) * envelope[steps]))
+    raise UserError(f"--metric {metric!r}: choose voc07 or voc10")
+
+
+def _match_class(
+    dataset: Dataset,
+    label: int,
+    image_ids: np.ndarray,
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    iou_threshold: float,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Greedy matching of one class: (hit (D,), counted (D,) bool in score order, positives)."""
+    gt = {r.image_id: (r.boxes[r.labels == label], r.difficult[r.labels == label]) for r in dataset.images}
+    positives = sum(int((~difficult).sum()) for _, difficult in gt.values())
+    order = np.argsort(-scores, kind="stable")
+    taken = {image_id: np.zeros(len(b), dtype=bool) for image_id, (b, _) in gt.items()}
+    hit = np.zeros(len(order), dtype=bool)
+    counted = np.ones(len(order), dtype=bool)
+    by_image: dict[str, list[int]] = {}
+    for rank, index in enumerate(order):
+        by_image.setdefault(image_ids[index], []).append(rank)
+    for image_id, ranks in by_image.items():  # one IoU matrix an image
+        ious = box_iou(boxes[order[ranks]], gt[image_id][0])
+        for overlaps, rank in zip(ious, ranks, strict=True):
+            if overlaps.size == 0 or overlaps.max() < iou_threshold:
+                continue
+            best = int(overlaps.argmax())
+            if gt[image_id][1][best]:
+                counted[rank] = False
+            elif not taken[image_id][best]:
+                taken[image_id][best] = True
+                hit[rank] = True
+    return hit, counted, positives
+
+
+def evaluate(
+    dataset: Dataset, detections: Detections, metric: Metric = "voc07", iou_threshold: float = 0.5
+) -> Evaluation:
+    """Evaluate ``detections`` on the annotated ``dataset``; classes must be the dataset's."""
+    if not dataset.annotated:
+        raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to evaluate on")
+    average_precision(np.zeros(0), np.zeros(0), metric)  # rejects an unknown metric up front
+    unknown = sorted(set(detections.classes.tolist()) - set(dataset.classes))
+    if unknown:
+        raise UserError(
+            f"detections name classes the dataset does not have: {', '.join(unknown)} "
+            f"(dataset classes: {', '.join(dataset.classes)})"
+        )
+    in_split = np.isin(detections.image_ids, [r.image_id for r in dataset.images])
+    if not in_split.all():
+        outside = Counter(detections.image_ids[~in_split].tolist())
+        log.warning(
+            "ignored %d detections on %d images outside split %r (first: %s)",
+            int((~in_split).sum()),
+            len(outside),
+            dataset.split,
+            next(iter(outside)),
+        )
+    results = []
+    for label, name in enumerate(dataset.classes, start=1):
+        mine = in_split & (detections.classes == name)
+        hit, counted, positives = _match_class(
+            dataset,
+            label,
+            detections.image_ids[mine],
+            detections.scores[mine],
+            detections.boxes[mine],
+            iou_threshold,
+        )
+        tp = np.cumsum(hit[counted])
+        fp = np.cumsum(~hit[counted])
+        recall = tp / positives if positives else np.full(len(tp), np.nan)
+        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+        ap = average_precision(recall, precision, metric) if positives else float("nan")
+        results.append(ClassResult(name, ap, positives, int(mine.sum()), recall, precision))
+    return Evaluation(metric, iou_threshold, tuple(results))
+
+
+def save_evaluation(evaluation: Evaluation, json_path: Path | None, plot_path: Path | None) -> None:
+    """Write the results JSON and the PR curves PNG (either may be None), atomically."""
+    if json_path is not None:
+        write_json(json_path, evaluation.to_json())
+    if plot_path is not None:
+        plot_pr_curves(evaluation, plot_path)
+
+
+def plot_pr_curves(evaluation: Evaluation, path: Path) -> None:
+    """One PNG with every class's precision-recall curve, AP in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5.5), dpi=110)
+    cmap = plt.get_cmap("tab20")
+    for i, result in enumerate(evaluation.classes):
+        if result.positives and len(result.recall):
+            ax.plot(
+                result.recall,
+                result.precision,
+                color=cmap(i % 20),
+                lw=1.5,
+                label=f"{result.name} ({result.ap:.3f})",
+            )
+    ax.set(
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        title=f"PR curves, {evaluation.metric} mAP {evaluation.map:.3f} "
+        f"(IoU >= {evaluation.iou_threshold:g})",
+    )
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower left", ncol=2)
+    fig.tight_layout()
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

@@ -1,0 +1,396 @@
+"""Stage `propose`: selective-search boxes for every image of a split, or imported precomputed ones.
+
+Artifact ``RUN/proposals/<split>.h5`` (schema in the README): boxes in the toolkit's convention
+(``stages.geometry``), float32, rows of image i at ``boxes[offsets[i]:offsets[i + 1]]`` in selective
+search's ranking. Work is saved in shards as it goes (``RUN/proposals/.<split>.parts/``), each written
+atomically, so a rerun after an interruption computes only the missing images; the final file is written
+to a temporary name and renamed, so a killed run never leaves a corrupt one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import h5py
+import numpy as np
+
+from stages import selective_search
+from stages.atomic import atomic_path, write_json
+from stages.errors import UserError
+from stages.geometry import box_iou, clip_boxes, first_unique, nonempty, xywh_to_boxes
+from stages.progress import SILENT, Progress
+from stages.runs import proposals_path, write_manifest
+from stages.voc import Dataset, ImageRecord
+
+log = logging.getLogger("rcnn")
+
+FORMAT = "rcnn.proposals"
+SCHEMA_VERSION = 1
+BOX_CONVENTION = "x1,y1,x2,y2; 0-based continuous pixels (pixel i spans [i, i+1)); VOC xmin-1, xmax"
+_SHARD_IMAGES = 16
+
+
+@dataclass(frozen=True)
+class ProposalOptions:
+    """Selective search settings (Uijlings et al. 2013, as used by R-CNN: fast mode, ~2000 boxes)."""
+
+    mode: Literal["fast", "quality"] = "fast"
+    max_boxes: int = 2000
+    min_size: int = 10
+    max_side: int = 500
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("fast", "quality"):
+            raise UserError(f"--mode {self.mode!r}: choose fast or quality")
+        for name in ("max_boxes", "min_size", "max_side"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.workers < 0:
+            raise UserError("--workers must be 0 (all cores) or more")
+
+
+@dataclass(frozen=True)
+class ProposalSummary:
+    """What `propose` did: counts, recall of non-difficult objects (None without annotations), timings."""
+
+    path: Path
+    images: int
+    computed: int
+    boxes_per_image: float
+    recall: dict[str, float] | None
+    seconds: float
+    images_per_second: float
+    skipped: list[str] = field(default_factory=list)
+
+
+def to_boxes(rects: np.ndarray, scale: float, size: tuple[int, int]) -> np.ndarray:
+    """Selective search's (x, y, w, h) rectangles -> (K, 4) float32 boxes in original-image pixels,
+    ranked, unique, clipped to the image of ``size`` (height, width)."""
+    rects = np.asarray(rects).reshape(-1, 4)
+    return clip_boxes(xywh_to_boxes(rects[first_unique(rects)]) / scale, *size)
+
+
+def filter_boxes(boxes: np.ndarray, min_size: int, max_boxes: int) -> np.ndarray:
+    """Drop boxes narrower or shorter than ``min_size`` and duplicates; keep the first ``max_boxes``."""
+    keep = (
+        nonempty(boxes)
+        & ((boxes[:, 2] - boxes[:, 0]) >= min_size)
+        & ((boxes[:, 3] - boxes[:, 1]) >= min_size)
+    )
+    boxes = boxes[keep]
+    return boxes[first_unique(boxes)][:max_boxes]
+
+
+def search_many(jobs: Sequence[tuple[str, str, str, int]], workers: int):
+    """Yield (image_id, boxes or None, problem or None) for every job, in completion order.
+
+    A job is (image_id, path, mode, max_side); ``workers`` > 1 runs them in spawned processes.
+    """
+    if workers == 1:
+        results = map(selective_search.worker, jobs)
+        yield from ((i, None if r is None else to_boxes(*r), p) for i, r, p in results)
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        for image_id, found, problem in pool.imap_unordered(selective_search.worker, jobs):
+            yield image_id, None if found is None else to_boxes(*found), problem
+
+
+class _Shards:
+    """Finished images saved in small .npz shards, so an interrupted run resumes where it stopped."""
+
+    def __init__(self, folder: Path, options: dict):
+        self.folder = folder
+        stamp = folder / "options.json"
+        if folder.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != options):
+            log.info("%s: discarding partial work made with other options", folder)
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(stamp, options)
+        self.pending: dict[str, np.ndarray] = {}
+
+    def load(self) -> dict[str, np.ndarray]:
+        done: dict[str, np.ndarray] = {}
+        for shard in sorted(self.folder.glob("shard-*.npz")):
+            with np.load(shard) as data:
+                ids, offsets, boxes = data["image_ids"], data["offsets"], data["boxes"]
+                for i, image_id in enumerate(ids.tolist()):
+                    done[image_id] = boxes[offsets[i] : offsets[i + 1]]
+        return done
+
+    def add(self, image_id: str, boxes: np.ndarray) -> None:
+        self.pending[image_id] = boxes
+        if len(self.pending) >= _SHARD_IMAGES:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        ids = list(self.pending)
+        offsets = np.cumsum([0] + [len(self.pending[i]) for i in ids])
+        shard = self.folder / f"shard-{time.time_ns()}.npz"
+        with atomic_path(shard) as tmp, open(tmp, "wb") as handle:
+            np.savez(
+                handle,
+                image_ids=np.array(ids),
+                offsets=offsets,
+                boxes=np.concatenate([self.pending[i] for i in ids]).reshape(-1, 4),
+            )
+        self.pending.clear()
+
+
+def write_proposals(
+    target: Path, images: Sequence[ImageRecord], boxes: dict[str, np.ndarray], attrs: dict
+) -> None:
+    """Write the proposals HDF5 file for ``images`` (split order) atomically."""
+    counts = [len(boxes[r.image_id]) for r in images]
+    with atomic_path(target) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs.update(
+            {"format": FORMAT, "schema_version": SCHEMA_VERSION, "box_convention": BOX_CONVENTION, **attrs}
+        )
+        h5.create_dataset("image_ids", data=[r.image_id for r in images], dtype=h5py.string_dtype("utf-8"))
+        h5.create_dataset(
+            "image_sizes", data=np.array([[r.height, r.width] for r in images], dtype=np.int32).reshape(-1, 2)
+        )
+        h5.create_dataset("offsets", data=np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+        all_boxes = [boxes[r.image_id] for r in images]
+        h5.create_dataset(
+            "boxes",
+            data=np.concatenate(all_boxes).astype(np.float32).reshape(-1, 4),
+            chunks=True if sum(counts) else None,
+            compression="gzip",
+        )
+
+
+def read_proposals(path: Path) -> dict[str, np.ndarray]:
+    """Image id -> (K, 4) float32 boxes from a proposals file; UserError if it is not one."""
+    try:
+        with h5py.File(path, "r") as h5:
+            if h5.attrs.get("format") != FORMAT:
+                raise UserError(f"{path}: not a proposals file (format {h5.attrs.get('format')!r})")
+            ids = h5["image_ids"].asstr()[:]
+            offsets, boxes = h5["offsets"][:], h5["boxes"][:]
+    except (OSError, KeyError) as exc:
+        raise UserError(f"{path}: unreadable proposals file ({exc})") from None
+    return {image_id: boxes[offsets[i] : offsets[i + 1]] for i, image_id in enumerate(ids)}
+
+
+def proposal_recall(
+    dataset: Dataset, boxes: dict[str, np.ndarray], thresholds: Sequence[float] = (0.5, 0.7)
+) -> dict[str, float]:
+    """Fraction of non-difficult objects covered by a proposal at IoU >= each threshold."""
+    best = [
+        box_iou(r.boxes[~r.difficult], boxes[r.image_id]).max(axis=1, initial=0.0)
+        for r in dataset.images
+        if r.image_id in boxes
+    ]
+    best_all = np.concatenate(best) if best else np.zeros(0)
+    if len(best_all) == 0:
+        return {}
+    return {f"{t:g}": float((best_all >= t).mean()) for t in thresholds}
+
+
+def propose(
+    dataset: Dataset,
+    run: Path,
+    options: ProposalOptions = ProposalOptions(),
+    skip_bad: bool = False,
+    progress: Progress = SILENT,
+) -> ProposalSummary:
+    """Run selective search on every image of ``dataset`` and write ``RUN/proposals/<split>.h5``."""
+    started = time.perf_counter()
+    target = proposals_path(run, dataset.split)
+    shard_options = {**asdict(options), "workers": None, "root": str(dataset.root)}
+    shards = _Shards(target.parent / f".{dataset.split}.parts", shard_options)
+    boxes = shards.load()
+    todo = [r for r in dataset.images if r.image_id not in boxes]
+    if boxes:
+        log.info("resuming: %d of %d images already done", len(dataset) - len(todo), len(dataset))
+    workers = min(options.workers or os.cpu_count() or 1, max(1, len(todo)))
+    jobs = [(r.image_id, str(r.path), options.mode, options.max_side) for r in todo]
+    skipped: list[str] = []
+    search_started = time.perf_counter()
+    with progress.task(f"selective search ({workers} workers)", len(jobs), "img") as advance:
+        try:
+            for image_id, found, problem in search_many(jobs, workers):
+                if problem is not None:
+                    if not skip_bad:
+                        raise UserError(problem)
+                    skipped.append(problem)
+                else:
+                    shards.add(image_id, filter_boxes(found, options.min_size, options.max_boxes))
+                advance()
+        finally:
+            shards.flush()
+    search_seconds = time.perf_counter() - search_started
+    boxes = shards.load()
+    kept = [r for r in dataset.images if r.image_id in boxes]
+    return _finish(
+        target,
+        dataset,
+        kept,
+        boxes,
+        options,
+        skipped,
+        started,
+        computed=len(todo) - len(skipped),
+        search_seconds=search_seconds,
+        source="selective_search",
+        parts=shards.folder,
+    )
+
+
+def _finish(
+    target: Path,
+    dataset: Dataset,
+    kept: list[ImageRecord],
+    boxes: dict[str, np.ndarray],
+    options: ProposalOptions,
+    skipped: list[str],
+    started: float,
+    *,
+    computed: int,
+    search_seconds: float,
+    source: str,
+    inputs: Sequence[Path] = (),
+    parts: Path | None = None,
+) -> ProposalSummary:
+    if skipped:
+        log.warning("skipped %d unreadable images (--skip-bad): %s", len(skipped), "; ".join(skipped))
+    if not kept:
+        raise UserError(f"{target}: no image of split {dataset.split!r} could be searched")
+    recall = proposal_recall(dataset, boxes) if dataset.annotated else None
+    per_image = float(np.mean([len(boxes[r.image_id]) for r in kept]))
+    write_proposals(
+        target,
+        kept,
+        boxes,
+        {
+            "split": dataset.split,
+            "source": source,
+            "dataset_root": str(dataset.root),
+            **{k: v for k, v in asdict(options).items() if k != "workers"},
+        },
+    )
+    rate = computed / search_seconds if computed and search_seconds > 0 else 0.0
+    seconds = time.perf_counter() - started
+    results = {
+        "images": len(kept),
+        "computed": computed,
+        "boxes_per_image": round(per_image, 1),
+        "recall": recall,
+        "images_per_second": round(rate, 3),
+        "skipped": skipped,
+    }
+    write_manifest(
+        target,
+        stage="propose",
+        options={**asdict(options), "source": source},
+        inputs=[dataset.root / "ImageSets" / "Main" / f"{dataset.split}.txt", *inputs],
+        seconds=seconds,
+        results=results,
+    )
+    if parts is not None:
+        shutil.rmtree(parts, ignore_errors=True)
+    return ProposalSummary(target, len(kept), computed, per_image, recall, seconds, rate, skipped)
+
+
+def import_mat(
+    dataset: Dataset, run: Path, mat_file: Path, options: ProposalOptions = ProposalOptions()
+) -> ProposalSummary:
+    """Import precomputed proposals from a .mat file of the original Fast R-CNN release.
+
+    The file holds a cell array ``boxes`` (one (K, 4) matrix an image, rows (y1, x1, y2, x2), 1-based
+    inclusive) and, optionally, ``images`` (the ids, else the split's order is assumed). Boxes are
+    converted to the toolkit's convention, clipped, filtered like searched ones and written as usual.
+    """
+    started = time.perf_counter()
+    ids, matrices = _read_mat(Path(mat_file))
+    if ids is None:
+        if len(matrices) != len(dataset):
+            raise UserError(
+                f"{mat_file}: {len(matrices)} box matrices but split {dataset.split!r} "
+                f"has {len(dataset)} images, and the file names no images"
+            )
+        ids = [r.image_id for r in dataset.images]
+    if len(ids) != len(matrices):
+        raise UserError(f"{mat_file}: {len(ids)} image names but {len(matrices)} box matrices")
+    by_id = dict(zip(ids, matrices, strict=True))
+    missing = [r.image_id for r in dataset.images if r.image_id not in by_id]
+    if missing:
+        raise UserError(
+            f"{mat_file}: no boxes for {len(missing)} images of split {dataset.split!r} (first: {missing[0]})"
+        )
+    boxes = {}
+    for record in dataset.images:
+        matrix = np.asarray(by_id[record.image_id], dtype=np.float32).reshape(-1, 4)
+        xyxy = matrix[:, [1, 0, 3, 2]]
+        xyxy[:, :2] -= 1.0  # 1-based inclusive -> 0-based continuous
+        clipped = clip_boxes(xyxy, record.height, record.width)
+        boxes[record.image_id] = filter_boxes(clipped, options.min_size, options.max_boxes)
+    return _finish(
+        proposals_path(run, dataset.split),
+        dataset,
+        list(dataset.images),
+        boxes,
+        options,
+        [],
+        started,
+        computed=0,
+        search_seconds=0.0,
+        source="import",
+        inputs=[Path(mat_file)],
+    )
+
+
+def _read_mat(path: Path) -> tuple[list[str] | None, list[np.ndarray]]:
+    """(ids or None, box matrices) from a MATLAB v5 file, or a v7.3 (HDF5) one."""
+    import scipy.io
+
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        content = scipy.io.loadmat(str(path))
+    except NotImplementedError:  # MATLAB v7.3 files are HDF5
+        return _read_mat73(path)
+    except (ValueError, OSError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable .mat file ({exc})") from None
+    if "boxes" not in content:
+        raise UserError(f"{path}: no variable 'boxes' (found: {', '.join(_public(content))})")
+    matrices = [np.asarray(m) for m in np.asarray(content["boxes"], dtype=object).ravel()]
+    ids = None
+    if "images" in content:
+        ids = [
+            str(np.asarray(i).ravel()[0]).strip() for i in np.asarray(content["images"], dtype=object).ravel()
+        ]
+    return ids, matrices
+
+
+def _read_mat73(path: Path) -> tuple[list[str] | None, list[np.ndarray]]:
+    try:
+        with h5py.File(path, "r") as h5:
+            if "boxes" not in h5:
+                raise UserError(f"{path}: no variable 'boxes' (found: {', '.join(h5)})")
+            # MATLAB stores column-major: each referenced matrix reads back transposed.
+            matrices = [np.asarray(h5[ref]).T for ref in h5["boxes"][()].ravel()]
+            ids = None
+            if "images" in h5:
+                ids = [
+                    "".join(chr(c) for c in np.asarray(h5[ref]).ravel()) for ref in h5["images"][()].ravel()
+                ]
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable .mat file ({exc})") from None
+    return ids, matrices
+
+
+def _public(content: dict) -> list[str]:
+    return [k for k in content if not k.startswith("__")]

@@ -1,0 +1,47 @@
+"""The selective-search worker: OpenCV only, so worker processes start fast (no torch import).
+
+Returns OpenCV's raw rectangles; ``stages.proposals`` converts them to toolkit boxes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stages.errors import UserError
+
+
+def search(path: Path, mode: str, max_side: int) -> tuple[np.ndarray, float, tuple[int, int]]:
+    """Selective search on one image: ((K, 4) int32 (x, y, w, h) ranked rectangles in the searched
+    image, its scale relative to the original, the original (height, width)).
+
+    Images whose longer side exceeds ``max_side`` are shrunk for the search.
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"{path}: unreadable image")
+    height, width = image.shape[:2]
+    scale = min(1.0, max_side / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    segmentation = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
+    segmentation.setBaseImage(image)
+    if mode == "fast":
+        segmentation.switchToSelectiveSearchFast()
+    else:
+        segmentation.switchToSelectiveSearchQuality()
+    return segmentation.process(), scale, (height, width)
+
+
+def worker(job: tuple[str, str, str, int]):
+    """Pool entry point: (image_id, path, mode, max_side) -> (image_id, search result or None,
+    problem or None)."""
+    image_id, path, mode, max_side = job
+    cv2.setNumThreads(1)  # one image a process: the pool is the parallelism
+    try:
+        return image_id, search(Path(path), mode, max_side), None
+    except UserError as exc:
+        return image_id, None, str(exc)

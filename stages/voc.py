@@ -1,0 +1,332 @@
+"""Reading VOC-layout datasets: ``ROOT/Annotations/<id>.xml``, ``ROOT/JPEGImages/<id>.jpg``,
+``ROOT/ImageSets/Main/<split>.txt`` (the VOC2007 devkit layout, and what labelling tools write).
+
+Boxes are converted once here from VOC's 1-based inclusive pixels to the toolkit's convention
+(``stages.geometry``). XML is parsed with defusedxml: no entity expansion, no external entities.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from defusedxml import DefusedXmlException
+from defusedxml import ElementTree as SafeElementTree
+from PIL import Image, UnidentifiedImageError
+
+from stages.errors import UserError
+from stages.geometry import clip_boxes, nonempty, voc_to_boxes
+
+log = logging.getLogger("rcnn")
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)  # fmt: skip
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
+_VOC_YEAR = re.compile(r"VOC\d{4}")
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of a split and its objects.
+
+    boxes: (K, 4) float32 toolkit boxes; labels: (K,) int64 in 1..C (0 is background);
+    difficult: (K,) bool.
+    """
+
+    image_id: str
+    path: Path
+    height: int
+    width: int
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The images of one split, the class names (index i + 1 is label i + 1) and what was skipped."""
+
+    root: Path
+    split: str
+    classes: tuple[str, ...]
+    images: tuple[ImageRecord, ...]
+    annotated: bool
+    skipped: tuple[str, ...] = field(default=())
+    repairs: tuple[str, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+
+@dataclass
+class _Problems:
+    """Counts of the repairs made while reading, reported as one warning each."""
+
+    clipped: int = 0
+    dropped: int = 0
+    unknown_class: Counter = field(default_factory=Counter)
+    first_file: dict[str, Path] = field(default_factory=dict)
+
+    def note(self, kind: str, path: Path, n: int = 1) -> None:
+        if n:
+            setattr(self, kind, getattr(self, kind) + n)
+            self.first_file.setdefault(kind, path)
+
+    def messages(self) -> list[str]:
+        found = []
+        if self.clipped:
+            found.append(
+                f"clipped {self.clipped} boxes that reached outside their image "
+                f"(first in {self.first_file['clipped']})"
+            )
+        if self.dropped:
+            found.append(
+                f"dropped {self.dropped} empty or inverted boxes (first in {self.first_file['dropped']})"
+            )
+        if self.unknown_class:
+            names = ", ".join(f"{n} x{c}" for n, c in sorted(self.unknown_class.items()))
+            found.append(f"ignored objects of classes outside the class list: {names}")
+        return found
+
+
+def split_file(root: Path, split: str) -> Path:
+    """``ROOT/ImageSets/Main/<split>.txt``."""
+    return Path(root) / "ImageSets" / "Main" / f"{split}.txt"
+
+
+def check_plain_name(name: str, where: str) -> str:
+    """Return ``name`` if it is a plain file name that cannot leave its folder; else raise UserError."""
+    if (
+        not name
+        or name in {".", ".."}
+        or any(c in name for c in "/\\\0")
+        or Path(name).is_absolute()
+        or ":" in name
+    ):
+        raise UserError(f"{where}: image id or file name {name!r} escapes the dataset root")
+    return name
+
+
+def read_split(root: Path, split: str) -> list[str]:
+    """Image ids listed in the split file (first token of each non-empty line)."""
+    check_plain_name(split, "--split")
+    path = split_file(root, split)
+    if not path.is_file():
+        available = sorted(p.stem for p in path.parent.glob("*.txt")) if path.parent.is_dir() else []
+        hint = f" (available: {', '.join(available)})" if available else ""
+        raise UserError(f"{path}: split file not found{hint}")
+    ids = []
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: unreadable split file ({exc})") from None
+    for number, line in enumerate(lines, start=1):
+        tokens = line.split()
+        if tokens:
+            ids.append(check_plain_name(tokens[0], f"{path} line {number}"))
+    if not ids:
+        raise UserError(f"{path}: the split lists no images")
+    if len(set(ids)) != len(ids):
+        duplicate = next(i for i, c in Counter(ids).items() if c > 1)
+        raise UserError(f"{path}: image id {duplicate!r} is listed more than once")
+    return ids
+
+
+def _parse_xml(path: Path):
+    try:
+        return SafeElementTree.parse(path).getroot()
+    except (SafeElementTree.ParseError, DefusedXmlException, OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: unreadable annotation ({exc})") from None
+
+
+def _text(node, tag: str, default: str | None = None) -> str | None:
+    child = node.find(tag)
+    return default if child is None or child.text is None else child.text.strip()
+
+
+def _image_path(root: Path, image_id: str, xml_filename: str | None) -> Path:
+    folder = Path(root) / "JPEGImages"
+    candidates = [folder / f"{image_id}.jpg"]
+    if xml_filename:
+        candidates.append(folder / check_plain_name(xml_filename, f"<filename> of {image_id}"))
+    candidates += [folder / f"{image_id}{suffix}" for suffix in IMAGE_SUFFIXES[1:]]
+    return next((p for p in candidates if p.is_file()), candidates[0])
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) read from the image header; UserError if the file is missing or unreadable."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise UserError(f"{path}: unreadable image ({exc})") from None
+    return height, width
+
+
+def discover_classes(root: Path) -> tuple[str, ...]:
+    """The class names: VOC's 20 for a VOC year folder, else every name in ``ROOT/Annotations`` (sorted)."""
+    root = Path(root)
+    if _VOC_YEAR.fullmatch(root.resolve().name):
+        return VOC_CLASSES
+    names = set()
+    for path in sorted((root / "Annotations").glob("*.xml")):
+        for obj in _parse_xml(path).iter("object"):
+            name = _text(obj, "name")
+            if name:
+                names.add(name)
+    if not names:
+        raise UserError(f"{root / 'Annotations'}: no annotated objects to take class names from")
+    return tuple(sorted(names))
+
+
+def _read_objects(
+    xml, path: Path, class_index: dict[str, int], height: int, width: int, problems: _Problems
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    voc_boxes, labels, difficult = [], [], []
+    for number, obj in enumerate(xml.iter("object"), start=1):
+        name = _text(obj, "name", "")
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise UserError(f"{path}: object {number} ({name or 'unnamed'}) has no <bndbox>")
+        try:
+            coords = [float(_text(bndbox, tag, "")) for tag in ("xmin", "ymin", "xmax", "ymax")]
+        except ValueError:
+            raise UserError(f"{path}: object {number} ({name}) has a non-numeric <bndbox>") from None
+        if name not in class_index:
+            problems.unknown_class[name] += 1
+            continue
+        voc_boxes.append(coords)
+        labels.append(class_index[name])
+        difficult.append(_text(obj, "difficult", "0") in {"1", "true", "True"})
+    boxes = voc_to_boxes(np.array(voc_boxes, dtype=np.float32).reshape(-1, 4))
+    clipped = clip_boxes(boxes, height, width)
+    keep = nonempty(clipped)
+    problems.note("clipped", path, int(np.any(clipped[keep] != boxes[keep], axis=1).sum()))
+    problems.note("dropped", path, int((~keep).sum()))
+    return (clipped[keep], np.array(labels, dtype=np.int64)[keep], np.array(difficult, dtype=bool)[keep])
+
+
+def load_dataset(
+    root: Path,
+    split: str,
+    classes: tuple[str, ...] | None = None,
+    skip_bad: bool = False,
+) -> Dataset:
+    """Read the split's annotations (image sizes from the XML, or from the image header when absent).
+
+    A split whose images have no XML at all is read as unannotated; a split where only some lack it is
+    an error. Unreadable files raise UserError naming them, or are skipped and listed with ``skip_bad``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: dataset root not found")
+    ids = read_split(root, split)
+    annotation_dir = root / "Annotations"
+    has_xml = [(annotation_dir / f"{i}.xml").is_file() for i in ids]
+    annotated = any(has_xml)
+    if annotated and not all(has_xml) and not skip_bad:
+        missing = ids[has_xml.index(False)]
+        raise UserError(
+            f"{annotation_dir / (missing + '.xml')}: annotation missing "
+            f"({has_xml.count(False)} of {len(ids)} images of split {split!r} have none)"
+        )
+    classes = tuple(classes) if classes else (discover_classes(root) if annotated else ())
+    class_index = {name: i + 1 for i, name in enumerate(classes)}
+    problems, images, skipped = _Problems(), [], []
+    for image_id, xml_exists in zip(ids, has_xml, strict=True):
+        try:
+            if annotated and not xml_exists:
+                raise UserError(f"{annotation_dir / (image_id + '.xml')}: annotation missing")
+            images.append(_read_record(root, image_id, annotated, class_index, problems))
+        except UserError as exc:
+            if not skip_bad:
+                raise
+            skipped.append(str(exc))
+    for message in problems.messages():
+        log.warning(message)
+    if skipped:
+        log.warning(
+            "skipped %d unreadable images or annotations (--skip-bad): %s",
+            len(skipped),
+            "; ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""),
+        )
+    if not images:
+        raise UserError(f"{split_file(root, split)}: no readable images in split {split!r}")
+    return Dataset(root, split, classes, tuple(images), annotated, tuple(skipped), tuple(problems.messages()))
+
+
+def _read_record(
+    root: Path, image_id: str, annotated: bool, class_index: dict[str, int], problems: _Problems
+) -> ImageRecord:
+    empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
+    if not annotated:
+        path = _image_path(root, image_id, None)
+        return ImageRecord(image_id, path, *image_size(path), *empty)
+    xml_path = root / "Annotations" / f"{image_id}.xml"
+    xml = _parse_xml(xml_path)
+    path = _image_path(root, image_id, _text(xml, "filename"))
+    size = xml.find("size")
+    try:
+        width, height = (int(float(_text(size, tag, "0"))) for tag in ("width", "height"))
+    except (AttributeError, ValueError):
+        width = height = 0
+    if width <= 0 or height <= 0:
+        height, width = image_size(path)
+    elif not path.is_file():
+        raise UserError(f"{path}: image not found (listed in split, annotated in {xml_path.name})")
+    return ImageRecord(
+        image_id, path, height, width, *_read_objects(xml, xml_path, class_index, height, width, problems)
+    )
+
+
+@dataclass(frozen=True)
+class DatasetReport:
+    """What `data check` found: per-class object and difficult counts, and every problem."""
+
+    dataset: Dataset
+    objects: dict[str, int]
+    difficult: dict[str, int]
+    empty_images: int
+    problems: tuple[str, ...]
+
+
+def check_dataset(
+    root: Path, split: str, classes: tuple[str, ...] | None = None, progress=None
+) -> DatasetReport:
+    """Read every annotation and decode every image of the split; collect problems, don't stop at them."""
+    from stages.progress import SILENT
+
+    progress = progress or SILENT
+    dataset = load_dataset(root, split, classes, skip_bad=True)
+    problems = list(dataset.skipped) + list(dataset.repairs)
+    with progress.task("decoding images", len(dataset), "img") as advance:
+        for record in dataset.images:
+            try:
+                with Image.open(record.path) as image:
+                    image.load()
+                    width, height = image.size
+                if (height, width) != (record.height, record.width):
+                    problems.append(
+                        f"{record.path}: image is {width}x{height}, annotation says "
+                        f"{record.width}x{record.height}"
+                    )
+            except (OSError, UnidentifiedImageError) as exc:
+                problems.append(f"{record.path}: unreadable image ({exc})")
+            advance()
+    labels = np.concatenate([r.labels for r in dataset.images])
+    difficult = np.concatenate([r.difficult for r in dataset.images])
+    names = dataset.classes
+    return DatasetReport(
+        dataset,
+        {n: int((labels == i + 1).sum()) for i, n in enumerate(names)},
+        {n: int(((labels == i + 1) & difficult).sum()) for i, n in enumerate(names)},
+        sum(len(r.labels) == 0 for r in dataset.images),
+        tuple(problems),
+    )
