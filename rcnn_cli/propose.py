@@ -22,6 +22,7 @@ def propose(
     max_side: Annotated[
         int, typer.Option(help="Images with a longer side are shrunk for the search (px).")
     ] = 500,
+    seed: Annotated[int, typer.Option(help="Seed of selective search's random ranking.")] = 0,
     workers: Annotated[int, typer.Option(help="Worker processes (0: all cores).")] = 0,
     import_mat: Annotated[
         Path | None, typer.Option("--import", help="Import a Fast R-CNN release .mat file instead.")
@@ -43,7 +44,7 @@ def propose(
     from stages.voc import load_dataset
 
     options = proposals.ProposalOptions(
-        mode=mode, max_boxes=max_boxes, min_size=min_size, max_side=max_side, workers=workers
+        mode=mode, max_boxes=max_boxes, min_size=min_size, max_side=max_side, seed=seed, workers=workers
     )
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad=skip_bad)
     if import_mat is not None:

@@ -36,7 +36,7 @@ def bench_proposals(
     Process start-up is included, as a user of `rcnn propose` pays it too.
     """
     records = dataset.images[:images]
-    jobs = [(r.image_id, str(r.path), options.mode, options.max_side) for r in records]
+    jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in records]
     cores = os.cpu_count() or 1
     rows = []
     for workers in sorted({1, options.workers or cores}):

@@ -47,6 +47,7 @@ class ProposalOptions:
     max_boxes: int = 2000
     min_size: int = 10
     max_side: int = 500
+    seed: int = 0
     workers: int = 0
 
     def __post_init__(self) -> None:
@@ -91,10 +92,10 @@ def filter_boxes(boxes: np.ndarray, min_size: int, max_boxes: int) -> np.ndarray
     return boxes[first_unique(boxes)][:max_boxes]
 
 
-def search_many(jobs: Sequence[tuple[str, str, str, int]], workers: int):
+def search_many(jobs: Sequence[tuple[str, str, str, int, int]], workers: int):
     """Yield (image_id, boxes or None, problem or None) for every job, in completion order.
 
-    A job is (image_id, path, mode, max_side); ``workers`` > 1 runs them in spawned processes.
+    A job is (image_id, path, mode, max_side, seed); ``workers`` > 1 runs them in spawned processes.
     """
     if workers == 1:
         results = map(selective_search.worker, jobs)
@@ -216,7 +217,7 @@ def propose(
     if boxes:
         log.info("resuming: %d of %d images already done", len(dataset) - len(todo), len(dataset))
     workers = min(options.workers or os.cpu_count() or 1, max(1, len(todo)))
-    jobs = [(r.image_id, str(r.path), options.mode, options.max_side) for r in todo]
+    jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in todo]
     skipped: list[str] = []
     search_started = time.perf_counter()
     with progress.task(f"selective search ({workers} workers)", len(jobs), "img") as advance:
@@ -358,11 +359,11 @@ def _read_mat(path: Path) -> tuple[list[str] | None, list[np.ndarray]]:
 
     if not path.is_file():
         raise UserError(f"{path}: file not found")
+    if h5py.is_hdf5(path):  # MATLAB v7.3 files are HDF5
+        return _read_mat73(path)
     try:
         content = scipy.io.loadmat(str(path))
-    except NotImplementedError:  # MATLAB v7.3 files are HDF5
-        return _read_mat73(path)
-    except (ValueError, OSError, TypeError) as exc:
+    except (NotImplementedError, ValueError, OSError, TypeError, scipy.io.matlab.MatReadError) as exc:
         raise UserError(f"{path}: unreadable .mat file ({exc})") from None
     if "boxes" not in content:
         raise UserError(f"{path}: no variable 'boxes' (found: {', '.join(_public(content))})")

@@ -1,16 +1,32 @@
 """The selective-search worker: OpenCV only, so worker processes start fast (no torch import).
 
 Returns OpenCV's raw rectangles; ``stages.proposals`` converts them to toolkit boxes.
+
+OpenCV ranks regions by hierarchy level times a random number (Uijlings et al. 2013, section 3.3),
+drawn from the C library's ``rand()``. Seeding it from the image id before each search makes an image's
+boxes and their order the same whatever process or order it runs in.
 """
 
 from __future__ import annotations
 
+import ctypes
+import zlib
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from stages.errors import UserError
+
+
+def seed_ranking(image_id: str, seed: int) -> bool:
+    """Seed libc's rand() for one image; False where the C library cannot be reached (Windows)."""
+    try:
+        libc = ctypes.CDLL(None)
+    except (OSError, TypeError):
+        return False
+    libc.srand(ctypes.c_uint((zlib.crc32(image_id.encode()) ^ seed) & 0xFFFFFFFF))
+    return True
 
 
 def search(path: Path, mode: str, max_side: int) -> tuple[np.ndarray, float, tuple[int, int]]:
@@ -36,12 +52,16 @@ def search(path: Path, mode: str, max_side: int) -> tuple[np.ndarray, float, tup
     return segmentation.process(), scale, (height, width)
 
 
-def worker(job: tuple[str, str, str, int]):
-    """Pool entry point: (image_id, path, mode, max_side) -> (image_id, search result or None,
+def worker(job: tuple[str, str, str, int, int]):
+    """Pool entry point: (image_id, path, mode, max_side, seed) -> (image_id, search result or None,
     problem or None)."""
-    image_id, path, mode, max_side = job
+    image_id, path, mode, max_side, seed = job
+    threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # one image a process: the pool is the parallelism
     try:
+        seed_ranking(image_id, seed)
         return image_id, search(Path(path), mode, max_side), None
     except UserError as exc:
         return image_id, None, str(exc)
+    finally:
+        cv2.setNumThreads(threads)
