@@ -175,12 +175,21 @@ def discover_classes(root: Path) -> tuple[str, ...]:
     root = Path(root)
     if _VOC_YEAR.fullmatch(root.resolve().name):
         return VOC_CLASSES
-    names = set()
+    names, unreadable = set(), []
     for path in sorted((root / "Annotations").glob("*.xml")):
-        for obj in _parse_xml(path).iter("object"):
+        try:
+            xml = _parse_xml(path)
+        except UserError:  # reported when (and if) a split reads it
+            unreadable.append(path.name)
+            continue
+        for obj in xml.iter("object"):
             name = _text(obj, "name")
             if name:
                 names.add(name)
+    if unreadable:
+        log.warning(
+            "class names taken without %d unreadable annotations (first: %s)", len(unreadable), unreadable[0]
+        )
     if not names:
         raise UserError(f"{root / 'Annotations'}: no annotated objects to take class names from")
     return tuple(sorted(names))
