@@ -79,10 +79,22 @@ def test_user_errors_are_one_line_naming_the_file(tiny_demo, tmp_path):
         "missing.json: file not found",
     )
     (tmp_path / "bad.json").write_text("[{]")
+    (tmp_path / "results.json").write_text("earlier results")
     assert_one_line_error(
-        rcnn("evaluate", "--data", tiny_demo, "--split", "test", "--detections", tmp_path / "bad.json"),
+        rcnn(
+            "evaluate",
+            "--data",
+            tiny_demo,
+            "--split",
+            "test",
+            "--detections",
+            tmp_path / "bad.json",
+            "--out",
+            tmp_path / "results.json",
+        ),
         "bad.json: not a JSON file",
     )
+    assert (tmp_path / "results.json").read_text() == "earlier results"
     assert_one_line_error(
         rcnn("propose", "--data", tiny_demo, "--split", "nosuch"),
         "nosuch.txt: split file not found (available: test, train, trainval, val)",
