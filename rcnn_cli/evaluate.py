@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -49,6 +50,6 @@ def print_results(results, title: str) -> None:
     for column in ("AP", "positives", "detections"):
         table.add_column(column, justify="right")
     for c in results.classes:
-        table.add_row(c.name, "-" if c.ap != c.ap else f"{c.ap:.3f}", str(c.positives), str(c.detections))
+        table.add_row(c.name, "-" if math.isnan(c.ap) else f"{c.ap:.3f}", str(c.positives), str(c.detections))
     table.add_row(f"[bold]mAP ({results.metric})[/]", f"[bold]{results.map:.3f}[/]", "", "")
     out.print(table)

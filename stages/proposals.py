@@ -228,12 +228,12 @@ def propose(
                         raise UserError(problem)
                     skipped.append(problem)
                 else:
-                    shards.add(image_id, filter_boxes(found, options.min_size, options.max_boxes))
+                    boxes[image_id] = filter_boxes(found, options.min_size, options.max_boxes)
+                    shards.add(image_id, boxes[image_id])
                 advance()
         finally:
             shards.flush()
     search_seconds = time.perf_counter() - search_started
-    boxes = shards.load()
     kept = [r for r in dataset.images if r.image_id in boxes]
     return _finish(
         target,

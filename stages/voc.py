@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from stages.errors import UserError
 from stages.geometry import clip_boxes, nonempty, voc_to_boxes
+from stages.progress import SILENT, Progress
 
 log = logging.getLogger("rcnn")
 
@@ -307,12 +308,9 @@ class DatasetReport:
 
 
 def check_dataset(
-    root: Path, split: str, classes: tuple[str, ...] | None = None, progress=None
+    root: Path, split: str, classes: tuple[str, ...] | None = None, progress: Progress = SILENT
 ) -> DatasetReport:
     """Read every annotation and decode every image of the split; collect problems, don't stop at them."""
-    from stages.progress import SILENT
-
-    progress = progress or SILENT
     dataset = load_dataset(root, split, classes, skip_bad=True)
     problems = list(dataset.skipped) + list(dataset.repairs)
     with progress.task("decoding images", len(dataset), "img") as advance:
