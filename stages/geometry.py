@@ -67,3 +67,34 @@ def box_iou(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.nd
     if len(a_t) == 0 or len(b_t) == 0:
         return np.zeros((len(a_t), len(b_t)), dtype=np.float32)
     return tv_box_iou(a_t, b_t).numpy()
+
+
+def _centres_and_sizes(boxes: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    widths = boxes[:, 2] - boxes[:, 0]
+    heights = boxes[:, 3] - boxes[:, 1]
+    return boxes[:, 0] + 0.5 * widths, boxes[:, 1] + 0.5 * heights, widths, heights
+
+
+def encode_boxes(proposals: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Regression targets of ``targets`` relative to ``proposals`` (R-CNN appendix C).
+
+    (K, 4), (K, 4) boxes -> (K, 4) (tx, ty, tw, th): tx = (Gx - Px) / Pw, ty = (Gy - Py) / Ph,
+    tw = log(Gw / Pw), th = log(Gh / Ph), with centres and sizes in the toolkit's convention.
+    """
+    px, py, pw, ph = _centres_and_sizes(proposals)
+    gx, gy, gw, gh = _centres_and_sizes(targets)
+    return torch.stack([(gx - px) / pw, (gy - py) / ph, torch.log(gw / pw), torch.log(gh / ph)], dim=1)
+
+
+def decode_boxes(proposals: torch.Tensor, deltas: torch.Tensor, max_log_scale: float = 4.135) -> torch.Tensor:
+    """Apply (K, 4) regression ``deltas`` to (K, 4) ``proposals``; the inverse of ``encode_boxes``.
+
+    tw and th are clamped at ``max_log_scale`` (log(1000 / 16), as torchvision does) so an untrained
+    regressor cannot overflow exp.
+    """
+    px, py, pw, ph = _centres_and_sizes(proposals)
+    cx = px + deltas[:, 0] * pw
+    cy = py + deltas[:, 1] * ph
+    w = pw * torch.exp(deltas[:, 2].clamp(max=max_log_scale))
+    h = ph * torch.exp(deltas[:, 3].clamp(max=max_log_scale))
+    return torch.stack([cx - 0.5 * w, cy - 0.5 * h, cx + 0.5 * w, cy + 0.5 * h], dim=1)

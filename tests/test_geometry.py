@@ -1,4 +1,6 @@
 import numpy as np
+import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -7,6 +9,8 @@ from stages.geometry import (
     box_iou,
     boxes_to_voc,
     clip_boxes,
+    decode_boxes,
+    encode_boxes,
     first_unique,
     nonempty,
     voc_to_boxes,
@@ -83,3 +87,28 @@ def test_first_unique_keeps_first_occurrences_in_order(rows):
             seen.add(row)
             expected.append(i)
     assert keep.tolist() == expected
+
+
+@st.composite
+def positive_boxes(draw, n: int = 8):
+    xy = draw(arrays(np.float64, (n, 2), elements=st.floats(-50, 500)))
+    wh = draw(arrays(np.float64, (n, 2), elements=st.floats(1, 400)))
+    return np.concatenate([xy, xy + wh], axis=1)
+
+
+@given(positive_boxes(), positive_boxes())
+def test_box_coding_round_trips(proposals, targets):
+    proposals_t, targets_t = torch.from_numpy(proposals), torch.from_numpy(targets)
+    deltas = encode_boxes(proposals_t, targets_t)
+    assert torch.allclose(decode_boxes(proposals_t, deltas, max_log_scale=100), targets_t, atol=1e-6)
+
+
+def test_box_coding_by_hand():
+    proposal = torch.tensor([[0.0, 0.0, 10.0, 20.0]])  # centre (5, 10), size 10 x 20
+    target = torch.tensor([[2.0, 4.0, 22.0, 24.0]])  # centre (12, 14), size 20 x 20
+    expected = torch.tensor([[0.7, 0.2, float(np.log(2.0)), 0.0]])
+    assert torch.allclose(encode_boxes(proposal, target), expected)
+    huge = decode_boxes(proposal, torch.tensor([[0.0, 0.0, 50.0, 50.0]]))
+    assert torch.isfinite(huge).all() and (huge[:, 2] - huge[:, 0]).item() == pytest.approx(
+        10 * np.exp(4.135)
+    )
