@@ -13,13 +13,29 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from stages.errors import UserError
+
+
+def ensure_folder(folder: Path) -> Path:
+    """Create ``folder`` (and its parents) for output; UserError naming it if that is impossible."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write here ({exc.strerror or exc})") from None
+    return folder
+
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target``, on error it is removed."""
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=".tmp", dir=ensure_folder(target.parent)
+        )
+    except OSError as exc:
+        raise UserError(f"{target}: cannot write here ({exc.strerror or exc})") from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -30,6 +46,6 @@ def atomic_path(target: Path) -> Iterator[Path]:
 
 
 def write_json(target: Path, payload: Any) -> None:
-    """Write ``payload`` as indented JSON to ``target`` atomically."""
+    """Write ``payload`` as indented JSON to ``target`` atomically; paths and the like become strings."""
     with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")

@@ -9,6 +9,7 @@ to a temporary name and renamed, so a killed run never leaves a corrupt one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
@@ -24,7 +25,7 @@ import h5py
 import numpy as np
 
 from stages import selective_search
-from stages.atomic import atomic_path, write_json
+from stages.atomic import atomic_path, ensure_folder, write_json
 from stages.errors import UserError
 from stages.geometry import box_iou, clip_boxes, first_unique, nonempty, xywh_to_boxes
 from stages.progress import SILENT, Progress
@@ -97,12 +98,12 @@ def search_many(jobs: Sequence[tuple[str, str, str, int, int]], workers: int):
 
     A job is (image_id, path, mode, max_side, seed); ``workers`` > 1 runs them in spawned processes.
     """
-    if workers == 1:
-        results = map(selective_search.worker, jobs)
-        yield from ((i, None if r is None else to_boxes(*r), p) for i, r, p in results)
-        return
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        for image_id, found, problem in pool.imap_unordered(selective_search.worker, jobs):
+    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    with pool or contextlib.nullcontext():
+        results = (
+            pool.imap_unordered(selective_search.worker, jobs) if pool else map(selective_search.worker, jobs)
+        )
+        for image_id, found, problem in results:
             yield image_id, None if found is None else to_boxes(*found), problem
 
 
@@ -112,10 +113,11 @@ class _Shards:
     def __init__(self, folder: Path, options: dict):
         self.folder = folder
         stamp = folder / "options.json"
+        ensure_folder(folder.parent)
         if folder.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != options):
             log.info("%s: discarding partial work made with other options", folder)
             shutil.rmtree(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        ensure_folder(folder)
         write_json(stamp, options)
         self.pending: dict[str, np.ndarray] = {}
 

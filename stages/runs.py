@@ -85,7 +85,7 @@ def write_manifest(
         "results": dict(results or {}),
     }
     target = manifest_path(artifact)
-    write_json(target, json.loads(json.dumps(payload, default=str)))
+    write_json(target, payload)
     return target
 
 

@@ -15,6 +15,10 @@ def rcnn(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def evaluate_test_split(data, detections, *extra):
+    return rcnn("evaluate", "--data", data, "--split", "test", "--detections", detections, *extra)
+
+
 def test_version_and_help_with_examples():
     result = rcnn("--version")
     assert result.exit_code == 0 and result.output.startswith("rcnn ")
@@ -42,17 +46,7 @@ def test_chain_on_the_tiny_dataset(tiny_demo, tmp_path):
         for box, label in zip(r.boxes, r.labels, strict=True)
     ]
     (tmp_path / "dets.json").write_text(json.dumps(dets))
-    result = rcnn(
-        "evaluate",
-        "--data",
-        tiny_demo,
-        "--split",
-        "test",
-        "--detections",
-        tmp_path / "dets.json",
-        "--out",
-        tmp_path / "results.json",
-    )
+    result = evaluate_test_split(tiny_demo, tmp_path / "dets.json", "--out", tmp_path / "results.json")
     assert result.exit_code == 0, result.output
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["metric"] == "voc07" and results["map"] == 1.0
@@ -75,29 +69,26 @@ def test_user_errors_are_one_line_naming_the_file(tiny_demo, tmp_path):
         "nowhere: dataset root not found",
     )
     assert_one_line_error(
-        rcnn("evaluate", "--data", tiny_demo, "--split", "test", "--detections", tmp_path / "missing.json"),
+        evaluate_test_split(tiny_demo, tmp_path / "missing.json"),
         "missing.json: file not found",
     )
     (tmp_path / "bad.json").write_text("[{]")
     (tmp_path / "results.json").write_text("earlier results")
     assert_one_line_error(
-        rcnn(
-            "evaluate",
-            "--data",
-            tiny_demo,
-            "--split",
-            "test",
-            "--detections",
-            tmp_path / "bad.json",
-            "--out",
-            tmp_path / "results.json",
-        ),
+        evaluate_test_split(tiny_demo, tmp_path / "bad.json", "--out", tmp_path / "results.json"),
         "bad.json: not a JSON file",
     )
     assert (tmp_path / "results.json").read_text() == "earlier results"
     assert_one_line_error(
         rcnn("propose", "--data", tiny_demo, "--split", "nosuch"),
         "nosuch.txt: split file not found (available: test, train, trainval, val)",
+    )
+    (tmp_path / "afile").write_text("not a folder")
+    assert_one_line_error(
+        rcnn(
+            "propose", "--data", tiny_demo, "--split", "test", "--run", tmp_path / "afile", "--workers", "1"
+        ),
+        "cannot write here",
     )
     (tmp_path / "mine").mkdir()
     assert_one_line_error(rcnn("data", "demo", "--out", tmp_path / "mine"), "mine: exists")
