@@ -397,3 +397,13 @@ def _read_mat73(path: Path) -> tuple[list[str] | None, list[np.ndarray]]:
 
 def _public(content: dict) -> list[str]:
     return [k for k in content if not k.startswith("__")]
+
+
+def propose_image(image_id: str, path: Path, options: ProposalOptions = ProposalOptions()) -> np.ndarray:
+    """Selective search on one image, in this process: (K, 4) float32 boxes (``rcnn detect``)."""
+    _, found, problem = selective_search.worker(
+        (image_id, str(path), options.mode, options.max_side, options.seed)
+    )
+    if problem is not None:
+        raise UserError(problem)
+    return filter_boxes(to_boxes(*found), options.min_size, options.max_boxes)

@@ -112,3 +112,13 @@ def require_artifact(artifact: Path, command: str, expect: Mapping[str, Any] | N
                 f"remake it with `{command}`"
             )
     return manifest
+
+
+def backbone_path(run: Path) -> Path:
+    """``RUN/backbone.pt``: the pre-trained backbone (``rcnn pretrain``)."""
+    return Path(run) / "backbone.pt"
+
+
+def method_path(run: Path, method: str, *parts: str) -> Path:
+    """``RUN/<method>/<parts...>``: where a detector's stages keep their artifacts."""
+    return Path(run, method, *parts)

@@ -1,0 +1,68 @@
+"""Reading images for the networks: any JPEG or PNG a user has (grayscale, RGBA, 16-bit, large) as RGB.
+
+Networks see images normalised with torchvision's ImageNet mean and std, so the mean pixel is 0 after
+normalisation: zero padding is R-CNN's "mean fill" (R-CNN appendix A).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from stages.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def read_image(path: Path) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: grayscale replicated, alpha dropped, 16 bits scaled; UserError if unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        reason = "file not found" if not Path(path).is_file() else "not an image OpenCV can decode"
+        raise UserError(f"{path}: {reason}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def to_network_input(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float32 on ``device``, ImageNet-normalised."""
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1).float().div_(255)
+    mean = torch.tensor(IMAGENET_MEAN, device=tensor.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=tensor.device).view(3, 1, 1)
+    return tensor.sub_(mean).div_(std)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: the first CUDA device when there is one, else the CPU; otherwise the named device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device {name!r}: not a device name (auto, cpu, cuda, cuda:1, ...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+class ImageCache:
+    """Decoded images by path, least recently used dropped beyond ``max_bytes`` (one per process)."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes = max_bytes
+        self._images: dict[Path, np.ndarray] = {}
+        self._bytes = 0
+
+    def __call__(self, path: Path) -> np.ndarray:
+        image = self._images.pop(path, None)
+        if image is None:
+            image = read_image(path)
+            self._bytes += image.nbytes
+        self._images[path] = image  # most recently used last
+        while self._bytes > self.max_bytes and len(self._images) > 1:
+            oldest = next(iter(self._images))
+            self._bytes -= self._images.pop(oldest).nbytes
+        return image
