@@ -20,11 +20,25 @@ $(VENV)/.synced: pyproject.toml uv.lock
 
 setup: $(VENV)/.synced
 
+# The demo's one departure from the papers' settings: far fewer iterations (a CPU budget of minutes).
+DEMO_PRETRAIN ?= --iterations 300 --batch-size 64 --step 250
+DEMO_FINETUNE ?= --iterations 300
+DEMO_IMAGE = $(DEMO_DATA)/JPEGImages/$$(head -n 1 $(DEMO_DATA)/ImageSets/Main/test.txt).jpg
+
 demo: setup
 	$(RCNN) data demo --out $(DEMO_DATA) --seed 0
 	$(RCNN) data check --data $(DEMO_DATA) --split trainval
 	$(RCNN) propose --data $(DEMO_DATA) --split trainval --run $(DEMO_RUN)
 	$(RCNN) propose --data $(DEMO_DATA) --split test --run $(DEMO_RUN)
+	$(RCNN) pretrain --data $(DEMO_DATA) --split trainval --run $(DEMO_RUN) --backbone tiny $(DEMO_PRETRAIN)
+	$(RCNN) finetune --method rcnn --data $(DEMO_DATA) --split trainval --run $(DEMO_RUN) $(DEMO_FINETUNE)
+	$(RCNN) extract-features --method rcnn --data $(DEMO_DATA) --split trainval --run $(DEMO_RUN)
+	$(RCNN) extract-features --method rcnn --data $(DEMO_DATA) --split test --run $(DEMO_RUN)
+	$(RCNN) train-svm --method rcnn --run $(DEMO_RUN)
+	$(RCNN) train-bbox --method rcnn --run $(DEMO_RUN)
+	$(RCNN) evaluate --method rcnn --data $(DEMO_DATA) --split test --run $(DEMO_RUN)
+	$(RCNN) detect $(DEMO_IMAGE) --method rcnn --run $(DEMO_RUN)
+	$(RCNN) report --run $(DEMO_RUN)
 
 test: setup lint
 	$(VENV)/bin/pytest

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from rcnn_cli import bench, data, evaluate, propose
+from rcnn_cli import bench, classifiers, data, detect, evaluate, features, propose, report, train
 from rcnn_cli.console import err, setup_logging
 from stages.errors import UserError
 
@@ -54,7 +54,14 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.command("propose")(propose.propose)
+app.command("pretrain")(train.pretrain)
+app.command("finetune")(train.finetune)
+app.command("extract-features")(features.extract_features)
+app.command("train-svm")(classifiers.train_svm)
+app.command("train-bbox")(classifiers.train_bbox)
+app.command("detect")(detect.detect)
 app.command("evaluate")(evaluate.evaluate)
+app.command("report")(report.report)
 app.add_typer(bench.app, name="bench")
 
 

@@ -1,4 +1,4 @@
-"""`rcnn evaluate`: the VOC protocol on a detections file."""
+"""`rcnn evaluate`: the VOC protocol, on a detections file or on a method's detections of a split."""
 
 from __future__ import annotations
 
@@ -9,14 +9,20 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rcnn_cli.console import out
-from rcnn_cli.options import Classes, DataRoot, Split, parse_classes
+from rcnn_cli.console import RichProgress, out
+from rcnn_cli.options import Classes, DataRoot, Method, Split, parse_classes
 
 
 def evaluate(
     data: DataRoot,
     split: Split,
-    detections: Annotated[Path, typer.Option(help="Detections JSON (the exchange format).")],
+    detections: Annotated[
+        Path | None, typer.Option(help="Detections JSON (the exchange format) to score.")
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option(help="Run folder: detect on the split with --method, then score.")
+    ] = None,
+    method: Annotated[Method | None, typer.Option(help="With --run: which detector.")] = None,
     metric: Annotated[
         str, typer.Option(help="voc07: 11-point AP (VOC2007 test); voc10: area under the curve.")
     ] = "voc07",
@@ -28,14 +34,37 @@ def evaluate(
 ) -> None:
     """Score detections with the VOC protocol (IoU >= 0.5, difficult ignored): AP per class, mAP.
 
-    Example: rcnn evaluate --data data/demo --split test --detections dets.json --out results.json
+    With --run and --method, first detects on the split from its feature cache and writes
+    RUN/<method>/detections/SPLIT.json and RUN/<method>/eval/SPLIT.json (with the mAP without box
+    regression beside it) and the PR curves.
+
+    Examples:
+
+      rcnn evaluate --data data/demo --split test --run runs/demo --method rcnn
+
+      rcnn evaluate --data data/demo --split test --detections dets.json --out results.json
     """
-    from stages.detections import read_detections
-    from stages.evaluation import evaluate as run_evaluation
     from stages.evaluation import save_evaluation
     from stages.voc import load_dataset
 
+    if (detections is None) == (run is None) or (run is not None and method is None):
+        raise typer.BadParameter("give either --detections FILE, or --run RUN with --method")
     dataset = load_dataset(data, split, parse_classes(classes))
+    if run is not None:
+        from stages.atomic import write_json
+        from stages.detect import evaluate_run
+
+        result = evaluate_run(dataset, run, method.value, metric, progress=RichProgress())
+        print_results(result.evaluation, f"{method.value} on {split}: {result.detections_path}")
+        if result.without_box_regression is not None:
+            out.print(f"mAP without box regression: {result.without_box_regression.map:.3f}")
+        if out_file is not None:
+            write_json(out_file, result.evaluation.to_json())
+        out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")
+        return
+    from stages.detections import read_detections
+    from stages.evaluation import evaluate as run_evaluation
+
     results = run_evaluation(dataset, read_detections(detections), metric)
     plot = plot or (out_file or detections).with_suffix(".pr.png")
     save_evaluation(results, out_file, plot)

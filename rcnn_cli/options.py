@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -32,3 +33,18 @@ def parse_classes(classes: str | None) -> tuple[str, ...] | None:
     if not names or len(set(names)) != len(names):
         raise typer.BadParameter("give distinct, comma-separated names", param_hint="--classes")
     return names
+
+
+class Method(str, Enum):
+    """The detectors of the lineage that have stages so far."""
+
+    rcnn = "rcnn"
+
+
+MethodOption = Annotated[Method, typer.Option("--method", help="Which detector's stage to run.")]
+Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")]
+Workers = Annotated[int, typer.Option(help="DataLoader worker processes (0: load in this process).")]
+Restart = Annotated[
+    bool, typer.Option("--restart", help="Ignore a checkpoint of an interrupted run and start over.")
+]
+Seed = Annotated[int, typer.Option(help="Seed of sampling and initialisation.")]

@@ -20,11 +20,14 @@ import torch
 from stages.atomic import write_json
 from stages.bbox import BoxRegressors, load_bbox
 from stages.detections import Detections, write_detections
+from stages.draw import draw_detections, write_png
 from stages.errors import UserError
 from stages.evaluation import Evaluation, evaluate, plot_pr_curves
 from stages.features import FeatureCache, features_path
 from stages.geometry import clip_boxes, decode_boxes
+from stages.images import pick_device, read_image
 from stages.progress import SILENT, Progress
+from stages.proposals import ProposalOptions, propose_image
 from stages.runs import method_path, write_manifest
 from stages.svm import SvmModel, load_svms
 from stages.voc import Dataset
@@ -203,3 +206,71 @@ def evaluate_run(
         results={"map": results["map"], "map_without_box_regression": results["map_without_box_regression"]},
     )
     return RunEvaluation(evaluation, without, detections_path, results_path, plot_path, seconds_per_image)
+
+
+@dataclass(frozen=True)
+class DetectedImage:
+    """``rcnn detect``'s result for one image and where it was written."""
+
+    path: Path
+    detections: ImageDetections
+    classes: tuple[str, ...]
+    proposals: int
+    picture: Path
+    json: Path
+    seconds: float
+
+
+def detect_images(
+    paths: Sequence[Path],
+    run: Path,
+    method: str,
+    out: Path | None = None,
+    options: DetectOptions = DetectOptions(score_thresh=0.0),
+    proposal_options: ProposalOptions = ProposalOptions(),
+    device: str = "auto",
+    progress: Progress = SILENT,
+) -> list[DetectedImage]:
+    """Selective search, features, scores, box regression and NMS on each image; writes
+    ``OUT/<stem>.png`` (the annotated image) and ``OUT/<stem>.json`` (the exchange format)."""
+    from stages.rcnn import RegionExtractor, load_finetuned
+
+    out = Path(out) if out is not None else method_path(run, method, "detect")
+    stems = [Path(p).stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise UserError("two images share a file name stem; their outputs would collide (detect them apart)")
+    svm = load_svms(run, method)
+    bbox = load_bbox(run, method, svm.classes)
+    model, _ = load_finetuned(run, svm.classes, method)
+    extractor = RegionExtractor(model, pick_device(device))
+    results = []
+    with progress.task(f"detecting ({method})", len(paths), "img") as advance:
+        for path, stem in zip(paths, stems, strict=True):
+            started = time.perf_counter()
+            image = read_image(path)
+            boxes = propose_image(stem, path, proposal_options)
+            features = {k: v.numpy() for k, v in extractor(image, boxes).items()}
+            plain, moved = detect_from_scores(
+                boxes,
+                svm.scores(features[svm.feature]),
+                image.shape[:2],
+                options,
+                _regressor(bbox, features[bbox.feature] if bbox else None),
+            )
+            found = moved if moved is not None else plain
+            picture, json_path = out / f"{stem}.png", out / f"{stem}.json"
+            write_png(picture, draw_detections(image, found.boxes, found.labels, found.scores, svm.classes))
+            write_detections(json_path, _to_columns([stem], [found], svm.classes))
+            results.append(
+                DetectedImage(
+                    Path(path),
+                    found,
+                    svm.classes,
+                    len(boxes),
+                    picture,
+                    json_path,
+                    time.perf_counter() - started,
+                )
+            )
+            advance()
+    return results

@@ -1,0 +1,72 @@
+"""`rcnn train-svm` and `rcnn train-bbox`: the classifiers and regressors fitted on the feature cache."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rcnn_cli.console import RichProgress, out
+from rcnn_cli.options import DEFAULT_RUN, Method, MethodOption, RunDir
+
+CacheSplit = Annotated[str, typer.Option("--split", help="Split whose feature cache to train on.")]
+
+
+def train_svm(
+    method: MethodOption = Method.rcnn,
+    run: RunDir = DEFAULT_RUN,
+    split: CacheSplit = "trainval",
+    svm_c: Annotated[float, typer.Option("--C", help="SVM regularisation constant C.")] = 0.001,
+    positive_weight: Annotated[float, typer.Option(help="Loss weight of positives.")] = 2.0,
+    negative_iou: Annotated[float, typer.Option(help="Negatives: IoU below this with every object.")] = 0.3,
+) -> None:
+    """Train one linear SVM a class on cached fc7 features, with hard negative mining.
+
+    The R-CNN release's settings: features scaled to mean norm 20, C 0.001, bias multiplier 10, positives
+    weighted 2, hard negatives score > -1, easy ones (< -1.2) evicted, retraining every 2000 new negatives.
+    Writes RUN/rcnn/svm.npz.
+
+    Example: rcnn train-svm --method rcnn --run runs/demo
+    """
+    from stages.svm import SvmOptions, train_svms
+
+    options = SvmOptions(C=svm_c, positive_weight=positive_weight, negative_iou=negative_iou)
+    summary = train_svms(run, method.value, split, options, progress=RichProgress())
+    table = Table(title=f"SVMs: {summary.path} (feature scale {summary.feature_scale:.4g})")
+    table.add_column("class")
+    for column in ("positives", "cached negatives", "retrainings", "objective"):
+        table.add_column(column, justify="right")
+    for c in summary.classes:
+        table.add_row(
+            c.name, str(c.positives), str(c.cached_negatives), str(c.retrains), f"{c.objective:.5f}"
+        )
+    out.print(table)
+    out.print(f"{summary.seconds:.1f} s, peak memory {summary.peak_rss_mb:.0f} MiB")
+
+
+def train_bbox(
+    method: MethodOption = Method.rcnn,
+    run: RunDir = DEFAULT_RUN,
+    split: CacheSplit = "trainval",
+    alpha: Annotated[float, typer.Option(help="Ridge regularisation (lambda).")] = 1000.0,
+    min_iou: Annotated[float, typer.Option(help="Train on regions whose best IoU exceeds this.")] = 0.6,
+) -> None:
+    """Fit class-specific box regressors (ridge on pool5 features, R-CNN appendix C); RUN/rcnn/bbox.npz.
+
+    Example: rcnn train-bbox --method rcnn --run runs/demo
+    """
+    from stages.bbox import BboxOptions
+    from stages.bbox import train_bbox as run_train_bbox
+
+    summary = run_train_bbox(
+        run, method.value, split, BboxOptions(alpha=alpha, min_iou=min_iou), RichProgress()
+    )
+    table = Table(title=f"box regressors: {summary.path}")
+    table.add_column("class")
+    table.add_column("training pairs", justify="right")
+    table.add_column("mean |error| (train)", justify="right")
+    for name, pairs in summary.pairs.items():
+        error = summary.mean_abs_error.get(name)
+        table.add_row(name, str(pairs), "-" if error is None else f"{error:.4f}")
+    out.print(table)

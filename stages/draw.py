@@ -1,0 +1,53 @@
+"""Pictures of detections: boxes, class names and scores drawn on the image, saved as PNG."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stages.atomic import atomic_path
+
+_PALETTE = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+)  # fmt: skip
+
+
+def draw_detections(
+    image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, classes: Sequence[str]
+) -> np.ndarray:
+    """(H, W, 3) uint8 RGB with each (x1, y1, x2, y2) box outlined in its class colour and labelled
+    "name score"; weakest drawn first so the strongest end on top."""
+    canvas = np.ascontiguousarray(image).copy()
+    thickness = max(1, round(max(canvas.shape[:2]) / 400))
+    for index in np.argsort(scores, kind="stable"):
+        colour = _PALETTE[(int(labels[index]) - 1) % len(_PALETTE)]
+        x1, y1, x2, y2 = (round(float(v)) for v in boxes[index])
+        cv2.rectangle(canvas, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), colour, thickness)
+        text = f"{classes[int(labels[index]) - 1]} {scores[index]:.2f}"
+        (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        top = max(0, y1 - height - baseline - 2)
+        cv2.rectangle(canvas, (x1, top), (x1 + width + 2, top + height + baseline + 2), colour, -1)
+        cv2.putText(
+            canvas,
+            text,
+            (x1 + 1, top + height + 1),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
+    return canvas
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write an RGB image as PNG, atomically."""
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
+    with atomic_path(Path(path)) as tmp:
+        tmp.write_bytes(encoded.tobytes())
