@@ -74,6 +74,18 @@ def feature_scale(
     return target_norm / mean_norm
 
 
+def training_roles(
+    gt_labels: np.ndarray, class_iou: np.ndarray, negative_iou: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """R-CNN's SVM sampling rules for (N,) rows and C classes: (positives (N, C), negatives (N, C)) bool.
+
+    A row is a positive of class c only if it is a ground-truth box of c; a negative of c if its IoU with
+    every object of c is below ``negative_iou`` (ground truths of other classes included); else ignored.
+    """
+    classes = np.arange(1, class_iou.shape[1] + 1)
+    return gt_labels[:, None] == classes, class_iou < negative_iou
+
+
 @dataclass
 class _ClassCache:
     positives: np.ndarray
@@ -165,10 +177,12 @@ def train_svms(
         biases = np.zeros(num_classes, np.float32)
         last = len(cache.image_ids) - 1
         with progress.task("hard negative mining", len(cache.image_ids), "img") as advance:
-            for image in cache.images([options.feature, "class_iou"], options.block_rows):
+            for image in cache.images([options.feature, "gt_labels", "class_iou"], options.block_rows):
                 features = image.columns[options.feature].astype(np.float32) * scale
                 scores = features @ weights.T + biases
-                negative = image.columns["class_iou"] < options.negative_iou  # (N, C)
+                _, negative = training_roles(
+                    image.columns["gt_labels"], image.columns["class_iou"], options.negative_iou
+                )
                 if image.index > 0:
                     negative &= scores > options.hard_threshold
                 for c, class_cache in enumerate(caches):
@@ -221,10 +235,10 @@ def _positives(
 ) -> list[_ClassCache]:
     """Every class's ground-truth features (scaled), read block by block."""
     found: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
-    for _, block in cache.blocks([options.feature, "gt_labels"], options.block_rows):
-        labels = block["gt_labels"]
-        for c in np.unique(labels[labels > 0]):
-            found[c - 1].append(block[options.feature][labels == c].astype(np.float32) * scale)
+    for _, block in cache.blocks([options.feature, "gt_labels", "class_iou"], options.block_rows):
+        positive, _ = training_roles(block["gt_labels"], block["class_iou"], options.negative_iou)
+        for c in np.flatnonzero(positive.any(axis=0)):
+            found[c].append(block[options.feature][positive[:, c]].astype(np.float32) * scale)
     empty = np.zeros((0, dim), np.float32)
     return [_ClassCache(np.concatenate(f) if f else empty, empty) for f in found]
 

@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -22,7 +23,11 @@ def evaluate_test_split(data, detections, *extra):
 def test_version_and_help_with_examples():
     result = rcnn("--version")
     assert result.exit_code == 0 and result.output.startswith("rcnn ")
-    for command in (["data", "demo"], ["data", "check"], ["propose"], ["evaluate"], ["bench", "proposals"]):
+    commands = (
+        ["data", "demo"], ["data", "check"], ["propose"], ["pretrain"], ["finetune"], ["extract-features"],
+        ["train-svm"], ["train-bbox"], ["detect"], ["evaluate"], ["report"], ["bench", "proposals"],
+    )  # fmt: skip
+    for command in commands:
         result = rcnn(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
 
@@ -122,3 +127,88 @@ def test_internal_errors_exit_1_and_debug_shows_the_traceback(tiny_demo, monkeyp
 @pytest.mark.parametrize("args", [["propose", "--data"], ["evaluate", "--metric"], ["nosuchcommand"]])
 def test_usage_errors_exit_2(args):
     assert rcnn(*args).exit_code == 2
+
+
+def test_the_whole_rcnn_chain_on_the_tiny_dataset(tiny_demo, tmp_path):
+    """propose, pretrain, finetune, extract-features, train-svm, train-bbox, evaluate, detect, report."""
+    run = tmp_path / "run"
+    data = ("--data", tiny_demo)
+    steps = [
+        ("propose", *data, "--split", "trainval", "--workers", "1", "--max-side", "160"),
+        ("propose", *data, "--split", "test", "--workers", "1", "--max-side", "160"),
+        ("pretrain", *data, "--iterations", "3", "--batch-size", "8", "--checkpoint-every", "2"),
+        ("finetune", "--method", "rcnn", *data, "--iterations", "3"),
+        ("extract-features", "--method", "rcnn", *data, "--split", "trainval"),
+        ("extract-features", "--method", "rcnn", *data, "--split", "test"),
+        ("train-svm", "--method", "rcnn"),
+        ("train-bbox", "--method", "rcnn"),
+        ("evaluate", "--method", "rcnn", *data, "--split", "test"),
+    ]
+    for step in steps:
+        result = rcnn(*step, "--run", run)
+        assert result.exit_code == 0, (step, result.output)
+    assert "mAP (voc07)" in result.output and "mAP without box regression" in result.output
+    assert_extraction_resumes(tiny_demo, run)
+    results = json.loads((run / "rcnn" / "eval" / "test.json").read_text())
+    assert results["method"] == "rcnn" and results["box_regression"] is True
+    assert 0 <= results["map"] <= 1 and (run / "rcnn" / "eval" / "test.pr.png").is_file()
+    from stages.detections import read_detections
+
+    assert len(read_detections(run / "rcnn" / "detections" / "test.json")) > 0
+    image = next((tiny_demo / "JPEGImages").glob("*.jpg"))
+    result = rcnn("detect", image, "--run", run, "--method", "rcnn", "--out", tmp_path / "out",
+                  "--score-thresh", "-100")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "out" / f"{image.stem}.png").is_file()
+    assert len(read_detections(tmp_path / "out" / f"{image.stem}.json")) > 0
+    result = rcnn("report", "--run", run)
+    assert result.exit_code == 0 and "rcnn/features/trainval.h5" in result.output and "total" in result.output
+
+
+def test_stages_name_the_command_that_makes_a_missing_input(tiny_demo, tmp_path):
+    run = tmp_path / "empty"
+    result = rcnn("train-svm", "--method", "rcnn", "--run", run)
+    assert_one_line_error(result, "rcnn/features/trainval.h5", "rcnn extract-features")
+    result = rcnn("finetune", "--data", tiny_demo, "--run", run)
+    assert_one_line_error(result, "backbone.pt", "rcnn pretrain")
+    result = rcnn("evaluate", "--data", tiny_demo, "--split", "test")
+    assert result.exit_code == 2 and "--detections" in result.output
+    result = rcnn("detect", tiny_demo / "nope.jpg", "--run", run)
+    assert result.exit_code == 2
+
+
+def assert_extraction_resumes(data, run):
+    """Interrupt feature extraction after one image; the rerun continues and gives the same file."""
+    import h5py
+
+    from stages.progress import Progress
+    from stages.rcnn import extract_features
+    from stages.voc import load_dataset
+
+    class InterruptAfterOne(Progress):
+        def task(self, description, total, unit="it"):
+            import contextlib
+
+            @contextlib.contextmanager
+            def managed():
+                def advance(n=1, **fields):
+                    if fields:  # an image was written
+                        raise KeyboardInterrupt
+
+                yield advance
+
+            return managed()
+
+    cache = run / "rcnn" / "features" / "test.h5"
+    with h5py.File(cache) as h5:
+        expected = {name: h5[name][:] for name in ("fc7", "pool5", "boxes", "offsets")}
+    cache.unlink()
+    dataset = load_dataset(data, "test")
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(dataset, run, progress=InterruptAfterOne())
+    assert not cache.exists() and (cache.parent / ".test.h5.partial").exists()
+    summary = extract_features(dataset, run)
+    assert summary.computed == len(dataset) - 1
+    with h5py.File(cache) as h5:
+        for name, values in expected.items():
+            np.testing.assert_array_equal(h5[name][:], values)

@@ -1,0 +1,101 @@
+"""The backbone registry: declared geometry against the built modules, weights loading, feature shapes."""
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from stages.backbones import BACKBONES, Classifier, build_backbone, load_classifier, save_model
+from stages.errors import UserError
+
+
+def conv_pool_geometry(module: nn.Module) -> list[tuple[str, int, int, int]]:
+    """(kind, kernel, stride, padding) of every conv and max pool, in order, read off the modules."""
+    found = []
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            found.append(("conv", m.kernel_size[0], m.stride[0], m.padding[0]))
+        elif isinstance(m, nn.MaxPool2d):
+            found.append(("pool", m.kernel_size, m.stride, m.padding))
+    return found
+
+
+@pytest.mark.parametrize("name", sorted(BACKBONES))
+def test_declared_layers_are_the_built_layers(name):
+    spec = BACKBONES[name]
+    built = build_backbone(name)
+    assert conv_pool_geometry(built.conv) == [(x.kind, x.kernel, x.stride, x.padding) for x in spec.layers]
+    convs = [m for m in built.conv.modules() if isinstance(m, nn.Conv2d)]
+    assert convs[-1].out_channels == spec.conv5_channels
+    assert built.fc7[1 if name != "vgg16" else 0].out_features == spec.fc_dim
+
+
+@pytest.mark.parametrize("name,stride", [("alexnet", 16), ("vgg16", 16), ("zf5", 16), ("tiny", 16)])
+def test_total_stride(name, stride):
+    assert BACKBONES[name].stride == stride
+
+
+@pytest.mark.parametrize("name", ["tiny", "alexnet", "zf5"])
+def test_features_at_the_warp_size(name):
+    spec = BACKBONES[name]
+    pool5, fc7 = build_backbone(name).eval()(torch.randn(2, 3, spec.input_size, spec.input_size))
+    assert pool5.shape == (2, spec.pool5_dim) and fc7.shape == (2, spec.fc_dim)
+
+
+def test_torchvision_state_dict_loads_into_our_layout(tmp_path):
+    import torchvision
+
+    reference = torchvision.models.alexnet(weights=None).eval()
+    torch.save(reference.state_dict(), tmp_path / "alexnet.pth")
+    ours = build_backbone("alexnet", tmp_path / "alexnet.pth").eval()
+    images = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        expected_fc7 = reference.classifier[:6](
+            torch.flatten(reference.avgpool(reference.features(images)), 1)
+        )
+        torch.testing.assert_close(ours(images)[1], expected_fc7)
+
+
+def test_mismatched_weights_name_the_keys(tmp_path):
+    state = build_backbone("tiny").state_dict()
+    state.pop("fc7.1.weight")
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pt")
+    expected = (
+        "bad.pt: does not match the tiny backbone: missing keys fc7.1.weight; unexpected keys extra.weight"
+    )
+    with pytest.raises(UserError, match=expected):
+        build_backbone("tiny", tmp_path / "bad.pt")
+
+
+def test_weights_are_loaded_without_unpickling_code(tmp_path):
+    (tmp_path / "evil.pt").write_bytes(pickle.dumps(print, protocol=2))
+    with pytest.raises(UserError, match="weights_only"):
+        build_backbone("tiny", tmp_path / "evil.pt")
+
+
+def test_imagenet_download_failure_is_a_user_error(monkeypatch):
+    import torchvision
+
+    def offline(weights=None):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.models, "alexnet", offline)
+    with pytest.raises(UserError, match="could not get torchvision's alexnet weights"):
+        build_backbone("alexnet", "imagenet")
+    with pytest.raises(UserError, match="no ImageNet weights for tiny"):
+        build_backbone("tiny", "imagenet")
+
+
+def test_model_file_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = Classifier(build_backbone("tiny"), 4).eval()
+    save_model(tmp_path / "m.pt", model, "tiny", kind="rcnn", classes=["a", "b", "c"])
+    loaded, meta = load_classifier(tmp_path / "m.pt")
+    crops = torch.randn(2, 3, 64, 64)
+    torch.testing.assert_close(loaded.eval()(crops), model(crops))
+    assert meta["classes"] == ["a", "b", "c"] and meta["backbone"] == "tiny"
+    # and a backbone from it, as later stages take --weights FILE
+    backbone = build_backbone("tiny", tmp_path / "m.pt").eval()
+    torch.testing.assert_close(backbone(crops)[1], model.backbone(crops)[1])

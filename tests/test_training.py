@@ -1,0 +1,96 @@
+"""The shared solver: Caffe-style multipliers, and a resumed run ending where an uninterrupted one does."""
+
+import pytest
+import torch
+from torch import nn
+
+from stages.errors import UserError
+from stages.progress import Progress
+from stages.training import Solver, parameter_groups, train
+
+
+def test_parameter_groups_multiply_rates_and_spare_biases_from_decay():
+    net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+    groups = parameter_groups([(net[0], 1.0, 2.0), (net[1], 10.0, 20.0)], 0.0005)
+    assert [(g["lr_mult"], g["weight_decay"], len(g["params"])) for g in groups] == [
+        (1.0, 0.0005, 1), (2.0, 0.0, 1), (10.0, 0.0005, 1), (20.0, 0.0, 1),
+    ]  # fmt: skip
+
+
+class _StopAfter(Progress):
+    """A progress reporter that interrupts training after ``n`` iterations, like Ctrl-C would."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def task(self, description, total, unit="it"):
+        import contextlib
+
+        @contextlib.contextmanager
+        def managed():
+            count = {"done": -1}  # the first advance reports the starting point
+
+            def advance(n=1, **fields):
+                count["done"] += 1
+                if count["done"] > self.n:
+                    raise KeyboardInterrupt
+
+            yield advance
+
+        return managed()
+
+
+def _run(folder, iterations, progress=None, resume=True):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2))
+    solver = Solver(iterations=iterations, learning_rate=0.1, step=4, checkpoint_every=2)
+
+    def batches(start):
+        for i in range(start, iterations):
+            g = torch.Generator().manual_seed(i)
+            yield torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g)
+
+    def step(batch):
+        x, y = batch
+        return nn.functional.cross_entropy(model(x), y), {}
+
+    kwargs = {"progress": progress} if progress else {}
+    groups = parameter_groups([(model, 1, 2)], 1e-4)
+    train(
+        folder=folder,
+        model=model,
+        groups=groups,
+        solver=solver,
+        stamp={"k": 1},
+        batches=batches,
+        step=step,
+        resume=resume,
+        **kwargs,
+    )
+    return model.state_dict()
+
+
+def test_resumed_training_matches_uninterrupted(tmp_path):
+    straight = _run(tmp_path / "a", 8, resume=False)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tmp_path / "b", 8, progress=_StopAfter(5))
+    resumed = _run(tmp_path / "b", 8)
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key])
+    assert (tmp_path / "b" / "log.csv").read_text().splitlines()[0].startswith("iteration,lr,loss")
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path):
+    _run(tmp_path, 2)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 8)
+    with pytest.raises(UserError, match="checkpoint made with other settings"):
+        train(
+            folder=tmp_path,
+            model=model,
+            groups=parameter_groups([(model, 1, 2)], 0.0),
+            solver=Solver(4, 0.1, 4, checkpoint_every=2),
+            stamp={"k": 2},
+            batches=iter,
+            step=None,
+        )
