@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DataRoot, Split
+from rcnn_cli.options import DEFAULT_RUN, DataRoot, Method, MethodOption, RunDir, Split
 
 app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
 
@@ -48,5 +48,37 @@ def proposals(
             f"{row.seconds:.1f}",
             f"{row.images_per_second:.2f}",
             f"{row.images_per_second / rows[0].images_per_second:.2f}x",
+        )
+    out.print(table)
+
+
+@app.command("svm-memory")
+def svm_memory(
+    run: RunDir = DEFAULT_RUN,
+    method: MethodOption = Method.rcnn,
+    split: Annotated[str, typer.Option(help="Split whose feature cache to enlarge.")] = "trainval",
+    copies: Annotated[str, typer.Option(help="Comma-separated cache sizes, in copies of the split.")] = "1,4",
+) -> None:
+    """Peak memory of train-svm on the split's feature cache and on copies of it k times the size.
+
+    Each size runs `rcnn train-svm` in a fresh process and reads the peak resident memory it recorded.
+
+    Example: rcnn bench svm-memory --run runs/demo --copies 1,4
+    """
+    from stages.bench import bench_svm_memory
+
+    sizes = [int(k) for k in copies.split(",") if k.strip()]
+    rows = bench_svm_memory(run, method.value, split, sizes, progress=RichProgress())
+    table = Table(title=f"train-svm peak memory ({method.value}, {split} cache x copies)")
+    for column in ("copies", "regions", "file MiB", "features MiB (uncompressed)", "peak RSS MiB", "seconds"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            str(r.copies),
+            str(r.rows),
+            f"{r.file_bytes / 2**20:.0f}",
+            f"{r.feature_bytes / 2**20:.0f}",
+            f"{r.peak_rss_mb:.0f}",
+            f"{r.seconds:.1f}",
         )
     out.print(table)

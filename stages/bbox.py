@@ -17,11 +17,10 @@ import torch
 
 from stages.atomic import atomic_path
 from stages.errors import UserError
-from stages.features import FeatureCache, features_path
+from stages.features import FeatureCache, feature_scale, features_path
 from stages.geometry import encode_boxes
 from stages.progress import SILENT, Progress
 from stages.runs import method_path, write_manifest
-from stages.svm import feature_scale
 
 WHITENING_EPSILON = 0.001
 
@@ -97,12 +96,7 @@ def train_bbox(
 
     started = time.perf_counter()
     source = features_path(run, method, split)
-    command = f"rcnn extract-features --method {method} --split {split} --run {run}"
-    with FeatureCache(source, command) as cache:
-        if options.feature not in cache.feature_points:
-            raise UserError(
-                f"{source}: has no {options.feature} features (has {', '.join(cache.feature_points)})"
-            )
+    with FeatureCache.for_training(run, method, split) as cache:
         scale = feature_scale(
             cache,
             options.feature,

@@ -28,6 +28,7 @@ from stages.geometry import clip_boxes, decode_boxes
 from stages.images import pick_device, read_image
 from stages.progress import SILENT, Progress
 from stages.proposals import ProposalOptions, propose_image
+from stages.rcnn import RegionExtractor, load_finetuned
 from stages.runs import method_path, write_manifest
 from stages.svm import SvmModel, load_svms
 from stages.voc import Dataset
@@ -233,8 +234,6 @@ def detect_images(
 ) -> list[DetectedImage]:
     """Selective search, features, scores, box regression and NMS on each image; writes
     ``OUT/<stem>.png`` (the annotated image) and ``OUT/<stem>.json`` (the exchange format)."""
-    from stages.rcnn import RegionExtractor, load_finetuned
-
     out = Path(out) if out is not None else method_path(run, method, "detect")
     stems = [Path(p).stem for p in paths]
     if len(set(stems)) != len(stems):

@@ -188,6 +188,12 @@ class FeatureCache:
                 f"{self.path}: unreadable feature cache ({exc}); remake it with `{command}`"
             ) from None
 
+    @classmethod
+    def for_training(cls, run: Path, method: str, split: str) -> FeatureCache:
+        """``RUN/<method>/features/<split>.h5``; a missing file names the command that makes it."""
+        command = f"rcnn extract-features --method {method} --split {split} --run {run}"
+        return cls(features_path(run, method, split), command)
+
     def __enter__(self) -> FeatureCache:
         return self
 
@@ -200,9 +206,6 @@ class FeatureCache:
 
     def dim(self, name: str) -> int:
         return int(self.h5[name].shape[1])
-
-    def attrs(self) -> dict:
-        return dict(self.h5.attrs)
 
     def blocks(self, columns: Sequence[str], max_rows: int = 65536) -> Iterator[tuple[np.ndarray, dict]]:
         """(image indices, {column: rows of those images}) for runs of whole images of at most ``max_rows``
@@ -223,3 +226,26 @@ class FeatureCache:
             for index in indices:
                 rows = slice(int(self.offsets[index] - base), int(self.offsets[index + 1] - base))
                 yield ImageRows(self.image_ids[index], int(index), {k: v[rows] for k, v in block.items()})
+
+
+def feature_scale(
+    cache: FeatureCache, feature: str, target_norm: float, images: int, boxes: int, seed: int
+) -> float:
+    """``target_norm`` / the mean L2 norm of ``feature`` over up to ``boxes`` rows of ``images`` images.
+
+    The R-CNN release's feature scaling (rcnn_feature_stats.m), so one SVM C suits any network.
+    """
+    if feature not in cache.feature_points:
+        raise UserError(f"{cache.path}: has no {feature} features (has {', '.join(cache.feature_points)})")
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.permutation(len(cache.image_ids))[:images])
+    norms = []
+    for index in chosen:
+        start, stop = int(cache.offsets[index]), int(cache.offsets[index + 1])
+        rows = np.sort(rng.permutation(stop - start)[:boxes]) + start
+        if len(rows):
+            norms.append(np.linalg.norm(cache.h5[feature][rows].astype(np.float32), axis=1))
+    mean_norm = float(np.concatenate(norms).mean()) if norms else 0.0
+    if not mean_norm > 0:
+        raise UserError(f"{cache.path}: the {feature} features are all zero; is the network trained?")
+    return target_norm / mean_norm

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from stages.atomic import ensure_folder
 from stages.backbones import Classifier, build_backbone, get_spec, save_model
@@ -22,7 +21,7 @@ from stages.errors import UserError
 from stages.images import pick_device
 from stages.progress import SILENT, Progress
 from stages.runs import backbone_path, write_manifest
-from stages.training import Solver, parameter_groups, train
+from stages.training import Solver, classification_step, parameter_groups, train
 from stages.voc import Dataset
 from stages.windows import WindowBatches, iteration_batches
 
@@ -95,12 +94,6 @@ def pretrain(
         checkpoint_every=options.checkpoint_every,
     )
 
-    def step(batch):
-        crops, labels = (t.to(device, non_blocking=True) for t in batch)
-        logits = model(crops)
-        accuracy = (logits.argmax(1) == labels).float().mean().item()
-        return F.cross_entropy(logits, labels), {"accuracy": accuracy}
-
     folder = ensure_folder(Path(run) / "pretrain")
     stamp = {k: v for k, v in asdict(options).items() if k not in ("iterations", "workers", "device")}
     rows = train(
@@ -112,7 +105,7 @@ def pretrain(
         batches=lambda start: iteration_batches(
             batches, start, options.iterations, options.workers, device.type == "cuda"
         ),
-        step=step,
+        step=classification_step(model, device),
         resume=resume,
         progress=progress,
         description=f"pre-training {spec.name}",

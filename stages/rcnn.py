@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
@@ -26,7 +25,7 @@ from stages.progress import SILENT, Progress
 from stages.proposals import read_proposals
 from stages.regions import LabelledRegions, label_regions
 from stages.runs import describe_input, method_path, proposals_path, require_artifact, write_manifest
-from stages.training import Solver, parameter_groups, train
+from stages.training import Solver, classification_step, parameter_groups, train
 from stages.voc import Dataset
 from stages.warp import warp_regions
 from stages.windows import WindowBatches, iteration_batches
@@ -139,12 +138,6 @@ def finetune(
         options.checkpoint_every,
     )
 
-    def step(batch):
-        crops, targets = (t.to(device, non_blocking=True) for t in batch)
-        logits = model(crops)
-        accuracy = (logits.argmax(1) == targets).float().mean().item()
-        return F.cross_entropy(logits, targets), {"accuracy": accuracy}
-
     target = finetuned_path(run)
     stamp = {k: v for k, v in asdict(options).items() if k not in ("iterations", "workers", "device")}
     rows = train(
@@ -158,7 +151,7 @@ def finetune(
         batches=lambda start: iteration_batches(
             batches, start, options.iterations, options.workers, device.type == "cuda"
         ),
-        step=step,
+        step=classification_step(model, device),
         resume=resume,
         progress=progress,
         description=f"fine-tuning {spec.name} (R-CNN)",

@@ -25,7 +25,7 @@ import numpy as np
 
 from stages.atomic import atomic_path
 from stages.errors import UserError
-from stages.features import FeatureCache, features_path
+from stages.features import FeatureCache, feature_scale, features_path
 from stages.progress import SILENT, Progress
 from stages.runs import method_path, write_manifest
 
@@ -54,24 +54,6 @@ class SvmOptions:
 def svm_path(run: Path, method: str) -> Path:
     """``RUN/<method>/svm.npz``."""
     return method_path(run, method, "svm.npz")
-
-
-def feature_scale(
-    cache: FeatureCache, feature: str, target_norm: float, images: int, boxes: int, seed: int
-) -> float:
-    """``target_norm`` / the mean L2 norm of ``feature`` over up to ``boxes`` rows of ``images`` images."""
-    rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.permutation(len(cache.image_ids))[:images])
-    norms = []
-    for index in chosen:
-        start, stop = int(cache.offsets[index]), int(cache.offsets[index + 1])
-        rows = np.sort(rng.permutation(stop - start)[:boxes]) + start
-        if len(rows):
-            norms.append(np.linalg.norm(cache.h5[feature][rows].astype(np.float32), axis=1))
-    mean_norm = float(np.concatenate(norms).mean()) if norms else 0.0
-    if not mean_norm > 0:
-        raise UserError(f"{cache.path}: the {feature} features are all zero; is the network trained?")
-    return target_norm / mean_norm
 
 
 def training_roles(
@@ -157,12 +139,7 @@ def train_svms(
     """Train one SVM a class on ``RUN/<method>/features/<split>.h5``; write ``RUN/<method>/svm.npz``."""
     started = time.perf_counter()
     source = features_path(run, method, split)
-    command = f"rcnn extract-features --method {method} --split {split} --run {run}"
-    with FeatureCache(source, command) as cache:
-        if options.feature not in cache.feature_points:
-            raise UserError(
-                f"{source}: has no {options.feature} features (has {', '.join(cache.feature_points)})"
-            )
+    with FeatureCache.for_training(run, method, split) as cache:
         scale = feature_scale(
             cache,
             options.feature,

@@ -64,6 +64,18 @@ Step = Callable[[Any], tuple[torch.Tensor, Mapping[str, float]]]
 """``step(batch) -> (loss, metrics)``: the forward pass of one mini-batch."""
 
 
+def classification_step(model: nn.Module, device: torch.device) -> Step:
+    """Softmax log loss of ``model`` on an (inputs, labels) batch, with the batch's accuracy."""
+
+    def step(batch):
+        inputs, labels = (t.to(device, non_blocking=True) for t in batch)
+        logits = model(inputs)
+        accuracy = (logits.argmax(1) == labels).float().mean().item()
+        return nn.functional.cross_entropy(logits, labels), {"accuracy": accuracy}
+
+    return step
+
+
 def train(
     *,
     folder: Path,
