@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -156,11 +157,15 @@ def test_the_whole_rcnn_chain_on_the_tiny_dataset(tiny_demo, tmp_path):
 
     assert len(read_detections(run / "rcnn" / "detections" / "test.json")) > 0
     image = next((tiny_demo / "JPEGImages").glob("*.jpg"))
-    result = rcnn("detect", image, "--run", run, "--method", "rcnn", "--out", tmp_path / "out",
-                  "--score-thresh", "-100")  # fmt: skip
+    gray = tmp_path / "gray.png"  # a grayscale PNG works as well as a colour JPEG
+    cv2.imwrite(str(gray), cv2.imread(str(image), cv2.IMREAD_GRAYSCALE))
+    out = tmp_path / "out"
+    result = rcnn(
+        "detect", image, gray, "--run", run, "--method", "rcnn", "--out", out, "--score-thresh", "-100"
+    )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "out" / f"{image.stem}.png").is_file()
-    assert len(read_detections(tmp_path / "out" / f"{image.stem}.json")) > 0
+    for stem in (image.stem, "gray"):
+        assert (out / f"{stem}.png").is_file() and len(read_detections(out / f"{stem}.json")) > 0
     result = rcnn("report", "--run", run)
     assert result.exit_code == 0 and "rcnn/features/trainval.h5" in result.output and "total" in result.output
 
