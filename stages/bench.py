@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from stages.errors import UserError
 from stages.progress import SILENT, Progress
 from stages.proposals import ProposalOptions, search_many
@@ -121,4 +123,113 @@ def bench_svm_memory(
                     time.perf_counter() - started,
                 )
             )
+    return results
+
+
+@dataclass(frozen=True)
+class FeatureTiming:
+    """Seconds an image to get the features of every proposal: the conv part (R-CNN: warping and
+    conv1..pool5 of every region; SPP-net: conv1..conv5 once a scale) and the fc part (R-CNN: fc6, fc7;
+    SPP-net: pyramid pooling, fc6, fc7)."""
+
+    method: str
+    scales: tuple[int, ...]
+    conv: float
+    fc: float
+
+    @property
+    def total(self) -> float:
+        return self.conv + self.fc
+
+
+def random_proposals(height: int, width: int, count: int, rng: np.random.Generator) -> np.ndarray:
+    """(count, 4) boxes inside the image, sides log-uniform between 16 px and the image's size."""
+    sides = np.exp(rng.uniform(np.log(16), np.log([width, height]), (count, 2)))
+    corners = rng.uniform(0, 1, (count, 2)) * (np.array([width, height]) - sides)
+    return np.concatenate([corners, corners + sides], axis=1).astype(np.float32)
+
+
+def bench_features(
+    dataset: Dataset,
+    backbone: str = "zf5",
+    images: int = 5,
+    proposals: int = 2000,
+    image_size: int = 375,
+    scale_sets: Sequence[Sequence[int]] = ((688,), (480, 576, 688, 864, 1200)),
+    device: str = "auto",
+    seed: int = 0,
+    progress: Progress = SILENT,
+) -> list[FeatureTiming]:
+    """R-CNN's warped crops against SPP-net's shared conv5 on the same images, proposals and backbone.
+
+    Images are resized so their shorter side is ``image_size`` (VOC's are about 375 x 500); proposals are
+    ``proposals`` seeded random boxes an image (the work does not depend on where boxes are). The first
+    image's first 64 proposals are run once untimed, so one-off start-up costs are not counted. Weights
+    are random: speed does not depend on them.
+    """
+    import cv2
+    import torch
+
+    from stages.backbones import build_backbone
+    from stages.images import pick_device, read_image, to_network_input
+    from stages.sppnet import SppNet, scale_factors
+    from stages.warp import warp_regions
+
+    torch.manual_seed(seed)
+    chosen = pick_device(device)
+    net = build_backbone(backbone).to(chosen).eval()
+    spp = SppNet(net).to(chosen).eval()
+    spec = net.spec
+    rng = np.random.default_rng(seed)
+    work = []
+    for record in dataset.images[:images]:
+        image = read_image(record.path)
+        factor = image_size / min(image.shape[:2])
+        image = cv2.resize(image, (round(image.shape[1] * factor), round(image.shape[0] * factor)))
+        work.append((image, random_proposals(*image.shape[:2], proposals, rng)))
+    if not work:
+        raise UserError(f"{dataset.root}: split {dataset.split!r} has no images")
+
+    def synchronize() -> None:
+        if chosen.type == "cuda":
+            torch.cuda.synchronize(chosen)
+
+    def rcnn(image: np.ndarray, boxes: np.ndarray) -> tuple[float, float]:
+        conv = fc = 0.0
+        tensor = to_network_input(image, chosen)
+        for chunk in torch.as_tensor(boxes, device=chosen).split(256):
+            started = time.perf_counter()
+            crops = warp_regions(tensor, chunk, spec.input_size, spec.context_padding)
+            pooled = net.pool5(net.conv(crops.contiguous(memory_format=torch.channels_last)))
+            synchronize()
+            middle = time.perf_counter()
+            net.head(pooled)
+            synchronize()
+            conv, fc = conv + middle - started, fc + time.perf_counter() - middle
+        return conv, fc
+
+    def sppnet(image: np.ndarray, boxes: np.ndarray, scales: Sequence[int]) -> tuple[float, float]:
+        factors = scale_factors(*image.shape[:2], scales)
+        started = time.perf_counter()
+        maps = spp.conv5(image, factors, chosen)
+        synchronize()
+        middle = time.perf_counter()
+        spp.head(spp.pyramid(maps, torch.as_tensor(boxes, device=chosen), factors))
+        synchronize()
+        return middle - started, time.perf_counter() - middle
+
+    runs = [("rcnn", (), lambda im, bx: rcnn(im, bx))]
+    runs += [("spp", tuple(s), lambda im, bx, s=s: sppnet(im, bx, s)) for s in scale_sets]
+    results = []
+    with torch.no_grad():
+        for method, scales, measure in runs:
+            measure(work[0][0], work[0][1][:64])  # warm-up: first-call allocations, kernel choice
+            conv = fc = 0.0
+            label = f"{method} {','.join(map(str, scales))}".strip()
+            with progress.task(f"features: {label}", len(work), "img") as advance:
+                for image, boxes in work:
+                    c, f = measure(image, boxes)
+                    conv, fc = conv + c, fc + f
+                    advance()
+            results.append(FeatureTiming(method, scales, conv / len(work), fc / len(work)))
     return results

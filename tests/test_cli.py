@@ -27,6 +27,7 @@ def test_version_and_help_with_examples():
     commands = (
         ["data", "demo"], ["data", "check"], ["propose"], ["pretrain"], ["finetune"], ["extract-features"],
         ["train-svm"], ["train-bbox"], ["detect"], ["evaluate"], ["report"], ["bench", "proposals"],
+        ["bench", "features"], ["bench", "svm-memory"],
     )  # fmt: skip
     for command in commands:
         result = rcnn(*command, "--help")
@@ -217,3 +218,22 @@ def assert_extraction_resumes(data, run):
     with h5py.File(cache) as h5:
         for name, values in expected.items():
             np.testing.assert_array_equal(h5[name][:], values)
+
+
+def test_bench_features_times_both_methods(tiny_demo):
+    sizes = (
+        "--images",
+        "1",
+        "--proposals",
+        "50",
+        "--image-size",
+        "160",
+        "--scales",
+        "96",
+        "--scales",
+        "96,160",
+    )
+    result = rcnn("bench", "features", "--data", tiny_demo, "--backbone", "tiny", *sizes)
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith(("│ rcnn", "│ spp"))]
+    assert len(rows) == 3 and "1.0x" in rows[0]
