@@ -23,6 +23,8 @@ setup: $(VENV)/.synced
 # The demo's one departure from the papers' settings: far fewer iterations (a CPU budget of minutes).
 DEMO_PRETRAIN ?= --iterations 300 --batch-size 64 --step 250
 DEMO_FINETUNE ?= --iterations 300
+DEMO_SPP_SCALES ?= --scales 224,320,448,640
+DEMO_SPP_FINETUNE ?= --iterations 1500 --learning-rate 0.01 --step 1200
 DEMO_IMAGE = $(DEMO_DATA)/JPEGImages/$$(head -n 1 $(DEMO_DATA)/ImageSets/Main/test.txt).jpg
 
 demo: setup
@@ -38,6 +40,14 @@ demo: setup
 	$(RCNN) train-bbox --method rcnn --run $(DEMO_RUN)
 	$(RCNN) evaluate --method rcnn --data $(DEMO_DATA) --split test --run $(DEMO_RUN)
 	$(RCNN) detect $(DEMO_IMAGE) --method rcnn --run $(DEMO_RUN)
+	$(RCNN) extract-features --method spp --data $(DEMO_DATA) --split trainval --run $(DEMO_RUN) $(DEMO_SPP_SCALES)
+	$(RCNN) finetune --method spp --data $(DEMO_DATA) --split trainval --run $(DEMO_RUN) $(DEMO_SPP_FINETUNE)
+	$(RCNN) extract-features --method spp --data $(DEMO_DATA) --split trainval --run $(DEMO_RUN) $(DEMO_SPP_SCALES)
+	$(RCNN) extract-features --method spp --data $(DEMO_DATA) --split test --run $(DEMO_RUN) $(DEMO_SPP_SCALES)
+	$(RCNN) train-svm --method spp --run $(DEMO_RUN)
+	$(RCNN) train-bbox --method spp --run $(DEMO_RUN)
+	$(RCNN) evaluate --method spp --data $(DEMO_DATA) --split test --run $(DEMO_RUN)
+	$(RCNN) detect $(DEMO_IMAGE) --method spp --run $(DEMO_RUN)
 	$(RCNN) report --run $(DEMO_RUN)
 
 test: setup lint

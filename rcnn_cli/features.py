@@ -28,24 +28,48 @@ def extract_features(
     run: RunDir = DEFAULT_RUN,
     dtype: Annotated[str, typer.Option(help="Stored precision: float16 or float32.")] = "float16",
     batch_size: Annotated[int, typer.Option(help="Regions a forward pass.")] = 256,
+    scales: Annotated[
+        str,
+        typer.Option(help="SPP-net: shorter-side scales, comma-separated (688, or 480,576,688,864,1200)."),
+    ] = "688",
+    backbone: Annotated[str | None, typer.Option(help="SPP-net before fine-tuning: the backbone.")] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="SPP-net before fine-tuning: RUN/backbone.pt (default), imagenet, a file."),
+    ] = None,
     workers: Workers = 0,
     device: Device = "auto",
     classes: Classes = None,
 ) -> None:
-    """Cache the features of every proposal and ground-truth box of a split to RUN/rcnn/features/SPLIT.h5.
+    """Cache the features of every proposal and ground-truth box of a split to RUN/METHOD/features/SPLIT.h5.
 
     R-CNN: each region warped (context 16 px at 227) through the fine-tuned network; fc7 (for the SVMs)
-    and pool5 (for box regression), with overlaps and labels. Written image by image; an interrupted run
-    continues where it stopped.
+    and pool5 (for box regression). SPP-net: conv5 once an image a scale, each region pooled by the
+    {1, 2, 3, 6} pyramid at the scale where it is closest to the network's input size; the pyramid (for
+    fine-tuning and box regression) and, once `rcnn finetune --method spp` has run, fc7 (for the SVMs).
+    With overlaps and labels. Written image by image; an interrupted run continues where it stopped.
 
-    Example: rcnn extract-features --method rcnn --data data/demo --split trainval --run runs/demo
+    Examples:
+
+      rcnn extract-features --method rcnn --data data/demo --split trainval --run runs/demo
+
+      rcnn extract-features --method spp --data data/demo --split test --scales 480,576,688,864,1200
     """
-    from stages.rcnn import ExtractOptions
-    from stages.rcnn import extract_features as run_extract
     from stages.voc import load_dataset
 
-    options = ExtractOptions(dtype=dtype, batch_size=batch_size, workers=workers, device=device)
     dataset = load_dataset(data, split, parse_classes(classes))
+    if method == Method.spp:
+        from stages.sppnet import SppExtractOptions
+        from stages.sppnet import extract_features as run_extract
+
+        sizes = tuple(int(s) for s in scales.split(",") if s.strip())
+        options = SppExtractOptions(sizes, backbone=backbone, weights=weights, dtype=dtype, workers=workers,
+                                    device=device)  # fmt: skip
+    else:
+        from stages.rcnn import ExtractOptions
+        from stages.rcnn import extract_features as run_extract
+
+        options = ExtractOptions(dtype=dtype, batch_size=batch_size, workers=workers, device=device)
     summary = run_extract(dataset, run, options, progress=RichProgress())
     out.print(
         f"{summary.path}: {summary.images} images, {summary.rows} regions, "

@@ -39,6 +39,7 @@ class Method(str, Enum):
     """The detectors of the lineage that have stages so far."""
 
     rcnn = "rcnn"
+    spp = "spp"
 
 
 MethodOption = Annotated[Method, typer.Option("--method", help="Which detector's stage to run.")]

@@ -117,32 +117,44 @@ def finetune(
     restart: Restart = False,
     classes: Classes = None,
 ) -> None:
-    """Fine-tune the network on the split's proposals (R-CNN: warped windows, (N+1)-way classifier).
+    """Fine-tune the network on the split's proposals; an (N+1)-way classifier.
 
-    Defaults are the paper's: SGD at 0.001, x0.1 every 20k of 40k iterations, 32 foreground (IoU >= 0.5) and
-    96 background windows a mini-batch. Writes RUN/rcnn/finetune/model.pt, with checkpoint.pt and log.csv
-    beside it; resumes from the checkpoint unless --restart.
+    R-CNN (the paper's defaults): the whole network on warped windows, SGD at 0.001, x0.1 every 20k of 40k
+    iterations, 32 foreground (IoU >= 0.5) and 96 background windows a mini-batch. SPP-net: fc6, fc7 and
+    the new layer only, on the cached pyramids of `rcnn extract-features --method spp`; 25% foreground,
+    background IoU in [0.1, 0.5); 250k iterations at 1e-4, then 50k at 1e-5. Writes
+    RUN/METHOD/finetune/model.pt, with checkpoint.pt and log.csv beside it; resumes unless --restart.
 
     Examples:
 
       rcnn finetune --data data/demo --run runs/demo --iterations 600 --learning-rate 0.01 --step 400
 
+      rcnn finetune --method spp --data data/demo --run runs/demo --iterations 2000
+
       rcnn finetune --data VOC2007 --run runs/voc --backbone alexnet --weights imagenet
     """
-    from stages.rcnn import FinetuneOptions
-    from stages.rcnn import finetune as run_finetune
     from stages.voc import load_dataset
 
-    options = FinetuneOptions(
-        backbone=backbone,
-        weights=weights,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        workers=workers,
-        device=device,
-        **_given(iterations=iterations, learning_rate=learning_rate, step=step),
-    )
     dataset = load_dataset(data, split, parse_classes(classes))
+    solver = _given(iterations=iterations, learning_rate=learning_rate, step=step)
+    if method == Method.spp:
+        from stages.sppnet import SppFinetuneOptions
+        from stages.sppnet import finetune as run_finetune
+
+        options = SppFinetuneOptions(seed=seed, checkpoint_every=checkpoint_every, device=device, **solver)
+    else:
+        from stages.rcnn import FinetuneOptions
+        from stages.rcnn import finetune as run_finetune
+
+        options = FinetuneOptions(
+            backbone=backbone,
+            weights=weights,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            workers=workers,
+            device=device,
+            **solver,
+        )
     summary = run_finetune(dataset, run, options, resume=not restart, progress=RichProgress())
     _summary(
         f"fine-tuned ({method.value}): {summary.path}",

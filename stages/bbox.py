@@ -17,7 +17,7 @@ import torch
 
 from stages.atomic import atomic_path
 from stages.errors import UserError
-from stages.features import FeatureCache, feature_scale, features_path
+from stages.features import REGION_FEATURE, FeatureCache, feature_scale, features_path
 from stages.geometry import encode_boxes
 from stages.progress import SILENT, Progress
 from stages.runs import method_path, write_manifest
@@ -31,7 +31,7 @@ class BboxOptions:
 
     alpha: float = 1000.0
     min_iou: float = 0.6
-    feature: str = "pool5"
+    feature: str | None = None  # None: the method's region feature (R-CNN pool5, SPP-net the pyramid)
     target_norm: float = 20.0
     norm_sample_images: int = 200
     norm_sample_boxes: int = 200
@@ -95,24 +95,25 @@ def train_bbox(
     from sklearn.linear_model import Ridge
 
     started = time.perf_counter()
+    feature = options.feature or REGION_FEATURE[method]
     source = features_path(run, method, split)
     with FeatureCache.for_training(run, method, split) as cache:
         scale = feature_scale(
             cache,
-            options.feature,
+            feature,
             options.target_norm,
             options.norm_sample_images,
             options.norm_sample_boxes,
             options.seed,
         )
-        classes, dim = cache.classes, cache.dim(options.feature)
+        classes, dim = cache.classes, cache.dim(feature)
         features, targets, labels = [], [], []
-        columns = [options.feature, "boxes", "target_boxes", "class_iou"]
+        columns = [feature, "boxes", "target_boxes", "class_iou"]
         with progress.task("reading training pairs", len(cache.image_ids), "img") as advance:
             for indices, block in cache.blocks(columns, options.block_rows):
                 best_iou = block["class_iou"].max(axis=1)
                 rows = best_iou > options.min_iou
-                features.append(block[options.feature][rows].astype(np.float32) * scale)
+                features.append(block[feature][rows].astype(np.float32) * scale)
                 labels.append(block["class_iou"][rows].argmax(axis=1) + 1)
                 targets.append(
                     encode_boxes(
@@ -133,7 +134,7 @@ def train_bbox(
         np.zeros((num, 4), np.float32),
         np.zeros(num, bool),
         scale,
-        options.feature,
+        feature,
     )
     pairs, errors = {}, {}
     with progress.task("ridge regression", num, "class") as advance:
@@ -156,14 +157,14 @@ def train_bbox(
             file,
             **{k: v for k, v in asdict(regressors).items() if k not in ("feature_scale", "feature")},
             feature_scale=np.float32(scale),
-            feature=np.array(options.feature),
+            feature=np.array(feature),
             classes=np.array(classes),
         )
     summary = BboxSummary(target, pairs, errors, time.perf_counter() - started)
     write_manifest(
         target,
         stage="train-bbox",
-        options={"method": method, "split": split, **asdict(options)},
+        options={"method": method, "split": split, **asdict(options), "feature": feature},
         inputs=[source],
         seconds=summary.seconds,
         results={"pairs": pairs, "training_mean_abs_error": errors, "feature_scale": scale},

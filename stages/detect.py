@@ -8,6 +8,7 @@ a box is suppressed when its IoU with a kept, higher-scoring box of its class is
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -209,6 +210,23 @@ def evaluate_run(
     return RunEvaluation(evaluation, without, detections_path, results_path, plot_path, seconds_per_image)
 
 
+def _extractor(run: Path, method: str, classes: Sequence[str], device: torch.device):
+    """The method's feature pipeline for new images: (image, boxes) -> {feature point: (N, D)}."""
+    if method == "spp":
+        from stages.sppnet import SppExtractor, load_spp
+
+        model, _, _ = load_spp(run, classes)
+        manifests = sorted(method_path(run, "spp", "features").glob("*.manifest.json"))
+        if not manifests:
+            raise UserError(
+                f"{method_path(run, 'spp', 'features')}: no SPP-net features; run extract-features first"
+            )
+        scales = json.loads(manifests[0].read_text())["options"]["scales"]
+        return SppExtractor(model.net, scales, device, with_fc7=True)
+    model, _ = load_finetuned(run, tuple(classes), method)
+    return RegionExtractor(model, device)
+
+
 @dataclass(frozen=True)
 class DetectedImage:
     """``rcnn detect``'s result for one image and where it was written."""
@@ -240,8 +258,7 @@ def detect_images(
         raise UserError("two images share a file name stem; their outputs would collide (detect them apart)")
     svm = load_svms(run, method)
     bbox = load_bbox(run, method, svm.classes)
-    model, _ = load_finetuned(run, svm.classes, method)
-    extractor = RegionExtractor(model, pick_device(device))
+    extractor = _extractor(run, method, svm.classes, pick_device(device))
     results = []
     with progress.task(f"detecting ({method})", len(paths), "img") as advance:
         for path, stem in zip(paths, stems, strict=True):

@@ -18,22 +18,31 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+import torch
+from torch.utils.data import Dataset as TorchDataset
 
 from stages.atomic import ensure_folder
 from stages.errors import UserError
-from stages.regions import LabelledRegions
+from stages.images import read_image
+from stages.progress import Progress
+from stages.regions import LabelledRegions, label_regions
+from stages.runs import proposals_path, write_manifest
+from stages.voc import Dataset
 
 log = logging.getLogger("rcnn")
 
 FORMAT = "rcnn-toolkit/features"
 SCHEMA_VERSION = 1
-CHUNK_ROWS = 1024
+REGION_FEATURE = {"rcnn": "pool5", "spp": "pyramid"}
+"""The feature each method's box regressors read: the last pooled conv features before fc6."""
+CHUNK_BYTES = 1 << 20  # about 1 MiB a chunk, within HDF5's default chunk cache
 _REGION_COLUMNS = ("boxes", "gt_labels", "class_iou", "target_boxes")
 
 
@@ -115,12 +124,13 @@ class CacheWriter:
             **{name: ((dim,), np.dtype(dtype)) for name, dim in feature_dims.items()},
         }
         for name, (shape, column_dtype) in columns.items():
+            row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(column_dtype).itemsize
             h5.create_dataset(
                 name,
                 (0, *shape),
                 maxshape=(None, *shape),
                 dtype=column_dtype,
-                chunks=(CHUNK_ROWS, *shape),
+                chunks=(int(np.clip(CHUNK_BYTES // row_bytes, 16, 1024)), *shape),
                 compression="gzip",
                 compression_opts=1,
                 shuffle=True,
@@ -249,3 +259,100 @@ def feature_scale(
     if not mean_norm > 0:
         raise UserError(f"{cache.path}: the {feature} features are all zero; is the network trained?")
     return target_norm / mean_norm
+
+
+@dataclass(frozen=True)
+class ExtractSummary:
+    path: Path
+    images: int
+    computed: int
+    rows: int
+    bytes: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds else 0.0
+
+
+class _LabelledImages(TorchDataset):
+    """Image i of the split, decoded and labelled against its proposals (in a DataLoader worker)."""
+
+    def __init__(self, dataset: Dataset, proposals: dict[str, np.ndarray], first: int):
+        self.records, self.proposals, self.first = dataset.images, proposals, first
+        self.num_classes = len(dataset.classes)
+
+    def __len__(self) -> int:
+        return len(self.records) - self.first
+
+    def __getitem__(self, index: int) -> tuple[int, np.ndarray, LabelledRegions]:
+        record = self.records[self.first + index]
+        regions = label_regions(record, self.proposals[record.image_id], self.num_classes)
+        return self.first + index, read_image(record.path), regions
+
+
+def extract_to_cache(
+    dataset: Dataset,
+    run: Path,
+    method: str,
+    extractor: Callable[[np.ndarray, np.ndarray], Mapping[str, torch.Tensor]],
+    proposals: dict[str, np.ndarray],
+    stamp: Mapping,
+    feature_dims: Mapping[str, int],
+    dtype: str,
+    workers: int,
+    description: str,
+    progress: Progress,
+    started: float,
+    *,
+    manifest_options: Mapping,
+    inputs: Sequence[Path],
+    attrs: Mapping | None = None,
+) -> ExtractSummary:
+    """Write ``RUN/<method>/features/<split>.h5``: every image's regions through ``extractor`` (image,
+    boxes -> {feature point: (N, D)}), images decoded and labelled by ``workers`` DataLoader processes,
+    written one image at a time and resumed after the last complete one."""
+    from torch.utils.data import DataLoader
+
+    target = features_path(run, method, dataset.split)
+    writer = CacheWriter(
+        target, stamp, dataset.classes, feature_dims, dtype, [r.image_id for r in dataset.images]
+    )
+    first = writer.images_done
+    if first:
+        log.info("resuming: %d of %d images already cached", first, len(dataset))
+    loader = DataLoader(_LabelledImages(dataset, proposals, first), batch_size=None, num_workers=workers)
+    extract_started = time.perf_counter()
+    try:
+        with progress.task(description, len(dataset), "img") as advance:
+            advance(first)
+            for index, image, regions in loader:
+                features = extractor(image, regions.boxes)
+                writer.append(
+                    dataset.images[index].image_id,
+                    regions,
+                    {name: values.numpy().astype(dtype) for name, values in features.items()},
+                )
+                advance(1, boxes=len(regions.boxes))
+    except BaseException:
+        writer.close()
+        raise
+    rows = int(writer.h5["offsets"][-1])
+    path = writer.finish(dict(attrs or {}))
+    summary = ExtractSummary(
+        path,
+        len(dataset),
+        len(dataset) - first,
+        rows,
+        path.stat().st_size,
+        time.perf_counter() - extract_started,
+    )
+    write_manifest(
+        path,
+        stage="extract-features",
+        options=dict(manifest_options),
+        inputs=[*inputs, proposals_path(run, dataset.split)],
+        seconds=time.perf_counter() - started,
+        results={"images": len(dataset), "rows": rows, "bytes": summary.bytes, **dict(attrs or {})},
+    )
+    return summary

@@ -13,14 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from torch.utils.data import Dataset as TorchDataset
 
 from stages.atomic import ensure_folder
 from stages.backbones import Classifier, load_classifier, resolve_backbone, save_model
 from stages.errors import UserError
-from stages.features import CacheWriter, features_path
-from stages.images import pick_device, read_image, to_network_input
+from stages.features import ExtractSummary, extract_to_cache
+from stages.images import pick_device, to_network_input
 from stages.progress import SILENT, Progress
 from stages.proposals import read_proposals
 from stages.regions import LabelledRegions, label_regions
@@ -235,36 +233,6 @@ class ExtractOptions:
             raise UserError(f"--dtype {self.dtype}: choose float16 or float32")
 
 
-@dataclass(frozen=True)
-class ExtractSummary:
-    path: Path
-    images: int
-    computed: int
-    rows: int
-    bytes: int
-    seconds: float
-
-    @property
-    def images_per_second(self) -> float:
-        return self.computed / self.seconds if self.seconds else 0.0
-
-
-class _LabelledImages(TorchDataset):
-    """Image i of the split, decoded and labelled against its proposals (in a DataLoader worker)."""
-
-    def __init__(self, dataset: Dataset, proposals: dict[str, np.ndarray], first: int):
-        self.records, self.proposals, self.first = dataset.images, proposals, first
-        self.num_classes = len(dataset.classes)
-
-    def __len__(self) -> int:
-        return len(self.records) - self.first
-
-    def __getitem__(self, index: int) -> tuple[int, np.ndarray, LabelledRegions]:
-        record = self.records[self.first + index]
-        regions = label_regions(record, self.proposals[record.image_id], self.num_classes)
-        return self.first + index, read_image(record.path), regions
-
-
 def extract_features(
     dataset: Dataset, run: Path, options: ExtractOptions = ExtractOptions(), progress: Progress = SILENT
 ) -> ExtractSummary:
@@ -273,7 +241,6 @@ def extract_features(
     device = pick_device(options.device)
     model, model_path = load_finetuned(run, dataset.classes)
     proposals = load_proposals(run, dataset)
-    target = features_path(run, METHOD, dataset.split)
     spec = model.backbone.spec
     stamp = {
         "method": METHOD,
@@ -282,56 +249,20 @@ def extract_features(
         "proposals": describe_input(proposals_path(run, dataset.split)),
         "root": str(dataset.root),
     }
-    writer = CacheWriter(
-        target,
+    return extract_to_cache(
+        dataset,
+        run,
+        METHOD,
+        RegionExtractor(model, device, options.batch_size),
+        proposals,
         stamp,
-        dataset.classes,
         {"fc7": spec.fc_dim, "pool5": spec.pool5_dim},
         options.dtype,
-        [r.image_id for r in dataset.images],
+        options.workers,
+        f"R-CNN features ({spec.name}, {device.type})",
+        progress,
+        started,
+        manifest_options={"method": METHOD, **asdict(options)},
+        inputs=[model_path],
+        attrs={"backbone": spec.name},
     )
-    first = writer.images_done
-    if first:
-        log.info("resuming: %d of %d images already cached", first, len(dataset))
-    extractor = RegionExtractor(model, device, options.batch_size)
-    loader = DataLoader(
-        _LabelledImages(dataset, proposals, first),
-        batch_size=None,
-        num_workers=options.workers,
-    )
-    dtype = np.dtype(options.dtype)
-    extract_started = time.perf_counter()
-    try:
-        with progress.task(f"R-CNN features ({spec.name}, {device.type})", len(dataset), "img") as advance:
-            advance(first)
-            for index, image, regions in loader:
-                features = extractor(image, regions.boxes)
-                writer.append(
-                    dataset.images[index].image_id,
-                    regions,
-                    {name: values.numpy().astype(dtype) for name, values in features.items()},
-                )
-                advance(1, boxes=len(regions.boxes))
-    except BaseException:
-        writer.close()
-        raise
-    rows = int(writer.h5["offsets"][-1])
-    path = writer.finish({"backbone": spec.name})
-    seconds = time.perf_counter() - started
-    summary = ExtractSummary(
-        path,
-        len(dataset),
-        len(dataset) - first,
-        rows,
-        path.stat().st_size,
-        time.perf_counter() - extract_started,
-    )
-    write_manifest(
-        path,
-        stage="extract-features",
-        options={"method": METHOD, **asdict(options)},
-        inputs=[model_path, proposals_path(run, dataset.split)],
-        seconds=seconds,
-        results={"images": len(dataset), "rows": rows, "bytes": summary.bytes, "backbone": spec.name},
-    )
-    return summary

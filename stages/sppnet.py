@@ -7,16 +7,31 @@ fc6 is new, since it reads the pyramid (C x 50 values, not pool5's), fc7 starts 
 
 from __future__ import annotations
 
+import json
+import logging
+import time
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.backbones import Backbone
-from stages.images import to_network_input
+from stages.atomic import ensure_folder
+from stages.backbones import Backbone, build_backbone, read_model_file, resolve_backbone, save_model
+from stages.errors import UserError
+from stages.features import ExtractSummary, FeatureCache, extract_to_cache, features_path
+from stages.images import pick_device, to_network_input
+from stages.progress import SILENT, Progress
+from stages.rcnn import FinetuneSummary, load_proposals
+from stages.runs import describe_input, method_path, proposals_path, require_artifact, write_manifest
 from stages.spp import PYRAMID, project_windows, pyramid_bins, receptive_field, spatial_pyramid_pool
+from stages.training import Solver, classification_step, parameter_groups, train
+from stages.voc import Dataset
+
+log = logging.getLogger("rcnn")
 
 
 def scale_factors(height: int, width: int, scales: Sequence[int]) -> list[float]:
@@ -93,3 +108,281 @@ class SppNet(nn.Module):
     def head(self, pyramid: torch.Tensor) -> torch.Tensor:
         """(R, pyramid_dim) -> (R, fc_dim) fc7."""
         return self.fc7(self.fc6(pyramid))
+
+
+METHOD = "spp"
+
+
+class SppClassifier(nn.Module):
+    """The SPP-net fc layers and a new (N + 1)-way layer: (R, pyramid_dim) pyramids -> (R, N + 1) logits."""
+
+    def __init__(self, net: SppNet, outputs: int):
+        super().__init__()
+        self.net = net
+        self.scores = nn.Linear(net.spec.fc_dim, outputs)
+        nn.init.normal_(self.scores.weight, std=0.01)
+        nn.init.zeros_(self.scores.bias)
+
+    def forward(self, pyramid: torch.Tensor) -> torch.Tensor:
+        return self.scores(self.net.head(pyramid))
+
+
+def finetuned_path(run: Path) -> Path:
+    """``RUN/spp/finetune/model.pt``."""
+    return method_path(run, METHOD, "finetune", "model.pt")
+
+
+def load_spp(run: Path, classes: Sequence[str] | None = None) -> tuple[SppClassifier, dict, Path]:
+    """The fine-tuned SPP-net of ``run`` (checked against ``classes``), its metadata and its file."""
+    path = finetuned_path(run)
+    require_artifact(path, f"rcnn finetune --method spp --run {run}")
+    content = read_model_file(path)
+    net = SppNet(build_backbone(content["backbone"]), content["levels"])
+    model = SppClassifier(net, content["state_dict"]["scores.weight"].shape[0])
+    model.load_state_dict(content["state_dict"])
+    if classes is not None and tuple(content["classes"]) != tuple(classes):
+        raise UserError(
+            f"{path}: trained on classes {', '.join(content['classes'])}, not {', '.join(classes)}"
+        )
+    return model, {k: v for k, v in content.items() if k != "state_dict"}, path
+
+
+@dataclass(frozen=True)
+class SppExtractOptions:
+    """SPP-net features: one scale (688) or the paper's five; the {1, 2, 3, 6} pyramid."""
+
+    scales: tuple[int, ...] = (688,)
+    levels: tuple[int, ...] = PYRAMID
+    backbone: str | None = None
+    weights: str | None = None
+    dtype: str = "float16"
+    workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if not self.scales or min(self.scales) < 16:
+            raise UserError("--scales: give shorter-side sizes of at least 16 px")
+        if self.dtype not in ("float16", "float32"):
+            raise UserError(f"--dtype {self.dtype}: choose float16 or float32")
+
+
+class SppExtractor:
+    """Pyramid features (and fc7 once the fc layers are fine-tuned) of windows, conv5 once a scale."""
+
+    def __init__(self, net: SppNet, scales: Sequence[int], device: torch.device, with_fc7: bool):
+        self.net = net.to(device).eval()
+        self.scales, self.device, self.with_fc7 = tuple(scales), device, with_fc7
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
+        """(H, W, 3) uint8 image, (N, 4) boxes -> {"pyramid": (N, P)[, "fc7": (N, D)]} on the CPU."""
+        factors = scale_factors(*image.shape[:2], self.scales)
+        maps = self.net.conv5(image, factors, self.device)
+        pyramid = self.net.pyramid(
+            maps, torch.as_tensor(np.asarray(boxes, np.float32), device=self.device), factors
+        )
+        found = {"pyramid": pyramid.cpu()}
+        if self.with_fc7:
+            found["fc7"] = self.net.head(pyramid).cpu()
+        return found
+
+
+def extract_features(
+    dataset: Dataset, run: Path, options: SppExtractOptions = SppExtractOptions(), progress: Progress = SILENT
+) -> ExtractSummary:
+    """Cache the pyramid (and, after ``rcnn finetune --method spp``, fc7) of every region of the split."""
+    started = time.perf_counter()
+    device = pick_device(options.device)
+    if finetuned_path(run).exists():
+        model, meta, model_path = load_spp(run, dataset.classes)
+        net, with_fc7, conv = model.net, True, {"backbone": meta["backbone"], "weights": str(model_path)}
+        if tuple(meta["levels"]) != tuple(options.levels):
+            raise UserError(
+                f"{model_path}: fine-tuned on levels {meta['levels']}, not {list(options.levels)}"
+            )
+    else:
+        backbone, model_path = resolve_backbone(run, options.backbone, options.weights)
+        net, with_fc7 = SppNet(backbone, options.levels), False
+        conv = {"backbone": backbone.spec.name, "weights": str(model_path) if model_path else options.weights}
+        log.info("no fine-tuned SPP-net yet: caching pyramids only; fc7 follows `rcnn finetune --method spp`")
+    proposals = load_proposals(run, dataset)
+    dims = {"pyramid": net.pyramid_dim, **({"fc7": net.spec.fc_dim} if with_fc7 else {})}
+    stamp = {
+        "method": METHOD,
+        "scales": list(options.scales),
+        "levels": list(options.levels),
+        "dtype": options.dtype,
+        "conv": conv,
+        "model": describe_input(model_path) if model_path else None,
+        "proposals": describe_input(proposals_path(run, dataset.split)),
+        "root": str(dataset.root),
+    }
+    return extract_to_cache(
+        dataset,
+        run,
+        METHOD,
+        SppExtractor(net, options.scales, device, with_fc7),
+        proposals,
+        stamp,
+        dims,
+        options.dtype,
+        options.workers,
+        f"SPP-net features ({net.spec.name}, scales {','.join(map(str, options.scales))}, {device.type})",
+        progress,
+        started,
+        manifest_options={"method": METHOD, **asdict(options)},
+        inputs=[p for p in (model_path,) if p],
+        attrs={"backbone": net.spec.name, "with_fc7": with_fc7},
+    )
+
+
+@dataclass(frozen=True)
+class SppFinetuneOptions:
+    """SPP-net fc fine-tuning (section 4.1): fc6, fc7 and a new (N + 1)-way layer on cached pyramids;
+    25% foreground (IoU >= 0.5), background IoU in [0.1, 0.5); 250k mini-batches at 1e-4, then 50k at
+    1e-5. Mini-batches are drawn from one block of the cache at a time (``block_rows`` regions, read
+    once for ``block_iterations`` mini-batches), so memory stays bounded."""
+
+    iterations: int = 300000
+    learning_rate: float = 0.0001
+    step: int = 250000
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    batch_size: int = 128
+    foreground_fraction: float = 0.25
+    foreground_iou: float = 0.5
+    background_iou: tuple[float, float] = (0.1, 0.5)
+    block_rows: int = 32768
+    block_iterations: int = 50
+    seed: int = 0
+    checkpoint_every: int = 1000
+    device: str = "auto"
+
+
+class _BlockBatches:
+    """Mini-batch k comes from block (k // block_iterations) of a seeded block order; rows sampled in it."""
+
+    def __init__(self, cache: FeatureCache, options: SppFinetuneOptions):
+        self.cache, self.options = cache, options
+        blocks = cache.blocks([], options.block_rows)
+        self.blocks = [(int(cache.offsets[i[0]]), int(cache.offsets[i[-1] + 1])) for i, _ in blocks]
+        self.loaded: tuple[int, dict] | None = None
+
+    def _block(self, k: int) -> dict:
+        visit = k // self.options.block_iterations
+        order = np.random.default_rng([self.options.seed, visit // len(self.blocks)]).permutation(
+            len(self.blocks)
+        )
+        index = int(order[visit % len(self.blocks)])
+        if self.loaded is None or self.loaded[0] != index:
+            start, stop = self.blocks[index]
+            h5 = self.cache.h5
+            iou = h5["class_iou"][start:stop]
+            best = iou.max(axis=1, initial=0.0)
+            labels = np.where(best >= self.options.foreground_iou, iou.argmax(axis=1) + 1, 0)
+            low, high = self.options.background_iou
+            block = {
+                "pyramid": h5["pyramid"][start:stop],
+                "labels": labels,
+                "foreground": np.flatnonzero(labels > 0),
+                "background": np.flatnonzero((best >= low) & (best < high)),
+            }
+            self.loaded = (index, block)
+        return self.loaded[1]
+
+    def __call__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        block = self._block(k)
+        rng = np.random.default_rng([self.options.seed, k])
+        wanted_fg = round(self.options.batch_size * self.options.foreground_fraction)
+        pools = [(block["foreground"], min(wanted_fg, len(block["foreground"])))]
+        pools.append((block["background"], self.options.batch_size - pools[0][1]))
+        rows = np.concatenate([p[rng.integers(0, len(p), n)] for p, n in pools if n and len(p)])
+        return torch.from_numpy(block["pyramid"][rows].astype(np.float32)), torch.from_numpy(
+            block["labels"][rows]
+        )
+
+    def batches(self, start: int, stop: int):
+        return (self(k) for k in range(start, stop))
+
+
+def finetune(
+    dataset: Dataset,
+    run: Path,
+    options: SppFinetuneOptions = SppFinetuneOptions(),
+    resume: bool = True,
+    progress: Progress = SILENT,
+) -> FinetuneSummary:
+    """Fine-tune fc6, fc7 and a new (N + 1)-way layer on the split's cached pyramids (conv layers fixed)."""
+    started = time.perf_counter()
+    torch.manual_seed(options.seed)
+    device = pick_device(options.device)
+    source = features_path(run, METHOD, dataset.split)
+    with FeatureCache.for_training(run, METHOD, dataset.split) as cache:
+        if tuple(cache.classes) != tuple(dataset.classes):
+            raise UserError(f"{source}: made for classes {', '.join(cache.classes)}, not this dataset's")
+        stamp = json.loads(cache.h5.attrs["stamp"])
+        net = SppNet(_conv_source(run, stamp["conv"]), stamp["levels"])
+        model = SppClassifier(net, len(dataset.classes) + 1).to(device)
+        sampler = _BlockBatches(cache, options)
+        best = np.concatenate(
+            [b["class_iou"].max(axis=1, initial=0.0) for _, b in cache.blocks(["class_iou"])]
+        )
+        solver = Solver(
+            options.iterations,
+            options.learning_rate,
+            options.step,
+            momentum=options.momentum,
+            weight_decay=options.weight_decay,
+            checkpoint_every=options.checkpoint_every,
+        )
+        target = finetuned_path(run)
+        rows = train(
+            folder=ensure_folder(target.parent),
+            model=model,
+            groups=parameter_groups(
+                [(net.fc6, 1.0, 2.0), (net.fc7, 1.0, 2.0), (model.scores, 1.0, 2.0)], options.weight_decay
+            ),
+            solver=solver,
+            stamp={
+                **{k: v for k, v in asdict(options).items() if k not in ("iterations", "device")},
+                "cache": describe_input(source),
+            },
+            batches=lambda start: sampler.batches(start, options.iterations),
+            step=classification_step(model, device),
+            resume=resume,
+            progress=progress,
+            description=f"fine-tuning fc layers ({net.spec.name}, SPP-net)",
+        )
+    save_model(
+        target, model, net.spec.name, kind="spp", classes=list(dataset.classes), levels=list(net.levels)
+    )
+    seconds = time.perf_counter() - started
+    foreground = int((best >= options.foreground_iou).sum())
+    summary = FinetuneSummary(
+        target, len(best), foreground, options.iterations, rows[-1]["loss"], rows[-1]["accuracy"], seconds
+    )
+    write_manifest(
+        target,
+        stage="finetune",
+        options={"method": METHOD, **asdict(options)},
+        inputs=[source],
+        seconds=seconds,
+        results={
+            "backbone": net.spec.name,
+            "final_loss": summary.final_loss,
+            "final_accuracy": summary.final_accuracy,
+        },
+    )
+    return summary
+
+
+def _conv_source(run: Path, conv: dict) -> Backbone:
+    """The backbone whose conv layers made a cache: a fine-tuned SPP-net's, or the weights named."""
+    if conv["weights"] == str(finetuned_path(run)):
+        model, _, _ = load_spp(run)
+        backbone = build_backbone(conv["backbone"])
+        backbone.conv.load_state_dict(model.net.conv.state_dict())
+        backbone.fc7.load_state_dict(model.net.fc7.state_dict())
+        return backbone
+    backbone, _ = resolve_backbone(run, conv["backbone"], conv["weights"])
+    return backbone

@@ -167,8 +167,41 @@ def test_the_whole_rcnn_chain_on_the_tiny_dataset(tiny_demo, tmp_path):
     assert result.exit_code == 0, result.output
     for stem in (image.stem, "gray"):
         assert (out / f"{stem}.png").is_file() and len(read_detections(out / f"{stem}.json")) > 0
+    assert_spp_chain(tiny_demo, run, tmp_path)
     result = rcnn("report", "--run", run)
     assert result.exit_code == 0 and "rcnn/features/trainval.h5" in result.output and "total" in result.output
+    assert "spp/eval/test.json" in result.output
+
+
+def assert_spp_chain(data, run, tmp_path):
+    """SPP-net on the same run: pyramids, fc fine-tuning, pyramids with fc7, SVMs, regressors, evaluation."""
+    import h5py
+
+    scales = ("--scales", "96,160")
+    steps = [
+        ("extract-features", "--method", "spp", "--data", data, "--split", "trainval", *scales),
+        ("finetune", "--method", "spp", "--data", data, "--iterations", "4", "--checkpoint-every", "2"),
+        ("extract-features", "--method", "spp", "--data", data, "--split", "trainval", *scales),
+        ("extract-features", "--method", "spp", "--data", data, "--split", "test", *scales),
+        ("train-svm", "--method", "spp"),
+        ("train-bbox", "--method", "spp"),
+        ("evaluate", "--method", "spp", "--data", data, "--split", "test"),
+    ]
+    for number, step in enumerate(steps):
+        result = rcnn(*step, "--run", run)
+        assert result.exit_code == 0, (step, result.output)
+        if number == 0:
+            with h5py.File(run / "spp" / "features" / "trainval.h5") as h5:
+                assert "pyramid" in h5 and "fc7" not in h5 and h5["pyramid"].shape[1] == 128 * 50
+    with h5py.File(run / "spp" / "features" / "trainval.h5") as h5:
+        assert "fc7" in h5 and h5.attrs["with_fc7"]
+    results = json.loads((run / "spp" / "eval" / "test.json").read_text())
+    assert results["method"] == "spp" and 0 <= results["map"] <= 1
+    image = next((data / "JPEGImages").glob("*.jpg"))
+    out = tmp_path / "spp-out"
+    result = rcnn("detect", image, "--run", run, "--method", "spp", "--out", out, "--score-thresh", "-100")
+    assert result.exit_code == 0, result.output
+    assert (out / f"{image.stem}.png").is_file()
 
 
 def test_stages_name_the_command_that_makes_a_missing_input(tiny_demo, tmp_path):
