@@ -23,7 +23,7 @@ setup: $(VENV)/.synced
 # The demo's one departure from the papers' settings: far fewer iterations (a CPU budget of minutes).
 DEMO_PRETRAIN ?= --iterations 300 --batch-size 64 --step 250
 DEMO_FINETUNE ?= --iterations 300
-DEMO_SPP_SCALES ?= --scales 224,320,448,640
+DEMO_SPP_SCALES ?= --scales 448,640,896,1280
 DEMO_SPP_FINETUNE ?= --iterations 1500 --learning-rate 0.01 --step 1200
 DEMO_IMAGE = $(DEMO_DATA)/JPEGImages/$$(head -n 1 $(DEMO_DATA)/ImageSets/Main/test.txt).jpg
 

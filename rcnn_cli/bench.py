@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_RUN, DataRoot, Device, Method, MethodOption, RunDir, Split
+from rcnn_cli.options import DEFAULT_RUN, DataRoot, Device, Method, MethodOption, RunDir, Split, parse_sizes
 
 app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
 
@@ -67,7 +67,7 @@ def svm_memory(
     """
     from stages.bench import bench_svm_memory
 
-    sizes = [int(k) for k in copies.split(",") if k.strip()]
+    sizes = list(parse_sizes(copies, "--copies"))
     rows = bench_svm_memory(run, method.value, split, sizes, progress=RichProgress())
     table = Table(title=f"train-svm peak memory ({method.value}, {split} cache x copies)")
     for column in ("copies", "regions", "file MiB", "features MiB (uncompressed)", "peak RSS MiB", "seconds"):
@@ -109,7 +109,7 @@ def features(
     from stages.voc import load_dataset
 
     groups = scales or ["688", "480,576,688,864,1200"]
-    scale_sets = [tuple(int(s) for s in group.split(",") if s.strip()) for group in groups]
+    scale_sets = [parse_sizes(group, "--scales") for group in groups]
     rows = bench_features(
         load_dataset(data, split),
         backbone,

@@ -18,6 +18,7 @@ from rcnn_cli.options import (
     Split,
     Workers,
     parse_classes,
+    parse_sizes,
 )
 
 
@@ -32,6 +33,10 @@ def extract_features(
         str,
         typer.Option(help="SPP-net: shorter-side scales, comma-separated (688, or 480,576,688,864,1200)."),
     ] = "688",
+    window_size: Annotated[
+        int,
+        typer.Option(help="SPP-net: pool each window at the scale where it is closest to this size (px)."),
+    ] = 224,
     backbone: Annotated[str | None, typer.Option(help="SPP-net before fine-tuning: the backbone.")] = None,
     weights: Annotated[
         str | None,
@@ -45,7 +50,7 @@ def extract_features(
 
     R-CNN: each region warped (context 16 px at 227) through the fine-tuned network; fc7 (for the SVMs)
     and pool5 (for box regression). SPP-net: conv5 once an image a scale, each region pooled by the
-    {1, 2, 3, 6} pyramid at the scale where it is closest to the network's input size; the pyramid (for
+    {1, 2, 3, 6} pyramid at the scale where it is closest to 224 x 224 px; the pyramid (for
     fine-tuning and box regression) and, once `rcnn finetune --method spp` has run, fc7 (for the SVMs).
     With overlaps and labels. Written image by image; an interrupted run continues where it stopped.
 
@@ -62,16 +67,27 @@ def extract_features(
         from stages.sppnet import SppExtractOptions
         from stages.sppnet import extract_features as run_extract
 
-        sizes = tuple(int(s) for s in scales.split(",") if s.strip())
-        options = SppExtractOptions(sizes, backbone=backbone, weights=weights, dtype=dtype, workers=workers,
-                                    device=device)  # fmt: skip
+        options = SppExtractOptions(
+            parse_sizes(scales, "--scales"),
+            window_size,
+            backbone=backbone,
+            weights=weights,
+            dtype=dtype,
+            workers=workers,
+            device=device,
+        )
     else:
         from stages.rcnn import ExtractOptions
         from stages.rcnn import extract_features as run_extract
 
         options = ExtractOptions(dtype=dtype, batch_size=batch_size, workers=workers, device=device)
     summary = run_extract(dataset, run, options, progress=RichProgress())
+    rate = (
+        f"{summary.images_per_second:.2f} images/s"
+        if summary.computed
+        else f"added to the cached pyramids in {summary.seconds:.1f} s"
+    )
     out.print(
         f"{summary.path}: {summary.images} images, {summary.rows} regions, "
-        f"{summary.bytes / 2**20:.1f} MiB; {summary.images_per_second:.2f} images/s"
+        f"{summary.bytes / 2**20:.1f} MiB; {rate}"
     )

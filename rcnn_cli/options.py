@@ -35,6 +35,17 @@ def parse_classes(classes: str | None) -> tuple[str, ...] | None:
     return names
 
 
+def parse_sizes(text: str, option: str) -> tuple[int, ...]:
+    """``"480, 576"`` -> ``(480, 576)``; anything but positive integers is a usage error for ``option``."""
+    try:
+        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        sizes = ()
+    if not sizes or min(sizes) < 1:
+        raise typer.BadParameter(f"{text!r}: give comma-separated positive integers", param_hint=option)
+    return sizes
+
+
 class Method(str, Enum):
     """The detectors of the lineage that have stages so far."""
 

@@ -221,8 +221,8 @@ def _extractor(run: Path, method: str, classes: Sequence[str], device: torch.dev
             raise UserError(
                 f"{method_path(run, 'spp', 'features')}: no SPP-net features; run extract-features first"
             )
-        scales = json.loads(manifests[0].read_text())["options"]["scales"]
-        return SppExtractor(model.net, scales, device, with_fc7=True)
+        options = json.loads(manifests[0].read_text())["options"]
+        return SppExtractor(model.net, options["scales"], options["window_size"], device, with_fc7=True)
     model, _ = load_finetuned(run, tuple(classes), method)
     return RegionExtractor(model, device)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -124,17 +125,7 @@ class CacheWriter:
             **{name: ((dim,), np.dtype(dtype)) for name, dim in feature_dims.items()},
         }
         for name, (shape, column_dtype) in columns.items():
-            row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(column_dtype).itemsize
-            h5.create_dataset(
-                name,
-                (0, *shape),
-                maxshape=(None, *shape),
-                dtype=column_dtype,
-                chunks=(int(np.clip(CHUNK_BYTES // row_bytes, 16, 1024)), *shape),
-                compression="gzip",
-                compression_opts=1,
-                shuffle=True,
-            )
+            _create_column(h5, name, 0, shape, column_dtype)
         return h5
 
     def append(self, image_id: str, regions: LabelledRegions, features: Mapping[str, np.ndarray]) -> None:
@@ -162,6 +153,61 @@ class CacheWriter:
 
     def close(self) -> None:
         self.h5.close()
+
+
+def _create_column(h5: h5py.File, name: str, rows: int, shape: tuple[int, ...], dtype) -> h5py.Dataset:
+    """A growable (rows, *shape) column, chunked to about ``CHUNK_BYTES`` and gzip-compressed."""
+    row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    return h5.create_dataset(
+        name,
+        (rows, *shape),
+        maxshape=(None, *shape),
+        dtype=dtype,
+        chunks=(int(np.clip(CHUNK_BYTES // row_bytes, 16, 1024)), *shape),
+        compression="gzip",
+        compression_opts=1,
+        shuffle=True,
+    )
+
+
+def add_feature_point(
+    source: Path,
+    target: Path,
+    name: str,
+    dim: int,
+    compute: Callable[[np.ndarray], np.ndarray],
+    reads: str,
+    attrs: Mapping,
+    progress: Progress,
+    description: str,
+    block_rows: int = 8192,
+) -> Path:
+    """Write ``target``: the finished cache ``source`` plus feature point ``name`` (N, ``dim``), computed
+    block by block from the stored feature ``reads`` by ``compute`` ((n, D) -> (n, dim)); ``attrs`` update
+    the file's attributes. Built in a temporary file beside ``target`` and renamed, so a crash loses
+    nothing (the next run starts it over)."""
+    partial = ensure_folder(Path(target).parent) / f".{Path(target).name}.partial"
+    shutil.copyfile(source, partial)
+    try:
+        with h5py.File(partial, "a") as h5:
+            stored = h5[reads]
+            column = _create_column(h5, name, len(stored), (dim,), stored.dtype)
+            with progress.task(description, len(stored), "rows") as advance:
+                for start in range(0, len(stored), block_rows):
+                    stop = min(start + block_rows, len(stored))
+                    column[start:stop] = compute(stored[start:stop])
+                    advance(stop - start)
+            h5.attrs.update(
+                {
+                    "feature_points": json.dumps([*json.loads(h5.attrs["feature_points"]), name]),
+                    **attrs,
+                }
+            )
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, target)
+    return Path(target)
 
 
 @dataclass(frozen=True)
@@ -337,22 +383,48 @@ def extract_to_cache(
     except BaseException:
         writer.close()
         raise
-    rows = int(writer.h5["offsets"][-1])
     path = writer.finish(dict(attrs or {}))
-    summary = ExtractSummary(
+    return record_extraction(
         path,
-        len(dataset),
+        dataset,
+        run,
         len(dataset) - first,
-        rows,
-        path.stat().st_size,
         time.perf_counter() - extract_started,
+        started,
+        manifest_options=manifest_options,
+        inputs=inputs,
+        attrs=attrs,
     )
+
+
+def record_extraction(
+    path: Path,
+    dataset: Dataset,
+    run: Path,
+    computed: int,
+    extract_seconds: float,
+    started: float,
+    *,
+    manifest_options: Mapping,
+    inputs: Sequence[Path],
+    attrs: Mapping | None = None,
+) -> ExtractSummary:
+    """Write a finished cache's manifest (options, inputs, time, size) and summarise it."""
+    with h5py.File(path, "r") as h5:
+        rows = int(h5["offsets"][-1])
+    summary = ExtractSummary(path, len(dataset), computed, rows, path.stat().st_size, extract_seconds)
     write_manifest(
         path,
         stage="extract-features",
         options=dict(manifest_options),
         inputs=[*inputs, proposals_path(run, dataset.split)],
         seconds=time.perf_counter() - started,
-        results={"images": len(dataset), "rows": rows, "bytes": summary.bytes, **dict(attrs or {})},
+        results={
+            "images": len(dataset),
+            "images_computed": computed,
+            "rows": rows,
+            "bytes": summary.bytes,
+            **dict(attrs or {}),
+        },
     )
     return summary

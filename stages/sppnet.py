@@ -22,7 +22,14 @@ from torch import nn
 from stages.atomic import ensure_folder
 from stages.backbones import Backbone, build_backbone, read_model_file, resolve_backbone, save_model
 from stages.errors import UserError
-from stages.features import ExtractSummary, FeatureCache, extract_to_cache, features_path
+from stages.features import (
+    ExtractSummary,
+    FeatureCache,
+    add_feature_point,
+    extract_to_cache,
+    features_path,
+    record_extraction,
+)
 from stages.images import pick_device, to_network_input
 from stages.progress import SILENT, Progress
 from stages.rcnn import FinetuneSummary, load_proposals
@@ -32,6 +39,10 @@ from stages.training import Solver, classification_step, parameter_groups, train
 from stages.voc import Dataset
 
 log = logging.getLogger("rcnn")
+
+WINDOW_SIZE = 224
+"""A window is pooled at the scale where its area is closest to 224 x 224 (section 4.1): there it spans
+14 cells of a stride-16 conv5, enough for the 6 x 6 level to see distinct cells."""
 
 
 def scale_factors(height: int, width: int, scales: Sequence[int]) -> list[float]:
@@ -92,10 +103,15 @@ class SppNet(nn.Module):
         return maps
 
     def pyramid(
-        self, maps: list[torch.Tensor], boxes: torch.Tensor, factors: Sequence[float]
+        self,
+        maps: list[torch.Tensor],
+        boxes: torch.Tensor,
+        factors: Sequence[float],
+        window_size: int = WINDOW_SIZE,
     ) -> torch.Tensor:
-        """(R, 4) image boxes -> (R, pyramid_dim): each pooled on the map of its scale (``pick_scales``)."""
-        chosen = pick_scales(boxes, factors, self.spec.input_size)
+        """(R, 4) image boxes -> (R, pyramid_dim): each pooled on the map of the scale where its area is
+        closest to ``window_size`` squared (``pick_scales``)."""
+        chosen = pick_scales(boxes, factors, window_size)
         pooled = torch.empty(len(boxes), self.pyramid_dim, device=boxes.device, dtype=maps[0].dtype)
         for index, (conv5, factor) in enumerate(zip(maps, factors, strict=True)):
             rows = torch.nonzero(chosen == index).flatten()
@@ -149,9 +165,11 @@ def load_spp(run: Path, classes: Sequence[str] | None = None) -> tuple[SppClassi
 
 @dataclass(frozen=True)
 class SppExtractOptions:
-    """SPP-net features: one scale (688) or the paper's five; the {1, 2, 3, 6} pyramid."""
+    """SPP-net features: one scale (688) or the paper's five; the {1, 2, 3, 6} pyramid; each window
+    pooled at the scale where it is closest to ``window_size`` squared."""
 
     scales: tuple[int, ...] = (688,)
+    window_size: int = WINDOW_SIZE
     levels: tuple[int, ...] = PYRAMID
     backbone: str | None = None
     weights: str | None = None
@@ -162,6 +180,8 @@ class SppExtractOptions:
     def __post_init__(self) -> None:
         if not self.scales or min(self.scales) < 16:
             raise UserError("--scales: give shorter-side sizes of at least 16 px")
+        if self.window_size < 16:
+            raise UserError("--window-size: give at least 16 px")
         if self.dtype not in ("float16", "float32"):
             raise UserError(f"--dtype {self.dtype}: choose float16 or float32")
 
@@ -169,18 +189,20 @@ class SppExtractOptions:
 class SppExtractor:
     """Pyramid features (and fc7 once the fc layers are fine-tuned) of windows, conv5 once a scale."""
 
-    def __init__(self, net: SppNet, scales: Sequence[int], device: torch.device, with_fc7: bool):
+    def __init__(
+        self, net: SppNet, scales: Sequence[int], window_size: int, device: torch.device, with_fc7: bool
+    ):
         self.net = net.to(device).eval()
-        self.scales, self.device, self.with_fc7 = tuple(scales), device, with_fc7
+        self.scales, self.window_size = tuple(scales), window_size
+        self.device, self.with_fc7 = device, with_fc7
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
         """(H, W, 3) uint8 image, (N, 4) boxes -> {"pyramid": (N, P)[, "fc7": (N, D)]} on the CPU."""
         factors = scale_factors(*image.shape[:2], self.scales)
         maps = self.net.conv5(image, factors, self.device)
-        pyramid = self.net.pyramid(
-            maps, torch.as_tensor(np.asarray(boxes, np.float32), device=self.device), factors
-        )
+        boxes = torch.as_tensor(np.asarray(boxes, np.float32), device=self.device)
+        pyramid = self.net.pyramid(maps, boxes, factors, self.window_size)
         found = {"pyramid": pyramid.cpu()}
         if self.with_fc7:
             found["fc7"] = self.net.head(pyramid).cpu()
@@ -190,12 +212,18 @@ class SppExtractor:
 def extract_features(
     dataset: Dataset, run: Path, options: SppExtractOptions = SppExtractOptions(), progress: Progress = SILENT
 ) -> ExtractSummary:
-    """Cache the pyramid (and, after ``rcnn finetune --method spp``, fc7) of every region of the split."""
+    """Cache the pyramid (and, after ``rcnn finetune --method spp``, fc7) of every region of the split.
+
+    After fine-tuning, a pyramid-only cache of the split made by the same conv layers with the same
+    settings (the one fine-tuning read) is reused: only fc7 is computed, from its stored pyramids.
+    """
     started = time.perf_counter()
     device = pick_device(options.device)
+    trained_on = None
     if finetuned_path(run).exists():
         model, meta, model_path = load_spp(run, dataset.classes)
         net, with_fc7, conv = model.net, True, {"backbone": meta["backbone"], "weights": str(model_path)}
+        trained_on = meta.get("trained_on")
         if tuple(meta["levels"]) != tuple(options.levels):
             raise UserError(
                 f"{model_path}: fine-tuned on levels {meta['levels']}, not {list(options.levels)}"
@@ -210,6 +238,7 @@ def extract_features(
     stamp = {
         "method": METHOD,
         "scales": list(options.scales),
+        "window_size": options.window_size,
         "levels": list(options.levels),
         "dtype": options.dtype,
         "conv": conv,
@@ -217,11 +246,31 @@ def extract_features(
         "proposals": describe_input(proposals_path(run, dataset.split)),
         "root": str(dataset.root),
     }
+    record = {
+        "manifest_options": {"method": METHOD, **asdict(options)},
+        "inputs": [p for p in (model_path,) if p],
+        "attrs": {"backbone": net.spec.name, "with_fc7": with_fc7},
+    }
+    target = features_path(run, METHOD, dataset.split)
+    if trained_on and _holds_pyramids(target, stamp, trained_on):
+        net.to(device).eval()
+        add_feature_point(
+            target,
+            target,
+            "fc7",
+            net.spec.fc_dim,
+            lambda pyramid: _fc7(net, pyramid, device),
+            "pyramid",
+            {"stamp": json.dumps(stamp, sort_keys=True, default=str), **record["attrs"]},
+            progress,
+            f"SPP-net fc7 from the cached pyramids ({net.spec.name}, {device.type})",
+        )
+        return record_extraction(target, dataset, run, 0, time.perf_counter() - started, started, **record)
     return extract_to_cache(
         dataset,
         run,
         METHOD,
-        SppExtractor(net, options.scales, device, with_fc7),
+        SppExtractor(net, options.scales, options.window_size, device, with_fc7),
         proposals,
         stamp,
         dims,
@@ -230,10 +279,29 @@ def extract_features(
         f"SPP-net features ({net.spec.name}, scales {','.join(map(str, options.scales))}, {device.type})",
         progress,
         started,
-        manifest_options={"method": METHOD, **asdict(options)},
-        inputs=[p for p in (model_path,) if p],
-        attrs={"backbone": net.spec.name, "with_fc7": with_fc7},
+        **record,
     )
+
+
+def _holds_pyramids(path: Path, stamp: dict, trained_on: dict) -> bool:
+    """Whether ``path`` is a complete pyramid-only cache made with ``stamp``'s settings by the conv layers
+    named in ``trained_on`` (the stamp of the cache the fine-tuned model was trained on)."""
+    if not path.exists():
+        return False
+    try:
+        with FeatureCache(path, "") as cache:
+            found = json.loads(cache.h5.attrs["stamp"])
+            pyramid_only = cache.feature_points == ("pyramid",)
+    except UserError:
+        return False
+    return pyramid_only and found == {**stamp, "conv": trained_on["conv"], "model": trained_on["model"]}
+
+
+@torch.no_grad()
+def _fc7(net: SppNet, pyramid: np.ndarray, device: torch.device) -> np.ndarray:
+    """(n, pyramid_dim) stored pyramids -> (n, fc_dim) fc7, in the stored precision."""
+    found = net.head(torch.from_numpy(pyramid.astype(np.float32)).to(device))
+    return found.cpu().numpy().astype(pyramid.dtype)
 
 
 @dataclass(frozen=True)
@@ -354,7 +422,13 @@ def finetune(
             description=f"fine-tuning fc layers ({net.spec.name}, SPP-net)",
         )
     save_model(
-        target, model, net.spec.name, kind="spp", classes=list(dataset.classes), levels=list(net.levels)
+        target,
+        model,
+        net.spec.name,
+        kind="spp",
+        classes=list(dataset.classes),
+        levels=list(net.levels),
+        trained_on=stamp,
     )
     seconds = time.perf_counter() - started
     foreground = int((best >= options.foreground_iou).sum())

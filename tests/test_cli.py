@@ -193,8 +193,8 @@ def assert_spp_chain(data, run, tmp_path):
         if number == 0:
             with h5py.File(run / "spp" / "features" / "trainval.h5") as h5:
                 assert "pyramid" in h5 and "fc7" not in h5 and h5["pyramid"].shape[1] == 128 * 50
-    with h5py.File(run / "spp" / "features" / "trainval.h5") as h5:
-        assert "fc7" in h5 and h5.attrs["with_fc7"]
+                pyramids = h5["pyramid"][:]
+    assert_fc7_from_cached_pyramids(data, run, pyramids)
     results = json.loads((run / "spp" / "eval" / "test.json").read_text())
     assert results["method"] == "spp" and 0 <= results["map"] <= 1
     image = next((data / "JPEGImages").glob("*.jpg"))
@@ -202,6 +202,34 @@ def assert_spp_chain(data, run, tmp_path):
     result = rcnn("detect", image, "--run", run, "--method", "spp", "--out", out, "--score-thresh", "-100")
     assert result.exit_code == 0, result.output
     assert (out / f"{image.stem}.png").is_file()
+
+
+def assert_fc7_from_cached_pyramids(data, run, pyramids):
+    """After fine-tuning, trainval's fc7 comes from the pyramids cached before it (kept as they were),
+    and equals fc7 computed from the image."""
+    import h5py
+    import torch
+
+    from stages.images import read_image
+    from stages.sppnet import SppExtractor, load_spp
+
+    with h5py.File(run / "spp" / "features" / "trainval.h5") as h5:
+        assert h5.attrs["with_fc7"] and json.loads(h5.attrs["feature_points"]) == ["pyramid", "fc7"]
+        assert np.array_equal(h5["pyramid"][:], pyramids)
+        image_id, rows = h5["image_ids"].asstr()[0], slice(*h5["offsets"][:2])
+        boxes, stored = h5["boxes"][rows], h5["fc7"][rows].astype(np.float32)
+    manifest = json.loads((run / "spp" / "features" / "trainval.manifest.json").read_text())
+    assert manifest["results"]["images_computed"] == 0
+    model, _, _ = load_spp(run)
+    extractor = SppExtractor(model.net, (96, 160), 224, torch.device("cpu"), with_fc7=True)
+    computed = extractor(read_image(data / "JPEGImages" / f"{image_id}.jpg"), boxes)["fc7"].numpy()
+    np.testing.assert_allclose(stored, computed, rtol=0.01, atol=0.01 * np.abs(computed).max())
+
+
+def test_sizes_that_are_not_integers_are_a_usage_error(tiny_demo, tmp_path):
+    result = rcnn("extract-features", "--method", "spp", "--data", tiny_demo, "--split", "test",
+                  "--scales", "688,big", "--run", tmp_path)  # fmt: skip
+    assert result.exit_code == 2 and "--scales" in result.output and "Traceback" not in result.output
 
 
 def test_stages_name_the_command_that_makes_a_missing_input(tiny_demo, tmp_path):

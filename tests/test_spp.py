@@ -195,10 +195,11 @@ def test_sppnet_features_equal_pooling_each_scale_by_hand():
     maps = net.conv5(image, factors, torch.device("cpu"))
     assert [tuple(m.shape[1:]) for m in maps] == [(6, 8), (15, 20)]
     with torch.no_grad():
-        pooled = net.pyramid(maps, boxes, factors)
+        pooled = net.pyramid(maps, boxes, factors, window_size=64)
         fc7 = net.head(pooled)
     assert pooled.shape == (3, 128 * 50) and fc7.shape == (3, 512)
     chosen = pick_scales(boxes, factors, 64)
+    assert set(chosen.tolist()) == {0, 1}
     for k in range(3):
         conv5 = maps[chosen[k]]
         cells = project_windows(boxes[k : k + 1] * factors[chosen[k]], net.field, *conv5.shape[1:])
