@@ -10,7 +10,16 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_RUN, DataRoot, Device, Method, MethodOption, RunDir, Split, parse_sizes
+from rcnn_cli.options import (
+    DEFAULT_RUN,
+    CachedMethod,
+    CachedMethodOption,
+    DataRoot,
+    Device,
+    RunDir,
+    Split,
+    parse_sizes,
+)
 
 app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
 
@@ -55,7 +64,7 @@ def proposals(
 @app.command("svm-memory")
 def svm_memory(
     run: RunDir = DEFAULT_RUN,
-    method: MethodOption = Method.rcnn,
+    method: CachedMethodOption = CachedMethod.rcnn,
     split: Annotated[str, typer.Option(help="Split whose feature cache to enlarge.")] = "trainval",
     copies: Annotated[str, typer.Option(help="Comma-separated cache sizes, in copies of the split.")] = "1,4",
 ) -> None:

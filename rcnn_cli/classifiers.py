@@ -8,13 +8,13 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_RUN, Method, MethodOption, RunDir
+from rcnn_cli.options import DEFAULT_RUN, CachedMethod, CachedMethodOption, RunDir
 
 CacheSplit = Annotated[str, typer.Option("--split", help="Split whose feature cache to train on.")]
 
 
 def train_svm(
-    method: MethodOption = Method.rcnn,
+    method: CachedMethodOption = CachedMethod.rcnn,
     run: RunDir = DEFAULT_RUN,
     split: CacheSplit = "trainval",
     svm_c: Annotated[float, typer.Option("--C", help="SVM regularisation constant C.")] = 0.001,
@@ -46,7 +46,7 @@ def train_svm(
 
 
 def train_bbox(
-    method: MethodOption = Method.rcnn,
+    method: CachedMethodOption = CachedMethod.rcnn,
     run: RunDir = DEFAULT_RUN,
     split: CacheSplit = "trainval",
     alpha: Annotated[float, typer.Option(help="Ridge regularisation (lambda).")] = 1000.0,

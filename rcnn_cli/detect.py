@@ -15,33 +15,57 @@ from rcnn_cli.options import DEFAULT_RUN, Device, Method, MethodOption, RunDir
 def detect(
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG; any size, gray or colour).")],
     run: RunDir = DEFAULT_RUN,
-    method: MethodOption = Method.rcnn,
+    method: MethodOption = Method.fast,
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: RUN/<method>/detect).")
     ] = None,
     score_thresh: Annotated[
-        float, typer.Option(help="Keep detections scoring at least this (SVM margin for rcnn).")
-    ] = 0.0,
+        float | None,
+        typer.Option(help="Keep detections scoring at least this (default: probability 0.5; SVM margin 0)."),
+    ] = None,
+    compressed: Annotated[
+        bool, typer.Option("--compressed", help="Fast R-CNN: the truncated-SVD model of `rcnn compress`.")
+    ] = False,
+    grid: Annotated[
+        Path | None, typer.Option(help="Also save the annotated images side by side in one PNG.")
+    ] = None,
     device: Device = "auto",
 ) -> None:
-    """Detect objects: selective search, features, scores, box regression, per-class NMS (0.3).
+    """Detect objects: selective search, then the detector, per-class NMS (0.3).
 
+    Fast R-CNN (the default): one forward pass, softmax scores and class-specific boxes, at most 100
+    detections an image. R-CNN and SPP-net: features, SVM scores, box regression, NMS again.
     Writes OUT/<stem>.png (boxes, class names, scores drawn) and OUT/<stem>.json (the detections format)
     for each image, and prints what it found.
 
-    Example: rcnn detect data/demo/JPEGImages/000003.jpg --run runs/demo --method rcnn --out detections/
+    Examples:
+
+      rcnn detect data/demo/JPEGImages/000003.jpg --run runs/demo --out detections/
+
+      rcnn detect data/demo/JPEGImages/00000[3-6].jpg --run runs/demo --compressed --grid grid.png
     """
     from stages.detect import DetectOptions, detect_images
 
+    if compressed and method != Method.fast:
+        raise typer.BadParameter("only Fast R-CNN has a compressed model", param_hint="--compressed")
+    options = None
+    if score_thresh is not None:
+        options = DetectOptions(score_thresh=score_thresh, per_image=100 if method == Method.fast else None)
     results = detect_images(
         images,
         run,
         method.value,
         out_dir,
-        DetectOptions(score_thresh=score_thresh),
+        options,
         device=device,
+        compressed=compressed,
         progress=RichProgress(),
     )
+    if grid is not None:
+        from stages.draw import write_grid
+
+        write_grid(grid, [r.picture for r in results])
+        out.print(f"grid of {len(results)} images: {grid}")
     for result in results:
         found = result.detections
         table = Table(

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import Classes, DataRoot, Method, Split, parse_classes
+from rcnn_cli.options import Classes, DataRoot, Device, Method, Split, parse_classes
 
 
 def evaluate(
@@ -30,15 +30,22 @@ def evaluate(
     plot: Annotated[
         Path | None, typer.Option(help="PR curves PNG (default: beside --out or the detections).")
     ] = None,
+    compressed: Annotated[
+        bool, typer.Option("--compressed", help="Fast R-CNN: the truncated-SVD model of `rcnn compress`.")
+    ] = False,
+    device: Device = "auto",
     classes: Classes = None,
 ) -> None:
     """Score detections with the VOC protocol (IoU >= 0.5, difficult ignored): AP per class, mAP.
 
-    With --run and --method, first detects on the split from its feature cache and writes
-    RUN/<method>/detections/SPLIT.json and RUN/<method>/eval/SPLIT.json (with the mAP without box
-    regression beside it) and the PR curves.
+    With --run and --method, first detects on the split (rcnn, spp: from its feature cache; fast: the
+    network on every image) and writes RUN/<method>/detections/SPLIT.json and RUN/<method>/eval/SPLIT.json
+    (with the mAP without box regression and the test seconds an image) and the PR curves; --compressed
+    writes SPLIT.svd.json beside them.
 
     Examples:
+
+      rcnn evaluate --data data/demo --split test --run runs/demo --method fast
 
       rcnn evaluate --data data/demo --split test --run runs/demo --method rcnn
 
@@ -54,8 +61,14 @@ def evaluate(
         from stages.atomic import write_json
         from stages.detect import evaluate_run
 
-        result = evaluate_run(dataset, run, method.value, metric, progress=RichProgress())
-        print_results(result.evaluation, f"{method.value} on {split}: {result.detections_path}")
+        if compressed and method != Method.fast:
+            raise typer.BadParameter("only Fast R-CNN has a compressed model", param_hint="--compressed")
+        result = evaluate_run(
+            dataset, run, method.value, metric, compressed=compressed, device=device, progress=RichProgress()
+        )
+        label = f"{method.value}{' + SVD' if compressed else ''}"
+        print_results(result.evaluation, f"{label} on {split}: {result.detections_path}")
+        out.print(f"test time: {result.seconds_per_image:.3f} s an image")
         if result.without_box_regression is not None:
             out.print(f"mAP without box regression: {result.without_box_regression.map:.3f}")
         if out_file is not None:

@@ -9,11 +9,11 @@ import typer
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
     DEFAULT_RUN,
+    CachedMethod,
+    CachedMethodOption,
     Classes,
     DataRoot,
     Device,
-    Method,
-    MethodOption,
     RunDir,
     Split,
     Workers,
@@ -25,7 +25,7 @@ from rcnn_cli.options import (
 def extract_features(
     data: DataRoot,
     split: Split,
-    method: MethodOption = Method.rcnn,
+    method: CachedMethodOption = CachedMethod.rcnn,
     run: RunDir = DEFAULT_RUN,
     dtype: Annotated[str, typer.Option(help="Stored precision: float16 or float32.")] = "float16",
     batch_size: Annotated[int, typer.Option(help="Regions a forward pass.")] = 256,
@@ -63,7 +63,7 @@ def extract_features(
     from stages.voc import load_dataset
 
     dataset = load_dataset(data, split, parse_classes(classes))
-    if method == Method.spp:
+    if method == CachedMethod.spp:
         from stages.sppnet import SppExtractOptions
         from stages.sppnet import extract_features as run_extract
 

@@ -47,13 +47,24 @@ def parse_sizes(text: str, option: str) -> tuple[int, ...]:
 
 
 class Method(str, Enum):
-    """The detectors of the lineage that have stages so far."""
+    """The detectors of the lineage."""
+
+    rcnn = "rcnn"
+    spp = "spp"
+    fast = "fast"
+
+
+class CachedMethod(str, Enum):
+    """The detectors with a feature cache, SVMs and separate box regressors."""
 
     rcnn = "rcnn"
     spp = "spp"
 
 
 MethodOption = Annotated[Method, typer.Option("--method", help="Which detector's stage to run.")]
+CachedMethodOption = Annotated[
+    CachedMethod, typer.Option("--method", help="Which detector's stage to run (Fast R-CNN has no cache).")
+]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")]
 Workers = Annotated[int, typer.Option(help="DataLoader worker processes (0: load in this process).")]
 Restart = Annotated[

@@ -50,6 +50,9 @@ class BackboneSpec:
     context_padding: int
     has_imagenet_weights: bool
     description: str
+    fast_rcnn_trainable_from: str = "conv2"
+    """The first conv layer Fast R-CNN fine-tunes; those before it stay frozen (Fast R-CNN section 4.5:
+    conv3_1 and up for VGG16, conv2 and up for the small nets)."""
 
     @property
     def conv5_channels(self) -> int:
@@ -112,6 +115,7 @@ BACKBONES: dict[str, BackboneSpec] = {
             context_padding=16,
             has_imagenet_weights=True,
             description="torchvision VGG16 (Simonyan and Zisserman 2015)",
+            fast_rcnn_trainable_from="conv3_1",
         ),
         BackboneSpec(
             name="zf5",

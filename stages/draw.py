@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -51,3 +52,25 @@ def write_png(path: Path, image: np.ndarray) -> None:
         raise RuntimeError(f"PNG encoding failed for {path}")
     with atomic_path(Path(path)) as tmp:
         tmp.write_bytes(encoded.tobytes())
+
+
+def write_grid(path: Path, pictures: Sequence[Path], cell_width: int = 400) -> None:
+    """Tile the PNGs ``pictures`` (each scaled to ``cell_width`` wide) into one PNG, about square, white
+    between and around them."""
+    images = []
+    for picture in pictures:
+        image = cv2.cvtColor(cv2.imread(str(picture), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        height = round(image.shape[0] * cell_width / image.shape[1])
+        images.append(cv2.resize(image, (cell_width, height), interpolation=cv2.INTER_AREA))
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    cell_height = max(image.shape[0] for image in images)
+    gap = 8
+    canvas = np.full(
+        (rows * (cell_height + gap) + gap, columns * (cell_width + gap) + gap, 3), 255, dtype=np.uint8
+    )
+    for index, image in enumerate(images):
+        row, column = divmod(index, columns)
+        top, left = gap + row * (cell_height + gap), gap + column * (cell_width + gap)
+        canvas[top : top + image.shape[0], left : left + cell_width] = image
+    write_png(path, canvas)

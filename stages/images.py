@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from stages.errors import UserError
 
@@ -33,6 +34,18 @@ def to_network_input(image: np.ndarray, device: torch.device | str = "cpu") -> t
     mean = torch.tensor(IMAGENET_MEAN, device=tensor.device).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=tensor.device).view(3, 1, 1)
     return tensor.sub_(mean).div_(std)
+
+
+def resized_input(image: np.ndarray, factor: float, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 RGB -> (3, round(H factor), round(W factor)) network input: bilinear, antialiased
+    when shrinking."""
+    tensor = to_network_input(image, device)
+    if factor == 1:
+        return tensor
+    size = (max(1, round(image.shape[0] * factor)), max(1, round(image.shape[1] * factor)))
+    return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False, antialias=factor < 1)[
+        0
+    ]
 
 
 def pick_device(name: str = "auto") -> torch.device:

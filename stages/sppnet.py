@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from stages.atomic import ensure_folder
@@ -30,10 +29,17 @@ from stages.features import (
     features_path,
     record_extraction,
 )
-from stages.images import pick_device, to_network_input
+from stages.images import pick_device, resized_input
 from stages.progress import SILENT, Progress
 from stages.rcnn import FinetuneSummary, load_proposals
-from stages.runs import describe_input, method_path, proposals_path, require_artifact, write_manifest
+from stages.runs import (
+    describe_input,
+    manifest_path,
+    method_path,
+    proposals_path,
+    require_artifact,
+    write_manifest,
+)
 from stages.spp import PYRAMID, project_windows, pyramid_bins, receptive_field, spatial_pyramid_pool
 from stages.training import Solver, classification_step, parameter_groups, train
 from stages.voc import Dataset
@@ -92,13 +98,9 @@ class SppNet(nn.Module):
     @torch.no_grad()
     def conv5(self, image: np.ndarray, factors: Sequence[float], device: torch.device) -> list[torch.Tensor]:
         """(H, W, 3) uint8 image -> one (C, h, w) conv5 map a scale factor."""
-        tensor = to_network_input(image, device)[None]
         maps = []
         for factor in factors:
-            size = (max(1, round(image.shape[0] * factor)), max(1, round(image.shape[1] * factor)))
-            resized = F.interpolate(
-                tensor, size=size, mode="bilinear", align_corners=False, antialias=factor < 1
-            )
+            resized = resized_input(image, factor, device)[None]
             maps.append(self.conv(resized.contiguous(memory_format=torch.channels_last))[0])
         return maps
 
@@ -443,11 +445,18 @@ def finetune(
         seconds=seconds,
         results={
             "backbone": net.spec.name,
+            "pyramid_cache_seconds": _seconds_recorded(source),
             "final_loss": summary.final_loss,
             "final_accuracy": summary.final_accuracy,
         },
     )
     return summary
+
+
+def _seconds_recorded(artifact: Path) -> float | None:
+    """The seconds the manifest beside ``artifact`` records, if it has one."""
+    manifest = manifest_path(artifact)
+    return json.loads(manifest.read_text())["seconds"] if manifest.is_file() else None
 
 
 def _conv_source(run: Path, conv: dict) -> Backbone:

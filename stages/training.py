@@ -88,6 +88,7 @@ def train(
     resume: bool = True,
     progress: Progress = SILENT,
     description: str = "training",
+    writer: bool = True,
 ) -> list[dict]:
     """Run ``solver`` on ``model``; return the log rows (iteration, lr, loss and metrics, averaged).
 
@@ -95,6 +96,7 @@ def train(
     on the iteration, so a resumed run sees the batches an uninterrupted one would have.
     ``FOLDER/checkpoint.pt`` is written every ``solver.checkpoint_every`` iterations and at the end; with
     ``resume`` a checkpoint made with the same ``stamp`` (the options that shape the result) is continued.
+    In a data-parallel run every process trains and only the one with ``writer`` writes files.
     """
     folder = Path(folder)
     optimizer = torch.optim.SGD(groups, lr=solver.learning_rate, momentum=solver.momentum)
@@ -129,7 +131,7 @@ def train(
             advance(
                 1, **{k: v for k, v in (rows[-1] if rows else {}).items() if k not in ("iteration", "lr")}
             )
-            if done % solver.checkpoint_every == 0 or done == solver.iterations:
+            if writer and (done % solver.checkpoint_every == 0 or done == solver.iterations):
                 _save(checkpoint, model, optimizer, stamp, done, rows)
                 _write_log(folder / LOG, rows)
     return rows

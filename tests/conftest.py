@@ -24,6 +24,25 @@ def tiny_demo(tmp_path_factory) -> Path:
     return generate_demo(tmp_path_factory.mktemp("data") / "demo", TINY)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tiny_demo, tmp_path_factory) -> tuple[Path, Path]:
+    """(tiny dataset, a run folder with its proposals and a pre-trained tiny backbone); copy before use."""
+    from typer.testing import CliRunner
+
+    from rcnn_cli.app import app
+
+    run = tmp_path_factory.mktemp("runs") / "base"
+    steps = [
+        ["propose", "--split", "trainval", "--workers", "1", "--max-side", "160"],
+        ["propose", "--split", "test", "--workers", "1", "--max-side", "160"],
+        ["pretrain", "--iterations", "3", "--batch-size", "8"],
+    ]
+    for step in steps:
+        result = CliRunner().invoke(app, [*step, "--data", str(tiny_demo), "--run", str(run)])
+        assert result.exit_code == 0, result.output
+    return tiny_demo, run
+
+
 def write_image(path: Path, height: int = 60, width: int = 80, seed: int = 0) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     image = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)

@@ -298,3 +298,47 @@ def test_bench_features_times_both_methods(tiny_demo):
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith(("│ rcnn", "│ spp"))]
     assert len(rows) == 3 and "1.0x" in rows[0]
+
+
+def test_the_fast_rcnn_chain_on_the_tiny_dataset(tiny_run, tmp_path):
+    """finetune (the default method, resumed), compress, evaluate with and without SVD, detect, report."""
+    import csv
+
+    data, base = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    train = ("finetune", "--data", data, "--run", run, "--scales", "96", "--checkpoint-every", "2")
+    result = rcnn(*train, "--iterations", "2")
+    assert result.exit_code == 0, result.output
+    result = rcnn(*train, "--iterations", "4")  # continues the checkpoint of iteration 2
+    assert result.exit_code == 0 and "fine-tuned (fast, 1 process)" in result.output, result.output
+    with open(run / "fast" / "finetune" / "log.csv") as rows:
+        log = list(csv.DictReader(rows))
+    assert [int(row["iteration"]) for row in log] == [2, 4]
+    assert {"loss", "cls_loss", "box_loss", "accuracy"} <= set(log[0])
+    result = rcnn("compress", "--run", run, "--fc6-rank", "64", "--fc7-rank", "16")
+    assert result.exit_code == 0 and "64, 16" in result.output, result.output
+    for extra in ((), ("--compressed",)):
+        result = rcnn("evaluate", "--method", "fast", "--data", data, "--split", "test", "--run", run, *extra)
+        assert result.exit_code == 0 and "mAP (voc07)" in result.output, result.output
+    plain = json.loads((run / "fast" / "eval" / "test.json").read_text())
+    svd = json.loads((run / "fast" / "eval" / "test.svd.json").read_text())
+    assert not plain["compressed"] and svd["compressed"] and 0 <= svd["map"] <= 1
+    assert plain["conv_seconds_per_image"] > 0 and plain["fc_seconds_per_image"] > 0
+    images = sorted((data / "JPEGImages").glob("*.jpg"))[:2]
+    grid = tmp_path / "grid.png"
+    result = rcnn(
+        "detect", *images, "--run", run, "--out", tmp_path / "out", "--score-thresh", "0", "--grid", grid
+    )
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(grid)).shape[1] > 2 * 400
+    from stages.detections import read_detections
+
+    assert 0 < len(read_detections(tmp_path / "out" / f"{images[0].stem}.json")) <= 100
+    result = rcnn("report", "--run", run)
+    assert result.exit_code == 0 and "fast/eval/test.svd.json" in result.output, result.output
+
+
+def test_fast_rcnn_has_no_feature_cache_stages(tmp_path):
+    result = rcnn("train-svm", "--method", "fast", "--run", tmp_path)
+    assert result.exit_code == 2 and "fast" in result.output
