@@ -145,3 +145,74 @@ def features(
             f"{rows[0].total / row.total:.1f}x",
         )
     out.print(table)
+
+
+@app.command("methods")
+def methods(
+    data: DataRoot,
+    split: Split = "test",
+    backbone: Annotated[str, typer.Option(help="tiny, alexnet, vgg16 or zf5 (random weights).")] = "tiny",
+    images: Annotated[int, typer.Option(min=1, help="Images to time.")] = 3,
+    proposals: Annotated[int, typer.Option(min=1, help="Proposals an image.")] = 2000,
+    image_size: Annotated[
+        int, typer.Option(help="Shorter side of the images (px): SPP-net's scale and Fast R-CNN's.")
+    ] = 600,
+    fc6_rank: Annotated[int | None, typer.Option(help="SVD rank of fc6 (default: width / 4).")] = None,
+    fc7_rank: Annotated[int | None, typer.Option(help="SVD rank of fc7 (default: width / 16).")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Timed training mini-batches a method.")] = 3,
+    device: Device = "auto",
+) -> None:
+    """The lineage side by side: test seconds an image (conv, fc, total) and seconds a training
+    mini-batch of R-CNN, SPP-net (one scale), Fast R-CNN and Fast R-CNN + SVD, on the same images,
+    proposals, backbone and machine, with the speed-ups over R-CNN and the paper's VGG16 figures beside.
+
+    Example: rcnn bench methods --data data/demo --backbone alexnet --images 2
+    """
+    from stages.bench import PAPER_VGG16, bench_methods
+    from stages.voc import load_dataset
+
+    rows = bench_methods(
+        load_dataset(data, split),
+        backbone,
+        images,
+        proposals,
+        image_size,
+        (fc6_rank, fc7_rank),
+        steps,
+        device,
+        progress=RichProgress(),
+    )
+    table = Table(
+        title=f"{proposals} proposals an image, {backbone}, shorter side {image_size}: "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}",
+        caption="test seconds an image (proposals excluded); paper: Fast R-CNN table 4, VGG16, one GPU "
+        "(test s an image, speed-up, training hours)",
+    )
+    columns = (
+        "method",
+        "conv s",
+        "fc s",
+        "test s",
+        "speed-up",
+        "train s/batch",
+        "paper s",
+        "paper x",
+        "paper h",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column == "method" else "right")
+    paper_rcnn = PAPER_VGG16["R-CNN"][0]
+    for row in rows:
+        paper_test, paper_hours = PAPER_VGG16[row.method]
+        table.add_row(
+            row.method,
+            f"{row.conv:.3f}",
+            f"{row.fc:.3f}",
+            f"{row.total:.3f}",
+            f"{rows[0].total / row.total:.1f}x",
+            f"{row.training_step:.3f}",
+            f"{paper_test:.2f}",
+            f"{paper_rcnn / paper_test:.0f}x",
+            f"{paper_hours:g}",
+        )
+    out.print(table)

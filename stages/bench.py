@@ -149,6 +149,87 @@ def random_proposals(height: int, width: int, count: int, rng: np.random.Generat
     return np.concatenate([corners, corners + sides], axis=1).astype(np.float32)
 
 
+def _prepared_images(
+    dataset: Dataset, images: int, image_size: int, proposals: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The split's first ``images`` images resized to shorter side ``image_size``, with ``proposals``
+    seeded random boxes each (the work does not depend on where boxes are)."""
+    import cv2
+
+    from stages.images import read_image
+
+    rng = np.random.default_rng(seed)
+    work = []
+    for record in dataset.images[:images]:
+        image = read_image(record.path)
+        factor = image_size / min(image.shape[:2])
+        image = cv2.resize(image, (round(image.shape[1] * factor), round(image.shape[0] * factor)))
+        work.append((image, random_proposals(*image.shape[:2], proposals, rng)))
+    if not work:
+        raise UserError(f"{dataset.root}: split {dataset.split!r} has no images")
+    return work
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rcnn_seconds(net, image: np.ndarray, boxes: np.ndarray, device) -> tuple[float, float]:
+    """(conv, fc) seconds of R-CNN's features: warping and conv1..pool5 of every region, then fc6, fc7."""
+    import torch
+
+    from stages.images import to_network_input
+    from stages.warp import warp_regions
+
+    conv = fc = 0.0
+    tensor = to_network_input(image, device)
+    for chunk in torch.as_tensor(boxes, device=device).split(256):
+        started = time.perf_counter()
+        crops = warp_regions(tensor, chunk, net.spec.input_size, net.spec.context_padding)
+        pooled = net.pool5(net.conv(crops.contiguous(memory_format=torch.channels_last)))
+        _synchronize(device)
+        middle = time.perf_counter()
+        net.head(pooled)
+        _synchronize(device)
+        conv, fc = conv + middle - started, fc + time.perf_counter() - middle
+    return conv, fc
+
+
+def _spp_seconds(spp, image: np.ndarray, boxes: np.ndarray, scales, device) -> tuple[float, float]:
+    """(conv, fc) seconds of SPP-net's features: conv5 once a scale, then the pyramids, fc6, fc7."""
+    import torch
+
+    from stages.sppnet import scale_factors
+
+    factors = scale_factors(*image.shape[:2], scales)
+    started = time.perf_counter()
+    maps = spp.conv5(image, factors, device)
+    _synchronize(device)
+    middle = time.perf_counter()
+    spp.head(spp.pyramid(maps, torch.as_tensor(boxes, device=device), factors))
+    _synchronize(device)
+    return middle - started, time.perf_counter() - middle
+
+
+def _timed(measure, work, label: str, progress: Progress) -> tuple[float, float]:
+    """Mean (conv, fc) seconds an image of ``measure(image, boxes)``, after one untimed warm-up call on
+    64 boxes (first-call allocations and kernel choice are not counted)."""
+    import torch
+
+    with torch.no_grad():
+        measure(work[0][0], work[0][1][:64])
+        conv = fc = 0.0
+        with progress.task(label, len(work), "img") as advance:
+            for image, boxes in work:
+                c, f = measure(image, boxes)
+                conv, fc = conv + c, fc + f
+                advance()
+    return conv / len(work), fc / len(work)
+
+
 def bench_features(
     dataset: Dataset,
     backbone: str = "zf5",
@@ -162,74 +243,162 @@ def bench_features(
 ) -> list[FeatureTiming]:
     """R-CNN's warped crops against SPP-net's shared conv5 on the same images, proposals and backbone.
 
-    Images are resized so their shorter side is ``image_size`` (VOC's are about 375 x 500); proposals are
-    ``proposals`` seeded random boxes an image (the work does not depend on where boxes are). The first
-    image's first 64 proposals are run once untimed, so one-off start-up costs are not counted. Weights
-    are random: speed does not depend on them.
+    Images are resized so their shorter side is ``image_size`` (VOC's are about 375 x 500). Weights are
+    random: speed does not depend on them.
     """
-    import cv2
     import torch
 
     from stages.backbones import build_backbone
-    from stages.images import pick_device, read_image, to_network_input
-    from stages.sppnet import SppNet, scale_factors
-    from stages.warp import warp_regions
+    from stages.images import pick_device
+    from stages.sppnet import SppNet
 
     torch.manual_seed(seed)
     chosen = pick_device(device)
     net = build_backbone(backbone).to(chosen).eval()
     spp = SppNet(net).to(chosen).eval()
-    spec = net.spec
-    rng = np.random.default_rng(seed)
-    work = []
-    for record in dataset.images[:images]:
-        image = read_image(record.path)
-        factor = image_size / min(image.shape[:2])
-        image = cv2.resize(image, (round(image.shape[1] * factor), round(image.shape[0] * factor)))
-        work.append((image, random_proposals(*image.shape[:2], proposals, rng)))
-    if not work:
-        raise UserError(f"{dataset.root}: split {dataset.split!r} has no images")
-
-    def synchronize() -> None:
-        if chosen.type == "cuda":
-            torch.cuda.synchronize(chosen)
-
-    def rcnn(image: np.ndarray, boxes: np.ndarray) -> tuple[float, float]:
-        conv = fc = 0.0
-        tensor = to_network_input(image, chosen)
-        for chunk in torch.as_tensor(boxes, device=chosen).split(256):
-            started = time.perf_counter()
-            crops = warp_regions(tensor, chunk, spec.input_size, spec.context_padding)
-            pooled = net.pool5(net.conv(crops.contiguous(memory_format=torch.channels_last)))
-            synchronize()
-            middle = time.perf_counter()
-            net.head(pooled)
-            synchronize()
-            conv, fc = conv + middle - started, fc + time.perf_counter() - middle
-        return conv, fc
-
-    def sppnet(image: np.ndarray, boxes: np.ndarray, scales: Sequence[int]) -> tuple[float, float]:
-        factors = scale_factors(*image.shape[:2], scales)
-        started = time.perf_counter()
-        maps = spp.conv5(image, factors, chosen)
-        synchronize()
-        middle = time.perf_counter()
-        spp.head(spp.pyramid(maps, torch.as_tensor(boxes, device=chosen), factors))
-        synchronize()
-        return middle - started, time.perf_counter() - middle
-
-    runs = [("rcnn", (), lambda im, bx: rcnn(im, bx))]
-    runs += [("spp", tuple(s), lambda im, bx, s=s: sppnet(im, bx, s)) for s in scale_sets]
-    results = []
-    with torch.no_grad():
-        for method, scales, measure in runs:
-            measure(work[0][0], work[0][1][:64])  # warm-up: first-call allocations, kernel choice
-            conv = fc = 0.0
-            label = f"{method} {','.join(map(str, scales))}".strip()
-            with progress.task(f"features: {label}", len(work), "img") as advance:
-                for image, boxes in work:
-                    c, f = measure(image, boxes)
-                    conv, fc = conv + c, fc + f
-                    advance()
-            results.append(FeatureTiming(method, scales, conv / len(work), fc / len(work)))
+    work = _prepared_images(dataset, images, image_size, proposals, seed)
+    results = [
+        FeatureTiming(
+            "rcnn",
+            (),
+            *_timed(lambda i, b: _rcnn_seconds(net, i, b, chosen), work, "features: rcnn", progress),
+        )
+    ]
+    for scales in scale_sets:
+        label = f"features: spp {','.join(map(str, scales))}"
+        timing = _timed(lambda i, b, s=scales: _spp_seconds(spp, i, b, s, chosen), work, label, progress)
+        results.append(FeatureTiming("spp", tuple(scales), *timing))
     return results
+
+
+PAPER_VGG16 = {
+    "R-CNN": (47.0, 84.0),
+    "SPP-net": (2.3, 25.5),
+    "Fast R-CNN": (0.32, 9.5),
+    "Fast R-CNN + SVD": (47.0 / 213, 9.5),
+}
+"""Fast R-CNN's table 4 (VGG16, VOC07, one GPU): test seconds an image and training hours; with SVD the
+test is 213x faster than R-CNN's."""
+
+
+@dataclass(frozen=True)
+class MethodTiming:
+    """One method's test seconds an image (conv and fc parts, proposals excluded) and seconds a
+    fine-tuning mini-batch (forward, backward and SGD step of the layers the method trains)."""
+
+    method: str
+    conv: float
+    fc: float
+    training_step: float
+
+    @property
+    def total(self) -> float:
+        return self.conv + self.fc
+
+
+def bench_methods(
+    dataset: Dataset,
+    backbone: str = "tiny",
+    images: int = 3,
+    proposals: int = 2000,
+    image_size: int = 600,
+    ranks: tuple[int | None, int | None] = (None, None),
+    steps: int = 3,
+    device: str = "auto",
+    seed: int = 0,
+    progress: Progress = SILENT,
+) -> list[MethodTiming]:
+    """R-CNN, SPP-net (one scale), Fast R-CNN and Fast R-CNN + SVD on the same images (shorter side
+    ``image_size``), proposals, backbone and machine, with random weights (speed does not depend on them).
+
+    Training: the mean of ``steps`` timed mini-batches after one untimed: R-CNN 128 warped windows
+    through the whole network; SPP-net 128 cached pyramids through fc6, fc7 and the scores; Fast R-CNN
+    2 images and 128 RoIs end to end (conv2 and up). SPP-net's training also needs the pyramid cache of
+    every training image (its test conv + pyramid time, see the table), R-CNN's the fc7 cache.
+    """
+    import torch
+
+    from stages.backbones import Classifier, build_backbone
+    from stages.fast import FastDetector
+    from stages.fast_sampling import pad_images
+    from stages.fastrcnn import FastRcnn, compress, default_ranks, multitask_loss, pooling_rois
+    from stages.images import pick_device, to_network_input
+    from stages.sppnet import SppClassifier, SppNet
+    from stages.warp import warp_regions
+
+    torch.manual_seed(seed)
+    chosen = pick_device(device)
+    work = _prepared_images(dataset, images, image_size, proposals, seed)
+    classes = 20
+    net = build_backbone(backbone).to(chosen).eval()
+    spp = SppNet(build_backbone(backbone)).to(chosen).eval()
+    fast = FastRcnn(build_backbone(backbone), classes).to(chosen).eval()
+    smaller = compress(fast.cpu(), tuple(r or d for r, d in zip(ranks, default_ranks(fast), strict=True)))
+    fast, smaller = fast.to(chosen), smaller.to(chosen).eval()
+
+    def fast_seconds(model):
+        detector = FastDetector(model, image_size, 10 * image_size, chosen)
+
+        def measure(image, boxes):
+            detector(image, boxes)
+            return detector.last_timing
+
+        return measure
+
+    tests = {
+        "R-CNN": lambda i, b: _rcnn_seconds(net, i, b, chosen),
+        "SPP-net": lambda i, b: _spp_seconds(spp, i, b, (image_size,), chosen),
+        "Fast R-CNN": fast_seconds(fast),
+        "Fast R-CNN + SVD": fast_seconds(smaller),
+    }
+    timings = {name: _timed(measure, work, f"test: {name}", progress) for name, measure in tests.items()}
+
+    rng = np.random.default_rng(seed)
+    labels = torch.as_tensor(rng.integers(0, classes + 1, 128), device=chosen)
+    image, boxes = work[0]
+    windows = torch.as_tensor(boxes[:128], device=chosen)
+    rcnn_model = Classifier(net, classes + 1).to(chosen)
+    spp_model = SppClassifier(spp, classes + 1).to(chosen)
+    fast.freeze_early_layers()
+
+    def rcnn_step():
+        crops = warp_regions(
+            to_network_input(image, chosen), windows, net.spec.input_size, net.spec.context_padding
+        )
+        return torch.nn.functional.cross_entropy(rcnn_model(crops), labels)
+
+    pyramids = torch.rand(128, spp.pyramid_dim, device=chosen)
+
+    def spp_step():
+        return torch.nn.functional.cross_entropy(spp_model(pyramids), labels)
+
+    pair = [work[k % len(work)] for k in range(2)]
+
+    def fast_step():
+        inputs = pad_images([to_network_input(im, chosen) for im, _ in pair])
+        chosen_boxes = torch.cat([torch.as_tensor(b[:64], device=chosen) for _, b in pair])
+        index = torch.arange(2, device=chosen).repeat_interleave(64)
+        scores, deltas = fast(inputs, pooling_rois(chosen_boxes, index, 1.0))
+        return multitask_loss(scores, deltas, labels, torch.zeros(128, 4, device=chosen))[0]
+
+    training = {}
+    for name, model, step in (
+        ("R-CNN", rcnn_model, rcnn_step),
+        ("SPP-net", spp_model, spp_step),
+        ("Fast R-CNN", fast, fast_step),
+    ):
+        model.train()
+        optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6, momentum=0.9)
+        with progress.task(f"training: {name}", steps + 1, "step") as advance:
+            for k in range(steps + 1):
+                if k == 1:
+                    _synchronize(chosen)
+                    started = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                step().backward()
+                optimizer.step()
+                advance()
+            _synchronize(chosen)
+        training[name] = (time.perf_counter() - started) / steps
+    training["Fast R-CNN + SVD"] = training["Fast R-CNN"]
+    return [MethodTiming(name, *timings[name], training[name]) for name in tests]

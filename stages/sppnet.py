@@ -311,7 +311,8 @@ class SppFinetuneOptions:
     """SPP-net fc fine-tuning (section 4.1): fc6, fc7 and a new (N + 1)-way layer on cached pyramids;
     25% foreground (IoU >= 0.5), background IoU in [0.1, 0.5); 250k mini-batches at 1e-4, then 50k at
     1e-5. Mini-batches are drawn from one block of the cache at a time (``block_rows`` regions, read
-    once for ``block_iterations`` mini-batches), so memory stays bounded."""
+    once for ``block_iterations`` mini-batches, by default as many as draw about as many windows as the
+    block holds), so memory stays bounded and the cache is read a few times, not once a mini-batch."""
 
     iterations: int = 300000
     learning_rate: float = 0.0001
@@ -323,7 +324,7 @@ class SppFinetuneOptions:
     foreground_iou: float = 0.5
     background_iou: tuple[float, float] = (0.1, 0.5)
     block_rows: int = 32768
-    block_iterations: int = 50
+    block_iterations: int | None = None
     seed: int = 0
     checkpoint_every: int = 1000
     device: str = "auto"
@@ -339,7 +340,7 @@ class _BlockBatches:
         self.loaded: tuple[int, dict] | None = None
 
     def _block(self, k: int) -> dict:
-        visit = k // self.options.block_iterations
+        visit = k // (self.options.block_iterations or self.options.block_rows // self.options.batch_size)
         order = np.random.default_rng([self.options.seed, visit // len(self.blocks)]).permutation(
             len(self.blocks)
         )
