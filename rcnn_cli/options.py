@@ -67,7 +67,11 @@ CachedMethodOption = Annotated[
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")]
 Workers = Annotated[int, typer.Option(help="DataLoader worker processes (0: load in this process).")]
-Restart = Annotated[
-    bool, typer.Option("--restart", help="Ignore a checkpoint of an interrupted run and start over.")
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume/--restart",
+        help="Continue the checkpoint of an interrupted run (the default), or start over.",
+    ),
 ]
 Seed = Annotated[int, typer.Option(help="Seed of sampling and initialisation.")]

@@ -15,7 +15,7 @@ from rcnn_cli.options import (
     Device,
     Method,
     MethodOption,
-    Restart,
+    Resume,
     RunDir,
     Seed,
     Split,
@@ -61,13 +61,13 @@ def pretrain(
     checkpoint_every: CheckpointEvery = 500,
     workers: Workers = 0,
     device: Device = "auto",
-    restart: Restart = False,
+    resume: Resume = True,
     classes: Classes = None,
 ) -> None:
     """Pre-train a backbone by classifying the split's object crops; writes RUN/backbone.pt.
 
     The papers pre-train on ImageNet; this is the stand-in for users without ImageNet weights (and the
-    demo's first network stage). Resumes from its checkpoint unless --restart.
+    demo's first network stage). Resumes from its checkpoint (--resume, the default) unless --restart.
 
     Example: rcnn pretrain --data data/demo --split trainval --run runs/demo --iterations 300
     """
@@ -85,7 +85,7 @@ def pretrain(
         **_given(iterations=iterations, batch_size=batch_size, learning_rate=learning_rate, step=step),
     )
     dataset = load_dataset(data, split, parse_classes(classes))
-    summary = run_pretrain(dataset, run, options, resume=not restart, progress=RichProgress())
+    summary = run_pretrain(dataset, run, options, resume=resume, progress=RichProgress())
     _summary(
         f"pre-trained {backbone}: {summary.path}",
         {
@@ -127,7 +127,7 @@ def finetune(
     checkpoint_every: CheckpointEvery = 1000,
     workers: Workers = 0,
     device: Device = "auto",
-    restart: Restart = False,
+    resume: Resume = True,
     classes: Classes = None,
 ) -> None:
     """Fine-tune a detector's network on the split's proposals.
@@ -138,7 +138,8 @@ def finetune(
     on CPUs). R-CNN: the whole network on warped windows, 32 foreground (IoU >= 0.5) and 96 background
     windows a mini-batch, x0.1 every 20k of 40k iterations. SPP-net: fc6, fc7 and the new layer only, on
     the cached pyramids of `rcnn extract-features --method spp`; 250k iterations at 1e-4, then 50k at 1e-5.
-    Writes RUN/METHOD/finetune/model.pt, with checkpoint.pt and log.csv beside it; resumes unless --restart.
+    Writes RUN/METHOD/finetune/model.pt, with checkpoint.pt and log.csv beside it; an interrupted run
+    resumes (--resume, the default) unless --restart.
     Under torchrun, put `--` before `finetune` (torchrun would take --run for its --run-path).
 
     Examples:
@@ -191,7 +192,7 @@ def finetune(
             device=device,
             **solver,
         )
-    summary = run_finetune(dataset, run, options, resume=not restart, progress=RichProgress())
+    summary = run_finetune(dataset, run, options, resume=resume, progress=RichProgress())
     if method == Method.fast:
         if summary.rank == 0:
             _summary(
