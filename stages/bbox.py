@@ -17,7 +17,14 @@ import torch
 
 from stages.atomic import atomic_path
 from stages.errors import UserError
-from stages.features import REGION_FEATURE, FeatureCache, feature_scale, features_path
+from stages.features import (
+    REGION_FEATURE,
+    FeatureCache,
+    features_path,
+    norm_sample,
+    require_feature,
+    scale_from_norms,
+)
 from stages.geometry import encode_boxes
 from stages.progress import SILENT, Progress
 from stages.runs import method_path, write_manifest
@@ -98,22 +105,17 @@ def train_bbox(
     feature = options.feature or REGION_FEATURE[method]
     source = features_path(run, method, split)
     with FeatureCache.for_training(run, method, split) as cache:
-        scale = feature_scale(
-            cache,
-            feature,
-            options.target_norm,
-            options.norm_sample_images,
-            options.norm_sample_boxes,
-            options.seed,
-        )
+        require_feature(cache, feature)
         classes, dim = cache.classes, cache.dim(feature)
-        features, targets, labels = [], [], []
+        sample = norm_sample(cache, options.norm_sample_images, options.norm_sample_boxes, options.seed)
+        features, targets, labels, norms = [], [], [], []
         columns = [feature, "boxes", "target_boxes", "class_iou"]
         with progress.task("reading training pairs", len(cache.image_ids), "img") as advance:
             for indices, block in cache.blocks(columns, options.block_rows):
+                norms.extend(_sampled_norms(cache, indices, block[feature], sample))
                 best_iou = block["class_iou"].max(axis=1)
                 rows = best_iou > options.min_iou
-                features.append(block[feature][rows].astype(np.float32) * scale)
+                features.append(block[feature][rows].astype(np.float32))
                 labels.append(block["class_iou"][rows].argmax(axis=1) + 1)
                 targets.append(
                     encode_boxes(
@@ -121,8 +123,9 @@ def train_bbox(
                     ).numpy()
                 )
                 advance(len(indices))
+        scale = scale_from_norms(cache, feature, norms, options.target_norm)
     features_all, targets_all, labels_all = (
-        np.concatenate(features),
+        np.concatenate(features) * np.float32(scale),
         np.concatenate(targets),
         np.concatenate(labels),
     )
@@ -170,6 +173,18 @@ def train_bbox(
         results={"pairs": pairs, "training_mean_abs_error": errors, "feature_scale": scale},
     )
     return summary
+
+
+def _sampled_norms(
+    cache: FeatureCache, indices: np.ndarray, features: np.ndarray, sample: dict[int, np.ndarray]
+) -> list[np.ndarray]:
+    """The L2 norms of the ``norm_sample`` rows of a block of whole images (``indices``, their rows)."""
+    base = int(cache.offsets[indices[0]])
+    return [
+        np.linalg.norm(features[sample[index] + int(cache.offsets[index]) - base].astype(np.float32), axis=1)
+        for index in map(int, indices)
+        if len(sample.get(index, ()))
+    ]
 
 
 def load_bbox(run: Path, method: str, classes: tuple[str, ...]) -> BoxRegressors | None:

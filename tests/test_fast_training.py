@@ -13,6 +13,8 @@ import pytest
 import torch
 
 from stages.detect import DetectOptions, detect_from_class_boxes
+from stages.errors import UserError
+from stages.fast import FastFinetuneOptions
 from stages.fast_sampling import ImageBatches, SamplingOptions, scale_factor, target_statistics
 from stages.geometry import encode_boxes
 from stages.regions import LabelledRegions
@@ -67,6 +69,23 @@ def test_batches_take_a_quarter_foreground_from_each_image_and_pad(two_images):
 def test_scale_factor_caps_the_longer_side():
     assert scale_factor(375, 500, 600, 1000) == pytest.approx(1.6)
     assert scale_factor(300, 1000, 600, 1000) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    ("sampling", "test_scale", "option"),
+    [
+        (SamplingOptions(scales=(1200,), max_size=1000), None, "--scales"),
+        (SamplingOptions(scales=(600,), max_size=1000), 1200, "--test-scale"),
+        (SamplingOptions(images_per_batch=4, rois_per_batch=2), None, "--images-per-batch"),
+    ],
+)
+def test_inconsistent_training_options_are_user_errors(sampling, test_scale, option):
+    with pytest.raises(UserError, match=option):
+        FastFinetuneOptions(sampling=sampling, test_scale=test_scale)
+    assert (
+        FastFinetuneOptions(sampling=SamplingOptions(max_size=1666), test_scale=1000).resolved_test_scale
+        == 1000
+    )
 
 
 def test_flipped_batch_mirrors_boxes_and_image(two_images):

@@ -9,7 +9,7 @@ import torch
 
 from stages.bbox import BboxOptions, load_bbox, train_bbox, whitening
 from stages.errors import UserError
-from stages.features import CacheWriter, FeatureCache, features_path
+from stages.features import CacheWriter, FeatureCache, feature_scale, features_path
 from stages.geometry import decode_boxes
 from stages.regions import LabelledRegions, label_regions
 from stages.svm import SvmOptions, load_svms, train_svms, training_roles
@@ -159,12 +159,11 @@ def test_whitening_inverts():
     np.testing.assert_allclose(whiten @ unwhiten, np.eye(4), atol=1e-9)
 
 
-def test_box_regression_learns_a_linear_displacement(tmp_path):
-    """Targets that are a linear function of the features are recovered: the regressed boxes land on
-    the objects (to within the ridge's shrinkage)."""
+def displaced_images(count: int = 6) -> list:
+    """Images of two objects and 100 shifted copies of each, whose pool5 is the shift (and a 1)."""
     rng = np.random.default_rng(0)
     images = []
-    for _ in range(6):
+    for _ in range(count):
         gt = np.array([[20, 20, 60, 50], [5, 60, 30, 95]], np.float32)
         shifts = rng.uniform(-4, 4, (200, 4)).astype(np.float32)
         boxes = np.concatenate([gt, np.repeat(gt, 100, axis=0) + shifts])
@@ -176,6 +175,13 @@ def test_box_regression_learns_a_linear_displacement(tmp_path):
         pool5 = np.concatenate([np.concatenate([np.zeros((2, 4)), shifts]), np.ones((202, 1))], 1)
         regions = LabelledRegions(boxes, labels, iou, targets)
         images.append((regions, np.ones((202, 2), np.float32), pool5.astype(np.float32)))
+    return images
+
+
+def test_box_regression_learns_a_linear_displacement(tmp_path):
+    """Targets that are a linear function of the features are recovered: the regressed boxes land on
+    the objects (to within the ridge's shrinkage)."""
+    images = displaced_images()
     run = tmp_path / "run"
     write_cache(features_path(run, "rcnn", "trainval"), images)
     train_bbox(run, "rcnn", "trainval", BboxOptions(alpha=1.0))
@@ -187,3 +193,15 @@ def test_box_regression_learns_a_linear_displacement(tmp_path):
     before = np.abs(regions.boxes[rows] - regions.target_boxes[rows]).mean()
     after = np.abs(moved - regions.target_boxes[rows]).mean()
     assert after < 0.2 * before
+
+
+def test_box_regression_scales_features_by_the_sampled_norms(tmp_path):
+    """The norms taken in train-bbox's own pass over the cache give feature_scale's scale."""
+    run = tmp_path / "run"
+    write_cache(features_path(run, "rcnn", "trainval"), displaced_images())
+    options = BboxOptions(norm_sample_images=4, norm_sample_boxes=50, block_rows=450, seed=3)
+    train_bbox(run, "rcnn", "trainval", options)
+    with FeatureCache(features_path(run, "rcnn", "trainval"), "make it") as cache:
+        expected = feature_scale(cache, "pool5", 20.0, 4, 50, seed=3)
+        assert expected != pytest.approx(feature_scale(cache, "pool5", 20.0, 4, 50, seed=4))
+    assert load_bbox(run, "rcnn", ("a", "b")).feature_scale == pytest.approx(expected, rel=1e-6)
