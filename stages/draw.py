@@ -63,14 +63,12 @@ def write_grid(path: Path, pictures: Sequence[Path], cell_width: int = 400) -> N
         height = round(image.shape[0] * cell_width / image.shape[1])
         images.append(cv2.resize(image, (cell_width, height), interpolation=cv2.INTER_AREA))
     columns = math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / columns)
-    cell_height = max(image.shape[0] for image in images)
     gap = 8
-    canvas = np.full(
-        (rows * (cell_height + gap) + gap, columns * (cell_width + gap) + gap, 3), 255, dtype=np.uint8
-    )
+    row_heights = [max(i.shape[0] for i in images[k : k + columns]) for k in range(0, len(images), columns)]
+    row_tops = np.cumsum([gap] + [height + gap for height in row_heights])
+    canvas = np.full((row_tops[-1], columns * (cell_width + gap) + gap, 3), 255, dtype=np.uint8)
     for index, image in enumerate(images):
         row, column = divmod(index, columns)
-        top, left = gap + row * (cell_height + gap), gap + column * (cell_width + gap)
+        top, left = row_tops[row], gap + column * (cell_width + gap)
         canvas[top : top + image.shape[0], left : left + cell_width] = image
     write_png(path, canvas)
