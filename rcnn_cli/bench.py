@@ -7,6 +7,7 @@ import platform
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
@@ -185,34 +186,40 @@ def methods(
     table = Table(
         title=f"{proposals} proposals an image, {backbone}, shorter side {image_size}: "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}",
-        caption="test seconds an image (proposals excluded); paper: Fast R-CNN table 4, VGG16, one GPU "
-        "(test s an image, speed-up, training hours)",
+        caption="test seconds an image (proposals excluded); train: seconds a mini-batch; paper: Fast R-CNN "
+        "table 4, VGG16, one GPU (test s an image, speed-up, training hours)",
+        box=box.SIMPLE_HEAD,  # no column rules or edges: nine columns fit 80 characters
+        show_edge=False,
+        pad_edge=False,
     )
     columns = (
         "method",
-        "conv s",
-        "fc s",
-        "test s",
-        "speed-up",
-        "train s/batch",
-        "paper s",
-        "paper x",
-        "paper h",
+        "conv\ns",
+        "fc\ns",
+        "test\ns",
+        "speed\nup",
+        "train\ns",
+        "paper\ns",
+        "paper\nx",
+        "paper\nh",
     )
-    for column in columns:
-        table.add_column(column, justify="left" if column == "method" else "right")
-    paper_rcnn = PAPER_VGG16["R-CNN"][0]
+    table.add_column(columns[0], no_wrap=True)
+    for column in columns[1:]:
+        table.add_column(column, justify="right")
     for row in rows:
-        paper_test, paper_hours = PAPER_VGG16[row.method]
+        paper_test, paper_speedup, paper_hours = PAPER_VGG16[row.method]
         table.add_row(
             row.method,
-            f"{row.conv:.3f}",
-            f"{row.fc:.3f}",
-            f"{row.total:.3f}",
+            *(_seconds(value) for value in (row.conv, row.fc, row.total)),
             f"{rows[0].total / row.total:.1f}x",
-            f"{row.training_step:.3f}",
+            _seconds(row.training_step),
             f"{paper_test:.2f}",
-            f"{paper_rcnn / paper_test:.0f}x",
+            f"{paper_speedup}x",
             f"{paper_hours:g}",
         )
     out.print(table)
+
+
+def _seconds(value: float) -> str:
+    """Seconds in five characters: 0.123, 12.35."""
+    return f"{value:.3f}" if value < 10 else f"{value:.2f}"

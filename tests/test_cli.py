@@ -1,6 +1,7 @@
 """The command line through Typer's runner: help, the chain on a tiny dataset, and the error edge."""
 
 import json
+import re
 import shutil
 
 import cv2
@@ -279,6 +280,20 @@ def assert_extraction_resumes(data, run):
     with h5py.File(cache) as h5:
         for name, values in expected.items():
             np.testing.assert_array_equal(h5[name][:], values)
+
+
+def test_bench_methods_times_the_lineage_beside_the_paper(tiny_demo):
+    sizes = ("--images", "1", "--proposals", "40", "--image-size", "128", "--steps", "1")
+    result = rcnn("bench", "methods", "--data", tiny_demo, "--backbone", "tiny", *sizes)
+    assert result.exit_code == 0, result.output
+    methods = re.compile(r"^(R-CNN|SPP-net|Fast R-CNN \+ SVD|Fast R-CNN) +(\S.*)$")
+    found = [methods.match(line) for line in result.output.splitlines()]
+    rows = [[match[1], *match[2].split()] for match in found if match]
+    assert [cells[0] for cells in rows] == ["R-CNN", "SPP-net", "Fast R-CNN", "Fast R-CNN + SVD"]
+    for cells in rows:
+        conv, fc, total = (float(c) for c in cells[1:4])
+        assert total == pytest.approx(conv + fc, abs=2e-3) and total > 0
+    assert rows[0][4] == "1.0x" and [cells[7] for cells in rows] == ["1x", "20x", "146x", "213x"]
 
 
 def test_bench_features_times_both_methods(tiny_demo):
