@@ -211,7 +211,7 @@ def methods(
         table.add_row(
             row.method,
             *(_seconds(value) for value in (row.conv, row.fc, row.total)),
-            f"{rows[0].total / row.total:.1f}x",
+            _times(rows[0].total / row.total),
             _seconds(row.training_step),
             f"{paper_test:.2f}",
             f"{paper_speedup}x",
@@ -221,5 +221,11 @@ def methods(
 
 
 def _seconds(value: float) -> str:
-    """Seconds in five characters: 0.123, 12.35."""
-    return f"{value:.3f}" if value < 10 else f"{value:.2f}"
+    """At most five characters, as many decimals as fit: 0.123, 12.35, 123.5, 1235."""
+    decimals = next((d for d, limit in ((3, 9.9995), (2, 99.995), (1, 999.95)) if value < limit), 0)
+    return f"{value:.{decimals}f}"
+
+
+def _times(value: float) -> str:
+    """A speed-up in at most five characters: 1.0x, 26.6x, 147x."""
+    return f"{value:.1f}x" if value < 99.95 else f"{value:.0f}x"

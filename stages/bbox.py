@@ -125,10 +125,12 @@ def train_bbox(
                 advance(len(indices))
         scale = scale_from_norms(cache, feature, norms, options.target_norm)
     features_all, targets_all, labels_all = (
-        np.concatenate(features) * np.float32(scale),
+        np.concatenate(features),
         np.concatenate(targets),
         np.concatenate(labels),
     )
+    del features
+    features_all *= np.float32(scale)
     num = len(classes)
     regressors = BoxRegressors(
         np.zeros((num, 4, dim), np.float32),

@@ -87,7 +87,7 @@ class FastFinetuneOptions:
             raise UserError("--scales: give shorter sides of at least 16 px, none above --max-size")
         if sampling.images_per_batch < 1 or sampling.rois_per_batch < sampling.images_per_batch:
             raise UserError("--images-per-batch and --rois-per-batch: at least one RoI an image")
-        if self.test_scale is not None and not 16 <= self.test_scale <= sampling.max_size:
+        if not 16 <= self.resolved_test_scale <= sampling.max_size:
             raise UserError("--test-scale: a shorter side of at least 16 px, not above --max-size")
 
     @property

@@ -14,6 +14,15 @@ from rcnn_cli.app import app
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch):
+    """Tables as wide as they need, whatever the terminal running the tests (rich reads COLUMNS once)."""
+    from rcnn_cli.console import err, out
+
+    for console in (out, err):
+        monkeypatch.setattr(console, "_width", 200)
+
+
 def rcnn(*args: str):
     return runner.invoke(app, [str(a) for a in args])
 

@@ -76,6 +76,7 @@ def test_scale_factor_caps_the_longer_side():
     [
         (SamplingOptions(scales=(1200,), max_size=1000), None, "--scales"),
         (SamplingOptions(scales=(600,), max_size=1000), 1200, "--test-scale"),
+        (SamplingOptions(scales=(300, 400), max_size=500), None, "--test-scale"),  # the default 600
         (SamplingOptions(images_per_batch=4, rois_per_batch=2), None, "--images-per-batch"),
     ],
 )
