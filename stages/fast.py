@@ -88,7 +88,10 @@ class FastFinetuneOptions:
         if sampling.images_per_batch < 1 or sampling.rois_per_batch < sampling.images_per_batch:
             raise UserError("--images-per-batch and --rois-per-batch: at least one RoI an image")
         if not 16 <= self.resolved_test_scale <= sampling.max_size:
-            raise UserError("--test-scale: a shorter side of at least 16 px, not above --max-size")
+            raise UserError(
+                f"--test-scale {self.resolved_test_scale}: give a shorter side of at least 16 px, "
+                f"not above --max-size {sampling.max_size}"
+            )
 
     @property
     def resolved_test_scale(self) -> int:
