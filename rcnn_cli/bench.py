@@ -24,6 +24,15 @@ from rcnn_cli.options import (
 
 app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
 
+BenchBackbone = Annotated[str, typer.Option(help="tiny, alexnet, vgg16 or zf5 (random weights).")]
+BenchImages = Annotated[int, typer.Option(min=1, help="Images to time.")]
+BenchProposals = Annotated[int, typer.Option(min=1, help="Proposals an image.")]
+
+
+def _machine() -> str:
+    """This machine in a table title: processor and cores."""
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
 
 @app.command("proposals")
 def proposals(
@@ -45,10 +54,7 @@ def proposals(
     rows = bench_proposals(
         dataset, images, ProposalOptions(mode=mode, max_side=max_side), progress=RichProgress()
     )
-    table = Table(
-        title=f"selective search ({mode}) on {data}/{split}: "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
-    )
+    table = Table(title=f"selective search ({mode}) on {data}/{split}: {_machine()}")
     for column in ("workers", "images", "seconds", "images/s", "speed-up"):
         table.add_column(column, justify="right")
     for row in rows:
@@ -98,9 +104,9 @@ def svm_memory(
 def features(
     data: DataRoot,
     split: Split = "test",
-    backbone: Annotated[str, typer.Option(help="tiny, alexnet, vgg16 or zf5 (random weights).")] = "zf5",
-    images: Annotated[int, typer.Option(min=1, help="Images to time.")] = 5,
-    proposals: Annotated[int, typer.Option(min=1, help="Proposals an image.")] = 2000,
+    backbone: BenchBackbone = "zf5",
+    images: BenchImages = 5,
+    proposals: BenchProposals = 2000,
     image_size: Annotated[int, typer.Option(help="Shorter side the images are resized to (px).")] = 375,
     scales: Annotated[
         list[str] | None,
@@ -132,7 +138,7 @@ def features(
     )
     table = Table(
         title=f"features of {proposals} proposals an image, {backbone}, shorter side {image_size}: "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}"
+        + f"{_machine()}, {device}"
     )
     for column in ("method", "scales", "conv s/img", "fc s/img", "total s/img", "speed-up over R-CNN"):
         table.add_column(column, justify="left" if column in ("method", "scales") else "right")
@@ -140,10 +146,8 @@ def features(
         table.add_row(
             row.method,
             ",".join(map(str, row.scales)) or "-",
-            f"{row.conv:.3f}",
-            f"{row.fc:.3f}",
-            f"{row.total:.3f}",
-            f"{rows[0].total / row.total:.1f}x",
+            *(_seconds(value) for value in (row.conv, row.fc, row.total)),
+            _times(rows[0].total / row.total),
         )
     out.print(table)
 
@@ -152,9 +156,9 @@ def features(
 def methods(
     data: DataRoot,
     split: Split = "test",
-    backbone: Annotated[str, typer.Option(help="tiny, alexnet, vgg16 or zf5 (random weights).")] = "tiny",
-    images: Annotated[int, typer.Option(min=1, help="Images to time.")] = 3,
-    proposals: Annotated[int, typer.Option(min=1, help="Proposals an image.")] = 2000,
+    backbone: BenchBackbone = "tiny",
+    images: BenchImages = 3,
+    proposals: BenchProposals = 2000,
     image_size: Annotated[
         int, typer.Option(help="Shorter side of the images (px): SPP-net's scale and Fast R-CNN's.")
     ] = 600,
@@ -185,7 +189,7 @@ def methods(
     )
     table = Table(
         title=f"{proposals} proposals an image, {backbone}, shorter side {image_size}: "
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {device}",
+        + f"{_machine()}, {device}",
         caption="test seconds an image (proposals excluded); train: seconds a mini-batch; paper: Fast R-CNN "
         "table 4, VGG16, one GPU (test s an image, speed-up, training hours)",
         box=box.SIMPLE_HEAD,  # no column rules or edges: nine columns fit 80 characters
