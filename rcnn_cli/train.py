@@ -23,6 +23,7 @@ from rcnn_cli.options import (
     parse_classes,
     parse_sizes,
 )
+from stages.errors import UserError
 
 Backbone = Annotated[str | None, typer.Option(help="Backbone: tiny, alexnet, vgg16 or zf5.")]
 Iterations = Annotated[int | None, typer.Option(help="SGD iterations (mini-batches).")]
@@ -156,6 +157,8 @@ def finetune(
 
     dataset = load_dataset(data, split, parse_classes(classes))
     solver = _given(iterations=iterations, learning_rate=learning_rate, step=step)
+    common = dict(seed=seed, checkpoint_every=checkpoint_every, device=device, **solver)
+    network = dict(backbone=backbone, weights=weights, workers=workers, **common)
     if method == Method.fast:
         from stages.fast import FastFinetuneOptions
         from stages.fast import finetune as run_finetune
@@ -163,35 +166,22 @@ def finetune(
 
         sizes = parse_sizes(scales, "--scales")
         sampling = SamplingOptions(scales=sizes, max_size=max_size or (1000 if len(sizes) == 1 else 2000))
-        options = FastFinetuneOptions(
-            backbone=backbone,
-            weights=weights,
-            sampling=sampling,
-            test_scale=test_scale,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            workers=workers,
-            device=device,
-            **solver,
-        )
+        options = FastFinetuneOptions(sampling=sampling, test_scale=test_scale, **network)
     elif method == Method.spp:
         from stages.sppnet import SppFinetuneOptions
         from stages.sppnet import finetune as run_finetune
 
-        options = SppFinetuneOptions(seed=seed, checkpoint_every=checkpoint_every, device=device, **solver)
+        if backbone is not None or weights is not None:
+            raise UserError(
+                "--backbone/--weights: SPP-net fine-tunes on cached pyramids; choose the conv layers with "
+                "rcnn extract-features --method spp --backbone/--weights"
+            )
+        options = SppFinetuneOptions(**common)
     else:
         from stages.rcnn import FinetuneOptions
         from stages.rcnn import finetune as run_finetune
 
-        options = FinetuneOptions(
-            backbone=backbone,
-            weights=weights,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            workers=workers,
-            device=device,
-            **solver,
-        )
+        options = FinetuneOptions(**network)
     summary = run_finetune(dataset, run, options, resume=resume, progress=RichProgress())
     if method == Method.fast:
         if summary.rank == 0:

@@ -366,3 +366,8 @@ def test_the_fast_rcnn_chain_on_the_tiny_dataset(tiny_run, tmp_path):
 def test_fast_rcnn_has_no_feature_cache_stages(tmp_path):
     result = rcnn("train-svm", "--method", "fast", "--run", tmp_path)
     assert result.exit_code == 2 and "fast" in result.output
+
+
+def test_spp_finetune_refuses_conv_options_it_cannot_use(tiny_demo, tmp_path):
+    result = rcnn("finetune", "--method", "spp", "--data", tiny_demo, "--run", tmp_path, "--backbone", "tiny")
+    assert result.exit_code == 2 and "rcnn extract-features --method spp" in result.output
