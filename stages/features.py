@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from stages.atomic import ensure_folder
+from stages.atomic import atomic_path, ensure_folder
 from stages.errors import UserError
 from stages.images import read_image
 from stages.progress import Progress
@@ -171,7 +171,6 @@ def _create_column(h5: h5py.File, name: str, rows: int, shape: tuple[int, ...], 
 
 
 def add_feature_point(
-    source: Path,
     target: Path,
     name: str,
     dim: int,
@@ -182,13 +181,11 @@ def add_feature_point(
     description: str,
     block_rows: int = 8192,
 ) -> Path:
-    """Write ``target``: the finished cache ``source`` plus feature point ``name`` (N, ``dim``), computed
-    block by block from the stored feature ``reads`` by ``compute`` ((n, D) -> (n, dim)); ``attrs`` update
-    the file's attributes. Built in a temporary file beside ``target`` and renamed, so a crash loses
-    nothing (the next run starts it over)."""
-    partial = ensure_folder(Path(target).parent) / f".{Path(target).name}.partial"
-    shutil.copyfile(source, partial)
-    try:
+    """Add feature point ``name`` (N, ``dim``) to the finished cache ``target``, computed block by block
+    from its stored feature ``reads`` by ``compute`` ((n, D) -> (n, dim)); ``attrs`` update the file's
+    attributes. Built in an atomic copy of ``target``, so a crash leaves the old cache as it was."""
+    with atomic_path(target) as partial:
+        shutil.copyfile(target, partial)
         with h5py.File(partial, "a") as h5:
             stored = h5[reads]
             column = _create_column(h5, name, len(stored), (dim,), stored.dtype)
@@ -203,10 +200,6 @@ def add_feature_point(
                     **attrs,
                 }
             )
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, target)
     return Path(target)
 
 
@@ -428,8 +421,11 @@ def record_extraction(
     manifest_options: Mapping,
     inputs: Sequence[Path],
     attrs: Mapping | None = None,
+    earlier_seconds: float = 0.0,
 ) -> ExtractSummary:
-    """Write a finished cache's manifest (options, inputs, time, size) and summarise it."""
+    """Write a finished cache's manifest (options, inputs, time, size) and summarise it. A pass that
+    extended an earlier cache (``add_feature_point``) adds that cache's ``earlier_seconds``, so the
+    manifest's seconds stay the time the whole artifact took."""
     with h5py.File(path, "r") as h5:
         rows = int(h5["offsets"][-1])
     summary = ExtractSummary(path, len(dataset), computed, rows, path.stat().st_size, extract_seconds)
@@ -438,7 +434,7 @@ def record_extraction(
         stage="extract-features",
         options=dict(manifest_options),
         inputs=[*inputs, proposals_path(run, dataset.split)],
-        seconds=time.perf_counter() - started,
+        seconds=earlier_seconds + time.perf_counter() - started,
         results={
             "images": len(dataset),
             "images_computed": computed,

@@ -115,12 +115,12 @@ def _test_seconds(run: Path, method: str, split: str, results: dict) -> float | 
 
 
 def _training_seconds(run: Path, method: str, compressed: bool) -> float | None:
-    """The method's training: fine-tuning, and for R-CNN and SPP-net the training split's features,
-    SVMs and box regressors (SPP-net's pyramids cached before fine-tuning included); + SVD compression."""
+    """The method's training: fine-tuning, and for R-CNN and SPP-net the training split's features
+    (SPP-net's include the pyramid pass fine-tuning read), SVMs and box regressors; + SVD compression."""
     finetune = _manifest(run / method / "finetune" / "model.pt")
     if finetune is None:
         return None
-    total = finetune["seconds"] + (finetune["results"].get("pyramid_cache_seconds") or 0.0)
+    total = finetune["seconds"]
     if method != "fast":
         svm = _manifest(run / method / "svm.npz")
         parts = [svm, _manifest(run / method / "bbox.npz")]
@@ -129,5 +129,7 @@ def _training_seconds(run: Path, method: str, compressed: bool) -> float | None:
         total += sum(part["seconds"] for part in parts if part is not None)
     if compressed:
         compress = _manifest(run / method / "compressed" / "model.pt")
-        total += compress["seconds"] if compress else 0.0
+        if compress is None:
+            return None
+        total += compress["seconds"]
     return total

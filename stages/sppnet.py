@@ -255,9 +255,9 @@ def extract_features(
     }
     target = features_path(run, METHOD, dataset.split)
     if trained_on and _holds_pyramids(target, stamp, trained_on):
+        pyramid_seconds = _seconds_recorded(target) or 0.0
         net.to(device).eval()
         add_feature_point(
-            target,
             target,
             "fc7",
             net.spec.fc_dim,
@@ -267,7 +267,16 @@ def extract_features(
             progress,
             f"SPP-net fc7 from the cached pyramids ({net.spec.name}, {device.type})",
         )
-        return record_extraction(target, dataset, run, 0, time.perf_counter() - started, started, **record)
+        return record_extraction(
+            target,
+            dataset,
+            run,
+            0,
+            time.perf_counter() - started,
+            started,
+            earlier_seconds=pyramid_seconds,
+            **record,
+        )
     return extract_to_cache(
         dataset,
         run,
@@ -446,7 +455,6 @@ def finetune(
         seconds=seconds,
         results={
             "backbone": net.spec.name,
-            "pyramid_cache_seconds": _seconds_recorded(source),
             "final_loss": summary.final_loss,
             "final_accuracy": summary.final_accuracy,
         },
