@@ -12,6 +12,7 @@ from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
+    DEFAULT_DEVICE,
     DEFAULT_RUN,
     CachedMethod,
     CachedMethodOption,
@@ -21,6 +22,12 @@ from rcnn_cli.options import (
     Split,
     parse_sizes,
 )
+from rcnn_cli.propose import MaxSide, Mode
+from stages.bench import PAPER_VGG16, bench_features, bench_methods, bench_proposals, bench_svm_memory
+from stages.datasets.voc import load_dataset
+from stages.methods import get_cached_method
+from stages.proposals import ProposalOptions
+from stages.runs import RunLayout
 
 app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
 
@@ -39,17 +46,13 @@ def proposals(
     data: DataRoot,
     split: Split = "test",
     images: Annotated[int, typer.Option(min=1, help="Images to search.")] = 40,
-    mode: Annotated[str, typer.Option(help="Selective search strategy: fast or quality.")] = "fast",
-    max_side: Annotated[int, typer.Option(help="Longer side the search sees (px).")] = 500,
+    mode: Mode = ProposalOptions.mode,
+    max_side: MaxSide = ProposalOptions.max_side,
 ) -> None:
     """Selective-search throughput (images/s) with 1 worker and with all cores.
 
     Example: rcnn bench proposals --data data/demo --split test --images 40
     """
-    from stages.bench import bench_proposals
-    from stages.proposals import ProposalOptions
-    from stages.voc import load_dataset
-
     dataset = load_dataset(data, split)
     rows = bench_proposals(
         dataset, images, ProposalOptions(mode=mode, max_side=max_side), progress=RichProgress()
@@ -71,7 +74,7 @@ def proposals(
 @app.command("svm-memory")
 def svm_memory(
     run: RunDir = DEFAULT_RUN,
-    method: CachedMethodOption = CachedMethod.rcnn,
+    method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     split: Annotated[str, typer.Option(help="Split whose feature cache to enlarge.")] = "trainval",
     copies: Annotated[str, typer.Option(help="Comma-separated cache sizes, in copies of the split.")] = "1,4",
 ) -> None:
@@ -81,10 +84,10 @@ def svm_memory(
 
     Example: rcnn bench svm-memory --run runs/demo --copies 1,4
     """
-    from stages.bench import bench_svm_memory
-
     sizes = list(parse_sizes(copies, "--copies"))
-    rows = bench_svm_memory(run, method.value, split, sizes, progress=RichProgress())
+    rows = bench_svm_memory(
+        RunLayout(run), get_cached_method(method.value), split, sizes, progress=RichProgress()
+    )
     table = Table(title=f"train-svm peak memory ({method.value}, {split} cache x copies)")
     for column in ("copies", "regions", "file MiB", "features MiB (uncompressed)", "peak RSS MiB", "seconds"):
         table.add_column(column, justify="right")
@@ -112,7 +115,7 @@ def features(
         list[str] | None,
         typer.Option(help="SPP-net scale sets, comma-separated, repeatable (default: 688 and the five)."),
     ] = None,
-    device: Device = "auto",
+    device: Device = DEFAULT_DEVICE,
 ) -> None:
     """Feature time an image: R-CNN's warped crops against SPP-net's shared conv5, same images,
     proposals, backbone and machine; conv and fc parts and the speed-up.
@@ -121,9 +124,6 @@ def features(
 
     Example: rcnn bench features --data data/demo --backbone zf5 --images 3
     """
-    from stages.bench import bench_features
-    from stages.voc import load_dataset
-
     groups = scales or ["688", "480,576,688,864,1200"]
     scale_sets = [parse_sizes(group, "--scales") for group in groups]
     rows = bench_features(
@@ -165,7 +165,7 @@ def methods(
     fc6_rank: Annotated[int | None, typer.Option(help="SVD rank of fc6 (default: width / 4).")] = None,
     fc7_rank: Annotated[int | None, typer.Option(help="SVD rank of fc7 (default: width / 16).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Timed training mini-batches a method.")] = 3,
-    device: Device = "auto",
+    device: Device = DEFAULT_DEVICE,
 ) -> None:
     """The lineage side by side: test seconds an image (conv, fc, total) and seconds a training
     mini-batch of R-CNN, SPP-net (one scale), Fast R-CNN and Fast R-CNN + SVD, on the same images,
@@ -173,9 +173,6 @@ def methods(
 
     Example: rcnn bench methods --data data/demo --backbone alexnet --images 2
     """
-    from stages.bench import PAPER_VGG16, bench_methods
-    from stages.voc import load_dataset
-
     rows = bench_methods(
         load_dataset(data, split),
         backbone,

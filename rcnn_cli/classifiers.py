@@ -9,30 +9,38 @@ from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import DEFAULT_RUN, CachedMethod, CachedMethodOption, RunDir
+from stages.bbox import BboxOptions
+from stages.bbox import train_bbox as run_train_bbox
+from stages.methods import get_cached_method
+from stages.runs import RunLayout
+from stages.svm import SvmOptions, train_svms
 
 CacheSplit = Annotated[str, typer.Option("--split", help="Split whose feature cache to train on.")]
 
 
 def train_svm(
-    method: CachedMethodOption = CachedMethod.rcnn,
+    method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
     split: CacheSplit = "trainval",
-    svm_c: Annotated[float, typer.Option("--C", help="SVM regularisation constant C.")] = 0.001,
-    positive_weight: Annotated[float, typer.Option(help="Loss weight of positives.")] = 2.0,
-    negative_iou: Annotated[float, typer.Option(help="Negatives: IoU below this with every object.")] = 0.3,
+    svm_c: Annotated[float, typer.Option("--C", help="SVM regularisation constant C.")] = SvmOptions.C,
+    positive_weight: Annotated[
+        float, typer.Option(help="Loss weight of positives.")
+    ] = SvmOptions.positive_weight,
+    negative_iou: Annotated[
+        float, typer.Option(help="Negatives: IoU below this with every object.")
+    ] = SvmOptions.negative_iou,
 ) -> None:
     """Train one linear SVM a class on cached fc7 features, with hard negative mining.
 
     The R-CNN release's settings: features scaled to mean norm 20, C 0.001, bias multiplier 10, positives
     weighted 2, hard negatives score > -1, easy ones (< -1.2) evicted, retraining every 2000 new negatives.
-    Writes RUN/rcnn/svm.npz.
+    Writes RUN/METHOD/svm.npz.
 
     Example: rcnn train-svm --method rcnn --run runs/demo
     """
-    from stages.svm import SvmOptions, train_svms
-
+    files = get_cached_method(method.value).files(RunLayout(run))
     options = SvmOptions(C=svm_c, positive_weight=positive_weight, negative_iou=negative_iou)
-    summary = train_svms(run, method.value, split, options, progress=RichProgress())
+    summary = train_svms(files, split, options, progress=RichProgress())
     table = Table(title=f"SVMs: {summary.path} (feature scale {summary.feature_scale:.4g})")
     table.add_column("class")
     for column in ("positives", "cached negatives", "retrainings", "objective"):
@@ -46,21 +54,26 @@ def train_svm(
 
 
 def train_bbox(
-    method: CachedMethodOption = CachedMethod.rcnn,
+    method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
     split: CacheSplit = "trainval",
-    alpha: Annotated[float, typer.Option(help="Ridge regularisation (lambda).")] = 1000.0,
-    min_iou: Annotated[float, typer.Option(help="Train on regions whose best IoU exceeds this.")] = 0.6,
+    alpha: Annotated[float, typer.Option(help="Ridge regularisation (lambda).")] = BboxOptions.alpha,
+    min_iou: Annotated[
+        float, typer.Option(help="Train on regions whose best IoU exceeds this.")
+    ] = BboxOptions.min_iou,
 ) -> None:
-    """Fit class-specific box regressors (ridge on pool5 features, R-CNN appendix C); RUN/rcnn/bbox.npz.
+    """Fit class-specific box regressors (ridge on the region features before fc6: R-CNN's pool5,
+    SPP-net's pyramid; R-CNN appendix C); writes RUN/METHOD/bbox.npz.
 
     Example: rcnn train-bbox --method rcnn --run runs/demo
     """
-    from stages.bbox import BboxOptions
-    from stages.bbox import train_bbox as run_train_bbox
-
+    chosen = get_cached_method(method.value)
     summary = run_train_bbox(
-        run, method.value, split, BboxOptions(alpha=alpha, min_iou=min_iou), RichProgress()
+        chosen.files(RunLayout(run)),
+        chosen.region_feature,
+        split,
+        BboxOptions(alpha=alpha, min_iou=min_iou),
+        RichProgress(),
     )
     table = Table(title=f"box regressors: {summary.path}")
     table.add_column("class")

@@ -10,6 +10,8 @@ from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import Classes, DataRoot, Split, parse_classes
+from stages.datasets.demo import DemoOptions, generate_demo
+from stages.datasets.voc import check_dataset
 
 app = typer.Typer(help="Datasets: the embedded demo set, and checks of your own.", no_args_is_help=True)
 
@@ -17,18 +19,18 @@ app = typer.Typer(help="Datasets: the embedded demo set, and checks of your own.
 @app.command("demo")
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Where to write the dataset.")] = Path("data/demo"),
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same images.")] = 0,
-    num_train: Annotated[int, typer.Option(min=1, help="Images in the train split.")] = 100,
-    num_val: Annotated[int, typer.Option(min=1, help="Images in the val split.")] = 50,
-    num_test: Annotated[int, typer.Option(min=1, help="Images in the test split.")] = 100,
+    seed: Annotated[
+        int, typer.Option(help="Random seed; the same seed gives the same images.")
+    ] = DemoOptions.seed,
+    num_train: Annotated[int, typer.Option(min=1, help="Images in the train split.")] = DemoOptions.num_train,
+    num_val: Annotated[int, typer.Option(min=1, help="Images in the val split.")] = DemoOptions.num_val,
+    num_test: Annotated[int, typer.Option(min=1, help="Images in the test split.")] = DemoOptions.num_test,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
 ) -> None:
     """Generate the demo dataset (VOC layout; splits train, val, trainval, test).
 
     Example: rcnn data demo --out data/demo --seed 0
     """
-    from stages.demo_data import DemoOptions, generate_demo
-
     options = DemoOptions(seed=seed, num_train=num_train, num_val=num_val, num_test=num_test)
     path = generate_demo(out_dir, options, force=force)
     out.print(f"demo dataset: {path} ({num_train + num_val + num_test} images, seed {seed})")
@@ -41,8 +43,6 @@ def check(data: DataRoot, split: Split = "trainval", classes: Classes = None) ->
 
     Example: rcnn data check --data data/VOCdevkit/VOC2007 --split test
     """
-    from stages.voc import check_dataset
-
     report = check_dataset(data, split, parse_classes(classes), progress=RichProgress())
     dataset = report.dataset
     table = Table(title=f"{data} / {split}: {len(dataset)} images, {report.empty_images} without objects")

@@ -9,13 +9,17 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_RUN, Device, Method, MethodOption, RunDir
+from rcnn_cli.options import DEFAULT_DEVICE, DEFAULT_RUN, Device, Method, MethodOption, RunDir
+from stages.detect import detect_images
+from stages.draw import write_grid
+from stages.methods import get_method
+from stages.runs import RunLayout
 
 
 def detect(
     images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG; any size, gray or colour).")],
     run: RunDir = DEFAULT_RUN,
-    method: MethodOption = Method.fast,
+    method: MethodOption = Method.fast,  # type: ignore[attr-defined]
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: RUN/<method>/detect).")
     ] = None,
@@ -29,7 +33,7 @@ def detect(
     grid: Annotated[
         Path | None, typer.Option(help="Also save the annotated images side by side in one PNG.")
     ] = None,
-    device: Device = "auto",
+    device: Device = DEFAULT_DEVICE,
 ) -> None:
     """Detect objects: selective search, then the detector, per-class NMS (0.3).
 
@@ -44,26 +48,17 @@ def detect(
 
       rcnn detect data/demo/JPEGImages/00000[3-6].jpg --run runs/demo --compressed --grid grid.png
     """
-    from stages.detect import DetectOptions, detect_images
-
-    if compressed and method != Method.fast:
-        raise typer.BadParameter("only Fast R-CNN has a compressed model", param_hint="--compressed")
-    options = None
-    if score_thresh is not None:
-        options = DetectOptions(score_thresh=score_thresh, per_image=100 if method == Method.fast else None)
     results = detect_images(
         images,
-        run,
-        method.value,
+        RunLayout(run),
+        get_method(method.value),
         out_dir,
-        options,
+        score_thresh,
         device=device,
         compressed=compressed,
         progress=RichProgress(),
     )
     if grid is not None:
-        from stages.draw import write_grid
-
         write_grid(grid, [r.picture for r in results])
         out.print(f"grid of {len(results)} images: {grid}")
     for result in results:

@@ -10,7 +10,15 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import Classes, DataRoot, Device, Method, Split, parse_classes
+from rcnn_cli.options import DEFAULT_DEVICE, Classes, DataRoot, Device, Method, Split, parse_classes
+from stages.atomic import write_json
+from stages.datasets.voc import load_dataset
+from stages.detect import evaluate_run
+from stages.detections import read_detections
+from stages.evaluation import Evaluation, save_evaluation
+from stages.evaluation import evaluate as run_evaluation
+from stages.methods import get_method
+from stages.runs import RunLayout
 
 
 def evaluate(
@@ -22,7 +30,7 @@ def evaluate(
     run: Annotated[
         Path | None, typer.Option(help="Run folder: detect on the split with --method, then score.")
     ] = None,
-    method: Annotated[Method | None, typer.Option(help="With --run: which detector.")] = None,
+    method: Annotated[Method | None, typer.Option(help="With --run: which detector.")] = None,  # type: ignore[valid-type]
     metric: Annotated[
         str, typer.Option(help="voc07: 11-point AP (VOC2007 test); voc10: area under the curve.")
     ] = "voc07",
@@ -33,7 +41,7 @@ def evaluate(
     compressed: Annotated[
         bool, typer.Option("--compressed", help="Fast R-CNN: the truncated-SVD model of `rcnn compress`.")
     ] = False,
-    device: Device = "auto",
+    device: Device = DEFAULT_DEVICE,
     classes: Classes = None,
 ) -> None:
     """Score detections with the VOC protocol (IoU >= 0.5, difficult ignored): AP per class, mAP.
@@ -51,22 +59,19 @@ def evaluate(
 
       rcnn evaluate --data data/demo --split test --detections dets.json --out results.json
     """
-    from stages.evaluation import save_evaluation
-    from stages.voc import load_dataset
-
-    if (detections is None) == (run is None) or (run is not None and method is None):
-        raise typer.BadParameter("give either --detections FILE, or --run RUN with --method")
-    dataset = load_dataset(data, split, parse_classes(classes))
-    if run is not None:
-        from stages.atomic import write_json
-        from stages.detect import evaluate_run
-
-        if compressed and method != Method.fast:
-            raise typer.BadParameter("only Fast R-CNN has a compressed model", param_hint="--compressed")
+    if run is not None and method is not None and detections is None:
+        dataset = load_dataset(data, split, parse_classes(classes))
+        chosen = get_method(method.value)
         result = evaluate_run(
-            dataset, run, method.value, metric, compressed=compressed, device=device, progress=RichProgress()
+            dataset,
+            RunLayout(run),
+            chosen,
+            metric,
+            compressed=compressed,
+            device=device,
+            progress=RichProgress(),
         )
-        label = f"{method.value}{' + SVD' if compressed else ''}"
+        label = f"{chosen.label}{' + SVD' if compressed else ''}"
         print_results(result.evaluation, f"{label} on {split}: {result.detections_path}")
         out.print(f"test time: {result.seconds_per_image:.3f} s an image")
         if result.without_box_regression is not None:
@@ -74,18 +79,18 @@ def evaluate(
         if out_file is not None:
             write_json(out_file, result.evaluation.to_json())
         out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")
-        return
-    from stages.detections import read_detections
-    from stages.evaluation import evaluate as run_evaluation
+    elif detections is not None and run is None:
+        dataset = load_dataset(data, split, parse_classes(classes))
+        results = run_evaluation(dataset, read_detections(detections), metric)
+        plot = plot or (out_file or detections).with_suffix(".pr.png")
+        save_evaluation(results, out_file, plot)
+        print_results(results, f"{split}: {detections}")
+        out.print(f"PR curves: {plot}")
+    else:
+        raise typer.BadParameter("give either --detections FILE, or --run RUN with --method")
 
-    results = run_evaluation(dataset, read_detections(detections), metric)
-    plot = plot or (out_file or detections).with_suffix(".pr.png")
-    save_evaluation(results, out_file, plot)
-    print_results(results, f"{split}: {detections}")
-    out.print(f"PR curves: {plot}")
 
-
-def print_results(results, title: str) -> None:
+def print_results(results: Evaluation, title: str) -> None:
     """Per-class AP table with the mAP as its last row."""
     table = Table(title=title)
     table.add_column("class")

@@ -17,33 +17,48 @@ from rcnn_cli.options import (
     RunDir,
     Split,
     Workers,
+    given,
     parse_classes,
     parse_sizes,
 )
+from stages.datasets.voc import load_dataset
+from stages.features import CacheOptions
+from stages.methods import get_cached_method
+from stages.methods.rcnn.features import ExtractOptions
+from stages.methods.spp.features import SppExtractOptions
+from stages.runs import RunLayout
 
 
 def extract_features(
     data: DataRoot,
     split: Split,
-    method: CachedMethodOption = CachedMethod.rcnn,
+    method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
-    dtype: Annotated[str, typer.Option(help="Stored precision: float16 or float32.")] = "float16",
-    batch_size: Annotated[int, typer.Option(help="Regions a forward pass.")] = 256,
+    dtype: Annotated[str, typer.Option(help="Stored precision: float16 or float32.")] = CacheOptions.dtype,
+    batch_size: Annotated[
+        int | None, typer.Option(help=f"R-CNN: regions a forward pass (default {ExtractOptions.batch_size}).")
+    ] = None,
     scales: Annotated[
-        str,
-        typer.Option(help="SPP-net: shorter-side scales, comma-separated (688, or 480,576,688,864,1200)."),
-    ] = "688",
+        str | None,
+        typer.Option(
+            help="SPP-net: shorter-side scales, comma-separated (default "
+            f"{','.join(map(str, SppExtractOptions.scales))}; the paper's five: 480,576,688,864,1200)."
+        ),
+    ] = None,
     window_size: Annotated[
-        int,
-        typer.Option(help="SPP-net: pool each window at the scale where it is closest to this size (px)."),
-    ] = 224,
+        int | None,
+        typer.Option(
+            help="SPP-net: pool each window at the scale where it is closest to this size "
+            f"(default {SppExtractOptions.window_size} px)."
+        ),
+    ] = None,
     backbone: Annotated[str | None, typer.Option(help="SPP-net before fine-tuning: the backbone.")] = None,
     weights: Annotated[
         str | None,
         typer.Option(help="SPP-net before fine-tuning: RUN/backbone.pt (default), imagenet, a file."),
     ] = None,
-    workers: Workers = 0,
-    device: Device = "auto",
+    workers: Workers = CacheOptions.workers,
+    device: Device = CacheOptions.device,
     classes: Classes = None,
 ) -> None:
     """Cache the features of every proposal and ground-truth box of a split to RUN/METHOD/features/SPLIT.h5.
@@ -60,28 +75,21 @@ def extract_features(
 
       rcnn extract-features --method spp --data data/demo --split test --scales 480,576,688,864,1200
     """
-    from stages.voc import load_dataset
-
-    dataset = load_dataset(data, split, parse_classes(classes))
-    if method == CachedMethod.spp:
-        from stages.sppnet import SppExtractOptions
-        from stages.sppnet import extract_features as run_extract
-
-        options = SppExtractOptions(
-            parse_sizes(scales, "--scales"),
-            window_size,
+    chosen = get_cached_method(method.value)
+    options = chosen.extract_options(
+        given(
+            dtype=dtype,
+            batch_size=batch_size,
+            scales=None if scales is None else parse_sizes(scales, "--scales"),
+            window_size=window_size,
             backbone=backbone,
             weights=weights,
-            dtype=dtype,
             workers=workers,
             device=device,
         )
-    else:
-        from stages.rcnn import ExtractOptions
-        from stages.rcnn import extract_features as run_extract
-
-        options = ExtractOptions(dtype=dtype, batch_size=batch_size, workers=workers, device=device)
-    summary = run_extract(dataset, run, options, progress=RichProgress())
+    )
+    dataset = load_dataset(data, split, parse_classes(classes))
+    summary = chosen.extract_features(dataset, RunLayout(run), options, progress=RichProgress())
     rate = (
         f"{summary.images_per_second:.2f} images/s"
         if summary.computed

@@ -1,12 +1,16 @@
-"""Options shared by several commands, declared once."""
+"""Options shared by several commands, declared once; the method choices come from the library's
+registry, so a new method needs no change here."""
 
 from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from stages.methods import CACHED_METHODS, METHODS
+from stages.training import TrainingOptions
 
 RunDir = Annotated[Path, typer.Option("--run", help="Run folder: every stage's artifacts live here.")]
 DataRoot = Annotated[Path, typer.Option("--data", help="Dataset root in VOC layout.")]
@@ -46,24 +50,19 @@ def parse_sizes(text: str, option: str) -> tuple[int, ...]:
     return sizes
 
 
-class Method(str, Enum):
-    """The detectors of the lineage."""
-
-    rcnn = "rcnn"
-    spp = "spp"
-    fast = "fast"
+def given(**values: Any) -> dict[str, Any]:
+    """Only the options the user set, so the library's options keep their (the papers') defaults."""
+    return {k: v for k, v in values.items() if v is not None}
 
 
-class CachedMethod(str, Enum):
-    """The detectors with a feature cache, SVMs and separate box regressors."""
-
-    rcnn = "rcnn"
-    spp = "spp"
-
+Method = Enum("Method", {name: name for name in METHODS}, type=str)  # type: ignore[misc]
+"""The detectors of the lineage."""
+CachedMethod = Enum("CachedMethod", {name: name for name in CACHED_METHODS}, type=str)  # type: ignore[misc]
+"""The detectors with a feature cache, SVMs and separate box regressors."""
 
 MethodOption = Annotated[Method, typer.Option("--method", help="Which detector's stage to run.")]
 CachedMethodOption = Annotated[
-    CachedMethod, typer.Option("--method", help="Which detector's stage to run (Fast R-CNN has no cache).")
+    CachedMethod, typer.Option("--method", help="Which detector's stage to run (those with a feature cache).")
 ]
 Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")]
 Workers = Annotated[int, typer.Option(help="DataLoader worker processes (0: load in this process).")]
@@ -75,3 +74,4 @@ Resume = Annotated[
     ),
 ]
 Seed = Annotated[int, typer.Option(help="Seed of sampling and initialisation.")]
+DEFAULT_SEED, DEFAULT_DEVICE = TrainingOptions.seed, TrainingOptions.device

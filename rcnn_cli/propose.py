@@ -10,21 +10,32 @@ from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import DEFAULT_RUN, Classes, DataRoot, RunDir, SkipBad, Split, parse_classes
+from stages.datasets.voc import load_dataset
+from stages.proposals import ProposalOptions, import_mat
+from stages.proposals import propose as run_propose
+from stages.runs import RunLayout
+
+Mode = Annotated[str, typer.Option(help="Selective search strategy: fast or quality.")]
+MaxSide = Annotated[int, typer.Option(help="Images with a longer side are shrunk for the search (px).")]
 
 
 def propose(
     data: DataRoot,
     split: Split,
     run: RunDir = DEFAULT_RUN,
-    mode: Annotated[str, typer.Option(help="Selective search strategy: fast or quality.")] = "fast",
-    max_boxes: Annotated[int, typer.Option(help="Boxes kept an image, in ranking order.")] = 2000,
-    min_size: Annotated[int, typer.Option(help="Drop boxes narrower or shorter (px).")] = 10,
-    max_side: Annotated[
-        int, typer.Option(help="Images with a longer side are shrunk for the search (px).")
-    ] = 500,
-    seed: Annotated[int, typer.Option(help="Seed of selective search's random ranking.")] = 0,
-    workers: Annotated[int, typer.Option(help="Worker processes (0: all cores).")] = 0,
-    import_mat: Annotated[
+    mode: Mode = ProposalOptions.mode,
+    max_boxes: Annotated[
+        int, typer.Option(help="Boxes kept an image, in ranking order.")
+    ] = ProposalOptions.max_boxes,
+    min_size: Annotated[
+        int, typer.Option(help="Drop boxes narrower or shorter (px).")
+    ] = ProposalOptions.min_size,
+    max_side: MaxSide = ProposalOptions.max_side,
+    seed: Annotated[
+        int, typer.Option(help="Seed of selective search's random ranking.")
+    ] = ProposalOptions.seed,
+    workers: Annotated[int, typer.Option(help="Worker processes (0: all cores).")] = ProposalOptions.workers,
+    mat_file: Annotated[
         Path | None, typer.Option("--import", help="Import a Fast R-CNN release .mat file instead.")
     ] = None,
     classes: Classes = None,
@@ -40,17 +51,14 @@ def propose(
 
       rcnn propose --data VOC2007 --split test --import selective_search_data/voc_2007_test.mat
     """
-    from stages import proposals
-    from stages.voc import load_dataset
-
-    options = proposals.ProposalOptions(
+    options = ProposalOptions(
         mode=mode, max_boxes=max_boxes, min_size=min_size, max_side=max_side, seed=seed, workers=workers
     )
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad=skip_bad)
-    if import_mat is not None:
-        summary = proposals.import_mat(dataset, run, import_mat, options)
+    if mat_file is not None:
+        summary = import_mat(dataset, RunLayout(run), mat_file, options)
     else:
-        summary = proposals.propose(dataset, run, options, skip_bad=skip_bad, progress=RichProgress())
+        summary = run_propose(dataset, RunLayout(run), options, skip_bad=skip_bad, progress=RichProgress())
     table = Table(title=f"proposals: {summary.path}")
     for column in ("images", "searched", "boxes/image", "recall@0.5", "recall@0.7", "images/s"):
         table.add_column(column, justify="right")

@@ -6,6 +6,8 @@ from rich.table import Table
 
 from rcnn_cli.console import out
 from rcnn_cli.options import DEFAULT_RUN, RunDir
+from stages.report import report as collect
+from stages.runs import RunLayout
 
 
 def _score(value: float | None) -> str:
@@ -25,9 +27,7 @@ def report(run: RunDir = DEFAULT_RUN) -> None:
 
     Example: rcnn report --run runs/demo
     """
-    from stages.report import report as collect
-
-    found = collect(run)
+    found = collect(RunLayout(run))
     results = Table(title=f"results: {run}")
     columns = ("method", "split", "metric", "mAP", "mAP without box regression", "test s/image", "training s")
     for column in columns:

@@ -1,4 +1,4 @@
-"""`rcnn pretrain` and `rcnn finetune`: the two network-training stages."""
+"""`rcnn pretrain`, `rcnn finetune` and `rcnn compress`: the network-training stages."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
+    DEFAULT_DEVICE,
     DEFAULT_RUN,
+    DEFAULT_SEED,
     Classes,
     DataRoot,
     Device,
@@ -20,24 +22,25 @@ from rcnn_cli.options import (
     Seed,
     Split,
     Workers,
+    given,
     parse_classes,
     parse_sizes,
 )
-from stages.errors import UserError
+from stages.datasets.voc import load_dataset
+from stages.methods import get_method
+from stages.methods.fast.compress import compress_run
+from stages.pretrain import PretrainOptions
+from stages.pretrain import pretrain as run_pretrain
+from stages.runs import RunLayout
+from stages.training import TrainingOptions, TrainingSummary
 
-Backbone = Annotated[str | None, typer.Option(help="Backbone: tiny, alexnet, vgg16 or zf5.")]
 Iterations = Annotated[int | None, typer.Option(help="SGD iterations (mini-batches).")]
 LearningRate = Annotated[float | None, typer.Option(help="Base learning rate.")]
 Step = Annotated[int | None, typer.Option(help="Multiply the rate by 0.1 every this many iterations.")]
 CheckpointEvery = Annotated[int, typer.Option(help="Save a checkpoint every this many iterations.")]
 
 
-def _given(**values):
-    """Only the options the user set, so the library's dataclass keeps the papers' defaults."""
-    return {k: v for k, v in values.items() if v is not None}
-
-
-def _summary(title: str, rows: dict[str, str]) -> None:
+def _table(title: str, rows: dict[str, str]) -> None:
     table = Table(title=title, show_header=False)
     table.add_column(style="bold")
     table.add_column(justify="right")
@@ -46,22 +49,38 @@ def _summary(title: str, rows: dict[str, str]) -> None:
     out.print(table)
 
 
+def _training_rows(summary: TrainingSummary, accuracy_of: str) -> dict[str, str]:
+    return {
+        **{name.replace("_", " "): str(count) for name, count in summary.trained_on.items()},
+        "iterations": str(summary.iterations),
+        "final loss": f"{summary.final_loss:.4f}",
+        f"final accuracy ({accuracy_of})": f"{summary.final_accuracy:.3f}",
+        "seconds": f"{summary.seconds:.1f}",
+    }
+
+
 def pretrain(
     data: DataRoot,
     split: Split = "trainval",
     run: RunDir = DEFAULT_RUN,
-    backbone: Annotated[str, typer.Option(help="Backbone: tiny, alexnet, vgg16 or zf5.")] = "tiny",
+    backbone: Annotated[
+        str, typer.Option(help="Backbone: tiny, alexnet, vgg16 or zf5.")
+    ] = PretrainOptions.backbone,
     weights: Annotated[
         str | None, typer.Option(help="Start from: imagenet, or a weights file (default: random init).")
     ] = None,
-    iterations: Iterations = None,
-    batch_size: Annotated[int | None, typer.Option(help="Crops a mini-batch.")] = None,
-    learning_rate: LearningRate = None,
-    step: Step = None,
-    seed: Seed = 0,
-    checkpoint_every: CheckpointEvery = 500,
-    workers: Workers = 0,
-    device: Device = "auto",
+    iterations: Annotated[
+        int, typer.Option(help="SGD iterations (mini-batches).")
+    ] = PretrainOptions.iterations,
+    batch_size: Annotated[int, typer.Option(help="Crops a mini-batch.")] = PretrainOptions.batch_size,
+    learning_rate: Annotated[float, typer.Option(help="Base learning rate.")] = PretrainOptions.learning_rate,
+    step: Annotated[
+        int, typer.Option(help="Multiply the rate by 0.1 every this many iterations.")
+    ] = PretrainOptions.step,
+    seed: Seed = PretrainOptions.seed,
+    checkpoint_every: CheckpointEvery = PretrainOptions.checkpoint_every,
+    workers: Workers = PretrainOptions.workers,
+    device: Device = PretrainOptions.device,
     resume: Resume = True,
     classes: Classes = None,
 ) -> None:
@@ -72,39 +91,31 @@ def pretrain(
 
     Example: rcnn pretrain --data data/demo --split trainval --run runs/demo --iterations 300
     """
-    from stages.pretrain import PretrainOptions
-    from stages.pretrain import pretrain as run_pretrain
-    from stages.voc import load_dataset
-
     options = PretrainOptions(
         backbone=backbone,
         weights=weights,
+        iterations=iterations,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        step=step,
         seed=seed,
         checkpoint_every=checkpoint_every,
         workers=workers,
         device=device,
-        **_given(iterations=iterations, batch_size=batch_size, learning_rate=learning_rate, step=step),
     )
     dataset = load_dataset(data, split, parse_classes(classes))
-    summary = run_pretrain(dataset, run, options, resume=resume, progress=RichProgress())
-    _summary(
-        f"pre-trained {backbone}: {summary.path}",
-        {
-            "objects": str(summary.objects),
-            "iterations": str(summary.iterations),
-            "final loss": f"{summary.final_loss:.4f}",
-            "final accuracy (training crops)": f"{summary.final_accuracy:.3f}",
-            "seconds": f"{summary.seconds:.1f}",
-        },
-    )
+    summary = run_pretrain(dataset, RunLayout(run), options, resume=resume, progress=RichProgress())
+    _table(f"pre-trained {backbone}: {summary.path}", _training_rows(summary, "training crops"))
 
 
 def finetune(
     data: DataRoot,
     split: Split = "trainval",
-    method: MethodOption = Method.fast,
+    method: MethodOption = Method.fast,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
-    backbone: Backbone = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="Backbone: tiny, alexnet, vgg16 or zf5 (R-CNN, Fast R-CNN).")
+    ] = None,
     weights: Annotated[
         str | None,
         typer.Option(help="Start from: RUN/backbone.pt (default), imagenet, random, or a weights file."),
@@ -113,25 +124,34 @@ def finetune(
     learning_rate: LearningRate = None,
     step: Step = None,
     scales: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Fast R-CNN: shorter side(s); several = a random one an image (480,576,688,864,1200)."
+            help="Fast R-CNN: shorter side(s), default 600; several = a random one an image "
+            "(480,576,688,864,1200)."
         ),
-    ] = "600",
+    ] = None,
     max_size: Annotated[
         int | None, typer.Option(help="Fast R-CNN: longest side at most (default 1000, 2000 multi-scale).")
     ] = None,
     test_scale: Annotated[
         int | None, typer.Option(help="Fast R-CNN: test scale (default: the training scale, or 600).")
     ] = None,
-    seed: Seed = 0,
-    checkpoint_every: CheckpointEvery = 1000,
-    workers: Workers = 0,
-    device: Device = "auto",
+    seed: Seed = DEFAULT_SEED,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            help=f"Save a checkpoint every this many iterations (default {TrainingOptions.checkpoint_every})."
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="R-CNN, Fast R-CNN: DataLoader worker processes (default 0: none).")
+    ] = None,
+    device: Device = DEFAULT_DEVICE,
     resume: Resume = True,
     classes: Classes = None,
 ) -> None:
-    """Fine-tune a detector's network on the split's proposals.
+    """Fine-tune a detector's network on the split's proposals. Options left out take the method's paper
+    settings.
 
     Fast R-CNN (the default; the paper's settings): the whole network from conv2 (conv3_1 for vgg16) up,
     end to end with the multi-task loss, 2 images and 128 RoIs a mini-batch (25% foreground), flipped at
@@ -153,60 +173,31 @@ def finetune(
 
       rcnn finetune --method spp --data data/demo --run runs/demo --iterations 2000
     """
-    from stages.voc import load_dataset
-
-    dataset = load_dataset(data, split, parse_classes(classes))
-    solver = _given(iterations=iterations, learning_rate=learning_rate, step=step)
-    common = dict(seed=seed, checkpoint_every=checkpoint_every, device=device, **solver)
-    network = dict(backbone=backbone, weights=weights, workers=workers, **common)
-    if method == Method.fast:
-        from stages.fast import FastFinetuneOptions
-        from stages.fast import finetune as run_finetune
-        from stages.fast_sampling import SamplingOptions
-
-        sizes = parse_sizes(scales, "--scales")
-        sampling = SamplingOptions(scales=sizes, max_size=max_size or (1000 if len(sizes) == 1 else 2000))
-        options = FastFinetuneOptions(sampling=sampling, test_scale=test_scale, **network)
-    elif method == Method.spp:
-        from stages.sppnet import SppFinetuneOptions
-        from stages.sppnet import finetune as run_finetune
-
-        if backbone is not None or weights is not None:
-            raise UserError(
-                "--backbone/--weights: SPP-net fine-tunes on cached pyramids; choose the conv layers with "
-                "rcnn extract-features --method spp --backbone/--weights"
-            )
-        options = SppFinetuneOptions(**common)
-    else:
-        from stages.rcnn import FinetuneOptions
-        from stages.rcnn import finetune as run_finetune
-
-        options = FinetuneOptions(**network)
-    summary = run_finetune(dataset, run, options, resume=resume, progress=RichProgress())
-    if method == Method.fast:
-        if summary.rank == 0:
-            _summary(
-                f"fine-tuned (fast, {summary.world_size} process{'es' if summary.world_size > 1 else ''}): "
-                f"{summary.path}",
-                {
-                    "images (foreground RoIs)": f"{summary.images} ({summary.foreground})",
-                    "iterations": str(summary.iterations),
-                    "final loss": f"{summary.final_loss:.4f}",
-                    "final accuracy (training batches)": f"{summary.final_accuracy:.3f}",
-                    "seconds": f"{summary.seconds:.1f}",
-                },
-            )
-        return
-    _summary(
-        f"fine-tuned ({method.value}): {summary.path}",
-        {
-            "windows (foreground)": f"{summary.windows} ({summary.foreground})",
-            "iterations": str(summary.iterations),
-            "final loss": f"{summary.final_loss:.4f}",
-            "final accuracy (training batches)": f"{summary.final_accuracy:.3f}",
-            "seconds": f"{summary.seconds:.1f}",
-        },
+    chosen = get_method(method.value)
+    options = chosen.finetune_options(
+        given(
+            backbone=backbone,
+            weights=weights,
+            iterations=iterations,
+            learning_rate=learning_rate,
+            step=step,
+            scales=None if scales is None else parse_sizes(scales, "--scales"),
+            max_size=max_size,
+            test_scale=test_scale,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            workers=workers,
+            device=device,
+        )
     )
+    dataset = load_dataset(data, split, parse_classes(classes))
+    summary = chosen.finetune(dataset, RunLayout(run), options, resume=resume, progress=RichProgress())
+    if summary.writer:
+        processes = f"{summary.processes} process{'es' if summary.processes > 1 else ''}"
+        _table(
+            f"fine-tuned ({chosen.name}, {processes}): {summary.path}",
+            _training_rows(summary, "training batches"),
+        )
 
 
 def compress(
@@ -226,10 +217,8 @@ def compress(
 
     Example: rcnn compress --run runs/demo --fc6-rank 128 --fc7-rank 32
     """
-    from stages.fast import compress_run
-
-    summary = compress_run(run, (fc6_rank, fc7_rank))
-    _summary(
+    summary = compress_run(RunLayout(run), (fc6_rank, fc7_rank))
+    _table(
         f"compressed: {summary.path}",
         {
             "fc6 rank, fc7 rank": f"{summary.ranks[0]}, {summary.ranks[1]}",

@@ -13,17 +13,17 @@ every conv and pool layer up to conv5) to map image windows onto conv5.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from stages.atomic import atomic_path
 from stages.errors import UserError
-
-MODEL_FORMAT = "rcnn-toolkit/model"
+from stages.models import is_model_file, read_weights
+from stages.runs import RunLayout
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,8 @@ class Layer:
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """What a backbone declares: its layers up to conv5, pool5 grid, fc width, warp size and context."""
+    """What a backbone declares: its layers up to conv5, how pool5 pools, fc width, warp size and context,
+    and where it comes from. Everything that differs between backbones is a field here."""
 
     name: str
     layers: tuple[Layer, ...]
@@ -48,11 +49,25 @@ class BackboneSpec:
     fc_dim: int
     input_size: int
     context_padding: int
-    has_imagenet_weights: bool
     description: str
+    torchvision_model: str | None = None
+    """The torchvision builder that makes the network (with its ImageNet weights); None: built from
+    ``layers`` here."""
+    lrn_after: tuple[str, ...] = ()
+    """Conv layers followed by local response normalisation (ZF-5's conv1 and conv2)."""
+    pool5: Layer | None = None
+    """pool5 as a fixed max pool (``tiny``'s 2 x 2); None: adaptive max pooling to the pool5 grid, or
+    torchvision's own pool5 for its models."""
+    fc_linear_index: int = 1
+    """Where the Linear sits in the fc6 and fc7 blocks: 1 in (Dropout, Linear, ReLU), ours and AlexNet's;
+    0 in VGG16's (Linear, ReLU, Dropout)."""
     fast_rcnn_trainable_from: str = "conv2"
     """The first conv layer Fast R-CNN fine-tunes; those before it stay frozen (Fast R-CNN section 4.5:
     conv3_1 and up for VGG16, conv2 and up for the small nets)."""
+
+    @property
+    def has_imagenet_weights(self) -> bool:
+        return self.torchvision_model is not None
 
     @property
     def conv5_channels(self) -> int:
@@ -103,8 +118,8 @@ BACKBONES: dict[str, BackboneSpec] = {
             fc_dim=4096,
             input_size=224,
             context_padding=16,
-            has_imagenet_weights=True,
             description="torchvision AlexNet (one-GPU variant of Krizhevsky et al. 2012)",
+            torchvision_model="alexnet",
         ),
         BackboneSpec(
             name="vgg16",
@@ -113,8 +128,9 @@ BACKBONES: dict[str, BackboneSpec] = {
             fc_dim=4096,
             input_size=224,
             context_padding=16,
-            has_imagenet_weights=True,
             description="torchvision VGG16 (Simonyan and Zisserman 2015)",
+            torchvision_model="vgg16",
+            fc_linear_index=0,
             fast_rcnn_trainable_from="conv3_1",
         ),
         BackboneSpec(
@@ -132,8 +148,8 @@ BACKBONES: dict[str, BackboneSpec] = {
             fc_dim=4096,
             input_size=224,
             context_padding=16,
-            has_imagenet_weights=False,
             description="ZF-5 of SPP-net (no public weights: random init or --weights PATH)",
+            lrn_after=("conv1", "conv2"),
         ),
         BackboneSpec(
             name="tiny",
@@ -150,8 +166,8 @@ BACKBONES: dict[str, BackboneSpec] = {
             fc_dim=512,
             input_size=64,
             context_padding=5,
-            has_imagenet_weights=False,
             description="five conv layers sized to train from scratch on a CPU (the demo's default)",
+            pool5=_pool("pool5", 2, 2),
         ),
     )
 }
@@ -224,13 +240,12 @@ def _build(spec: BackboneSpec, imagenet: bool = False) -> Backbone:
 
 
 def _modules(spec: BackboneSpec, imagenet: bool) -> Backbone:
-    if spec.name in ("alexnet", "vgg16"):
+    if spec.torchvision_model is not None:
         import torchvision
 
-        builder = getattr(torchvision.models, spec.name)
-        weights = "IMAGENET1K_V1" if imagenet else None
+        builder = getattr(torchvision.models, spec.torchvision_model)
         try:
-            net = builder(weights=weights)
+            net = builder(weights="IMAGENET1K_V1" if imagenet else None)
         except (OSError, RuntimeError) as exc:  # offline, bad cache: the download failed
             raise UserError(
                 f"--weights imagenet: could not get torchvision's {spec.name} weights ({exc}); "
@@ -239,8 +254,12 @@ def _modules(spec: BackboneSpec, imagenet: bool) -> Backbone:
         pool5 = nn.Sequential(net.features[-1], net.avgpool)
         return Backbone(spec, net.features[:-1], pool5, net.classifier[:3], net.classifier[3:6])
     dropout = 0.5
-    conv = _conv_stack(spec.layers, lrn_after=("conv1", "conv2") if spec.name == "zf5" else ())
-    pool5 = nn.AdaptiveMaxPool2d(spec.pool5_size) if spec.name == "zf5" else nn.MaxPool2d(2, 2)
+    conv = _conv_stack(spec.layers, spec.lrn_after)
+    pool5: nn.Module = (
+        nn.AdaptiveMaxPool2d(spec.pool5_size)
+        if spec.pool5 is None
+        else nn.MaxPool2d(spec.pool5.kernel, spec.pool5.stride, spec.pool5.padding)
+    )
     net = Backbone(
         spec, conv, pool5, _fc(spec.pool5_dim, spec.fc_dim, dropout), _fc(spec.fc_dim, spec.fc_dim, dropout)
     )
@@ -260,7 +279,7 @@ def build_backbone(name: str, weights: str | Path | None = None) -> Backbone:
         return _build(spec, imagenet=True)
     backbone = _build(spec)
     if weights is not None:
-        load_backbone_weights(backbone, Path(weights))
+        load_backbone_weights(backbone, read_weights(Path(weights)), Path(weights))
     return backbone
 
 
@@ -275,27 +294,10 @@ def _torchvision_key(key: str) -> str | None:
     return key
 
 
-def read_model_file(path: Path) -> dict:
-    """A toolkit model file (``{"format", "backbone", "state_dict", ...}``), loaded with weights_only."""
-    content = _load(path)
-    if not isinstance(content, dict) or content.get("format") != MODEL_FORMAT:
-        raise UserError(f"{path}: not a model file written by rcnn")
-    return content
-
-
-def _load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except Exception as exc:  # torch raises several types for files it cannot unpickle safely
-        raise UserError(f"{path}: not a weights file torch can load with weights_only ({exc})") from None
-
-
-def load_backbone_weights(backbone: Backbone, path: Path) -> None:
-    """Load a state dict (torchvision's layout or ours) or a toolkit model file into ``backbone``."""
-    content = _load(path)
-    if isinstance(content, dict) and content.get("format") == MODEL_FORMAT:
+def load_backbone_weights(backbone: Backbone, content: Any, path: Path) -> None:
+    """Load ``content`` read from ``path``, a state dict (torchvision's layout or ours) or a toolkit model
+    file, into ``backbone``; UserError naming the file and the keys that do not match."""
+    if is_model_file(content):
         if content["backbone"] != backbone.spec.name:
             raise UserError(f"{path}: weights of a {content['backbone']} backbone, not {backbone.spec.name}")
         state = {
@@ -338,48 +340,37 @@ class Classifier(nn.Module):
     def forward(self, crops: torch.Tensor) -> torch.Tensor:
         return self.scores(self.backbone(crops)[1])
 
-
-def save_model(path: Path, model: nn.Module, backbone: str, **meta) -> None:
-    """Write a model file atomically: its state dict, backbone name and JSON-able ``meta``."""
-    content = {"format": MODEL_FORMAT, "backbone": backbone, **meta, "state_dict": model.state_dict()}
-    with atomic_path(path) as tmp:
-        torch.save(content, tmp)
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any], outputs: int) -> Classifier:
+        """An untrained classifier shaped like the model file ``meta`` describes."""
+        return cls(_build(get_spec(meta["backbone"])), outputs)
 
 
-def load_classifier(path: Path) -> tuple[Classifier, dict]:
-    """A Classifier from a model file, and the file's metadata (everything but the weights)."""
-    content = read_model_file(path)
-    state = content["state_dict"]
-    classifier = Classifier(_build(get_spec(content["backbone"])), state["scores.weight"].shape[0])
-    classifier.load_state_dict(state)
-    return classifier, {k: v for k, v in content.items() if k != "state_dict"}
-
-
-def resolve_backbone(run: Path, backbone: str | None, weights: str | None) -> tuple[Backbone, Path | None]:
+def resolve_backbone(
+    run: RunLayout, backbone: str | None, weights: str | None
+) -> tuple[Backbone, Path | None]:
     """The backbone a training stage starts from, and the weights file read (None for imagenet/random).
 
-    weights None: ``RUN/backbone.pt`` (from ``rcnn pretrain``); ``"imagenet"``: torchvision's weights for
-    ``backbone``; ``"random"``: random initialisation; otherwise a weights file (its own backbone name
-    when rcnn wrote it, else ``backbone``).
+    weights None: the run's pre-trained backbone (``rcnn pretrain``); ``"imagenet"``: torchvision's
+    weights for ``backbone``; ``"random"``: random initialisation; otherwise a weights file (its own
+    backbone name when rcnn wrote it, else ``backbone``). The file is read once.
     """
     if weights in ("imagenet", "random"):
         if backbone is None:
             raise UserError(f"--weights {weights} needs --backbone ({', '.join(BACKBONES)})")
         return build_backbone(backbone, None if weights == "random" else weights), None
-    path = Path(run) / "backbone.pt" if weights is None else Path(weights)
+    path = run.pretrain.model if weights is None else Path(weights)
     if weights is None and not path.exists():
         raise UserError(
             f"{path}: not found; make it with `rcnn pretrain --run {run}`, or pass --weights imagenet|PATH"
         )
-    content = _load(path)
-    name = (
-        content.get("backbone")
-        if isinstance(content, dict) and content.get("format") == MODEL_FORMAT
-        else None
-    )
+    content = read_weights(path)
+    name = content["backbone"] if is_model_file(content) else None
     if name is not None and backbone is not None and backbone != name:
         raise UserError(f"{path}: weights of a {name} backbone, but --backbone {backbone}")
     name = name or backbone
     if name is None:
         raise UserError(f"{path}: a plain state dict; say which backbone it is with --backbone")
-    return build_backbone(name, path), path
+    net = _build(get_spec(name))
+    load_backbone_weights(net, content, path)
+    return net, path

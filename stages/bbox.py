@@ -1,9 +1,11 @@
-"""Class-specific bounding-box regression on cached pool5 features (R-CNN appendix C and its release).
+"""Class-specific bounding-box regression on cached region features (R-CNN appendix C and its release):
+R-CNN's pool5, SPP-net's pyramid, each method's last pooled conv features before fc6.
 
 For class c, the training pairs are the regions (proposals and ground truths) whose best-overlapping object
-is of class c with IoU > 0.6; the targets are ``stages.geometry.encode_boxes`` of the region towards that
-object. As in the release, features are scaled to a mean L2 norm of 20, the targets are centred and
-whitened (multiplied by (Sigma + 0.001)^-1/2), and each target is fitted by ridge regression, lambda 1000.
+is of class c with IoU > 0.6 (``stages.matching.Matcher``); the targets are ``stages.geometry.encode_boxes``
+of the region towards that object. As in the release, features are scaled to a mean L2 norm of 20, the
+targets are centred and whitened (multiplied by (Sigma + 0.001)^-1/2), and each target is fitted by ridge
+regression, lambda 1000.
 """
 
 from __future__ import annotations
@@ -17,17 +19,11 @@ import torch
 
 from stages.atomic import atomic_path
 from stages.errors import UserError
-from stages.features import (
-    REGION_FEATURE,
-    FeatureCache,
-    features_path,
-    norm_sample,
-    require_feature,
-    scale_from_norms,
-)
+from stages.features import FeatureCache, norm_sample, require_feature, scale_from_norms
 from stages.geometry import encode_boxes
+from stages.matching import Matcher
 from stages.progress import SILENT, Progress
-from stages.runs import method_path, write_manifest
+from stages.runs import MethodLayout, write_manifest
 
 WHITENING_EPSILON = 0.001
 
@@ -38,17 +34,11 @@ class BboxOptions:
 
     alpha: float = 1000.0
     min_iou: float = 0.6
-    feature: str | None = None  # None: the method's region feature (R-CNN pool5, SPP-net the pyramid)
     target_norm: float = 20.0
     norm_sample_images: int = 200
     norm_sample_boxes: int = 200
     block_rows: int = 65536
     seed: int = 0
-
-
-def bbox_path(run: Path, method: str) -> Path:
-    """``RUN/<method>/bbox.npz``."""
-    return method_path(run, method, "bbox.npz")
 
 
 @dataclass(frozen=True)
@@ -96,15 +86,19 @@ class BboxSummary:
 
 
 def train_bbox(
-    run: Path, method: str, split: str, options: BboxOptions = BboxOptions(), progress: Progress = SILENT
+    method: MethodLayout,
+    feature: str,
+    split: str,
+    options: BboxOptions = BboxOptions(),
+    progress: Progress = SILENT,
 ) -> BboxSummary:
-    """Fit the regressors on ``RUN/<method>/features/<split>.h5``; write ``RUN/<method>/bbox.npz``."""
+    """Fit the regressors on ``feature`` of the method's cache of ``split``; write its ``bbox.npz``."""
     from sklearn.linear_model import Ridge
 
     started = time.perf_counter()
-    feature = options.feature or REGION_FEATURE[method]
-    source = features_path(run, method, split)
-    with FeatureCache.for_training(run, method, split) as cache:
+    source = method.features(split)
+    matcher = Matcher(options.min_iou, strictly_above=True)
+    with FeatureCache.of(method, split) as cache:
         require_feature(cache, feature)
         classes, dim = cache.classes, cache.dim(feature)
         sample = norm_sample(cache, options.norm_sample_images, options.norm_sample_boxes, options.seed)
@@ -113,10 +107,10 @@ def train_bbox(
         with progress.task("reading training pairs", len(cache.image_ids), "img") as advance:
             for indices, block in cache.blocks(columns, options.block_rows):
                 norms.extend(_sampled_norms(cache, indices, block[feature], sample))
-                best_iou = block["class_iou"].max(axis=1)
-                rows = best_iou > options.min_iou
+                matched = matcher(block["class_iou"])
+                rows = matched > 0
                 features.append(block[feature][rows].astype(np.float32))
-                labels.append(block["class_iou"][rows].argmax(axis=1) + 1)
+                labels.append(matched[rows])
                 targets.append(
                     encode_boxes(
                         torch.as_tensor(block["boxes"][rows]), torch.as_tensor(block["target_boxes"][rows])
@@ -156,7 +150,7 @@ def train_bbox(
                 predicted = regressors.deltas(features_all[mine] / scale, np.full(int(mine.sum()), c + 1))
                 errors[name] = float(np.abs(predicted - targets_all[mine]).mean())
             advance()
-    target = bbox_path(run, method)
+    target = method.bbox
     with atomic_path(target) as tmp, open(tmp, "wb") as file:
         np.savez(
             file,
@@ -169,7 +163,7 @@ def train_bbox(
     write_manifest(
         target,
         stage="train-bbox",
-        options={"method": method, "split": split, **asdict(options), "feature": feature},
+        options={"method": method.name, "split": split, **asdict(options), "feature": feature},
         inputs=[source],
         seconds=summary.seconds,
         results={"pairs": pairs, "training_mean_abs_error": errors, "feature_scale": scale},
@@ -189,9 +183,9 @@ def _sampled_norms(
     ]
 
 
-def load_bbox(run: Path, method: str, classes: tuple[str, ...]) -> BoxRegressors | None:
+def load_bbox(method: MethodLayout, classes: tuple[str, ...]) -> BoxRegressors | None:
     """The regressors of ``method``, or None when ``rcnn train-bbox`` has not been run."""
-    path = bbox_path(run, method)
+    path = method.bbox
     if not path.exists():
         return None
     try:

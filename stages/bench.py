@@ -12,14 +12,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 
+from stages.backbones import Backbone, Classifier, build_backbone
+from stages.datasets.records import Dataset
+from stages.devices import pick_device, synchronize
 from stages.errors import UserError
+from stages.features import CacheWriter, FeatureCache
+from stages.images import read_image, to_network_input
+from stages.matching import LabelledRegions
+from stages.methods.base import CachedFeatureMethod
+from stages.methods.fast.detector import FastDetector
+from stages.methods.fast.network import FastRcnn, compress, default_ranks, multitask_loss, pooling_rois
+from stages.methods.fast.sampling import pad_images
+from stages.methods.spp.network import SppClassifier, SppNet, scale_factors
 from stages.progress import SILENT, Progress
 from stages.proposals import ProposalOptions, search_many
-from stages.runs import manifest_path
-from stages.svm import svm_path
-from stages.voc import Dataset
+from stages.runs import RunLayout, manifest_path
+from stages.warp import warp_regions
 
 
 @dataclass(frozen=True)
@@ -36,10 +48,7 @@ class ThroughputRow:
 
 
 def bench_proposals(
-    dataset: Dataset,
-    images: int = 40,
-    options: ProposalOptions = ProposalOptions(),
-    progress: Progress = SILENT,
+    dataset: Dataset, images: int, options: ProposalOptions, progress: Progress = SILENT
 ) -> list[ThroughputRow]:
     """Selective search on the first ``images`` images of the split with 1 worker and with all cores.
 
@@ -73,7 +82,11 @@ class SvmMemoryRow:
 
 
 def bench_svm_memory(
-    run: Path, method: str, split: str, copies: Sequence[int] = (1, 4), progress: Progress = SILENT
+    run: RunLayout,
+    method: CachedFeatureMethod,
+    split: str,
+    copies: Sequence[int],
+    progress: Progress = SILENT,
 ) -> list[SvmMemoryRow]:
     """Train the SVMs, each time in a fresh process, on caches holding the split's images ``k`` times
     (renamed copies), and read the peak resident memory each process recorded in its manifest.
@@ -81,17 +94,12 @@ def bench_svm_memory(
     Streaming means the peak should not grow with the cache: only a block of images and the hard-negative
     caches are held in memory.
     """
-    from stages.features import CacheWriter, FeatureCache, features_path
-    from stages.regions import LabelledRegions
-
-    source = features_path(run, method, split)
-    command = f"rcnn extract-features --method {method} --split {split} --run {run}"
     results = []
     with tempfile.TemporaryDirectory(prefix="rcnn-bench-") as scratch:
         for k in copies:
-            scratch_run = Path(scratch) / f"x{k}"
-            target = features_path(scratch_run, method, split)
-            with FeatureCache(source, command) as cache:
+            scratch_run = RunLayout(Path(scratch) / f"x{k}")
+            target = method.files(scratch_run).features(split)
+            with FeatureCache.of(method.files(run), split) as cache:
                 columns = ["boxes", "gt_labels", "class_iou", "target_boxes", *cache.feature_points]
                 dims = {name: cache.dim(name) for name in cache.feature_points}
                 dtype = cache.h5[cache.feature_points[0]].dtype.name
@@ -110,9 +118,9 @@ def bench_svm_memory(
                 rows = int(writer.h5["offsets"][-1])
                 writer.finish({})
             started = time.perf_counter()
-            arguments = ["train-svm", "--method", method, "--run", str(scratch_run), "--split", split]
+            arguments = ["train-svm", "--method", method.name, "--run", str(scratch_run), "--split", split]
             subprocess.run([sys.executable, "-m", "rcnn_cli", *arguments], check=True, capture_output=True)
-            manifest = json.loads(manifest_path(svm_path(scratch_run, method)).read_text())
+            manifest = json.loads(manifest_path(method.files(scratch_run).svm).read_text())
             results.append(
                 SvmMemoryRow(
                     k,
@@ -154,10 +162,6 @@ def _prepared_images(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """The split's first ``images`` images resized to shorter side ``image_size``, with ``proposals``
     seeded random boxes each (the work does not depend on where boxes are)."""
-    import cv2
-
-    from stages.images import read_image
-
     rng = np.random.default_rng(seed)
     work = []
     for record in dataset.images[:images]:
@@ -170,55 +174,41 @@ def _prepared_images(
     return work
 
 
-def _synchronize(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _rcnn_seconds(net, image: np.ndarray, boxes: np.ndarray, device) -> tuple[float, float]:
+def _rcnn_seconds(
+    net: Backbone, image: np.ndarray, boxes: np.ndarray, device: torch.device
+) -> tuple[float, float]:
     """(conv, fc) seconds of R-CNN's features: warping and conv1..pool5 of every region, then fc6, fc7."""
-    import torch
-
-    from stages.images import to_network_input
-    from stages.warp import warp_regions
-
     conv = fc = 0.0
     tensor = to_network_input(image, device)
     for chunk in torch.as_tensor(boxes, device=device).split(256):
         started = time.perf_counter()
         crops = warp_regions(tensor, chunk, net.spec.input_size, net.spec.context_padding)
         pooled = net.pool5(net.conv(crops.contiguous(memory_format=torch.channels_last)))
-        _synchronize(device)
+        synchronize(device)
         middle = time.perf_counter()
         net.head(pooled)
-        _synchronize(device)
+        synchronize(device)
         conv, fc = conv + middle - started, fc + time.perf_counter() - middle
     return conv, fc
 
 
-def _spp_seconds(spp, image: np.ndarray, boxes: np.ndarray, scales, device) -> tuple[float, float]:
+def _spp_seconds(
+    spp: SppNet, image: np.ndarray, boxes: np.ndarray, scales: Sequence[int], device: torch.device
+) -> tuple[float, float]:
     """(conv, fc) seconds of SPP-net's features: conv5 once a scale, then the pyramids, fc6, fc7."""
-    import torch
-
-    from stages.sppnet import scale_factors
-
     factors = scale_factors(*image.shape[:2], scales)
     started = time.perf_counter()
     maps = spp.conv5(image, factors, device)
-    _synchronize(device)
+    synchronize(device)
     middle = time.perf_counter()
     spp.head(spp.pyramid(maps, torch.as_tensor(boxes, device=device), factors))
-    _synchronize(device)
+    synchronize(device)
     return middle - started, time.perf_counter() - middle
 
 
 def _timed(measure, work, label: str, progress: Progress) -> tuple[float, float]:
     """Mean (conv, fc) seconds an image of ``measure(image, boxes)``, after one untimed warm-up call on
     64 boxes (first-call allocations and kernel choice are not counted)."""
-    import torch
-
     with torch.no_grad():
         measure(work[0][0], work[0][1][:64])
         conv = fc = 0.0
@@ -232,12 +222,12 @@ def _timed(measure, work, label: str, progress: Progress) -> tuple[float, float]
 
 def bench_features(
     dataset: Dataset,
-    backbone: str = "zf5",
-    images: int = 5,
-    proposals: int = 2000,
-    image_size: int = 375,
-    scale_sets: Sequence[Sequence[int]] = ((688,), (480, 576, 688, 864, 1200)),
-    device: str = "auto",
+    backbone: str,
+    images: int,
+    proposals: int,
+    image_size: int,
+    scale_sets: Sequence[Sequence[int]],
+    device: str,
     seed: int = 0,
     progress: Progress = SILENT,
 ) -> list[FeatureTiming]:
@@ -246,12 +236,6 @@ def bench_features(
     Images are resized so their shorter side is ``image_size`` (VOC's are about 375 x 500). Weights are
     random: speed does not depend on them.
     """
-    import torch
-
-    from stages.backbones import build_backbone
-    from stages.images import pick_device
-    from stages.sppnet import SppNet
-
     torch.manual_seed(seed)
     chosen = pick_device(device)
     net = build_backbone(backbone).to(chosen).eval()
@@ -298,13 +282,13 @@ class MethodTiming:
 
 def bench_methods(
     dataset: Dataset,
-    backbone: str = "tiny",
-    images: int = 3,
-    proposals: int = 2000,
-    image_size: int = 600,
-    ranks: tuple[int | None, int | None] = (None, None),
-    steps: int = 3,
-    device: str = "auto",
+    backbone: str,
+    images: int,
+    proposals: int,
+    image_size: int,
+    ranks: tuple[int | None, int | None],
+    steps: int,
+    device: str,
     seed: int = 0,
     progress: Progress = SILENT,
 ) -> list[MethodTiming]:
@@ -316,16 +300,6 @@ def bench_methods(
     2 images and 128 RoIs end to end (conv2 and up). SPP-net's training also needs the pyramid cache of
     every training image (its test conv + pyramid time, see the table), R-CNN's the fc7 cache.
     """
-    import torch
-
-    from stages.backbones import Classifier, build_backbone
-    from stages.fast import FastDetector
-    from stages.fast_sampling import pad_images
-    from stages.fastrcnn import FastRcnn, compress, default_ranks, multitask_loss, pooling_rois
-    from stages.images import pick_device, to_network_input
-    from stages.sppnet import SppClassifier, SppNet
-    from stages.warp import warp_regions
-
     torch.manual_seed(seed)
     chosen = pick_device(device)
     work = _prepared_images(dataset, images, image_size, proposals, seed)
@@ -392,13 +366,13 @@ def bench_methods(
         with progress.task(f"training: {name}", steps + 1, "step") as advance:
             for k in range(steps + 1):
                 if k == 1:
-                    _synchronize(chosen)
+                    synchronize(chosen)
                     started = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
                 step().backward()
                 optimizer.step()
                 advance()
-            _synchronize(chosen)
+            synchronize(chosen)
         training[name] = (time.perf_counter() - started) / steps
     training["Fast R-CNN + SVD"] = training["Fast R-CNN"]
     return [MethodTiming(name, *timings[name], training[name]) for name in tests]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from stages.atomic import write_json
 from stages.errors import UserError
+from stages.postprocess import ImageDetections
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,20 @@ class Detections:
 
     def __len__(self) -> int:
         return len(self.scores)
+
+
+def detections_of(
+    image_ids: Sequence[str], found: Sequence[ImageDetections], classes: Sequence[str]
+) -> Detections:
+    """The detections of images ``image_ids`` (labels 1..C of ``classes``) as one set of columns."""
+    names = np.array(classes, dtype=object)
+    counts = [len(d) for d in found]
+    return Detections(
+        np.repeat(np.array(image_ids, dtype=object), counts),
+        names[np.concatenate([d.labels for d in found]).astype(np.int64) - 1] if found else names[:0],
+        np.concatenate([d.scores for d in found]).astype(np.float64) if found else np.zeros(0),
+        np.concatenate([d.boxes for d in found]).reshape(-1, 4) if found else np.zeros((0, 4), np.float32),
+    )
 
 
 def read_detections(path: Path) -> Detections:

@@ -12,19 +12,19 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 
 from stages.atomic import atomic_path, write_json
+from stages.datasets.records import Dataset
 from stages.detections import Detections
 from stages.errors import UserError
 from stages.geometry import box_iou
-from stages.voc import Dataset
 
 log = logging.getLogger("rcnn")
 
-Metric = Literal["voc07", "voc10"]
+METRICS = ("voc07", "voc10")
+"""VOC2007's 11-point interpolated AP, and VOC2010's area under the precision envelope."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class ClassResult:
 class Evaluation:
     """Per-class results and their mean over the classes that have positives."""
 
-    metric: Metric
+    metric: str
     iou_threshold: float
     classes: tuple[ClassResult, ...]
 
@@ -68,7 +68,7 @@ class Evaluation:
         }
 
 
-def average_precision(recall: np.ndarray, precision: np.ndarray, metric: Metric = "voc07") -> float:
+def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07") -> float:
     """AP from a PR curve (recall non-decreasing). voc07: mean of the best precision at recall >= t
     for t in 0, 0.1, ..., 1; voc10: area under the precision envelope."""
     recall = np.asarray(recall, dtype=np.float64)
@@ -82,7 +82,7 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, metric: Metric 
         envelope = np.maximum.accumulate(p[::-1])[::-1]
         steps = np.flatnonzero(r[1:] != r[:-1]) + 1
         return float(np.sum((r[steps] - r[steps - 1]) * envelope[steps]))
-    raise UserError(f"--metric {metric!r}: choose voc07 or voc10")
+    raise UserError(f"--metric {metric!r}: choose {' or '.join(METRICS)}")
 
 
 def _match_class(
@@ -118,7 +118,7 @@ def _match_class(
 
 
 def evaluate(
-    dataset: Dataset, detections: Detections, metric: Metric = "voc07", iou_threshold: float = 0.5
+    dataset: Dataset, detections: Detections, metric: str = "voc07", iou_threshold: float = 0.5
 ) -> Evaluation:
     """Evaluate ``detections`` on the annotated ``dataset``; classes must be the dataset's."""
     if not dataset.annotated:

@@ -1,4 +1,5 @@
-"""The feature cache: per-region features of a split in one HDF5 file, written incrementally, resumable.
+"""The feature cache of the methods that classify cached region features (R-CNN, SPP-net): per-region
+features of a split in one HDF5 file, written incrementally, resumable.
 
 ``RUN/<method>/features/<split>.h5`` holds, for every image of the split in split order, its non-difficult
 ground-truth boxes followed by its proposals (schema in the README):
@@ -23,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -30,26 +32,19 @@ import torch
 from torch.utils.data import Dataset as TorchDataset
 
 from stages.atomic import atomic_path, ensure_folder
+from stages.datasets.records import Dataset
 from stages.errors import UserError
 from stages.images import read_image
+from stages.matching import LabelledRegions, label_regions
 from stages.progress import Progress
-from stages.regions import LabelledRegions, label_regions
-from stages.runs import proposals_path, write_manifest
-from stages.voc import Dataset
+from stages.runs import MethodLayout, write_manifest
 
 log = logging.getLogger("rcnn")
 
 FORMAT = "rcnn-toolkit/features"
 SCHEMA_VERSION = 1
-REGION_FEATURE = {"rcnn": "pool5", "spp": "pyramid"}
-"""The feature each method's box regressors read: the last pooled conv features before fc6."""
 CHUNK_BYTES = 1 << 20  # about 1 MiB a chunk, within HDF5's default chunk cache
 _REGION_COLUMNS = ("boxes", "gt_labels", "class_iou", "target_boxes")
-
-
-def features_path(run: Path, method: str, split: str) -> Path:
-    """``RUN/<method>/features/<split>.h5``."""
-    return Path(run) / method / "features" / f"{split}.h5"
 
 
 class CacheWriter:
@@ -238,10 +233,10 @@ class FeatureCache:
             ) from None
 
     @classmethod
-    def for_training(cls, run: Path, method: str, split: str) -> FeatureCache:
-        """``RUN/<method>/features/<split>.h5``; a missing file names the command that makes it."""
-        command = f"rcnn extract-features --method {method} --split {split} --run {run}"
-        return cls(features_path(run, method, split), command)
+    def of(cls, method: MethodLayout, split: str) -> FeatureCache:
+        """The method's cache of ``split``; a missing file names the command that makes it."""
+        command = f"rcnn extract-features --method {method.name} --split {split} --run {method.run}"
+        return cls(method.features(split), command)
 
     def __enter__(self) -> FeatureCache:
         return self
@@ -322,6 +317,9 @@ def feature_scale(
 
 @dataclass(frozen=True)
 class ExtractSummary:
+    """What an extraction wrote: images in the cache, images computed now, regions, file size, and the
+    seconds of the extraction proper (``images_per_second`` is its rate)."""
+
     path: Path
     images: int
     computed: int
@@ -334,10 +332,41 @@ class ExtractSummary:
         return self.computed / self.seconds if self.seconds else 0.0
 
 
+@dataclass(frozen=True)
+class CacheOptions:
+    """What every feature extraction's options share: the stored precision (float16 by default: half the
+    disk, and the SVMs and regressors do not notice), DataLoader workers and the device."""
+
+    dtype: str = "float16"
+    workers: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise UserError(f"--dtype {self.dtype}: choose float16 or float32")
+
+
+@dataclass(frozen=True)
+class CacheRecipe:
+    """What a cache holds and what made it.
+
+    stamp: identifies the settings and inputs the features depend on (a partial file with another stamp
+    is started over); feature_dims: feature point -> width; dtype: stored precision; attrs: recorded in
+    the file and in the manifest's results; options, inputs: the manifest's.
+    """
+
+    stamp: Mapping[str, Any]
+    feature_dims: Mapping[str, int]
+    dtype: str
+    attrs: Mapping[str, Any]
+    options: Mapping[str, Any]
+    inputs: Sequence[Path]
+
+
 class _LabelledImages(TorchDataset):
     """Image i of the split, decoded and labelled against its proposals (in a DataLoader worker)."""
 
-    def __init__(self, dataset: Dataset, proposals: dict[str, np.ndarray], first: int):
+    def __init__(self, dataset: Dataset, proposals: Mapping[str, np.ndarray], first: int):
         self.records, self.proposals, self.first = dataset.images, proposals, first
         self.num_classes = len(dataset.classes)
 
@@ -350,38 +379,39 @@ class _LabelledImages(TorchDataset):
         return self.first + index, read_image(record.path), regions
 
 
-def extract_to_cache(
+RegionFeatures = Callable[[np.ndarray, np.ndarray], Mapping[str, torch.Tensor]]
+"""``(image (H, W, 3) uint8, boxes (N, 4)) -> {feature point: (N, D)}``: a method's region features."""
+
+
+def fill_cache(
     dataset: Dataset,
-    run: Path,
-    method: str,
-    extractor: Callable[[np.ndarray, np.ndarray], Mapping[str, torch.Tensor]],
-    proposals: dict[str, np.ndarray],
-    stamp: Mapping,
-    feature_dims: Mapping[str, int],
-    dtype: str,
+    proposals: Mapping[str, np.ndarray],
+    target: Path,
+    recipe: CacheRecipe,
+    extractor: RegionFeatures,
+    *,
     workers: int,
     description: str,
     progress: Progress,
-    started: float,
-    *,
-    manifest_options: Mapping,
-    inputs: Sequence[Path],
-    attrs: Mapping | None = None,
-) -> ExtractSummary:
-    """Write ``RUN/<method>/features/<split>.h5``: every image's regions through ``extractor`` (image,
-    boxes -> {feature point: (N, D)}), images decoded and labelled by ``workers`` DataLoader processes,
-    written one image at a time and resumed after the last complete one."""
+) -> tuple[int, float]:
+    """Write every image's regions through ``extractor`` to the cache ``target``, images decoded and
+    labelled by ``workers`` DataLoader processes, one image at a time, resuming after the last complete
+    one. Returns (images computed now, their seconds)."""
     from torch.utils.data import DataLoader
 
-    target = features_path(run, method, dataset.split)
     writer = CacheWriter(
-        target, stamp, dataset.classes, feature_dims, dtype, [r.image_id for r in dataset.images]
+        target,
+        recipe.stamp,
+        dataset.classes,
+        recipe.feature_dims,
+        recipe.dtype,
+        [r.image_id for r in dataset.images],
     )
     first = writer.images_done
     if first:
         log.info("resuming: %d of %d images already cached", first, len(dataset))
     loader = DataLoader(_LabelledImages(dataset, proposals, first), batch_size=None, num_workers=workers)
-    extract_started = time.perf_counter()
+    started = time.perf_counter()
     try:
         with progress.task(description, len(dataset), "img") as advance:
             advance(first)
@@ -390,57 +420,41 @@ def extract_to_cache(
                 writer.append(
                     dataset.images[index].image_id,
                     regions,
-                    {name: values.numpy().astype(dtype) for name, values in features.items()},
+                    {name: values.numpy().astype(recipe.dtype) for name, values in features.items()},
                 )
                 advance(1, boxes=len(regions.boxes))
     except BaseException:
         writer.close()
         raise
-    path = writer.finish(dict(attrs or {}))
-    return record_extraction(
-        path,
-        dataset,
-        run,
-        len(dataset) - first,
-        time.perf_counter() - extract_started,
-        started,
-        manifest_options=manifest_options,
-        inputs=inputs,
-        attrs=attrs,
-    )
+    writer.finish(recipe.attrs)
+    return len(dataset) - first, time.perf_counter() - started
 
 
-def record_extraction(
-    path: Path,
+def finish_cache(
+    target: Path,
     dataset: Dataset,
-    run: Path,
+    recipe: CacheRecipe,
+    *,
     computed: int,
     extract_seconds: float,
-    started: float,
-    *,
-    manifest_options: Mapping,
-    inputs: Sequence[Path],
-    attrs: Mapping | None = None,
-    earlier_seconds: float = 0.0,
+    seconds: float,
 ) -> ExtractSummary:
-    """Write a finished cache's manifest (options, inputs, time, size) and summarise it. A pass that
-    extended an earlier cache (``add_feature_point``) adds that cache's ``earlier_seconds``, so the
-    manifest's seconds stay the time the whole artifact took."""
-    with h5py.File(path, "r") as h5:
+    """Write a finished cache's manifest (``seconds``: the whole artifact's time) and summarise it."""
+    with h5py.File(target, "r") as h5:
         rows = int(h5["offsets"][-1])
-    summary = ExtractSummary(path, len(dataset), computed, rows, path.stat().st_size, extract_seconds)
+    summary = ExtractSummary(target, len(dataset), computed, rows, target.stat().st_size, extract_seconds)
     write_manifest(
-        path,
+        target,
         stage="extract-features",
-        options=dict(manifest_options),
-        inputs=[*inputs, proposals_path(run, dataset.split)],
-        seconds=earlier_seconds + time.perf_counter() - started,
+        options=recipe.options,
+        inputs=list(recipe.inputs),
+        seconds=seconds,
         results={
             "images": len(dataset),
             "images_computed": computed,
             "rows": rows,
             "bytes": summary.bytes,
-            **dict(attrs or {}),
+            **dict(recipe.attrs),
         },
     )
     return summary

@@ -42,6 +42,11 @@ def clip_boxes(boxes: np.ndarray, height: int, width: int) -> np.ndarray:
     return clipped
 
 
+def flip_boxes(boxes: np.ndarray, width: int) -> np.ndarray:
+    """(K, 4) boxes of an image ``width`` wide, mirrored left to right."""
+    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
+
+
 def nonempty(boxes: np.ndarray) -> np.ndarray:
     """(K,) bool: boxes with positive width and height."""
     boxes = np.asarray(boxes).reshape(-1, 4)

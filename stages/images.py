@@ -48,19 +48,6 @@ def resized_input(image: np.ndarray, factor: float, device: torch.device | str =
     ]
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: the first CUDA device when there is one, else the CPU; otherwise the named device."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name!r}: not a device name (auto, cpu, cuda, cuda:1, ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
 class ImageCache:
     """Decoded images by path, least recently used dropped beyond ``max_bytes`` (one per process)."""
 

@@ -26,11 +26,12 @@ import numpy as np
 
 from stages import selective_search
 from stages.atomic import atomic_path, ensure_folder, write_json
+from stages.datasets.records import Dataset, ImageRecord
+from stages.datasets.voc import split_file
 from stages.errors import UserError
 from stages.geometry import box_iou, clip_boxes, first_unique, nonempty, xywh_to_boxes
 from stages.progress import SILENT, Progress
-from stages.runs import proposals_path, write_manifest
-from stages.voc import Dataset, ImageRecord
+from stages.runs import RunLayout, require_artifact, write_manifest
 
 log = logging.getLogger("rcnn")
 
@@ -187,6 +188,19 @@ def read_proposals(path: Path) -> dict[str, np.ndarray]:
     return {image_id: boxes[offsets[i] : offsets[i + 1]] for i, image_id in enumerate(ids)}
 
 
+def load_proposals(run: RunLayout, dataset: Dataset) -> dict[str, np.ndarray]:
+    """The split's proposals, checked to cover every image of ``dataset``."""
+    path = run.proposals(dataset.split)
+    require_artifact(path, f"rcnn propose --data {dataset.root} --split {dataset.split} --run {run}")
+    proposals = read_proposals(path)
+    missing = [r.image_id for r in dataset.images if r.image_id not in proposals]
+    if missing:
+        raise UserError(
+            f"{path}: no proposals for {len(missing)} images (first: {missing[0]}); rerun propose"
+        )
+    return proposals
+
+
 def proposal_recall(
     dataset: Dataset, boxes: dict[str, np.ndarray], thresholds: Sequence[float] = (0.5, 0.7)
 ) -> dict[str, float]:
@@ -202,18 +216,28 @@ def proposal_recall(
     return {f"{t:g}": float((best_all >= t).mean()) for t in thresholds}
 
 
+@dataclass(frozen=True)
+class _Found:
+    """The boxes a stage found (image id -> (K, 4)), the problems it skipped, and how many images it
+    computed in how many seconds."""
+
+    boxes: dict[str, np.ndarray]
+    skipped: list[str]
+    computed: int
+    seconds: float
+
+
 def propose(
     dataset: Dataset,
-    run: Path,
+    run: RunLayout,
     options: ProposalOptions = ProposalOptions(),
     skip_bad: bool = False,
     progress: Progress = SILENT,
 ) -> ProposalSummary:
-    """Run selective search on every image of ``dataset`` and write ``RUN/proposals/<split>.h5``."""
+    """Run selective search on every image of ``dataset`` and write the run's proposals of its split."""
     started = time.perf_counter()
-    target = proposals_path(run, dataset.split)
     shard_options = {**asdict(options), "workers": None, "root": str(dataset.root)}
-    shards = _Shards(target.parent / f".{dataset.split}.parts", shard_options)
+    shards = _Shards(run.proposal_shards(dataset.split), shard_options)
     boxes = shards.load()
     todo = [r for r in dataset.images if r.image_id not in boxes]
     if boxes:
@@ -235,48 +259,37 @@ def propose(
                 advance()
         finally:
             shards.flush()
-    search_seconds = time.perf_counter() - search_started
-    kept = [r for r in dataset.images if r.image_id in boxes]
-    return _finish(
-        target,
-        dataset,
-        kept,
-        boxes,
-        options,
-        skipped,
-        started,
-        computed=len(todo) - len(skipped),
-        search_seconds=search_seconds,
-        source="selective_search",
-        parts=shards.folder,
-    )
+    found = _Found(boxes, skipped, len(todo) - len(skipped), time.perf_counter() - search_started)
+    summary = _finish(run, dataset, options, found, started, source="selective_search")
+    shutil.rmtree(shards.folder, ignore_errors=True)
+    return summary
 
 
 def _finish(
-    target: Path,
+    run: RunLayout,
     dataset: Dataset,
-    kept: list[ImageRecord],
-    boxes: dict[str, np.ndarray],
     options: ProposalOptions,
-    skipped: list[str],
+    found: _Found,
     started: float,
     *,
-    computed: int,
-    search_seconds: float,
     source: str,
     inputs: Sequence[Path] = (),
-    parts: Path | None = None,
 ) -> ProposalSummary:
-    if skipped:
-        log.warning("skipped %d unreadable images (--skip-bad): %s", len(skipped), "; ".join(skipped))
+    """Write the proposals file of the images with boxes, in split order, and its manifest."""
+    target = run.proposals(dataset.split)
+    if found.skipped:
+        log.warning(
+            "skipped %d unreadable images (--skip-bad): %s", len(found.skipped), "; ".join(found.skipped)
+        )
+    kept = [r for r in dataset.images if r.image_id in found.boxes]
     if not kept:
         raise UserError(f"{target}: no image of split {dataset.split!r} could be searched")
-    recall = proposal_recall(dataset, boxes) if dataset.annotated else None
-    per_image = float(np.mean([len(boxes[r.image_id]) for r in kept]))
+    recall = proposal_recall(dataset, found.boxes) if dataset.annotated else None
+    per_image = float(np.mean([len(found.boxes[r.image_id]) for r in kept]))
     write_proposals(
         target,
         kept,
-        boxes,
+        found.boxes,
         {
             "split": dataset.split,
             "source": source,
@@ -284,31 +297,29 @@ def _finish(
             **{k: v for k, v in asdict(options).items() if k != "workers"},
         },
     )
-    rate = computed / search_seconds if computed and search_seconds > 0 else 0.0
+    rate = found.computed / found.seconds if found.computed and found.seconds > 0 else 0.0
     seconds = time.perf_counter() - started
     results = {
         "images": len(kept),
-        "computed": computed,
+        "computed": found.computed,
         "boxes_per_image": round(per_image, 1),
         "recall": recall,
         "images_per_second": round(rate, 3),
-        "skipped": skipped,
+        "skipped": found.skipped,
     }
     write_manifest(
         target,
         stage="propose",
         options={**asdict(options), "source": source},
-        inputs=[dataset.root / "ImageSets" / "Main" / f"{dataset.split}.txt", *inputs],
+        inputs=[split_file(dataset.root, dataset.split), *inputs],
         seconds=seconds,
         results=results,
     )
-    if parts is not None:
-        shutil.rmtree(parts, ignore_errors=True)
-    return ProposalSummary(target, len(kept), computed, per_image, recall, seconds, rate, skipped)
+    return ProposalSummary(target, len(kept), found.computed, per_image, recall, seconds, rate, found.skipped)
 
 
 def import_mat(
-    dataset: Dataset, run: Path, mat_file: Path, options: ProposalOptions = ProposalOptions()
+    dataset: Dataset, run: RunLayout, mat_file: Path, options: ProposalOptions = ProposalOptions()
 ) -> ProposalSummary:
     """Import precomputed proposals from a .mat file of the original Fast R-CNN release.
 
@@ -340,19 +351,8 @@ def import_mat(
         xyxy[:, :2] -= 1.0  # 1-based inclusive -> 0-based continuous
         clipped = clip_boxes(xyxy, record.height, record.width)
         boxes[record.image_id] = filter_boxes(clipped, options.min_size, options.max_boxes)
-    return _finish(
-        proposals_path(run, dataset.split),
-        dataset,
-        list(dataset.images),
-        boxes,
-        options,
-        [],
-        started,
-        computed=0,
-        search_seconds=0.0,
-        source="import",
-        inputs=[Path(mat_file)],
-    )
+    found = _Found(boxes, [], computed=0, seconds=0.0)
+    return _finish(run, dataset, options, found, started, source="import", inputs=[Path(mat_file)])
 
 
 def _read_mat(path: Path) -> tuple[list[str] | None, list[np.ndarray]]:

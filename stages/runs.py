@@ -1,13 +1,22 @@
-"""The run folder: where each stage finds its inputs and writes its artifacts, with a manifest beside each.
+"""The run folder: the one place that knows where every artifact of a run lives, and the manifest
+written beside each.
 
 Layout (``RUN`` defaults to ``runs/default``)::
 
     RUN/proposals/<split>.h5                 selective-search (or imported) boxes
-    RUN/proposals/<split>.manifest.json
-    RUN/<method>/...                         the stages of one detector (rcnn, spp, fast)
+    RUN/proposals/.<split>.parts/            finished shards of an interrupted search
+    RUN/backbone.pt                          the pre-trained backbone; RUN/pretrain/ its checkpoint and log
+    RUN/<method>/finetune/model.pt           a detector's network; checkpoint.pt and log.csv beside it
+    RUN/<method>/compressed/model.pt         its truncated-SVD form (Fast R-CNN)
+    RUN/<method>/features/<split>.h5         the feature cache (R-CNN, SPP-net)
+    RUN/<method>/svm.npz, bbox.npz           SVMs and box regressors (R-CNN, SPP-net)
+    RUN/<method>/detections/<split>.json     detections of a split; <split>.svd.json for the compressed model
+    RUN/<method>/eval/<split>.json           their evaluation, and <split>.pr.png
+    RUN/<method>/detect/                     ``rcnn detect``'s pictures and JSON
+    <every artifact>.manifest.json           how it was made
 
 A manifest records the resolved options, the inputs read (size and mtime), library versions, timings and
-results, so a later stage can tell whether its inputs exist and were made with compatible settings.
+results, so a later stage can tell whether its inputs exist and the report can add up the time spent.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ import json
 import platform
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -27,15 +37,116 @@ from stages.errors import UserError
 MANIFEST_SUFFIX = ".manifest.json"
 
 
+@dataclass(frozen=True)
+class TrainingFiles:
+    """What a training stage writes: the model, and in its folder the checkpoint and the loss log."""
+
+    model: Path
+    checkpoint: Path
+    log: Path
+
+
+def _training_files(model: Path, folder: Path) -> TrainingFiles:
+    return TrainingFiles(model, folder / "checkpoint.pt", folder / "log.csv")
+
+
+@dataclass(frozen=True)
+class MethodLayout:
+    """``RUN/<name>/``: the artifacts of one detector."""
+
+    run: Path
+    name: str
+
+    @property
+    def root(self) -> Path:
+        return self.run / self.name
+
+    @property
+    def finetune(self) -> TrainingFiles:
+        """``finetune/model.pt``, with ``checkpoint.pt`` and ``log.csv`` beside it."""
+        folder = self.root / "finetune"
+        return _training_files(folder / "model.pt", folder)
+
+    @property
+    def compressed(self) -> Path:
+        """``compressed/model.pt``: the truncated-SVD network."""
+        return self.root / "compressed" / "model.pt"
+
+    def features(self, split: str) -> Path:
+        """``features/<split>.h5``: the split's feature cache."""
+        return self.root / "features" / f"{split}.h5"
+
+    @property
+    def svm(self) -> Path:
+        return self.root / "svm.npz"
+
+    @property
+    def bbox(self) -> Path:
+        return self.root / "bbox.npz"
+
+    def detections(self, split: str, compressed: bool = False) -> Path:
+        """``detections/<split>.json`` (``<split>.svd.json`` for the compressed model)."""
+        return self.root / "detections" / f"{_evaluation_name(split, compressed)}.json"
+
+    def results(self, split: str, compressed: bool = False) -> Path:
+        """``eval/<split>.json`` (``<split>.svd.json`` for the compressed model): the evaluation."""
+        return self.root / "eval" / f"{_evaluation_name(split, compressed)}.json"
+
+    def pr_curves(self, split: str, compressed: bool = False) -> Path:
+        """``eval/<split>.pr.png`` (``<split>.svd.pr.png``): the evaluation's PR curves."""
+        return self.root / "eval" / f"{_evaluation_name(split, compressed)}.pr.png"
+
+    def evaluations(self) -> list[Path]:
+        """Every evaluation results file of the method, sorted."""
+        return sorted(p for p in (self.root / "eval").glob("*.json") if not p.name.endswith(MANIFEST_SUFFIX))
+
+    @property
+    def detect(self) -> Path:
+        """``detect/``: where ``rcnn detect`` writes by default."""
+        return self.root / "detect"
+
+
+def _evaluation_name(split: str, compressed: bool) -> str:
+    return f"{split}.svd" if compressed else split
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """A run folder: every artifact path of a run is a property or method of this object."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def proposals(self, split: str) -> Path:
+        """``proposals/<split>.h5``."""
+        return self.root / "proposals" / f"{split}.h5"
+
+    def proposal_shards(self, split: str) -> Path:
+        """``proposals/.<split>.parts/``: finished shards of an interrupted search."""
+        return self.root / "proposals" / f".{split}.parts"
+
+    @property
+    def pretrain(self) -> TrainingFiles:
+        """``backbone.pt``, with its checkpoint and log in ``pretrain/``."""
+        return _training_files(self.root / "backbone.pt", self.root / "pretrain")
+
+    def method(self, name: str) -> MethodLayout:
+        """``<name>/``: the artifacts of one detector."""
+        return MethodLayout(self.root, name)
+
+    def manifests(self) -> list[Path]:
+        """Every manifest in the run folder."""
+        return sorted(self.root.rglob(f"*{MANIFEST_SUFFIX}"))
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+
 def manifest_path(artifact: Path) -> Path:
     """The manifest that sits beside ``artifact`` (``x.h5`` -> ``x.manifest.json``)."""
-    artifact = Path(artifact)
-    return artifact.with_suffix(MANIFEST_SUFFIX)
-
-
-def proposals_path(run: Path, split: str) -> Path:
-    """``RUN/proposals/<split>.h5``."""
-    return Path(run) / "proposals" / f"{split}.h5"
+    return Path(artifact).with_suffix(MANIFEST_SUFFIX)
 
 
 def describe_input(path: Path) -> dict[str, Any]:
@@ -89,36 +200,29 @@ def write_manifest(
     return target
 
 
-def require_artifact(artifact: Path, command: str, expect: Mapping[str, Any] | None = None) -> dict:
-    """Check that ``artifact`` exists (with its manifest) and was made with the ``expect``-ed options.
+def read_manifest(artifact: Path) -> dict | None:
+    """The manifest beside ``artifact``, or None when there is none."""
+    path = manifest_path(artifact)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable manifest ({exc})") from None
 
-    Returns the manifest. Raises UserError naming the artifact and the command that makes it.
+
+def require_artifact(artifact: Path, command: str) -> dict:
+    """Check that ``artifact`` exists with its manifest; return the manifest.
+
+    Raises UserError naming the artifact and the command that makes it.
     """
     artifact = Path(artifact)
     if not artifact.exists():
         raise UserError(f"{artifact}: not found; make it with `{command}`")
     path = manifest_path(artifact)
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path}: manifest missing; remake {artifact.name} with `{command}`") from None
     except (OSError, ValueError) as exc:
         raise UserError(f"{path}: unreadable manifest ({exc}); remake it with `{command}`") from None
-    made_with = manifest.get("options", {})
-    for key, wanted in (expect or {}).items():
-        if made_with.get(key) != wanted:
-            raise UserError(
-                f"{artifact}: made with {key}={made_with.get(key)!r}, this needs {key}={wanted!r}; "
-                f"remake it with `{command}`"
-            )
-    return manifest
-
-
-def backbone_path(run: Path) -> Path:
-    """``RUN/backbone.pt``: the pre-trained backbone (``rcnn pretrain``)."""
-    return Path(run) / "backbone.pt"
-
-
-def method_path(run: Path, method: str, *parts: str) -> Path:
-    """``RUN/<method>/<parts...>``: where a detector's stages keep their artifacts."""
-    return Path(run, method, *parts)

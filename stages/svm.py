@@ -25,9 +25,9 @@ import numpy as np
 
 from stages.atomic import atomic_path
 from stages.errors import UserError
-from stages.features import FeatureCache, feature_scale, features_path
+from stages.features import FeatureCache, feature_scale
 from stages.progress import SILENT, Progress
-from stages.runs import method_path, write_manifest
+from stages.runs import MethodLayout, write_manifest
 
 log = logging.getLogger("rcnn")
 
@@ -49,11 +49,6 @@ class SvmOptions:
     feature: str = "fc7"
     block_rows: int = 65536
     seed: int = 0
-
-
-def svm_path(run: Path, method: str) -> Path:
-    """``RUN/<method>/svm.npz``."""
-    return method_path(run, method, "svm.npz")
 
 
 def training_roles(
@@ -134,12 +129,12 @@ def _peak_rss_mb() -> float:
 
 
 def train_svms(
-    run: Path, method: str, split: str, options: SvmOptions = SvmOptions(), progress: Progress = SILENT
+    method: MethodLayout, split: str, options: SvmOptions = SvmOptions(), progress: Progress = SILENT
 ) -> SvmSummary:
-    """Train one SVM a class on ``RUN/<method>/features/<split>.h5``; write ``RUN/<method>/svm.npz``."""
+    """Train one SVM a class on the method's feature cache of ``split``; write its ``svm.npz``."""
     started = time.perf_counter()
-    source = features_path(run, method, split)
-    with FeatureCache.for_training(run, method, split) as cache:
+    source = method.features(split)
+    with FeatureCache.of(method, split) as cache:
         scale = feature_scale(
             cache,
             options.feature,
@@ -171,7 +166,7 @@ def train_svms(
                     if due and len(class_cache.negatives) and len(class_cache.positives):
                         weights[c], biases[c] = _retrain(class_cache, options)
                 advance(1, negatives=sum(len(c.negatives) for c in caches))
-    target = svm_path(run, method)
+    target = method.svm
     with atomic_path(target) as tmp, open(tmp, "wb") as file:
         np.savez(
             file,
@@ -194,7 +189,7 @@ def train_svms(
     write_manifest(
         target,
         stage="train-svm",
-        options={"method": method, "split": split, **asdict(options)},
+        options={"method": method.name, "split": split, **asdict(options)},
         inputs=[source],
         seconds=summary.seconds,
         results={
@@ -245,14 +240,16 @@ class SvmModel:
         return (np.asarray(features, np.float32) * self.feature_scale) @ self.weights.T + self.biases
 
 
-def load_svms(run: Path, method: str) -> SvmModel:
-    """The SVMs ``rcnn train-svm`` wrote for ``method``."""
-    path = svm_path(run, method)
+def load_svms(method: MethodLayout, classes: tuple[str, ...] | None = None) -> SvmModel:
+    """The SVMs ``rcnn train-svm`` wrote for ``method``, checked against ``classes`` when given."""
+    path = method.svm
     if not path.exists():
-        raise UserError(f"{path}: not found; make it with `rcnn train-svm --method {method} --run {run}`")
+        raise UserError(
+            f"{path}: not found; make it with `rcnn train-svm --method {method.name} --run {method.run}`"
+        )
     try:
         with np.load(path, allow_pickle=False) as content:
-            return SvmModel(
+            svms = SvmModel(
                 content["weights"],
                 content["biases"],
                 float(content["feature_scale"]),
@@ -261,3 +258,9 @@ def load_svms(run: Path, method: str) -> SvmModel:
             )
     except (OSError, KeyError, ValueError) as exc:
         raise UserError(f"{path}: unreadable SVM file ({exc}); rerun train-svm") from None
+    if classes is not None and svms.classes != tuple(classes):
+        raise UserError(
+            f"{path}: trained on classes {', '.join(svms.classes)}, not {', '.join(classes)}; "
+            "pass --classes or retrain"
+        )
+    return svms

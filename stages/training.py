@@ -1,29 +1,33 @@
-"""The SGD solver every training stage shares: Caffe-style learning-rate multipliers, step schedule,
-checkpoints that resume where a run stopped, and a CSV log of losses beside the checkpoint.
+"""How every network is trained: the shared SGD solver (Caffe-style learning-rate multipliers, step
+schedule, checkpoints that resume where a run stopped, a CSV log of losses) and the frame around it that
+pre-training and the three fine-tunings share (``TrainingOptions``, ``TrainingStage``).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import logging
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
 
 from stages.atomic import atomic_path
+from stages.devices import pick_device
 from stages.errors import UserError
 from stages.progress import SILENT, Progress
+from stages.runs import TrainingFiles, write_manifest
 
 log = logging.getLogger("rcnn")
-
-CHECKPOINT = "checkpoint.pt"
-LOG = "log.csv"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,46 @@ class Solver:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not self.learning_rate > 0:
             raise UserError("--learning-rate must be positive")
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What every training stage's options share: the solver's settings, checkpoints, seed and device.
+
+    Each stage subclasses it with its paper's defaults and its own fields.
+    """
+
+    iterations: int = 40000
+    learning_rate: float = 0.001
+    step: int = 20000
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device")
+    """Fields that do not shape the weights a run ends with: a checkpoint resumes across changes to them
+    (more iterations extend a finished run)."""
+
+    def __post_init__(self) -> None:
+        self.solver()  # the solver checks its settings: bad ones fail here, before any work
+
+    def solver(self) -> Solver:
+        return Solver(
+            self.iterations,
+            self.learning_rate,
+            self.step,
+            self.gamma,
+            self.momentum,
+            self.weight_decay,
+            self.checkpoint_every,
+        )
+
+    def resume_stamp(self) -> dict[str, Any]:
+        """The options a checkpoint must have been made with to be continued."""
+        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
 
 
 def parameter_groups(parts: list[tuple[nn.Module, float, float]], weight_decay: float) -> list[dict]:
@@ -76,9 +120,30 @@ def classification_step(model: nn.Module, device: torch.device) -> Step:
     return step
 
 
+class _Iterations(TorchDataset):
+    def __init__(self, make: Callable[[int], object], start: int, stop: int):
+        self.make, self.start, self.stop = make, start, stop
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index: int):
+        return self.make(self.start + index)
+
+
+def iteration_batches(
+    make: Callable[[int], object], start: int, stop: int, workers: int, pin_memory: bool = False
+) -> Iterator:
+    """The batches ``make(start) .. make(stop - 1)``, made by ``workers`` DataLoader processes (0: here)."""
+    loader = DataLoader(
+        _Iterations(make, start, stop), batch_size=None, num_workers=workers, pin_memory=pin_memory
+    )
+    return iter(loader)
+
+
 def train(
     *,
-    folder: Path,
+    files: TrainingFiles,
     model: nn.Module,
     groups: list[dict],
     solver: Solver,
@@ -94,14 +159,13 @@ def train(
 
     ``batches(start)`` yields the mini-batches of iterations start, start + 1, ...; they must depend only
     on the iteration, so a resumed run sees the batches an uninterrupted one would have.
-    ``FOLDER/checkpoint.pt`` is written every ``solver.checkpoint_every`` iterations and at the end; with
-    ``resume`` a checkpoint made with the same ``stamp`` (the options that shape the result) is continued.
-    In a data-parallel run every process trains and only the one with ``writer`` writes files.
+    ``files.checkpoint`` is written every ``solver.checkpoint_every`` iterations and at the end, with the
+    log beside it; with ``resume`` a checkpoint made with the same ``stamp`` (the options that shape the
+    result) is continued. In a data-parallel run every process trains and only the ``writer`` writes files.
     """
-    folder = Path(folder)
     optimizer = torch.optim.SGD(groups, lr=solver.learning_rate, momentum=solver.momentum)
     start, rows = 0, []
-    checkpoint = folder / CHECKPOINT
+    checkpoint = files.checkpoint
     stamp = {**dict(stamp), "solver": {k: v for k, v in asdict(solver).items() if k != "iterations"}}
     if resume and checkpoint.exists():
         start, rows = _restore(checkpoint, model, optimizer, stamp)
@@ -133,7 +197,7 @@ def train(
             )
             if writer and (done % solver.checkpoint_every == 0 or done == solver.iterations):
                 _save(checkpoint, model, optimizer, stamp, done, rows)
-                _write_log(folder / LOG, rows)
+                _write_log(files.log, rows)
     return rows
 
 
@@ -186,3 +250,124 @@ def _write_log(path: Path, rows: list[dict]) -> None:
         )
     with atomic_path(path) as tmp:
         tmp.write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def weight_digest(model: nn.Module) -> str:
+    """SHA-256 of every parameter and buffer, in state-dict order: equal digests, equal weights."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainingSummary:
+    """What a training stage did: the model it wrote, what it learnt from (``trained_on``: counts such as
+    ``{"windows": ..., "foreground_windows": ...}``), the last logged loss and accuracy, and its time.
+    ``writer`` is False on the processes of a data-parallel run that wrote nothing (rank > 0)."""
+
+    path: Path
+    trained_on: dict[str, int]
+    iterations: int
+    final_loss: float
+    final_accuracy: float
+    seconds: float
+    processes: int = 1
+    writer: bool = True
+
+
+class TrainingStage:
+    """The frame every training stage runs in, around its own model and mini-batches.
+
+    Made at the start of a stage, it seeds torch's generator and picks the device; ``train`` runs the
+    solver from the options with checkpoints (resumed with ``resume``) and ``finish`` writes the model's
+    manifest and sums up the run. In a data-parallel run (``rank``, ``world_size``) only rank 0 shows
+    progress and writes files.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        options: TrainingOptions,
+        files: TrainingFiles,
+        *,
+        method: str | None = None,
+        resume: bool = True,
+        progress: Progress = SILENT,
+        device: torch.device | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.started = time.perf_counter()
+        self.stage, self.options, self.files, self.method = stage, options, files, method
+        self.resume, self.progress = resume, progress
+        self.rank, self.world_size = rank, world_size
+        torch.manual_seed(options.seed)
+        self.device = device if device is not None else pick_device(options.device)
+        self.rows: list[dict] = []
+
+    @property
+    def writer(self) -> bool:
+        return self.rank == 0
+
+    def train(
+        self,
+        model: nn.Module,
+        groups: list[dict],
+        batches: Callable[[int], Iterator[Any]],
+        step: Step,
+        *,
+        stamp: Mapping[str, Any],
+        description: str,
+    ) -> list[dict]:
+        """Run the options' solver on ``model``; ``stamp`` adds what else the result depends on (the
+        classes, the weights started from) to the options a checkpoint must match."""
+        self.rows = train(
+            files=self.files,
+            model=model,
+            groups=groups,
+            solver=self.options.solver(),
+            stamp={**self.options.resume_stamp(), **stamp},
+            batches=batches,
+            step=step,
+            resume=self.resume,
+            progress=self.progress if self.writer else SILENT,
+            description=description,
+            writer=self.writer,
+        )
+        return self.rows
+
+    def finish(
+        self, *, inputs: list[Path], trained_on: Mapping[str, int], results: Mapping[str, Any] | None = None
+    ) -> TrainingSummary:
+        """Write the model's manifest (options, inputs, counts, the last loss and accuracy, seconds) and
+        return the summary."""
+        seconds = time.perf_counter() - self.started
+        last = self.rows[-1]
+        summary = TrainingSummary(
+            self.files.model,
+            dict(trained_on),
+            self.options.iterations,
+            last["loss"],
+            last["accuracy"],
+            seconds,
+            self.world_size,
+            self.writer,
+        )
+        if self.writer:
+            options = asdict(self.options)
+            write_manifest(
+                self.files.model,
+                stage=self.stage,
+                options={"method": self.method, **options} if self.method else options,
+                inputs=inputs,
+                seconds=seconds,
+                results={
+                    **dict(trained_on),
+                    **dict(results or {}),
+                    "final_loss": summary.final_loss,
+                    "final_accuracy": summary.final_accuracy,
+                },
+            )
+        return summary

@@ -1,4 +1,5 @@
-"""The backbone registry: declared geometry against the built modules, weights loading, feature shapes."""
+"""The backbone registry: declared geometry against the built modules, weights loading, feature shapes;
+model files written and read back."""
 
 import pickle
 
@@ -6,8 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from stages.backbones import BACKBONES, Classifier, build_backbone, load_classifier, save_model
+from stages.backbones import BACKBONES, Classifier, build_backbone, resolve_backbone
 from stages.errors import UserError
+from stages.models import load_model, save_model
+from stages.runs import RunLayout, write_manifest
 
 
 def conv_pool_geometry(module: nn.Module) -> list[tuple[str, int, int, int]]:
@@ -28,7 +31,13 @@ def test_declared_layers_are_the_built_layers(name):
     assert conv_pool_geometry(built.conv) == [(x.kind, x.kernel, x.stride, x.padding) for x in spec.layers]
     convs = [m for m in built.conv.modules() if isinstance(m, nn.Conv2d)]
     assert convs[-1].out_channels == spec.conv5_channels
-    assert built.fc7[1 if name != "vgg16" else 0].out_features == spec.fc_dim
+    for block in (built.fc6, built.fc7):
+        assert isinstance(block[spec.fc_linear_index], nn.Linear)
+    assert built.fc7[spec.fc_linear_index].out_features == spec.fc_dim
+    modules = list(built.conv)
+    after_lrn = [modules[i - 2] for i, m in enumerate(modules) if isinstance(m, nn.LocalResponseNorm)]
+    conv_names = [layer.name for layer in spec.layers if layer.kind == "conv"]
+    assert [conv_names[convs.index(m)] for m in after_lrn] == list(spec.lrn_after)
 
 
 @pytest.mark.parametrize("name,stride", [("alexnet", 16), ("vgg16", 16), ("zf5", 16), ("tiny", 16)])
@@ -88,14 +97,62 @@ def test_imagenet_download_failure_is_a_user_error(monkeypatch):
         build_backbone("tiny", "imagenet")
 
 
+def test_pool5_is_what_the_spec_declares():
+    assert isinstance(build_backbone("tiny").pool5, nn.MaxPool2d)
+    assert isinstance(build_backbone("zf5").pool5, nn.AdaptiveMaxPool2d)
+
+
+def _classifier(meta):
+    return Classifier.from_meta(meta, len(meta["classes"]) + 1)
+
+
 def test_model_file_round_trip(tmp_path):
     torch.manual_seed(0)
     model = Classifier(build_backbone("tiny"), 4).eval()
-    save_model(tmp_path / "m.pt", model, "tiny", kind="rcnn", classes=["a", "b", "c"])
-    loaded, meta = load_classifier(tmp_path / "m.pt")
+    path = tmp_path / "m.pt"
+    save_model(path, model, kind="rcnn", backbone="tiny", classes=["a", "b", "c"], note="kept")
+    write_manifest(path, stage="test", options={}, inputs=[], seconds=0.0)
+    loaded = load_model(path, "rcnn", _classifier, command="make it", classes=("a", "b", "c"))
     crops = torch.randn(2, 3, 64, 64)
-    torch.testing.assert_close(loaded.eval()(crops), model(crops))
-    assert meta["classes"] == ["a", "b", "c"] and meta["backbone"] == "tiny"
+    torch.testing.assert_close(loaded.module.eval()(crops), model(crops))
+    assert loaded.classes == ("a", "b", "c") and loaded.backbone == "tiny" and loaded.meta["note"] == "kept"
     # and a backbone from it, as later stages take --weights FILE
-    backbone = build_backbone("tiny", tmp_path / "m.pt").eval()
+    backbone = build_backbone("tiny", path).eval()
     torch.testing.assert_close(backbone(crops)[1], model.backbone(crops)[1])
+
+
+def test_model_files_of_another_kind_or_classes_are_refused(tmp_path):
+    path = tmp_path / "m.pt"
+    save_model(path, Classifier(build_backbone("tiny"), 3), kind="rcnn", backbone="tiny", classes=["a", "b"])
+    write_manifest(path, stage="test", options={}, inputs=[], seconds=0.0)
+    with pytest.raises(UserError, match=r"m\.pt: a 'rcnn' model file, not 'fast'; remake it with `make it`"):
+        load_model(path, "fast", _classifier, command="make it")
+    with pytest.raises(UserError, match=r"m\.pt: trained on classes a, b, not this dataset's a, c"):
+        load_model(path, "rcnn", _classifier, command="make it", classes=("a", "c"))
+    with pytest.raises(UserError, match=r"gone\.pt: not found; make it with `make it`"):
+        load_model(tmp_path / "gone.pt", "rcnn", _classifier, command="make it")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    write_manifest(tmp_path / "foreign.pt", stage="test", options={}, inputs=[], seconds=0.0)
+    with pytest.raises(UserError, match="not a model file written by rcnn"):
+        load_model(tmp_path / "foreign.pt", "rcnn", _classifier, command="make it")
+
+
+def test_the_starting_backbone_names_its_file_and_backbone(tmp_path):
+    run = RunLayout(tmp_path / "run")
+    with pytest.raises(UserError, match=r"backbone\.pt: not found; make it with `rcnn pretrain"):
+        resolve_backbone(run, None, None)
+    torch.save(build_backbone("tiny").state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(UserError, match="a plain state dict; say which backbone it is with --backbone"):
+        resolve_backbone(run, None, str(tmp_path / "plain.pt"))
+    backbone, path = resolve_backbone(run, "tiny", str(tmp_path / "plain.pt"))
+    assert backbone.spec.name == "tiny" and path == tmp_path / "plain.pt"
+    save_model(
+        run.pretrain.model,
+        Classifier(build_backbone("tiny"), 2),
+        kind="pretrain",
+        backbone="tiny",
+        classes=["a", "b"],
+    )
+    with pytest.raises(UserError, match="weights of a tiny backbone, but --backbone zf5"):
+        resolve_backbone(run, "zf5", None)
+    assert resolve_backbone(run, None, None)[1] == run.pretrain.model

@@ -3,12 +3,12 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import make_voc, voc_object, voc_xml
 
+from stages.datasets.voc import load_dataset
 from stages.detections import Detections, read_detections, write_detections
 from stages.errors import UserError
 from stages.evaluation import average_precision, evaluate, plot_pr_curves
-from stages.voc import load_dataset
+from tests.helpers import make_voc, voc_object, voc_xml
 
 
 def detections(rows) -> Detections:

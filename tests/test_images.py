@@ -1,12 +1,11 @@
-"""Reading any image a user has as RGB uint8, and the device choice."""
+"""Reading any image a user has as RGB uint8."""
 
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from stages.errors import UserError
-from stages.images import IMAGENET_MEAN, pick_device, read_image, to_network_input
+from stages.images import IMAGENET_MEAN, read_image, to_network_input
 
 
 @pytest.mark.parametrize(
@@ -43,13 +42,3 @@ def test_the_mean_colour_normalises_to_zero():
     mean = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)
     tensor = to_network_input(np.tile(mean, (2, 2, 1)))
     assert tensor.shape == (3, 2, 2) and tensor.abs().max() < 0.01
-
-
-def test_device_choice():
-    assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(UserError, match="not a device name"):
-        pick_device("gpu0")
-    if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="CUDA is not available"):
-            pick_device("cuda")

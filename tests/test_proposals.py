@@ -4,13 +4,13 @@ import h5py
 import numpy as np
 import pytest
 import scipy.io
-from conftest import make_voc, voc_object, voc_xml
 
 from stages import proposals, selective_search
+from stages.datasets.voc import load_dataset
 from stages.errors import UserError
 from stages.proposals import ProposalOptions, import_mat, propose, read_proposals
-from stages.runs import manifest_path, proposals_path
-from stages.voc import load_dataset
+from stages.runs import RunLayout, manifest_path
+from tests.helpers import make_voc, voc_object, voc_xml
 
 FAST = ProposalOptions(workers=1, max_side=200)
 
@@ -20,12 +20,12 @@ def searched(tiny_demo, tmp_path_factory):
     """The tiny test split searched once (1 worker); (dataset, run folder, summary)."""
     dataset = load_dataset(tiny_demo, "test")
     run = tmp_path_factory.mktemp("run")
-    return dataset, run, propose(dataset, run, FAST)
+    return dataset, run, propose(dataset, RunLayout(run), FAST)
 
 
 def test_file_schema_and_manifest(searched):
     dataset, run, summary = searched
-    path = proposals_path(run, "test")
+    path = RunLayout(run).proposals("test")
     with h5py.File(path) as h5:
         assert h5.attrs["format"] == "rcnn.proposals" and h5.attrs["schema_version"] == 1
         assert h5.attrs["split"] == "test" and h5.attrs["max_side"] == 200
@@ -43,7 +43,7 @@ def test_file_schema_and_manifest(searched):
     manifest = json.loads(manifest_path(path).read_text())
     assert manifest["stage"] == "propose" and manifest["options"]["mode"] == "fast"
     assert manifest["results"]["recall"] == summary.recall and 0 < summary.recall["0.5"] <= 1
-    assert not (run / "proposals" / ".test.parts").exists()
+    assert not RunLayout(run).proposal_shards("test").exists()
 
 
 def test_boxes_map_back_from_the_shrunk_image(tiny_demo):
@@ -56,10 +56,10 @@ def test_boxes_map_back_from_the_shrunk_image(tiny_demo):
 
 def test_worker_pool_gives_the_same_boxes(searched, tmp_path):
     dataset, run, _ = searched
-    propose(dataset, tmp_path, ProposalOptions(workers=2, max_side=200))
+    propose(dataset, RunLayout(tmp_path), ProposalOptions(workers=2, max_side=200))
     ours, theirs = (
-        read_proposals(proposals_path(tmp_path, "test")),
-        read_proposals(proposals_path(run, "test")),
+        read_proposals(RunLayout(tmp_path).proposals("test")),
+        read_proposals(RunLayout(run).proposals("test")),
     )
     assert ours.keys() == theirs.keys()
     assert all(np.array_equal(ours[k], theirs[k]) for k in ours)
@@ -83,25 +83,28 @@ def test_rerun_after_interruption_searches_only_the_missing_images(searched, tmp
     calls: list[str] = []
     _interrupt_after(monkeypatch, calls, 2)
     with pytest.raises(KeyboardInterrupt):
-        propose(dataset, tmp_path, FAST)
-    assert not proposals_path(tmp_path, "test").exists()
+        propose(dataset, RunLayout(tmp_path), FAST)
+    assert not RunLayout(tmp_path).proposals("test").exists()
     calls.clear()
     monkeypatch.undo()
     _interrupt_after(monkeypatch, calls, 99)
-    summary = propose(dataset, tmp_path, FAST)
+    summary = propose(dataset, RunLayout(tmp_path), FAST)
     assert calls == [dataset.images[2].image_id] and summary.computed == 1 and summary.images == 3
-    ours, full = read_proposals(proposals_path(tmp_path, "test")), read_proposals(proposals_path(run, "test"))
+    ours, full = (
+        read_proposals(RunLayout(tmp_path).proposals("test")),
+        read_proposals(RunLayout(run).proposals("test")),
+    )
     assert all(np.array_equal(ours[k], full[k]) for k in full)
 
 
 def test_killed_rerun_leaves_the_previous_file_intact(searched, tmp_path, monkeypatch):
     dataset, _, _ = searched
-    propose(dataset, tmp_path, FAST)
-    before = proposals_path(tmp_path, "test").read_bytes()
+    propose(dataset, RunLayout(tmp_path), FAST)
+    before = RunLayout(tmp_path).proposals("test").read_bytes()
     _interrupt_after(monkeypatch, [], 1)
     with pytest.raises(KeyboardInterrupt):
-        propose(dataset, tmp_path, ProposalOptions(workers=1, max_side=200, max_boxes=50))
-    assert proposals_path(tmp_path, "test").read_bytes() == before
+        propose(dataset, RunLayout(tmp_path), ProposalOptions(workers=1, max_side=200, max_boxes=50))
+    assert RunLayout(tmp_path).proposals("test").read_bytes() == before
     assert not list((tmp_path / "proposals").glob("*.tmp"))
 
 
@@ -110,8 +113,8 @@ def test_unreadable_image_is_an_error_or_skipped(tmp_path):
     (root / "JPEGImages" / "b.jpg").write_bytes(b"not an image")
     dataset = load_dataset(root, "train")
     with pytest.raises(UserError, match=r"b.jpg: unreadable image"):
-        propose(dataset, tmp_path / "run", FAST)
-    summary = propose(dataset, tmp_path / "run", FAST, skip_bad=True)
+        propose(dataset, RunLayout(tmp_path / "run"), FAST)
+    summary = propose(dataset, RunLayout(tmp_path / "run"), FAST, skip_bad=True)
     assert summary.images == 2 and "b.jpg" in summary.skipped[0]
     assert set(read_proposals(summary.path)) == {"a", "c"}
 
@@ -123,12 +126,12 @@ def _release_rows(boxes: np.ndarray) -> np.ndarray:
 
 def test_import_matlab_v5(searched, tmp_path):
     dataset, run, _ = searched
-    searched_boxes = read_proposals(proposals_path(run, "test"))
+    searched_boxes = read_proposals(RunLayout(run).proposals("test"))
     cells = np.empty((1, len(dataset)), dtype=object)
     for i, record in enumerate(dataset.images):
         cells[0, i] = _release_rows(searched_boxes[record.image_id])
     scipy.io.savemat(tmp_path / "boxes.mat", {"boxes": cells})
-    summary = import_mat(dataset, tmp_path / "run", tmp_path / "boxes.mat")
+    summary = import_mat(dataset, RunLayout(tmp_path / "run"), tmp_path / "boxes.mat")
     imported = read_proposals(summary.path)
     assert all(np.allclose(imported[k], searched_boxes[k]) for k in searched_boxes)
     assert summary.recall == pytest.approx(searched[2].recall)
@@ -136,7 +139,7 @@ def test_import_matlab_v5(searched, tmp_path):
 
 def test_import_matlab_v73_with_image_names(searched, tmp_path):
     dataset, run, _ = searched
-    searched_boxes = read_proposals(proposals_path(run, "test"))
+    searched_boxes = read_proposals(RunLayout(run).proposals("test"))
     order = [r.image_id for r in dataset.images][::-1]
     with h5py.File(tmp_path / "boxes73.mat", "w") as h5:  # MATLAB v7.3: HDF5, column-major cells
         refs = h5.create_group("#refs#")
@@ -148,7 +151,7 @@ def test_import_matlab_v73_with_image_names(searched, tmp_path):
             )
         h5.create_dataset("boxes", data=np.array([box_refs]).T, dtype=h5py.ref_dtype)
         h5.create_dataset("images", data=np.array([name_refs]).T, dtype=h5py.ref_dtype)
-    imported = read_proposals(import_mat(dataset, tmp_path / "run", tmp_path / "boxes73.mat").path)
+    imported = read_proposals(import_mat(dataset, RunLayout(tmp_path / "run"), tmp_path / "boxes73.mat").path)
     assert all(np.allclose(imported[k], searched_boxes[k]) for k in searched_boxes)
 
 
@@ -156,16 +159,16 @@ def test_bad_mat_files(searched, tmp_path):
     dataset, _, _ = searched
     scipy.io.savemat(tmp_path / "wrong.mat", {"rois": np.zeros((2, 4))})
     with pytest.raises(UserError, match=r"wrong.mat: no variable 'boxes' \(found: rois\)"):
-        import_mat(dataset, tmp_path, tmp_path / "wrong.mat")
+        import_mat(dataset, RunLayout(tmp_path), tmp_path / "wrong.mat")
     cells = np.empty((1, 2), dtype=object)
     cells[0, 0] = cells[0, 1] = np.ones((1, 4))
     scipy.io.savemat(tmp_path / "short.mat", {"boxes": cells})
     with pytest.raises(UserError, match=r"short.mat: 2 box matrices but split 'test' has 3 images"):
-        import_mat(dataset, tmp_path, tmp_path / "short.mat")
+        import_mat(dataset, RunLayout(tmp_path), tmp_path / "short.mat")
     (tmp_path / "junk.mat").write_bytes(b"MATLAB junk")
     with pytest.raises(UserError, match=r"junk.mat: unreadable .mat file"):
-        import_mat(dataset, tmp_path, tmp_path / "junk.mat")
-    assert not proposals_path(tmp_path, "test").exists()
+        import_mat(dataset, RunLayout(tmp_path), tmp_path / "junk.mat")
+    assert not RunLayout(tmp_path).proposals("test").exists()
 
 
 def test_options_are_checked():

@@ -1,11 +1,14 @@
+"""The run folder: every artifact's path, atomic writes, manifests, and the check of a stage's inputs."""
+
 import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from stages.atomic import atomic_path
 from stages.errors import UserError
-from stages.runs import manifest_path, require_artifact, write_manifest
+from stages.runs import RunLayout, manifest_path, read_manifest, require_artifact, write_manifest
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,50 @@ def test_require_artifact_names_the_command_that_makes_it(tmp_path):
     with pytest.raises(UserError, match=r"train.manifest.json: manifest missing"):
         require_artifact(artifact, "rcnn extract-features")
     write_manifest(artifact, stage="x", options=Options(), inputs=[], seconds=0)
-    assert require_artifact(artifact, "rcnn x", {"backbone": "tiny"})["stage"] == "x"
-    with pytest.raises(UserError, match=r"made with backbone='tiny', this needs backbone='vgg16'; remake"):
-        require_artifact(artifact, "rcnn x", {"backbone": "vgg16"})
+    assert require_artifact(artifact, "rcnn x")["stage"] == "x"
+    assert read_manifest(artifact)["options"] == {"backbone": "tiny", "scale": 600}
+    assert read_manifest(tmp_path / "none.h5") is None
+    manifest_path(artifact).write_text("{")
+    with pytest.raises(UserError, match=r"train.manifest.json: unreadable manifest"):
+        require_artifact(artifact, "rcnn x")
+
+
+def test_the_layout_owns_every_path_of_a_run():
+    run = RunLayout(Path("runs/demo"))
+    spp = run.method("spp")
+    paths = {
+        run.proposals("test"): "proposals/test.h5",
+        run.proposal_shards("test"): "proposals/.test.parts",
+        run.pretrain.model: "backbone.pt",
+        run.pretrain.checkpoint: "pretrain/checkpoint.pt",
+        run.pretrain.log: "pretrain/log.csv",
+        spp.finetune.model: "spp/finetune/model.pt",
+        spp.finetune.checkpoint: "spp/finetune/checkpoint.pt",
+        spp.finetune.log: "spp/finetune/log.csv",
+        spp.features("trainval"): "spp/features/trainval.h5",
+        spp.svm: "spp/svm.npz",
+        spp.bbox: "spp/bbox.npz",
+        spp.detections("test"): "spp/detections/test.json",
+        spp.results("test"): "spp/eval/test.json",
+        spp.pr_curves("test"): "spp/eval/test.pr.png",
+        spp.detect: "spp/detect",
+        run.method("fast").compressed: "fast/compressed/model.pt",
+        run.method("fast").detections("test", compressed=True): "fast/detections/test.svd.json",
+        run.method("fast").results("test", compressed=True): "fast/eval/test.svd.json",
+        run.method("fast").pr_curves("test", compressed=True): "fast/eval/test.svd.pr.png",
+    }
+    for path, relative in paths.items():
+        assert path == Path("runs/demo") / relative
+    assert spp.name == "spp" and spp.run == Path("runs/demo") and str(run) == "runs/demo"
+
+
+def test_evaluations_and_manifests_are_found(tmp_path):
+    run = RunLayout(tmp_path)
+    fast = run.method("fast")
+    for path in (fast.results("test"), fast.results("test", compressed=True)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}")
+        write_manifest(path, stage="evaluate", options={}, inputs=[], seconds=1.0)
+    assert fast.evaluations() == [fast.results("test"), fast.results("test", compressed=True)]
+    assert run.method("rcnn").evaluations() == []
+    assert len(run.manifests()) == 2

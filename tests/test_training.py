@@ -1,4 +1,8 @@
-"""The shared solver: Caffe-style multipliers, and a resumed run ending where an uninterrupted one does."""
+"""The shared solver: Caffe-style multipliers, and a resumed run ending where an uninterrupted one does;
+the training frame every stage runs in."""
+
+import json
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -6,7 +10,12 @@ from torch import nn
 
 from stages.errors import UserError
 from stages.progress import Progress
-from stages.training import Solver, parameter_groups, train
+from stages.runs import RunLayout, TrainingFiles, manifest_path
+from stages.training import Solver, TrainingOptions, TrainingStage, parameter_groups, train
+
+
+def files_in(folder) -> TrainingFiles:
+    return TrainingFiles(folder / "model.pt", folder / "checkpoint.pt", folder / "log.csv")
 
 
 def test_parameter_groups_multiply_rates_and_spare_biases_from_decay():
@@ -57,7 +66,7 @@ def _run(folder, iterations, progress=None, resume=True):
     kwargs = {"progress": progress} if progress else {}
     groups = parameter_groups([(model, 1, 2)], 1e-4)
     train(
-        folder=folder,
+        files=files_in(folder),
         model=model,
         groups=groups,
         solver=solver,
@@ -86,7 +95,7 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path):
     model = nn.Linear(3, 8)
     with pytest.raises(UserError, match="checkpoint made with other settings"):
         train(
-            folder=tmp_path,
+            files=files_in(tmp_path),
             model=model,
             groups=parameter_groups([(model, 1, 2)], 0.0),
             solver=Solver(4, 0.1, 4, checkpoint_every=2),
@@ -94,3 +103,50 @@ def test_checkpoint_of_other_settings_is_refused(tmp_path):
             batches=iter,
             step=None,
         )
+
+
+@dataclass(frozen=True)
+class _Options(TrainingOptions):
+    iterations: int = 4
+    learning_rate: float = 0.1
+    step: int = 2
+    checkpoint_every: int = 2
+    workers: int = 0
+
+
+def test_options_check_the_solver_and_stamp_what_shapes_the_weights():
+    with pytest.raises(UserError, match="--iterations must be at least 1"):
+        _Options(iterations=0)
+    with pytest.raises(UserError, match="--learning-rate must be positive"):
+        _Options(learning_rate=0.0)
+    stamp = _Options(iterations=9, workers=3, device="cpu").resume_stamp()
+    assert "iterations" not in stamp and "workers" not in stamp and "device" not in stamp
+    assert stamp == _Options().resume_stamp() and stamp["learning_rate"] == 0.1
+    assert _Options().solver() == Solver(4, 0.1, 2, checkpoint_every=2)
+
+
+def test_the_stage_seeds_trains_and_writes_the_manifest(tmp_path):
+    files = RunLayout(tmp_path).method("m").finetune
+
+    def once():
+        stage = TrainingStage("finetune", _Options(seed=3, device="cpu"), files, method="m", resume=False)
+        model = nn.Linear(3, 2)  # initialised after the stage seeded torch's generator
+        batches = [(torch.randn(8, 3), torch.randint(0, 2, (8,))) for _ in range(4)]
+        stage.train(
+            model,
+            parameter_groups([(model, 1, 2)], 0.0),
+            lambda start: iter(batches[start:]),
+            lambda batch: (nn.functional.cross_entropy(model(batch[0]), batch[1]), {"accuracy": 0.5}),
+            stamp={"classes": ["a"]},
+            description="test",
+        )
+        return model, stage.finish(inputs=[], trained_on={"windows": 8}, results={"backbone": "none"})
+
+    first, summary = once()
+    second, _ = once()
+    torch.testing.assert_close(first.weight, second.weight)
+    assert summary.trained_on == {"windows": 8} and summary.iterations == 4 and summary.writer
+    manifest = json.loads(manifest_path(files.model).read_text())
+    assert manifest["stage"] == "finetune" and manifest["options"]["method"] == "m"
+    assert manifest["results"]["windows"] == 8 and manifest["results"]["final_accuracy"] == 0.5
+    assert files.checkpoint.is_file() and files.log.read_text().startswith("iteration,lr,loss,accuracy")

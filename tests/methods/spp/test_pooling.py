@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from stages.backbones import BACKBONES
-from stages.spp import (
+from stages.methods.spp.pooling import (
     PYRAMID,
     ReceptiveField,
     bin_edges,
@@ -124,9 +124,14 @@ def test_roi_pool_agrees_on_cell_windows_and_differs_on_image_boxes():
     torch.testing.assert_close(ours, theirs, rtol=0, atol=0)
     field = ReceptiveField(16, 139, 1.0)
     box = torch.tensor([[40.0, 40.0, 140.0, 140.0]])  # 1-based pixels 41 .. 140
-    assert project_windows(box, field, 20, 20).tolist() == [[2, 2, 7, 7]]  # floor(41/16)+1, ceil(140/16)-1
-    rounded = [round(40 / 16), round(140 / 16)]  # roi_pool: round(x * 1/16) for both corners
-    assert rounded == [2, 9]
+    paper = project_windows(box, field, 20, 20)
+    assert paper.tolist() == [[2, 2, 7, 7]]  # floor(41 / 16) + 1 - 1, ceil(140 / 16) - 1 - 1
+    on_image_box = roi_pool(features, torch.tensor([[0.0, 40, 40, 140, 140]]), (3, 3), 1 / 16).flatten(1)
+    zero = torch.zeros(1, dtype=torch.long)
+    # roi_pool rounds each corner to the nearest cell, half away from zero: 2.5 -> 3, 8.75 -> 9
+    rounded = spatial_pyramid_pool(features, torch.tensor([[3, 3, 9, 9]]), zero, levels=(3,))
+    torch.testing.assert_close(on_image_box, rounded, rtol=0, atol=0)
+    assert not torch.equal(on_image_box, spatial_pyramid_pool(features, paper, zero, levels=(3,)))
 
 
 def test_pooling_backward_routes_each_bin_to_its_maximum():
@@ -170,38 +175,3 @@ def test_output_width(levels):
         torch.zeros(1, 8, 9, 9), torch.tensor([[0, 0, 8, 8]]), torch.zeros(1).long(), levels
     )
     assert pooled.shape == (1, 8 * sum(n * n for n in levels))
-
-
-def test_each_window_is_pooled_at_the_scale_closest_to_the_input_size():
-    from stages.sppnet import pick_scales, scale_factors
-
-    factors = scale_factors(300, 400, (150, 300, 600))
-    assert factors == [0.5, 1.0, 2.0]
-    boxes = torch.tensor([[0.0, 0.0, 256.0, 256.0], [0.0, 0.0, 64.0, 64.0], [0.0, 0.0, 32.0, 32.0]])
-    # sides at factors 0.5 / 1 / 2: 128 / 256 / 512, 32 / 64 / 128, 16 / 32 / 64 (closest on a log scale)
-    assert pick_scales(boxes, factors, 64).tolist() == [0, 1, 2]
-    assert pick_scales(boxes, factors, 224).tolist() == [1, 2, 2]
-
-
-def test_sppnet_features_equal_pooling_each_scale_by_hand():
-    from stages.backbones import build_backbone
-    from stages.sppnet import SppNet, pick_scales, scale_factors
-
-    torch.manual_seed(0)
-    net = SppNet(build_backbone("tiny")).eval()
-    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
-    boxes = torch.tensor([[10.0, 10.0, 60.0, 50.0], [0.0, 0.0, 160.0, 120.0], [100.0, 30.0, 118.0, 47.0]])
-    factors = scale_factors(120, 160, (96, 240))
-    maps = net.conv5(image, factors, torch.device("cpu"))
-    assert [tuple(m.shape[1:]) for m in maps] == [(6, 8), (15, 20)]
-    with torch.no_grad():
-        pooled = net.pyramid(maps, boxes, factors, window_size=64)
-        fc7 = net.head(pooled)
-    assert pooled.shape == (3, 128 * 50) and fc7.shape == (3, 512)
-    chosen = pick_scales(boxes, factors, 64)
-    assert set(chosen.tolist()) == {0, 1}
-    for k in range(3):
-        conv5 = maps[chosen[k]]
-        cells = project_windows(boxes[k : k + 1] * factors[chosen[k]], net.field, *conv5.shape[1:])
-        expected = reference_spp(conv5.numpy(), cells[0].tolist(), PYRAMID)
-        np.testing.assert_allclose(pooled[k].numpy(), expected, rtol=0, atol=0)

@@ -2,11 +2,11 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import make_voc, voc_object, voc_xml, write_image
 
-from stages.demo_data import DEMO_CLASSES
+from stages.datasets.demo import DEMO_CLASSES
+from stages.datasets.voc import VOC_CLASSES, check_dataset, load_dataset
 from stages.errors import UserError
-from stages.voc import VOC_CLASSES, check_dataset, load_dataset
+from tests.helpers import make_voc, voc_object, voc_xml, write_image
 
 
 def test_reads_the_tiny_demo(tiny_demo):

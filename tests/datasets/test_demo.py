@@ -2,11 +2,11 @@ import hashlib
 
 import numpy as np
 import pytest
-from conftest import TINY
 
-from stages.demo_data import DEMO_CLASSES, DIFFICULT_BELOW, DemoOptions, generate_demo
+from stages.datasets.demo import DEMO_CLASSES, DIFFICULT_BELOW, DemoOptions, generate_demo
+from stages.datasets.voc import load_dataset
 from stages.errors import UserError
-from stages.voc import load_dataset
+from tests.helpers import TINY
 
 
 def digest(root) -> str:

@@ -15,18 +15,20 @@ through RoI pooling layers").
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.backbones import Backbone, BackboneSpec, build_backbone, read_model_file, save_model
+from stages.backbones import Backbone, BackboneSpec, build_backbone
 from stages.errors import UserError
+from stages.models import TrainedModel, load_model, save_model
 
-METHOD = "fast"
+NAME = "fast"
 
 
 def pooling_rois(
@@ -65,11 +67,6 @@ def low_rank_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
-def _fc_linear(block: nn.Sequential) -> int:
-    """Index of the Linear (or its low-rank pair) inside a Dropout/Linear/ReLU fc block."""
-    return next(i for i, m in enumerate(block) if isinstance(m, (nn.Linear, nn.Sequential)))
-
-
 class FastRcnn(nn.Module):
     """conv layers, RoI pooling (pool5's H x W grid), fc6, fc7, (K + 1)-way scores and 4 (K + 1) deltas.
 
@@ -92,8 +89,7 @@ class FastRcnn(nn.Module):
         nn.init.zeros_(self.deltas.bias)
         if ranks is not None:
             for block, rank in zip((self.fc6, self.fc7), ranks, strict=True):
-                index = _fc_linear(block)
-                block[index] = low_rank_linear(block[index], rank)
+                block[spec.fc_linear_index] = low_rank_linear(block[spec.fc_linear_index], rank)
 
     def freeze_early_layers(self) -> None:
         """Freeze the conv layers before ``spec.fast_rcnn_trainable_from`` (section 4.5)."""
@@ -151,25 +147,21 @@ def fold_target_normalisation(model: FastRcnn, means: np.ndarray, stds: np.ndarr
         model.deltas.bias.mul_(stds_t).add_(means_t)
 
 
-def save_fast(path: Path, model: FastRcnn, classes: Sequence[str], **meta) -> None:
+def save_fast(path: Path, model: FastRcnn, classes: Sequence[str], **meta: Any) -> None:
     """A Fast R-CNN model file: weights, backbone, classes, fc ranks and ``meta`` (e.g. test scale)."""
     ranks = list(model.ranks) if model.ranks else None
-    save_model(path, model, model.spec.name, kind=METHOD, classes=list(classes), ranks=ranks, **meta)
+    save_model(path, model, kind=NAME, backbone=model.spec.name, classes=classes, ranks=ranks, **meta)
 
 
-def load_fast(path: Path, classes: Sequence[str] | None = None) -> tuple[FastRcnn, dict]:
-    """A FastRcnn from a model file and the file's metadata; classes checked when given."""
-    content = read_model_file(path)
-    if content.get("kind") != METHOD:
-        raise UserError(f"{path}: not a Fast R-CNN model file (kind {content.get('kind')!r})")
-    ranks = tuple(content["ranks"]) if content.get("ranks") else None
-    model = FastRcnn(build_backbone(content["backbone"]), len(content["classes"]), ranks)
-    model.load_state_dict(content["state_dict"])
-    if classes is not None and tuple(content["classes"]) != tuple(classes):
-        raise UserError(
-            f"{path}: trained on classes {', '.join(content['classes'])}, not {', '.join(classes)}"
-        )
-    return model, {k: v for k, v in content.items() if k != "state_dict"}
+def load_fast(path: Path, command: str, classes: Sequence[str] | None = None) -> TrainedModel[FastRcnn]:
+    """A Fast R-CNN model file (``command`` makes it); classes checked when given. Its ``meta`` records
+    ``ranks`` (None unless compressed) and the test ``scales``, ``max_size`` and ``test_scale``."""
+    return load_model(path, NAME, _untrained, command=command, classes=classes)
+
+
+def _untrained(meta: Mapping[str, Any]) -> FastRcnn:
+    ranks = (int(meta["ranks"][0]), int(meta["ranks"][1])) if meta.get("ranks") else None
+    return FastRcnn(build_backbone(meta["backbone"]), len(meta["classes"]), ranks)
 
 
 def default_ranks(model: FastRcnn) -> tuple[int, int]:
@@ -183,8 +175,9 @@ def compress(model: FastRcnn, ranks: tuple[int, int]) -> FastRcnn:
     """A copy of ``model`` with fc6 and fc7 replaced by their rank-``ranks`` truncated SVDs."""
     if model.ranks is not None:
         raise UserError("the model is already compressed")
+    index = model.spec.fc_linear_index
     for name, block, rank in zip(("fc6", "fc7"), (model.fc6, model.fc7), ranks, strict=True):
-        layer = block[_fc_linear(block)]
+        layer = block[index]
         limit = min(layer.in_features, layer.out_features)
         if not 1 <= rank < limit:
             shape = f"{layer.out_features} x {layer.in_features}"
@@ -192,7 +185,6 @@ def compress(model: FastRcnn, ranks: tuple[int, int]) -> FastRcnn:
     compressed = FastRcnn(build_backbone(model.spec.name), model.num_classes)
     compressed.load_state_dict(model.state_dict())
     for block, rank in zip((compressed.fc6, compressed.fc7), ranks, strict=True):
-        index = _fc_linear(block)
         block[index] = low_rank_linear(block[index], rank)
     compressed.ranks = tuple(ranks)
     return compressed

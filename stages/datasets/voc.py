@@ -18,6 +18,7 @@ from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
 from PIL import Image, UnidentifiedImageError
 
+from stages.datasets.records import Dataset, ImageRecord, check_plain_name
 from stages.errors import UserError
 from stages.geometry import clip_boxes, nonempty, voc_to_boxes
 from stages.progress import SILENT, Progress
@@ -31,39 +32,6 @@ VOC_CLASSES = (
 )  # fmt: skip
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 _VOC_YEAR = re.compile(r"VOC\d{4}")
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image of a split and its objects.
-
-    boxes: (K, 4) float32 toolkit boxes; labels: (K,) int64 in 1..C (0 is background);
-    difficult: (K,) bool.
-    """
-
-    image_id: str
-    path: Path
-    height: int
-    width: int
-    boxes: np.ndarray
-    labels: np.ndarray
-    difficult: np.ndarray
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """The images of one split, the class names (index i + 1 is label i + 1) and what was skipped."""
-
-    root: Path
-    split: str
-    classes: tuple[str, ...]
-    images: tuple[ImageRecord, ...]
-    annotated: bool
-    skipped: tuple[str, ...] = field(default=())
-    repairs: tuple[str, ...] = field(default=())
-
-    def __len__(self) -> int:
-        return len(self.images)
 
 
 @dataclass
@@ -100,19 +68,6 @@ class _Problems:
 def split_file(root: Path, split: str) -> Path:
     """``ROOT/ImageSets/Main/<split>.txt``."""
     return Path(root) / "ImageSets" / "Main" / f"{split}.txt"
-
-
-def check_plain_name(name: str, where: str) -> str:
-    """Return ``name`` if it is a plain file name that cannot leave its folder; else raise UserError."""
-    if (
-        not name
-        or name in {".", ".."}
-        or any(c in name for c in "/\\\0")
-        or Path(name).is_absolute()
-        or ":" in name
-    ):
-        raise UserError(f"{where}: image id or file name {name!r} escapes the dataset root")
-    return name
 
 
 def read_split(root: Path, split: str) -> list[str]:

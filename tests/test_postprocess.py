@@ -2,8 +2,9 @@
 
 import cv2
 import numpy as np
+import pytest
 
-from stages.detect import DetectOptions, detect_from_scores
+from stages.postprocess import DetectOptions, detect_from_class_boxes, detect_from_scores
 
 BOXES = np.array(
     [[10, 10, 50, 50], [12, 12, 52, 52], [100, 100, 140, 140], [10, 10, 50, 50]], dtype=np.float32
@@ -65,3 +66,16 @@ def test_grid_tiles_pictures_row_by_row_each_row_as_tall_as_its_tallest(tmp_path
     assert tuple(grid[gap + 50, gap]) == (255, 255, 255)
     assert tuple(grid[gap, 2 * gap + 100]) == colours[1]
     assert tuple(grid[2 * gap + 150, gap]) == colours[2]
+
+
+def test_class_boxes_detection_is_per_class_nms_then_per_image_cap():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
+    class_boxes = np.stack([boxes, boxes + 100], axis=1)  # (3, 2, 4): class 2's boxes elsewhere
+    scores = np.array([[0.9, 0.1], [0.8, 0.7], [0.2, 0.6]])
+    found = detect_from_class_boxes(class_boxes, scores, DetectOptions(per_image=100))
+    assert sorted(zip(found.labels.tolist(), found.scores.round(2).tolist(), strict=True)) == [
+        (1, 0.2), (1, 0.9), (2, 0.6), (2, 0.7),
+    ]  # fmt: skip
+    np.testing.assert_allclose(found.boxes[found.labels == 2], class_boxes[[1, 2], 1])
+    capped = detect_from_class_boxes(class_boxes, scores, DetectOptions(per_image=2))
+    assert capped.scores.tolist() == pytest.approx([0.9, 0.7])

@@ -1,24 +1,15 @@
-"""Fast R-CNN's hierarchical sampling, target normalisation, test-time detection, data-parallel training."""
+"""Fast R-CNN's hierarchical sampling and target normalisation."""
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from stages.detect import DetectOptions, detect_from_class_boxes
-from stages.errors import UserError
-from stages.fast import FastFinetuneOptions
-from stages.fast_sampling import ImageBatches, SamplingOptions, scale_factor, target_statistics
 from stages.geometry import encode_boxes
-from stages.regions import LabelledRegions
-from tests.conftest import write_image
+from stages.matching import LabelledRegions
+from stages.methods.fast.sampling import ImageBatches, SamplingOptions, scale_factor, target_statistics
+from tests.helpers import write_image
 
 
 def regions_of(gt: np.ndarray, gt_labels: np.ndarray, proposals: np.ndarray, classes: int) -> LabelledRegions:
@@ -71,24 +62,6 @@ def test_scale_factor_caps_the_longer_side():
     assert scale_factor(300, 1000, 600, 1000) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize(
-    ("sampling", "test_scale", "option"),
-    [
-        (SamplingOptions(scales=(1200,), max_size=1000), None, "--scales"),
-        (SamplingOptions(scales=(600,), max_size=1000), 1200, "--test-scale"),
-        (SamplingOptions(scales=(300, 400), max_size=500), None, "--test-scale"),  # the default 600
-        (SamplingOptions(images_per_batch=4, rois_per_batch=2), None, "--images-per-batch"),
-    ],
-)
-def test_inconsistent_training_options_are_user_errors(sampling, test_scale, option):
-    with pytest.raises(UserError, match=option):
-        FastFinetuneOptions(sampling=sampling, test_scale=test_scale)
-    assert (
-        FastFinetuneOptions(sampling=SamplingOptions(max_size=1666), test_scale=1000).resolved_test_scale
-        == 1000
-    )
-
-
 def test_flipped_batch_mirrors_boxes_and_image(two_images):
     paths, regions = two_images
     options = SamplingOptions(images_per_batch=1, rois_per_batch=8, scales=(60,), max_size=400)
@@ -125,44 +98,9 @@ def test_normalised_targets_have_zero_mean_and_unit_spread(two_images):
         rows = [
             encode_boxes(torch.as_tensor(r.boxes[m]), torch.as_tensor(r.target_boxes[m])).numpy()
             for r in regions
-            if (m := r.labels_at(0.5) == label).any()
+            if (m := options.matcher(r.class_iou) == label).any()
         ]
         normalised = (np.concatenate(rows) - means[label]) / stds[label]
         np.testing.assert_allclose(normalised.mean(axis=0), 0, atol=1e-5)
         np.testing.assert_allclose(normalised.std(axis=0), 1, atol=1e-4)
     assert np.all(means[0] == 0) and np.all(stds[0] == 1)
-
-
-def test_class_boxes_detection_is_per_class_nms_then_per_image_cap():
-    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], np.float32)
-    class_boxes = np.stack([boxes, boxes + 100], axis=1)  # (3, 2, 4): class 2's boxes elsewhere
-    scores = np.array([[0.9, 0.1], [0.8, 0.7], [0.2, 0.6]])
-    found = detect_from_class_boxes(class_boxes, scores, DetectOptions(per_image=100))
-    assert sorted(zip(found.labels.tolist(), found.scores.round(2).tolist(), strict=True)) == [
-        (1, 0.2), (1, 0.9), (2, 0.6), (2, 0.7),
-    ]  # fmt: skip
-    np.testing.assert_allclose(found.boxes[found.labels == 2], class_boxes[[1, 2], 1])
-    capped = detect_from_class_boxes(class_boxes, scores, DetectOptions(per_image=2))
-    assert capped.scores.tolist() == pytest.approx([0.9, 0.7])
-
-
-def test_two_gloo_processes_end_with_the_same_weights(tiny_run, tmp_path):
-    """torchrun with two CPU processes: DDP over gloo, disjoint shards, one writer, equal final weights.
-
-    ``--`` ends torchrun's own options: its parser (Python 3.11 argparse) would read ``--run`` as an
-    abbreviation of its ``--run-path``."""
-    data, base = tiny_run
-    run = tmp_path / "run"
-    shutil.copytree(base, run)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "rcnn_cli", "--", "finetune", "--data", str(data), "--run", str(run), "--device", "cpu",
-        "--iterations", "3", "--scales", "96", "--checkpoint-every", "2",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=Path.cwd())
-    assert result.returncode == 0, result.stdout + result.stderr
-    manifest = json.loads((run / "fast" / "finetune" / "model.manifest.json").read_text())
-    digests = manifest["results"]["rank_weight_digests"]
-    assert manifest["results"]["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
-    assert result.stdout.count("fine-tuned (fast, 2 processes)") == 1  # one writer

@@ -2,7 +2,8 @@
 
 Each mini-batch takes N images, then R / N RoIs from each: a quarter foreground (IoU >= 0.5 with an object,
 labelled with its class), the rest background (best IoU in [0.1, 0.5)), drawn without replacement as in the
-release. Each image is flipped horizontally with probability 0.5 and resized so its shorter side is one of
+release (``stages.matching.Matcher``, ``stages.sampling.BalancedSampler``). Each image is flipped
+horizontally with probability 0.5 and resized so its shorter side is one of
 ``scales`` (a random one per image when there are several) unless its longer side would pass ``max_size``.
 Images of a batch are padded to a common size, not resized to one.
 
@@ -20,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.fastrcnn import pooling_rois
-from stages.geometry import encode_boxes
+from stages.geometry import encode_boxes, flip_boxes
 from stages.images import ImageCache, resized_input
-from stages.regions import LabelledRegions
+from stages.matching import LabelledRegions, Matcher
+from stages.methods.fast.network import pooling_rois
+from stages.sampling import BalancedSampler
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,16 @@ class SamplingOptions:
     max_size: int = 1000
     mirror: bool = True
 
+    @property
+    def matcher(self) -> Matcher:
+        return Matcher(self.foreground_iou, self.background_iou)
+
+    @property
+    def sampler(self) -> BalancedSampler:
+        """The RoIs of one image: R / N of them, without replacement."""
+        per_image = self.rois_per_batch // self.images_per_batch
+        return BalancedSampler(per_image, self.foreground_fraction, replace=False)
+
 
 def scale_factor(height: int, width: int, scale: int, max_size: int) -> float:
     """The factor that brings the shorter side to ``scale`` unless the longer one would pass ``max_size``."""
@@ -46,16 +58,6 @@ def scale_factor(height: int, width: int, scale: int, max_size: int) -> float:
     if round(max(height, width) * factor) > max_size:
         factor = max_size / max(height, width)
     return factor
-
-
-def training_rows(
-    regions: LabelledRegions, options: SamplingOptions
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(labels (N,), foreground rows, background rows) of one image by the sampling's IoU rules."""
-    best = regions.best_iou
-    labels = regions.labels_at(options.foreground_iou)
-    low, high = options.background_iou
-    return labels, np.flatnonzero(labels > 0), np.flatnonzero((best >= low) & (best < high))
 
 
 def target_statistics(
@@ -68,7 +70,7 @@ def target_statistics(
     squares = np.zeros((num_classes + 1, 4))
     counts = np.zeros(num_classes + 1)
     for region in regions:
-        labels, foreground, _ = training_rows(region, options)
+        labels, foreground, _ = options.matcher.split(region.class_iou)
         if not len(foreground):
             continue
         targets = encode_boxes(
@@ -108,9 +110,9 @@ class ImageBatches:
         self.paths, self.regions, self.options = list(paths), list(regions), options
         self.means, self.stds = means, stds
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.usable = [
-            i for i, r in enumerate(self.regions) if any(len(p) for p in training_rows(r, options)[1:])
-        ]
+        self.rows = [options.matcher.split(r.class_iou) for r in self.regions]
+        self.usable = [i for i, (_, fg, bg) in enumerate(self.rows) if len(fg) or len(bg)]
+        self.sampler = options.sampler
         self.cache = ImageCache()
 
     def image_indices(self, iteration: int) -> list[int]:
@@ -127,8 +129,6 @@ class ImageBatches:
     def __call__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         options = self.options
         rng = np.random.default_rng([self.seed, iteration, self.rank])
-        per_image = options.rois_per_batch // options.images_per_batch
-        wanted_foreground = round(per_image * options.foreground_fraction)
         images, rois, labels, targets = [], [], [], []
         for slot, index in enumerate(self.image_indices(iteration)):
             region = self.regions[index]
@@ -136,16 +136,12 @@ class ImageBatches:
             height, width = image.shape[:2]
             factor = scale_factor(height, width, int(rng.choice(options.scales)), options.max_size)
             flip = rng.random() < 0.5 and options.mirror  # drawn either way: same RoIs with or without
-            row_labels, foreground, background = training_rows(region, options)
-            foreground = rng.choice(foreground, min(wanted_foreground, len(foreground)), replace=False)
-            background = rng.choice(
-                background, min(per_image - len(foreground), len(background)), replace=False
-            )
-            rows = np.concatenate([foreground, background]).astype(np.int64)
+            row_labels, foreground, background = self.rows[index]
+            rows = self.sampler(foreground, background, rng)
             boxes, goals = region.boxes[rows], region.target_boxes[rows]
             tensor = resized_input(image, factor)
             if flip:
-                boxes, goals = _mirror(boxes, width), _mirror(goals, width)
+                boxes, goals = flip_boxes(boxes, width), flip_boxes(goals, width)
                 tensor = tensor.flip(2)
             row_labels = torch.as_tensor(row_labels[rows], dtype=torch.int64)
             deltas = encode_boxes(torch.as_tensor(boxes), torch.as_tensor(goals))
@@ -157,11 +153,6 @@ class ImageBatches:
             labels.append(row_labels)
             targets.append(torch.where(row_labels[:, None] > 0, deltas, torch.zeros_like(deltas)))
         return pad_images(images), torch.cat(rois), torch.cat(labels), torch.cat(targets)
-
-
-def _mirror(boxes: np.ndarray, width: int) -> np.ndarray:
-    """(K, 4) boxes of an image ``width`` wide, flipped left to right."""
-    return np.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], axis=1)
 
 
 def pad_images(images: Sequence[torch.Tensor]) -> torch.Tensor:

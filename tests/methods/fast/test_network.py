@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from stages.backbones import build_backbone
-from stages.fastrcnn import (
+from stages.errors import UserError
+from stages.methods.fast.network import (
     FastRcnn,
     compress,
     fold_target_normalisation,
@@ -18,6 +19,7 @@ from stages.fastrcnn import (
     pooling_rois,
     save_fast,
 )
+from stages.runs import write_manifest
 
 
 def round_half_away(x: float) -> int:
@@ -165,13 +167,15 @@ def test_compressed_model_round_trips_and_stays_close(tmp_path):
     pooled = torch.randn(6, 512)
     with torch.no_grad():
         np.testing.assert_allclose(small.head(pooled)[0].numpy(), net.head(pooled)[0].numpy(), atol=2e-2)
-    save_fast(tmp_path / "model.pt", small, ["a", "b"], test_scale=600, max_size=1000, scales=[600])
-    loaded, meta = load_fast(tmp_path / "model.pt", ["a", "b"])
-    assert meta["ranks"] == [500, 500] and meta["test_scale"] == 600
+    path = tmp_path / "model.pt"
+    save_fast(path, small, ["a", "b"], test_scale=600, max_size=1000, scales=[600])
+    write_manifest(path, stage="compress", options={}, inputs=[], seconds=0.0)
+    loaded = load_fast(path, "rcnn compress", ["a", "b"])
+    assert loaded.meta["ranks"] == [500, 500] and loaded.meta["test_scale"] == 600
     with torch.no_grad():
-        np.testing.assert_allclose(loaded.eval().head(pooled)[1].numpy(), small.head(pooled)[1].numpy())
-    from stages.errors import UserError
-
+        np.testing.assert_allclose(
+            loaded.module.eval().head(pooled)[1].numpy(), small.head(pooled)[1].numpy()
+        )
     with pytest.raises(UserError, match="fc6-rank 512"):
         compress(net, (512, 10))
 

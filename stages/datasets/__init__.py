@@ -1,0 +1,2 @@
+"""Datasets: the records every stage reads (``records``), the VOC reader (``voc``) and the demo set
+(``demo``)."""

@@ -1,0 +1,265 @@
+"""What a detector of the lineage is to the shared stages.
+
+``Method`` is the interface ``detect``, ``evaluate``, ``report`` and the command line ask: its name and
+label, how to fine-tune it, its detector for any image, its detections of a split, and what its training
+and test cost. ``CachedFeatureMethod`` implements the half R-CNN and SPP-net share: features cached per
+region, linear SVMs and box regressors fitted on them, detection from the cache. A method is an object of
+one of these types (``stages.methods.METHODS``); no shared stage compares method names.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+import torch
+
+from stages.bbox import BoxRegressors, load_bbox
+from stages.datasets.records import Dataset
+from stages.errors import UserError
+from stages.features import ExtractSummary, FeatureCache, RegionFeatures
+from stages.postprocess import DetectOptions, ImageDetections, detect_from_scores
+from stages.progress import SILENT, Progress
+from stages.runs import MethodLayout, RunLayout, read_manifest
+from stages.svm import load_svms
+from stages.training import TrainingOptions, TrainingSummary
+
+log = logging.getLogger("rcnn")
+
+OptionsT = TypeVar("OptionsT")
+FinetuneT = TypeVar("FinetuneT", bound=TrainingOptions)
+ExtractT = TypeVar("ExtractT")
+
+
+def options_from(options_type: type[OptionsT], given: Mapping[str, Any], stage: str) -> OptionsT:
+    """``options_type`` with the ``given`` fields set, the others at their defaults (the paper's).
+
+    A given option that ``options_type`` has no field for is a UserError naming it and ``stage``.
+    """
+    names = {f.name for f in fields(options_type)}  # type: ignore[arg-type]
+    unknown = sorted(set(given) - names)
+    if unknown:
+        raise UserError(f"--{unknown[0].replace('_', '-')}: not an option of {stage}")
+    return options_type(**given)
+
+
+@dataclass(frozen=True)
+class ImageDetector:
+    """A trained detector on any image: ``find(image (H, W, 3) uint8 RGB, proposals (N, 4))`` gives its
+    detections, labels 1..C of ``classes``."""
+
+    classes: tuple[str, ...]
+    find: Callable[[np.ndarray, np.ndarray], ImageDetections]
+
+
+@dataclass
+class SplitDetections:
+    """A method's detections of a split, image by image: of the proposals' own boxes (``plain``) and
+    after box regression (``regressed``, None without regressors); the artifacts read, and for a method
+    that times its parts, their seconds an image (``timing``)."""
+
+    image_ids: list[str] = field(default_factory=list)
+    plain: list[ImageDetections] = field(default_factory=list)
+    regressed: list[ImageDetections] | None = field(default_factory=list)
+    inputs: list[Path] = field(default_factory=list)
+    timing: dict[str, float] | None = None
+
+
+class Method(ABC, Generic[FinetuneT]):
+    """A detector of the lineage, as the shared stages see it; ``FinetuneT`` is its fine-tuning options."""
+
+    name: ClassVar[str]
+    """The ``--method`` value and the run folder's ``RUN/<name>/``."""
+    label: ClassVar[str]
+    """The name in tables."""
+    test_options: ClassVar[DetectOptions]
+    """The paper's test settings (NMS, detections kept)."""
+    display_threshold: ClassVar[float]
+    """``rcnn detect``'s default score threshold: what is worth drawing on a picture."""
+    compressible: ClassVar[bool] = False
+    """Whether ``rcnn compress`` makes a truncated-SVD form of its network."""
+
+    def files(self, run: RunLayout) -> MethodLayout:
+        """Where this method keeps its artifacts in ``run``."""
+        return run.method(self.name)
+
+    def check_compressed(self, compressed: bool) -> None:
+        """UserError when a compressed model is asked of a method that has none."""
+        if compressed and not self.compressible:
+            raise UserError(f"--compressed: {self.label} has no compressed model (see `rcnn compress`)")
+
+    @abstractmethod
+    def finetune_options(self, given: Mapping[str, Any]) -> FinetuneT:
+        """The fine-tuning options with the ``given`` command-line values, the paper's otherwise."""
+
+    @abstractmethod
+    def finetune(
+        self,
+        dataset: Dataset,
+        run: RunLayout,
+        options: FinetuneT,
+        *,
+        resume: bool = True,
+        progress: Progress = SILENT,
+    ) -> TrainingSummary:
+        """Fine-tune the method's network on ``dataset``; write ``RUN/<name>/finetune/model.pt``."""
+
+    @abstractmethod
+    def detector(
+        self, run: RunLayout, options: DetectOptions, device: torch.device, *, compressed: bool = False
+    ) -> ImageDetector:
+        """The trained detector of ``run`` with test settings ``options``, for images with proposals of
+        their own."""
+
+    @abstractmethod
+    def detect_split(
+        self,
+        dataset: Dataset,
+        run: RunLayout,
+        options: DetectOptions,
+        *,
+        compressed: bool = False,
+        device: torch.device,
+        progress: Progress = SILENT,
+    ) -> SplitDetections:
+        """Detections of every image of ``dataset`` (its proposals from ``run``), with and without box
+        regression."""
+
+    @abstractmethod
+    def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
+        """Seconds of the method's own training stages in ``run`` (not the shared proposals and
+        pre-training), None while any is missing."""
+
+    def test_seconds(self, run: RunLayout, split: str, results: Mapping[str, Any]) -> float | None:
+        """Seconds an image at test time (proposals excluded), from an evaluation's ``results``."""
+        return results.get("seconds_per_image")
+
+
+class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
+    """R-CNN and SPP-net: region features cached by ``extract-features``, linear SVMs (``train-svm``) and
+    box regressors (``train-bbox``) fitted on them; on a split, detection reads the cache. ``ExtractT``
+    is its feature-extraction options."""
+
+    region_feature: ClassVar[str]
+    """The feature the box regressors read: the last pooled conv features before fc6."""
+    svm_feature: ClassVar[str] = "fc7"
+    test_options = DetectOptions()
+    display_threshold = 0.0  # the SVM margin
+
+    @abstractmethod
+    def extract_options(self, given: Mapping[str, Any]) -> ExtractT:
+        """The feature-extraction options with the ``given`` command-line values."""
+
+    @abstractmethod
+    def extract_features(
+        self, dataset: Dataset, run: RunLayout, options: ExtractT, progress: Progress = SILENT
+    ) -> ExtractSummary:
+        """Cache the features of every region of the split: ``RUN/<name>/features/<split>.h5``."""
+
+    @abstractmethod
+    def region_features(
+        self, run: RunLayout, classes: tuple[str, ...], device: torch.device
+    ) -> RegionFeatures:
+        """The trained network's features of any image's regions, as the cache holds them."""
+
+    def detector(
+        self, run: RunLayout, options: DetectOptions, device: torch.device, *, compressed: bool = False
+    ) -> ImageDetector:
+        self.check_compressed(compressed)
+        files = self.files(run)
+        svm = load_svms(files)
+        bbox = load_bbox(files, svm.classes)
+        extractor = self.region_features(run, svm.classes, device)
+
+        def find(image: np.ndarray, boxes: np.ndarray) -> ImageDetections:
+            features = {k: v.numpy() for k, v in extractor(image, boxes).items()}
+            plain, moved = detect_from_scores(
+                boxes,
+                svm.scores(features[svm.feature]),
+                image.shape[:2],
+                options,
+                _regressor(bbox, features[bbox.feature] if bbox else None),
+            )
+            return moved if moved is not None else plain
+
+        return ImageDetector(svm.classes, find)
+
+    def detect_split(
+        self,
+        dataset: Dataset,
+        run: RunLayout,
+        options: DetectOptions,
+        *,
+        compressed: bool = False,
+        device: torch.device,
+        progress: Progress = SILENT,
+    ) -> SplitDetections:
+        self.check_compressed(compressed)
+        files = self.files(run)
+        svm = load_svms(files, dataset.classes)
+        bbox = load_bbox(files, dataset.classes)
+        if bbox is None:
+            log.warning("no box regressors in %s; evaluating without box regression", files.root)
+        sizes = {r.image_id: (r.height, r.width) for r in dataset.images}
+        source = files.features(dataset.split)
+        found = SplitDetections(inputs=[source, files.svm], regressed=[] if bbox else None)
+        with FeatureCache.of(files, dataset.split) as cache:
+            missing = sorted(set(sizes) - set(cache.image_ids))
+            if missing:
+                raise UserError(
+                    f"{source}: no features for {len(missing)} images (first: {missing[0]}); rerun "
+                    f"rcnn extract-features --method {self.name} --data {dataset.root} "
+                    f"--split {dataset.split} --run {run}"
+                )
+            columns = ["boxes", "gt_labels", svm.feature, *([bbox.feature] if bbox else [])]
+            with progress.task(f"detecting ({self.name})", len(cache.image_ids), "img") as advance:
+                for image in cache.images(list(dict.fromkeys(columns))):
+                    if image.image_id not in sizes:
+                        continue
+                    proposals = image.proposals
+                    boxes = image.columns["boxes"][proposals]
+                    scores = svm.scores(image.columns[svm.feature][proposals])
+                    pooled = image.columns[bbox.feature][proposals] if bbox else None
+                    plain, moved = detect_from_scores(
+                        boxes, scores, sizes[image.image_id], options, _regressor(bbox, pooled)
+                    )
+                    found.image_ids.append(image.image_id)
+                    found.plain.append(plain)
+                    if found.regressed is not None and moved is not None:
+                        found.regressed.append(moved)
+                    advance()
+        return found
+
+    def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
+        """Fine-tuning, the training split's features (SPP-net's include the pyramid pass fine-tuning
+        read), the SVMs and the box regressors."""
+        self.check_compressed(compressed)
+        files = self.files(run)
+        finetune = read_manifest(files.finetune.model)
+        if finetune is None:
+            return None
+        svm = read_manifest(files.svm)
+        parts = [svm, read_manifest(files.bbox)]
+        if svm is not None:
+            parts.append(read_manifest(files.features(svm["options"]["split"])))
+        return finetune["seconds"] + sum(part["seconds"] for part in parts if part is not None)
+
+    def test_seconds(self, run: RunLayout, split: str, results: Mapping[str, Any]) -> float | None:
+        """The evaluation's seconds an image plus the split's feature extraction, an image."""
+        seconds = results.get("seconds_per_image")
+        features = read_manifest(self.files(run).features(split))
+        if seconds is None or features is None or not features["results"].get("images"):
+            return None
+        return seconds + features["seconds"] / features["results"]["images"]
+
+
+def _regressor(bbox: BoxRegressors | None, features: np.ndarray | None):
+    """``(rows, labels) -> deltas`` of the regions' ``features``, or None without regressors."""
+    if bbox is None or features is None:
+        return None
+    return lambda rows, labels: bbox.deltas(features[rows], labels)

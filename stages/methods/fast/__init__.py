@@ -1,0 +1,112 @@
+"""Fast R-CNN (Girshick, ICCV 2015): one network, one training run, no feature cache.
+
+- ``network``: RoI pooling over shared conv5, fc6, fc7, scores and class-specific boxes; the multi-task
+  loss; truncated SVD (sections 2, 3.1);
+- ``sampling``: hierarchical mini-batches (2.3);
+- ``finetune``: end-to-end training, data-parallel under ``torchrun`` (2.3, 4);
+- ``compress``: the truncated-SVD model (3.1);
+- ``detector``: the test pass (3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from stages.datasets.records import Dataset
+from stages.images import read_image
+from stages.methods.base import ImageDetector, Method, SplitDetections, options_from
+from stages.methods.fast.detector import fast_detector
+from stages.methods.fast.finetune import FastFinetuneOptions, finetune
+from stages.methods.fast.network import NAME
+from stages.methods.fast.sampling import SamplingOptions
+from stages.postprocess import DetectOptions, ImageDetections, detect_from_class_boxes
+from stages.progress import SILENT, Progress
+from stages.proposals import load_proposals
+from stages.runs import RunLayout, read_manifest
+from stages.training import TrainingSummary
+
+
+class FastRCNN(Method[FastFinetuneOptions]):
+    name = NAME
+    label = "Fast R-CNN"
+    test_options = DetectOptions(per_image=100)
+    display_threshold = 0.5  # the softmax probability
+    compressible = True
+
+    def finetune_options(self, given: Mapping[str, Any]) -> FastFinetuneOptions:
+        """``scales`` and ``max_size`` set the sampling; one scale caps the longer side at 1000, several
+        at 2000 (section 4, "multi-scale")."""
+        given = dict(given)
+        scales, max_size = given.pop("scales", None), given.pop("max_size", None)
+        if scales is not None or max_size is not None:
+            scales = tuple(scales or SamplingOptions.scales)
+            given["sampling"] = SamplingOptions(
+                scales=scales, max_size=max_size or (1000 if len(scales) == 1 else 2000)
+            )
+        return options_from(FastFinetuneOptions, given, "Fast R-CNN fine-tuning")
+
+    def finetune(
+        self,
+        dataset: Dataset,
+        run: RunLayout,
+        options: FastFinetuneOptions,
+        *,
+        resume: bool = True,
+        progress: Progress = SILENT,
+    ) -> TrainingSummary:
+        return finetune(dataset, run, options, resume, progress)
+
+    def detector(
+        self, run: RunLayout, options: DetectOptions, device: torch.device, *, compressed: bool = False
+    ) -> ImageDetector:
+        detector, trained = fast_detector(run, device, compressed)
+
+        def find(image: np.ndarray, boxes: np.ndarray) -> ImageDetections:
+            scores, class_boxes = detector(image, boxes)
+            return detect_from_class_boxes(class_boxes, scores, options)
+
+        return ImageDetector(trained.classes, find)
+
+    def detect_split(
+        self,
+        dataset: Dataset,
+        run: RunLayout,
+        options: DetectOptions,
+        *,
+        compressed: bool = False,
+        device: torch.device,
+        progress: Progress = SILENT,
+    ) -> SplitDetections:
+        """The network on every image; each image's conv and fc seconds are timed."""
+        detector, trained = fast_detector(run, device, compressed, dataset.classes)
+        proposals = load_proposals(run, dataset)
+        found = SplitDetections(inputs=[trained.path, run.proposals(dataset.split)])
+        regressed = []
+        conv = fc = 0.0
+        label = f"detecting (fast{' + SVD' if compressed else ''})"
+        with progress.task(label, len(dataset), "img") as advance:
+            for record in dataset.images:
+                boxes = proposals[record.image_id]
+                scores, class_boxes = detector(read_image(record.path), boxes)
+                conv, fc = conv + detector.last_timing[0], fc + detector.last_timing[1]
+                unmoved = np.broadcast_to(boxes[:, None], class_boxes.shape)
+                found.image_ids.append(record.image_id)
+                found.plain.append(detect_from_class_boxes(unmoved, scores, options))
+                regressed.append(detect_from_class_boxes(class_boxes, scores, options))
+                advance()
+        found.regressed = regressed
+        found.timing = {"conv": conv / max(1, len(dataset)), "fc": fc / max(1, len(dataset))}
+        return found
+
+    def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
+        """Its one training run, and the compression for the compressed model."""
+        files = self.files(run)
+        finetune = read_manifest(files.finetune.model)
+        compress = read_manifest(files.compressed) if compressed else None
+        if finetune is None or (compressed and compress is None):
+            return None
+        return finetune["seconds"] + (compress["seconds"] if compress else 0.0)

@@ -1,0 +1,63 @@
+"""Fast R-CNN at test time (Girshick, ICCV 2015, section 3): the image at one scale, conv5 once, every
+proposal RoI-pooled; softmax scores and each class's own box."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from stages.devices import synchronize
+from stages.geometry import clip_boxes, decode_boxes
+from stages.images import resized_input
+from stages.methods.fast.network import NAME, FastRcnn, load_fast, pooling_rois
+from stages.methods.fast.sampling import scale_factor
+from stages.models import TrainedModel
+from stages.runs import RunLayout
+
+
+class FastDetector:
+    """``(image, boxes (N, 4)) -> (probabilities (N, K), class boxes (N, K, 4))``, boxes clipped to the
+    image. ``last_timing`` holds the seconds of the conv and the RoI-pooling + fc parts of the last call."""
+
+    def __init__(self, model: FastRcnn, scale: int, max_size: int, device: torch.device):
+        self.model = model.to(device).eval()
+        self.scale, self.max_size, self.device = scale, max_size, device
+        self.last_timing = (0.0, 0.0)
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        height, width = image.shape[:2]
+        factor = scale_factor(height, width, self.scale, self.max_size)
+        started = time.perf_counter()
+        conv5 = self.model.conv5(resized_input(image, factor, self.device)[None])
+        synchronize(self.device)
+        middle = time.perf_counter()
+        proposals = torch.as_tensor(np.asarray(boxes, np.float32), device=self.device)
+        rois = pooling_rois(proposals, torch.zeros(len(proposals), device=self.device), factor)
+        scores, deltas = self.model.head(self.model.pool(conv5, rois))
+        probabilities = torch.softmax(scores, dim=1)[:, 1:]
+        classes = deltas.shape[1] - 1
+        moved = decode_boxes(proposals.repeat_interleave(classes, 0), deltas[:, 1:].reshape(-1, 4))
+        synchronize(self.device)
+        self.last_timing = (middle - started, time.perf_counter() - middle)
+        moved_boxes = clip_boxes(moved.cpu().numpy(), height, width).reshape(len(proposals), classes, 4)
+        return probabilities.cpu().numpy(), moved_boxes
+
+
+def load_trained(run: RunLayout, compressed: bool = False, classes=None) -> TrainedModel[FastRcnn]:
+    """The run's trained Fast R-CNN, or its truncated-SVD form (``rcnn compress``)."""
+    files = run.method(NAME)
+    if compressed:
+        return load_fast(files.compressed, f"rcnn compress --run {run}", classes)
+    return load_fast(files.finetune.model, f"rcnn finetune --method {NAME} --run {run}", classes)
+
+
+def fast_detector(
+    run: RunLayout, device: torch.device, compressed: bool = False, classes=None
+) -> tuple[FastDetector, TrainedModel[FastRcnn]]:
+    """The run's Fast R-CNN as a detector at its test scale, with the model it runs."""
+    trained = load_trained(run, compressed, classes)
+    detector = FastDetector(trained.module, trained.meta["test_scale"], trained.meta["max_size"], device)
+    return detector, trained

@@ -1,0 +1,164 @@
+"""Fast R-CNN fine-tuning (Girshick, ICCV 2015, sections 2.3 and 4): the whole network end to end with the
+multi-task loss, on one process or data-parallel over many (``torchrun``).
+
+Hierarchical mini-batches (``sampling``), SGD at 0.001 with biases at 2x, x0.1 after 30k of 40k
+iterations, momentum 0.9, weight decay 0.0005, the layers before ``fast_rcnn_trainable_from`` frozen;
+writes ``RUN/fast/finetune/model.pt`` with the box layer predicting raw deltas (the target normalisation
+folded in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from stages.backbones import resolve_backbone
+from stages.datasets.records import Dataset
+from stages.devices import all_gather, distributed
+from stages.errors import UserError
+from stages.matching import count_foreground, label_split
+from stages.methods.fast.network import NAME, FastRcnn, fold_target_normalisation, multitask_loss, save_fast
+from stages.methods.fast.sampling import ImageBatches, SamplingOptions, target_statistics
+from stages.progress import SILENT, Progress
+from stages.proposals import load_proposals
+from stages.runs import RunLayout
+from stages.training import (
+    Step,
+    TrainingOptions,
+    TrainingStage,
+    TrainingSummary,
+    iteration_batches,
+    parameter_groups,
+    weight_digest,
+)
+
+
+@dataclass(frozen=True)
+class FastFinetuneOptions(TrainingOptions):
+    """Fast R-CNN training (sections 2.3 and 4): the paper's solver and sampling; ``scales`` one (600) or
+    several (a random one an image); ``test_scale`` (default: the training scale, or 600 with several)."""
+
+    step: int = 30000
+    backbone: str | None = None
+    weights: str | None = None
+    box_weight: float = 1.0
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    test_scale: int | None = None
+    workers: int = 0
+
+    RUNTIME = ("iterations", "workers", "device", "test_scale")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sampling = self.sampling
+        if not sampling.scales or min(sampling.scales) < 16 or sampling.max_size < max(sampling.scales):
+            raise UserError("--scales: give shorter sides of at least 16 px, none above --max-size")
+        if sampling.images_per_batch < 1 or sampling.rois_per_batch < sampling.images_per_batch:
+            raise UserError("--images-per-batch and --rois-per-batch: at least one RoI an image")
+        if not 16 <= self.resolved_test_scale <= sampling.max_size:
+            raise UserError(
+                f"--test-scale {self.resolved_test_scale}: give a shorter side of at least 16 px, "
+                f"not above --max-size {sampling.max_size}"
+            )
+
+    @property
+    def resolved_test_scale(self) -> int:
+        scales = self.sampling.scales
+        return self.test_scale or (scales[0] if len(scales) == 1 else 600)
+
+
+def finetune(
+    dataset: Dataset,
+    run: RunLayout,
+    options: FastFinetuneOptions = FastFinetuneOptions(),
+    resume: bool = True,
+    progress: Progress = SILENT,
+) -> TrainingSummary:
+    """Train Fast R-CNN end to end on the split's images and proposals; write the model file.
+
+    Under ``torchrun`` each process trains on its own slice of every epoch's images (DDP averages the
+    gradients), and only rank 0 writes the checkpoint, log, model and manifest.
+    """
+    if not dataset.annotated:
+        raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to train on")
+    files = run.method(NAME).finetune
+    with distributed(options.device) as (rank, world_size, device):
+        stage = TrainingStage(
+            "finetune",
+            options,
+            files,
+            method=NAME,
+            resume=resume,
+            progress=progress,
+            device=device,
+            rank=rank,
+            world_size=world_size,
+        )
+        backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
+        regions = label_split(dataset, load_proposals(run, dataset))
+        means, stds = target_statistics(regions, len(dataset.classes), options.sampling)
+        batches = ImageBatches(
+            [r.path for r in dataset.images],
+            regions,
+            means,
+            stds,
+            options.sampling,
+            seed=options.seed,
+            rank=rank,
+            world_size=world_size,
+        )
+        if not batches.usable:
+            raise UserError(f"{dataset.root}: split {dataset.split!r} gives no foreground or background RoIs")
+        model = FastRcnn(backbone, len(dataset.classes)).to(device)
+        model.freeze_early_layers()
+        runner: torch.nn.Module = model
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            runner = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+        torch.manual_seed(options.seed + rank)  # each process its own dropout masks
+        stage.train(
+            model,
+            parameter_groups([(model, 1.0, 2.0)], options.weight_decay),
+            lambda start: iteration_batches(
+                batches, start, options.iterations, options.workers, device.type == "cuda"
+            ),
+            _multitask_step(runner, device, options.box_weight),
+            stamp={
+                "classes": list(dataset.classes),
+                "weights_file": str(weights_file),
+                "world_size": world_size,
+            },
+            description=f"training Fast R-CNN ({backbone.spec.name}, {world_size} x {device.type})",
+        )
+        digests = all_gather(weight_digest(model), world_size)
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
+        if stage.writer:
+            fold_target_normalisation(model, means, stds)
+            save_fast(
+                files.model,
+                model,
+                dataset.classes,
+                scales=list(options.sampling.scales),
+                max_size=options.sampling.max_size,
+                test_scale=options.resolved_test_scale,
+            )
+    return stage.finish(
+        inputs=[run.proposals(dataset.split), *([weights_file] if weights_file else [])],
+        trained_on={
+            "images": len(batches.usable),
+            "foreground_rois": count_foreground(options.sampling.matcher, regions),
+        },
+        results={"backbone": backbone.spec.name, "world_size": world_size, "rank_weight_digests": digests},
+    )
+
+
+def _multitask_step(runner: torch.nn.Module, device: torch.device, box_weight: float) -> Step:
+    def step(batch):
+        images, rois, labels, targets = (t.to(device, non_blocking=True) for t in batch)
+        scores, deltas = runner(images, rois)
+        return multitask_loss(scores, deltas, labels, targets, box_weight)
+
+    return step

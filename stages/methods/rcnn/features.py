@@ -1,0 +1,110 @@
+"""R-CNN's features (Girshick et al., CVPR 2014, section 2.2): every region warped through the fine-tuned
+network, pool5 (for box regression) and fc7 (for the SVMs), cached per split."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from stages.backbones import Classifier
+from stages.datasets.records import Dataset
+from stages.devices import pick_device
+from stages.features import CacheOptions, CacheRecipe, ExtractSummary, fill_cache, finish_cache
+from stages.images import to_network_input
+from stages.models import TrainedModel, load_model
+from stages.progress import SILENT, Progress
+from stages.proposals import load_proposals
+from stages.runs import RunLayout, describe_input
+from stages.warp import warp_regions
+
+NAME = "rcnn"
+
+
+def load_finetuned(run: RunLayout, classes: tuple[str, ...] | None = None) -> TrainedModel[Classifier]:
+    """The run's fine-tuned R-CNN network, checked to be trained on ``classes`` when given."""
+    return load_model(
+        run.method(NAME).finetune.model,
+        NAME,
+        lambda meta: Classifier.from_meta(meta, len(meta["classes"]) + 1),
+        command=f"rcnn finetune --method {NAME} --run {run}",
+        classes=classes,
+    )
+
+
+class RegionExtractor:
+    """pool5 and fc7 of warped regions: the R-CNN feature pipeline, ``batch_size`` windows at a time."""
+
+    def __init__(self, model: Classifier, device: torch.device, batch_size: int = 256):
+        self.backbone = model.backbone.to(device).eval()
+        self.device, self.batch_size = device, batch_size
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
+        """(H, W, 3) uint8 image, (N, 4) boxes -> {"pool5": (N, P), "fc7": (N, D)} float32 on the CPU."""
+        spec = self.backbone.spec
+        tensor = to_network_input(image, self.device)
+        boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device)
+        pool5, fc7 = [], []
+        for chunk in boxes_t.split(self.batch_size):
+            crops = warp_regions(tensor, chunk, spec.input_size, spec.context_padding)
+            pooled, features = self.backbone(crops)
+            pool5.append(pooled.cpu())
+            fc7.append(features.cpu())
+        if not pool5:
+            return {"pool5": torch.zeros(0, spec.pool5_dim), "fc7": torch.zeros(0, spec.fc_dim)}
+        return {"pool5": torch.cat(pool5), "fc7": torch.cat(fc7)}
+
+
+@dataclass(frozen=True)
+class ExtractOptions(CacheOptions):
+    """R-CNN's feature caching: ``batch_size`` warped regions a forward pass."""
+
+    batch_size: int = 256
+
+
+def extract_features(
+    dataset: Dataset, run: RunLayout, options: ExtractOptions = ExtractOptions(), progress: Progress = SILENT
+) -> ExtractSummary:
+    """Cache pool5 and fc7 of every ground-truth box and proposal of the split to the method's HDF5 file."""
+    started = time.perf_counter()
+    device = pick_device(options.device)
+    trained = load_finetuned(run, dataset.classes)
+    proposals = load_proposals(run, dataset)
+    spec = trained.module.backbone.spec
+    proposals_file = run.proposals(dataset.split)
+    recipe = CacheRecipe(
+        stamp={
+            "method": NAME,
+            "dtype": options.dtype,
+            "model": describe_input(trained.path),
+            "proposals": describe_input(proposals_file),
+            "root": str(dataset.root),
+        },
+        feature_dims={"fc7": spec.fc_dim, "pool5": spec.pool5_dim},
+        dtype=options.dtype,
+        attrs={"backbone": spec.name},
+        options={"method": NAME, **asdict(options)},
+        inputs=[trained.path, proposals_file],
+    )
+    target = run.method(NAME).features(dataset.split)
+    computed, seconds = fill_cache(
+        dataset,
+        proposals,
+        target,
+        recipe,
+        RegionExtractor(trained.module, device, options.batch_size),
+        workers=options.workers,
+        description=f"R-CNN features ({spec.name}, {device.type})",
+        progress=progress,
+    )
+    return finish_cache(
+        target,
+        dataset,
+        recipe,
+        computed=computed,
+        extract_seconds=seconds,
+        seconds=time.perf_counter() - started,
+    )

@@ -1,0 +1,68 @@
+"""SPP-net (He et al., ECCV 2014): conv5 once an image, every window pooled by a spatial pyramid, fc layers
+fine-tuned on the cached pyramids, then R-CNN's SVMs and box regressors.
+
+- ``pooling``: the receptive-field geometry, the window projection and spatial pyramid pooling (2.3);
+- ``network``: conv5 at one or several scales, the pyramid, fc6 and fc7 (3, 4);
+- ``features``: the pyramid (and fc7) of every region, cached (4);
+- ``finetune``: fc6, fc7 and the scores on the cached pyramids (4.1);
+- the SVMs, the regressors and detection from the cache are the shared ``CachedFeatureMethod``'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from stages.datasets.records import Dataset
+from stages.errors import UserError
+from stages.features import ExtractSummary, RegionFeatures
+from stages.methods.base import CachedFeatureMethod, options_from
+from stages.methods.spp.features import SppExtractOptions, SppExtractor, extract_features
+from stages.methods.spp.finetune import SppFinetuneOptions, finetune
+from stages.methods.spp.network import NAME, load_spp
+from stages.progress import SILENT, Progress
+from stages.runs import RunLayout
+from stages.training import TrainingSummary
+
+
+class SPPNet(CachedFeatureMethod[SppFinetuneOptions, SppExtractOptions]):
+    name = NAME
+    label = "SPP-net"
+    region_feature = "pyramid"
+
+    def finetune_options(self, given: Mapping[str, Any]) -> SppFinetuneOptions:
+        if "backbone" in given or "weights" in given:
+            raise UserError(
+                "--backbone/--weights: SPP-net fine-tunes on cached pyramids; choose the conv layers with "
+                "rcnn extract-features --method spp --backbone/--weights"
+            )
+        return options_from(SppFinetuneOptions, given, "SPP-net fine-tuning")
+
+    def finetune(
+        self,
+        dataset: Dataset,
+        run: RunLayout,
+        options: SppFinetuneOptions,
+        *,
+        resume: bool = True,
+        progress: Progress = SILENT,
+    ) -> TrainingSummary:
+        return finetune(dataset, run, options, resume, progress)
+
+    def extract_options(self, given: Mapping[str, Any]) -> SppExtractOptions:
+        return options_from(SppExtractOptions, given, "SPP-net feature extraction")
+
+    def extract_features(
+        self, dataset: Dataset, run: RunLayout, options: SppExtractOptions, progress: Progress = SILENT
+    ) -> ExtractSummary:
+        return extract_features(dataset, run, options, progress)
+
+    def region_features(
+        self, run: RunLayout, classes: tuple[str, ...], device: torch.device
+    ) -> RegionFeatures:
+        """fc7 and the pyramid at the scales and window size of the cache fine-tuning read."""
+        trained = load_spp(run, classes)
+        made = trained.meta["trained_on"]
+        return SppExtractor(trained.module.net, made["scales"], made["window_size"], device, with_fc7=True)

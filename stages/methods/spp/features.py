@@ -1,0 +1,195 @@
+"""SPP-net's features (He et al., ECCV 2014, section 4): conv5 once an image a scale, every region pooled
+by the spatial pyramid at its best scale; the pyramid (for fine-tuning and box regression) and, once the
+fc layers are fine-tuned, fc7 (for the SVMs), cached per split."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stages.backbones import resolve_backbone
+from stages.datasets.records import Dataset
+from stages.devices import pick_device
+from stages.errors import UserError
+from stages.features import (
+    CacheOptions,
+    CacheRecipe,
+    ExtractSummary,
+    FeatureCache,
+    add_feature_point,
+    fill_cache,
+    finish_cache,
+)
+from stages.methods.spp.network import NAME, WINDOW_SIZE, SppNet, load_spp, scale_factors
+from stages.methods.spp.pooling import PYRAMID
+from stages.progress import SILENT, Progress
+from stages.proposals import load_proposals
+from stages.runs import RunLayout, describe_input, read_manifest
+
+log = logging.getLogger("rcnn")
+
+
+@dataclass(frozen=True)
+class SppExtractOptions(CacheOptions):
+    """SPP-net features: one scale (688) or the paper's five; the {1, 2, 3, 6} pyramid; each window
+    pooled at the scale where it is closest to ``window_size`` squared. ``backbone`` and ``weights`` choose
+    the conv layers before fine-tuning (default: the run's pre-trained backbone)."""
+
+    scales: tuple[int, ...] = (688,)
+    window_size: int = WINDOW_SIZE
+    levels: tuple[int, ...] = PYRAMID
+    backbone: str | None = None
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.scales or min(self.scales) < 16:
+            raise UserError("--scales: give shorter-side sizes of at least 16 px")
+        if self.window_size < 16:
+            raise UserError("--window-size: give at least 16 px")
+
+
+class SppExtractor:
+    """Pyramid features (and fc7 once the fc layers are fine-tuned) of windows, conv5 once a scale."""
+
+    def __init__(
+        self, net: SppNet, scales: Sequence[int], window_size: int, device: torch.device, with_fc7: bool
+    ):
+        self.net = net.to(device).eval()
+        self.scales, self.window_size = tuple(scales), window_size
+        self.device, self.with_fc7 = device, with_fc7
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
+        """(H, W, 3) uint8 image, (N, 4) boxes -> {"pyramid": (N, P)[, "fc7": (N, D)]} on the CPU."""
+        factors = scale_factors(*image.shape[:2], self.scales)
+        maps = self.net.conv5(image, factors, self.device)
+        boxes_t = torch.as_tensor(np.asarray(boxes, np.float32), device=self.device)
+        pyramid = self.net.pyramid(maps, boxes_t, factors, self.window_size)
+        found = {"pyramid": pyramid.cpu()}
+        if self.with_fc7:
+            found["fc7"] = self.net.head(pyramid).cpu()
+        return found
+
+
+def extract_features(
+    dataset: Dataset,
+    run: RunLayout,
+    options: SppExtractOptions = SppExtractOptions(),
+    progress: Progress = SILENT,
+) -> ExtractSummary:
+    """Cache the pyramid (and, after ``rcnn finetune --method spp``, fc7) of every region of the split.
+
+    After fine-tuning, a pyramid-only cache of the split made by the same conv layers with the same
+    settings (the one fine-tuning read) is reused: only fc7 is computed, from its stored pyramids.
+    """
+    started = time.perf_counter()
+    device = pick_device(options.device)
+    trained_on = None
+    if run.method(NAME).finetune.model.exists():
+        trained = load_spp(run, dataset.classes)
+        net, with_fc7, model_path = trained.module.net, True, trained.path
+        conv = {"backbone": trained.backbone, "weights": str(model_path)}
+        trained_on = trained.meta.get("trained_on")
+        if tuple(trained.meta["levels"]) != tuple(options.levels):
+            raise UserError(
+                f"{model_path}: fine-tuned on levels {trained.meta['levels']}, not {list(options.levels)}"
+            )
+    else:
+        backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
+        net, with_fc7, model_path = SppNet(backbone, options.levels), False, weights_file
+        conv = {"backbone": backbone.spec.name, "weights": str(model_path) if model_path else options.weights}
+        log.info("no fine-tuned SPP-net yet: caching pyramids only; fc7 follows `rcnn finetune --method spp`")
+    proposals = load_proposals(run, dataset)
+    proposals_file = run.proposals(dataset.split)
+    stamp = {
+        "method": NAME,
+        "scales": list(options.scales),
+        "window_size": options.window_size,
+        "levels": list(options.levels),
+        "dtype": options.dtype,
+        "conv": conv,
+        "model": describe_input(model_path) if model_path else None,
+        "proposals": describe_input(proposals_file),
+        "root": str(dataset.root),
+    }
+    recipe = CacheRecipe(
+        stamp=stamp,
+        feature_dims={"pyramid": net.pyramid_dim, **({"fc7": net.spec.fc_dim} if with_fc7 else {})},
+        dtype=options.dtype,
+        attrs={"backbone": net.spec.name, "with_fc7": with_fc7},
+        options={"method": NAME, **asdict(options)},
+        inputs=[*([model_path] if model_path else []), proposals_file],
+    )
+    target = run.method(NAME).features(dataset.split)
+    if trained_on and _holds_pyramids(target, stamp, trained_on):
+        earlier = read_manifest(target)
+        net.to(device).eval()
+        add_feature_point(
+            target,
+            "fc7",
+            net.spec.fc_dim,
+            lambda pyramid: _fc7(net, pyramid, device),
+            "pyramid",
+            {"stamp": json.dumps(stamp, sort_keys=True, default=str), **recipe.attrs},
+            progress,
+            f"SPP-net fc7 from the cached pyramids ({net.spec.name}, {device.type})",
+        )
+        seconds = time.perf_counter() - started
+        return finish_cache(
+            target,
+            dataset,
+            recipe,
+            computed=0,
+            extract_seconds=seconds,
+            seconds=seconds + (earlier["seconds"] if earlier else 0.0),
+        )
+    computed, extract_seconds = fill_cache(
+        dataset,
+        proposals,
+        target,
+        recipe,
+        SppExtractor(net, options.scales, options.window_size, device, with_fc7),
+        workers=options.workers,
+        description=(
+            f"SPP-net features ({net.spec.name}, scales {','.join(map(str, options.scales))}, {device.type})"
+        ),
+        progress=progress,
+    )
+    return finish_cache(
+        target,
+        dataset,
+        recipe,
+        computed=computed,
+        extract_seconds=extract_seconds,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _holds_pyramids(path: Path, stamp: Mapping[str, Any], trained_on: Mapping[str, Any]) -> bool:
+    """Whether ``path`` is a complete pyramid-only cache made with ``stamp``'s settings by the conv layers
+    named in ``trained_on`` (the stamp of the cache the fine-tuned model was trained on)."""
+    if not path.exists():
+        return False
+    try:
+        with FeatureCache(path, "") as cache:
+            found = json.loads(cache.h5.attrs["stamp"])
+            pyramid_only = cache.feature_points == ("pyramid",)
+    except UserError:
+        return False
+    return pyramid_only and found == {**stamp, "conv": trained_on["conv"], "model": trained_on["model"]}
+
+
+@torch.no_grad()
+def _fc7(net: SppNet, pyramid: np.ndarray, device: torch.device) -> np.ndarray:
+    """(n, pyramid_dim) stored pyramids -> (n, fc_dim) fc7, in the stored precision."""
+    found = net.head(torch.from_numpy(pyramid.astype(np.float32)).to(device))
+    return found.cpu().numpy().astype(pyramid.dtype)

@@ -1,0 +1,152 @@
+"""SPP-net fine-tuning (He et al., ECCV 2014, section 4.1): fc6, fc7 and a new (N + 1)-way layer trained on
+the cached pyramids of a split; the conv layers stay as they are."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from stages.backbones import Backbone, build_backbone, resolve_backbone
+from stages.datasets.records import Dataset
+from stages.errors import UserError
+from stages.features import FeatureCache
+from stages.matching import Matcher
+from stages.methods.spp.network import NAME, SppClassifier, SppNet, load_spp
+from stages.models import save_model
+from stages.progress import SILENT, Progress
+from stages.runs import RunLayout, describe_input
+from stages.sampling import BalancedSampler
+from stages.training import (
+    TrainingOptions,
+    TrainingStage,
+    TrainingSummary,
+    classification_step,
+    parameter_groups,
+)
+
+
+@dataclass(frozen=True)
+class SppFinetuneOptions(TrainingOptions):
+    """SPP-net fc fine-tuning (section 4.1): fc6, fc7 and a new (N + 1)-way layer on cached pyramids;
+    25% foreground (IoU >= 0.5), background IoU in [0.1, 0.5), drawn with replacement; 250k mini-batches
+    at 1e-4, then 50k at 1e-5. Mini-batches are drawn from one block of the cache at a time
+    (``block_rows`` regions, read once for ``block_iterations`` mini-batches, by default as many as draw
+    about as many windows as the block holds), so memory stays bounded and the cache is read a few
+    times, not once a mini-batch."""
+
+    iterations: int = 300000
+    learning_rate: float = 0.0001
+    step: int = 250000
+    batch_size: int = 128
+    foreground_fraction: float = 0.25
+    foreground_iou: float = 0.5
+    background_iou: tuple[float, float] = (0.1, 0.5)
+    block_rows: int = 32768
+    block_iterations: int | None = None
+
+    @property
+    def matcher(self) -> Matcher:
+        return Matcher(self.foreground_iou, self.background_iou)
+
+
+class _BlockBatches:
+    """Mini-batch k comes from block (k // block_iterations) of a seeded block order; rows sampled in it."""
+
+    def __init__(self, cache: FeatureCache, options: SppFinetuneOptions):
+        self.cache, self.options = cache, options
+        blocks = cache.blocks([], options.block_rows)
+        self.blocks = [(int(cache.offsets[i[0]]), int(cache.offsets[i[-1] + 1])) for i, _ in blocks]
+        self.sampler = BalancedSampler(options.batch_size, options.foreground_fraction, replace=True)
+        self.loaded: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def _block(self, k: int) -> dict[str, np.ndarray]:
+        options = self.options
+        visit = k // (options.block_iterations or options.block_rows // options.batch_size)
+        order = np.random.default_rng([options.seed, visit // len(self.blocks)]).permutation(len(self.blocks))
+        index = int(order[visit % len(self.blocks)])
+        if self.loaded is None or self.loaded[0] != index:
+            start, stop = self.blocks[index]
+            h5 = self.cache.h5
+            labels, foreground, background = options.matcher.split(h5["class_iou"][start:stop])
+            block = {
+                "pyramid": h5["pyramid"][start:stop],
+                "labels": labels,
+                "foreground": foreground,
+                "background": background,
+            }
+            self.loaded = (index, block)
+        return self.loaded[1]
+
+    def __call__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        block = self._block(k)
+        rows = self.sampler(
+            block["foreground"], block["background"], np.random.default_rng([self.options.seed, k])
+        )
+        return torch.from_numpy(block["pyramid"][rows].astype(np.float32)), torch.from_numpy(
+            block["labels"][rows]
+        )
+
+    def batches(self, start: int, stop: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return (self(k) for k in range(start, stop))
+
+
+def finetune(
+    dataset: Dataset,
+    run: RunLayout,
+    options: SppFinetuneOptions = SppFinetuneOptions(),
+    resume: bool = True,
+    progress: Progress = SILENT,
+) -> TrainingSummary:
+    """Fine-tune fc6, fc7 and a new (N + 1)-way layer on the split's cached pyramids (conv layers fixed)."""
+    files = run.method(NAME)
+    stage = TrainingStage("finetune", options, files.finetune, method=NAME, resume=resume, progress=progress)
+    source = files.features(dataset.split)
+    with FeatureCache.of(files, dataset.split) as cache:
+        if tuple(cache.classes) != tuple(dataset.classes):
+            raise UserError(f"{source}: made for classes {', '.join(cache.classes)}, not this dataset's")
+        stamp = json.loads(cache.h5.attrs["stamp"])
+        net = SppNet(_conv_source(run, stamp["conv"]), stamp["levels"])
+        model = SppClassifier(net, len(dataset.classes) + 1).to(stage.device)
+        sampler = _BlockBatches(cache, options)
+        labels = np.concatenate([options.matcher(b["class_iou"]) for _, b in cache.blocks(["class_iou"])])
+        stage.train(
+            model,
+            parameter_groups(
+                [(net.fc6, 1.0, 2.0), (net.fc7, 1.0, 2.0), (model.scores, 1.0, 2.0)], options.weight_decay
+            ),
+            lambda start: sampler.batches(start, options.iterations),
+            classification_step(model, stage.device),
+            stamp={"cache": describe_input(source)},
+            description=f"fine-tuning fc layers ({net.spec.name}, SPP-net)",
+        )
+    save_model(
+        files.finetune.model,
+        model,
+        kind=NAME,
+        backbone=net.spec.name,
+        classes=dataset.classes,
+        levels=list(net.levels),
+        trained_on=stamp,
+    )
+    return stage.finish(
+        inputs=[source],
+        trained_on={"windows": len(labels), "foreground_windows": int((labels > 0).sum())},
+        results={"backbone": net.spec.name},
+    )
+
+
+def _conv_source(run: RunLayout, conv: Mapping[str, Any]) -> Backbone:
+    """The backbone whose conv layers made a cache: a fine-tuned SPP-net's, or the weights named."""
+    if conv["weights"] == str(run.method(NAME).finetune.model):
+        trained = load_spp(run)
+        backbone = build_backbone(conv["backbone"])
+        backbone.conv.load_state_dict(trained.module.net.conv.state_dict())
+        backbone.fc7.load_state_dict(trained.module.net.fc7.state_dict())
+        return backbone
+    backbone, _ = resolve_backbone(run, conv["backbone"], conv["weights"])
+    return backbone

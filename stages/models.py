@@ -1,0 +1,105 @@
+"""Model files: every trained network the toolkit writes, read back through one function.
+
+A model file is ``torch.save`` of ``{"format", "kind", "backbone", "classes", ...meta, "state_dict"}``,
+read with ``weights_only=True`` (no code is unpickled). ``kind`` says which stage made it: ``pretrain``
+(``RUN/backbone.pt``) or a method's name (``rcnn``, ``spp``, ``fast``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import torch
+from torch import nn
+
+from stages.atomic import atomic_path
+from stages.errors import UserError
+from stages.runs import require_artifact
+
+MODEL_FORMAT = "rcnn-toolkit/model"
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def save_model(
+    path: Path, module: nn.Module, *, kind: str, backbone: str, classes: Sequence[str], **meta: Any
+) -> None:
+    """Write a model file atomically: ``module``'s state dict, what made it and JSON-able ``meta``."""
+    content = {
+        "format": MODEL_FORMAT,
+        "kind": kind,
+        "backbone": backbone,
+        "classes": list(classes),
+        **meta,
+        "state_dict": module.state_dict(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(content, tmp)
+
+
+def read_weights(path: Path) -> Any:
+    """Whatever ``path`` holds, loaded with ``weights_only`` (tensors, containers, plain values)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise UserError(f"{path}: file not found") from None
+    except Exception as exc:  # torch raises several types for files it cannot unpickle safely
+        raise UserError(f"{path}: not a weights file torch can load with weights_only ({exc})") from None
+
+
+def is_model_file(content: Any) -> bool:
+    """Whether loaded ``content`` is a model file this toolkit wrote."""
+    return isinstance(content, dict) and content.get("format") == MODEL_FORMAT
+
+
+@dataclass(frozen=True)
+class TrainedModel(Generic[ModuleT]):
+    """A network read from a model file: the module with its weights, the file, and what the file
+    records beside them (``meta``: kind, backbone, classes and the stage's own, such as the test scale)."""
+
+    module: ModuleT
+    path: Path
+    meta: Mapping[str, Any]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return tuple(self.meta["classes"])
+
+    @property
+    def backbone(self) -> str:
+        return str(self.meta["backbone"])
+
+
+def load_model(
+    path: Path,
+    kind: str,
+    build: Callable[[Mapping[str, Any]], ModuleT],
+    *,
+    command: str,
+    classes: Sequence[str] | None = None,
+) -> TrainedModel[ModuleT]:
+    """Read the ``kind`` model file at ``path``: ``build(meta)`` makes the module its weights load into.
+
+    UserError naming the file when it is missing (with ``command``, which makes it), not a model file of
+    ``kind``, or (with ``classes``) trained on other classes.
+    """
+    require_artifact(path, command)
+    content = read_weights(path)
+    if not is_model_file(content):
+        raise UserError(f"{path}: not a model file written by rcnn")
+    meta = {k: v for k, v in content.items() if k != "state_dict"}
+    if meta.get("kind") != kind:
+        raise UserError(
+            f"{path}: a {meta.get('kind')!r} model file, not {kind!r}; remake it with `{command}`"
+        )
+    if classes is not None and tuple(meta["classes"]) != tuple(classes):
+        raise UserError(
+            f"{path}: trained on classes {', '.join(meta['classes'])}, not this dataset's "
+            f"{', '.join(classes)}; train again or pass --classes"
+        )
+    module = build(meta)
+    module.load_state_dict(content["state_dict"])
+    return TrainedModel(module, Path(path), meta)

@@ -1,0 +1,54 @@
+"""Fast R-CNN's training options, and data-parallel training with torchrun."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages.errors import UserError
+from stages.methods.fast.finetune import FastFinetuneOptions
+from stages.methods.fast.sampling import SamplingOptions
+
+
+@pytest.mark.parametrize(
+    ("sampling", "test_scale", "option"),
+    [
+        (SamplingOptions(scales=(1200,), max_size=1000), None, "--scales"),
+        (SamplingOptions(scales=(600,), max_size=1000), 1200, "--test-scale"),
+        (SamplingOptions(scales=(300, 400), max_size=500), None, "--test-scale"),  # the default 600
+        (SamplingOptions(images_per_batch=4, rois_per_batch=2), None, "--images-per-batch"),
+    ],
+)
+def test_inconsistent_training_options_are_user_errors(sampling, test_scale, option):
+    with pytest.raises(UserError, match=option):
+        FastFinetuneOptions(sampling=sampling, test_scale=test_scale)
+    assert (
+        FastFinetuneOptions(sampling=SamplingOptions(max_size=1666), test_scale=1000).resolved_test_scale
+        == 1000
+    )
+
+
+def test_two_gloo_processes_end_with_the_same_weights(tiny_run, tmp_path):
+    """torchrun with two CPU processes: DDP over gloo, disjoint shards, one writer, equal final weights.
+
+    ``--`` ends torchrun's own options: its parser (Python 3.11 argparse) would read ``--run`` as an
+    abbreviation of its ``--run-path``."""
+    data, base = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "rcnn_cli", "--", "finetune", "--data", str(data), "--run", str(run), "--device", "cpu",
+        "--iterations", "3", "--scales", "96", "--checkpoint-every", "2",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=Path.cwd())
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((run / "fast" / "finetune" / "model.manifest.json").read_text())
+    digests = manifest["results"]["rank_weight_digests"]
+    assert manifest["results"]["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
+    assert result.stdout.count("fine-tuned (fast, 2 processes)") == 1  # one writer
