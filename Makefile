@@ -1,4 +1,5 @@
 # make setup | demo | test | bench | lint | format | clean
+# lint: ruff (style), mypy (types of the library and the command line, settings in pyproject.toml).
 # Every target creates .venv first (installing uv with pip if it is missing); later runs reuse it.
 
 PYTHON ?= python3
@@ -72,10 +73,11 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 format: setup
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) runs $(DEMO_DATA) .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs $(DEMO_DATA) .pytest_cache .ruff_cache .mypy_cache

@@ -21,7 +21,7 @@ class _ErrorEdge(TyperGroup):
     """Turns a UserError into one line and exit 2, anything unexpected into one line and exit 1;
     ``--debug`` shows the traceback instead."""
 
-    def invoke(self, ctx: typer.Context):
+    def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort, typer.TyperException):

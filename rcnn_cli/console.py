@@ -57,7 +57,10 @@ class RichProgress(Progress):
                 info = "  ".join(
                     f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()
                 )
-                bar.update(task_id, advance=n, **({"info": info} if fields else {}))
+                if fields:
+                    bar.update(task_id, advance=n, info=info)
+                else:
+                    bar.update(task_id, advance=n)
 
             yield advance
 

@@ -30,7 +30,7 @@ def evaluate(
     run: Annotated[
         Path | None, typer.Option(help="Run folder: detect on the split with --method, then score.")
     ] = None,
-    method: Annotated[Method | None, typer.Option(help="With --run: which detector.")] = None,  # type: ignore[valid-type]
+    method: Annotated[Method | None, typer.Option(help="With --run: which detector.")] = None,
     metric: Annotated[
         str, typer.Option(help="voc07: 11-point AP (VOC2007 test); voc10: area under the curve.")
     ] = "voc07",

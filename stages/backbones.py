@@ -188,7 +188,14 @@ class Backbone(nn.Module):
     R-CNN caches (fc7 for the SVMs, pool5 for box regression).
     """
 
-    def __init__(self, spec: BackboneSpec, conv: nn.Module, pool5: nn.Module, fc6: nn.Module, fc7: nn.Module):
+    def __init__(
+        self,
+        spec: BackboneSpec,
+        conv: nn.Sequential,
+        pool5: nn.Module,
+        fc6: nn.Sequential,
+        fc7: nn.Sequential,
+    ):
         super().__init__()
         self.spec = spec
         self.conv = conv
@@ -231,7 +238,8 @@ def _init_from_scratch(module: nn.Module) -> None:
     for m in module.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-            nn.init.zeros_(m.bias)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
 
 
 def _build(spec: BackboneSpec, imagenet: bool = False) -> Backbone:
@@ -251,8 +259,8 @@ def _modules(spec: BackboneSpec, imagenet: bool) -> Backbone:
                 f"--weights imagenet: could not get torchvision's {spec.name} weights ({exc}); "
                 "download them when online, or pass --weights PATH"
             ) from None
-        pool5 = nn.Sequential(net.features[-1], net.avgpool)
-        return Backbone(spec, net.features[:-1], pool5, net.classifier[:3], net.classifier[3:6])
+        pooling = nn.Sequential(net.features[-1], net.avgpool)
+        return Backbone(spec, net.features[:-1], pooling, net.classifier[:3], net.classifier[3:6])
     dropout = 0.5
     conv = _conv_stack(spec.layers, spec.lrn_after)
     pool5: nn.Module = (

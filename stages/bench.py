@@ -168,7 +168,8 @@ def _prepared_images(
         image = read_image(record.path)
         factor = image_size / min(image.shape[:2])
         image = cv2.resize(image, (round(image.shape[1] * factor), round(image.shape[0] * factor)))
-        work.append((image, random_proposals(*image.shape[:2], proposals, rng)))
+        height, width = image.shape[:2]
+        work.append((image, random_proposals(height, width, proposals, rng)))
     if not work:
         raise UserError(f"{dataset.root}: split {dataset.split!r} has no images")
     return work
@@ -196,7 +197,8 @@ def _spp_seconds(
     spp: SppNet, image: np.ndarray, boxes: np.ndarray, scales: Sequence[int], device: torch.device
 ) -> tuple[float, float]:
     """(conv, fc) seconds of SPP-net's features: conv5 once a scale, then the pyramids, fc6, fc7."""
-    factors = scale_factors(*image.shape[:2], scales)
+    height, width = image.shape[:2]
+    factors = scale_factors(height, width, scales)
     started = time.perf_counter()
     maps = spp.conv5(image, factors, device)
     synchronize(device)
@@ -307,7 +309,8 @@ def bench_methods(
     net = build_backbone(backbone).to(chosen).eval()
     spp = SppNet(build_backbone(backbone)).to(chosen).eval()
     fast = FastRcnn(build_backbone(backbone), classes).to(chosen).eval()
-    smaller = compress(fast.cpu(), tuple(r or d for r, d in zip(ranks, default_ranks(fast), strict=True)))
+    defaults = default_ranks(fast)
+    smaller = compress(fast.cpu(), (ranks[0] or defaults[0], ranks[1] or defaults[1]))
     fast, smaller = fast.to(chosen), smaller.to(chosen).eval()
 
     def fast_seconds(model):

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from stages.atomic import atomic_path
+from stages.errors import UserError
 
 _PALETTE = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -59,7 +60,10 @@ def write_grid(path: Path, pictures: Sequence[Path], cell_width: int = 400) -> N
     between and around them."""
     images = []
     for picture in pictures:
-        image = cv2.cvtColor(cv2.imread(str(picture), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        decoded = cv2.imread(str(picture), cv2.IMREAD_COLOR)
+        if decoded is None:
+            raise UserError(f"{picture}: not an image OpenCV can decode")
+        image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
         height = round(image.shape[0] * cell_width / image.shape[1])
         images.append(cv2.resize(image, (cell_width, height), interpolation=cv2.INTER_AREA))
     columns = math.ceil(math.sqrt(len(images)))

@@ -19,7 +19,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import h5py
 import numpy as np
@@ -45,7 +44,7 @@ _SHARD_IMAGES = 16
 class ProposalOptions:
     """Selective search settings (Uijlings et al. 2013, as used by R-CNN: fast mode, ~2000 boxes)."""
 
-    mode: Literal["fast", "quality"] = "fast"
+    mode: str = "fast"
     max_boxes: int = 2000
     min_size: int = 10
     max_side: int = 500

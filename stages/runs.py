@@ -184,7 +184,8 @@ def write_manifest(
     results: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the manifest of ``artifact``; ``options`` is a dataclass (or a mapping) of resolved settings."""
-    resolved = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options)
+    is_options = dataclasses.is_dataclass(options) and not isinstance(options, type)
+    resolved = dataclasses.asdict(options) if is_options else dict(options)
     payload = {
         "stage": stage,
         "artifact": Path(artifact).name,

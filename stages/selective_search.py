@@ -49,7 +49,7 @@ def search(path: Path, mode: str, max_side: int) -> tuple[np.ndarray, float, tup
         segmentation.switchToSelectiveSearchFast()
     else:
         segmentation.switchToSelectiveSearchQuality()
-    return segmentation.process(), scale, (height, width)
+    return np.asarray(segmentation.process()), scale, (height, width)
 
 
 def worker(job: tuple[str, str, str, int, int]):

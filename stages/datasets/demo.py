@@ -62,9 +62,9 @@ def _unit_polygon(name: str) -> np.ndarray | None:
         pts = np.stack([r * np.cos(a), r * np.sin(a)], 1)
         return (pts - pts.min(0)) / (pts.max(0) - pts.min(0))
     if name == "cross":
-        a, b = 0.33, 0.67
+        p, q = 0.33, 0.67  # the arms' edges
         return np.array(
-            [[a, 0], [b, 0], [b, a], [1, a], [1, b], [b, b], [b, 1], [a, 1], [a, b], [0, b], [0, a], [a, a]]
+            [[p, 0], [q, 0], [q, p], [1, p], [1, q], [q, q], [q, 1], [p, 1], [p, q], [0, q], [0, p], [p, p]]
         )
     if name == "arrow":
         return np.array([[0, 0.35], [0.55, 0.35], [0.55, 0], [1, 0.5], [0.55, 1], [0.55, 0.65], [0, 0.65]])
@@ -97,7 +97,7 @@ def _shape_mask(name: str, width: int, height: int) -> np.ndarray:
 
 
 def _hsv_color(rng: np.random.Generator, hue: float, saturation=(150, 255), value=(130, 255)):
-    hsv = np.uint8([[[hue % 180, rng.integers(*saturation), rng.integers(*value)]]])
+    hsv = np.array([[[hue % 180, rng.integers(*saturation), rng.integers(*value)]]], dtype=np.uint8)
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0].astype(np.float32)
 
 
@@ -235,8 +235,9 @@ def generate_demo(out: Path, options: DemoOptions = DemoOptions(), force: bool =
                 cv2.imwrite(
                     str(staging / "JPEGImages" / f"{image_id}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92]
                 )
+                height, width = image.shape[:2]
                 (staging / "Annotations" / f"{image_id}.xml").write_text(
-                    _annotation_xml(image_id, *image.shape[:2], objects), encoding="utf-8"
+                    _annotation_xml(image_id, height, width, objects), encoding="utf-8"
                 )
                 splits[split].append(image_id)
                 k += 1

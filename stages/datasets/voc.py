@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 from defusedxml import DefusedXmlException
@@ -102,7 +103,12 @@ def _parse_xml(path: Path):
         raise UserError(f"{path}: unreadable annotation ({exc})") from None
 
 
+@overload
+def _text(node, tag: str, default: str) -> str: ...
+@overload
+def _text(node, tag: str, default: None = None) -> str | None: ...
 def _text(node, tag: str, default: str | None = None) -> str | None:
+    """The stripped text of ``node``'s child ``tag``, ``default`` when it is missing or empty."""
     child = node.find(tag)
     return default if child is None or child.text is None else child.text.strip()
 

@@ -36,15 +36,19 @@ FinetuneT = TypeVar("FinetuneT", bound=TrainingOptions)
 ExtractT = TypeVar("ExtractT")
 
 
-def options_from(options_type: type[OptionsT], given: Mapping[str, Any], stage: str) -> OptionsT:
+def options_from(
+    options_type: type[OptionsT], given: Mapping[str, Any], stage: str, hints: Mapping[str, str] = {}
+) -> OptionsT:
     """``options_type`` with the ``given`` fields set, the others at their defaults (the paper's).
 
-    A given option that ``options_type`` has no field for is a UserError naming it and ``stage``.
+    A given option that ``options_type`` has no field for is a UserError naming it and ``stage``, or
+    saying its ``hints`` entry (where to set it instead).
     """
     names = {f.name for f in fields(options_type)}  # type: ignore[arg-type]
     unknown = sorted(set(given) - names)
     if unknown:
-        raise UserError(f"--{unknown[0].replace('_', '-')}: not an option of {stage}")
+        option = unknown[0]
+        raise UserError(f"--{option.replace('_', '-')}: {hints.get(option, f'not an option of {stage}')}")
     return options_type(**given)
 
 
@@ -83,6 +87,10 @@ class Method(ABC, Generic[FinetuneT]):
     """``rcnn detect``'s default score threshold: what is worth drawing on a picture."""
     compressible: ClassVar[bool] = False
     """Whether ``rcnn compress`` makes a truncated-SVD form of its network."""
+    finetune_options_type: ClassVar[type[TrainingOptions]]
+    """Its fine-tuning options (``FinetuneT``), with the paper's defaults."""
+    option_hints: ClassVar[Mapping[str, str]] = {}
+    """For command-line options the method does not take: where to set them instead."""
 
     def files(self, run: RunLayout) -> MethodLayout:
         """Where this method keeps its artifacts in ``run``."""
@@ -93,9 +101,10 @@ class Method(ABC, Generic[FinetuneT]):
         if compressed and not self.compressible:
             raise UserError(f"--compressed: {self.label} has no compressed model (see `rcnn compress`)")
 
-    @abstractmethod
     def finetune_options(self, given: Mapping[str, Any]) -> FinetuneT:
         """The fine-tuning options with the ``given`` command-line values, the paper's otherwise."""
+        stage = f"{self.label} fine-tuning"
+        return options_from(self.finetune_options_type, given, stage, self.option_hints)  # type: ignore[return-value]
 
     @abstractmethod
     def finetune(
@@ -147,13 +156,15 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
 
     region_feature: ClassVar[str]
     """The feature the box regressors read: the last pooled conv features before fc6."""
-    svm_feature: ClassVar[str] = "fc7"
+    extract_options_type: ClassVar[type]
+    """Its feature-extraction options (``ExtractT``)."""
     test_options = DetectOptions()
     display_threshold = 0.0  # the SVM margin
 
-    @abstractmethod
     def extract_options(self, given: Mapping[str, Any]) -> ExtractT:
-        """The feature-extraction options with the ``given`` command-line values."""
+        """The feature-extraction options with the ``given`` command-line values, the defaults otherwise."""
+        stage = f"{self.label} feature extraction"
+        return options_from(self.extract_options_type, given, stage, self.option_hints)
 
     @abstractmethod
     def extract_features(

@@ -18,7 +18,7 @@ import torch
 
 from stages.datasets.records import Dataset
 from stages.images import read_image
-from stages.methods.base import ImageDetector, Method, SplitDetections, options_from
+from stages.methods.base import ImageDetector, Method, SplitDetections
 from stages.methods.fast.detector import fast_detector
 from stages.methods.fast.finetune import FastFinetuneOptions, finetune
 from stages.methods.fast.network import NAME
@@ -36,6 +36,7 @@ class FastRCNN(Method[FastFinetuneOptions]):
     test_options = DetectOptions(per_image=100)
     display_threshold = 0.5  # the softmax probability
     compressible = True
+    finetune_options_type = FastFinetuneOptions
 
     def finetune_options(self, given: Mapping[str, Any]) -> FastFinetuneOptions:
         """``scales`` and ``max_size`` set the sampling; one scale caps the longer side at 1000, several
@@ -47,7 +48,7 @@ class FastRCNN(Method[FastFinetuneOptions]):
             given["sampling"] = SamplingOptions(
                 scales=scales, max_size=max_size or (1000 if len(scales) == 1 else 2000)
             )
-        return options_from(FastFinetuneOptions, given, "Fast R-CNN fine-tuning")
+        return super().finetune_options(given)
 
     def finetune(
         self,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -88,8 +88,17 @@ class FastRcnn(nn.Module):
         nn.init.zeros_(self.scores.bias)
         nn.init.zeros_(self.deltas.bias)
         if ranks is not None:
-            for block, rank in zip((self.fc6, self.fc7), ranks, strict=True):
-                block[spec.fc_linear_index] = low_rank_linear(block[spec.fc_linear_index], rank)
+            self.factorise(ranks)
+
+    def fc_linear(self, block: nn.Sequential) -> nn.Linear:
+        """The Linear layer of the fc block ``block`` (fc6 or fc7), where the backbone declares it."""
+        return cast(nn.Linear, block[self.spec.fc_linear_index])
+
+    def factorise(self, ranks: tuple[int, int]) -> None:
+        """Replace fc6 and fc7 by truncated SVDs of their weights, of ``ranks`` (section 3.1)."""
+        for block, rank in zip((self.fc6, self.fc7), ranks, strict=True):
+            block[self.spec.fc_linear_index] = low_rank_linear(self.fc_linear(block), rank)
+        self.ranks = ranks
 
     def freeze_early_layers(self) -> None:
         """Freeze the conv layers before ``spec.fast_rcnn_trainable_from`` (section 4.5)."""
@@ -175,16 +184,13 @@ def compress(model: FastRcnn, ranks: tuple[int, int]) -> FastRcnn:
     """A copy of ``model`` with fc6 and fc7 replaced by their rank-``ranks`` truncated SVDs."""
     if model.ranks is not None:
         raise UserError("the model is already compressed")
-    index = model.spec.fc_linear_index
     for name, block, rank in zip(("fc6", "fc7"), (model.fc6, model.fc7), ranks, strict=True):
-        layer = block[index]
+        layer = model.fc_linear(block)
         limit = min(layer.in_features, layer.out_features)
         if not 1 <= rank < limit:
             shape = f"{layer.out_features} x {layer.in_features}"
             raise UserError(f"--{name}-rank {rank}: choose 1 to {limit - 1} ({name} is {shape})")
     compressed = FastRcnn(build_backbone(model.spec.name), model.num_classes)
     compressed.load_state_dict(model.state_dict())
-    for block, rank in zip((compressed.fc6, compressed.fc7), ranks, strict=True):
-        block[index] = low_rank_linear(block[index], rank)
-    compressed.ranks = tuple(ranks)
+    compressed.factorise(ranks)
     return compressed

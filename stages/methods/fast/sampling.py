@@ -136,14 +136,14 @@ class ImageBatches:
             height, width = image.shape[:2]
             factor = scale_factor(height, width, int(rng.choice(options.scales)), options.max_size)
             flip = rng.random() < 0.5 and options.mirror  # drawn either way: same RoIs with or without
-            row_labels, foreground, background = self.rows[index]
+            matched, foreground, background = self.rows[index]
             rows = self.sampler(foreground, background, rng)
             boxes, goals = region.boxes[rows], region.target_boxes[rows]
             tensor = resized_input(image, factor)
             if flip:
                 boxes, goals = flip_boxes(boxes, width), flip_boxes(goals, width)
                 tensor = tensor.flip(2)
-            row_labels = torch.as_tensor(row_labels[rows], dtype=torch.int64)
+            row_labels = torch.as_tensor(matched[rows], dtype=torch.int64)
             deltas = encode_boxes(torch.as_tensor(boxes), torch.as_tensor(goals))
             deltas = (deltas - torch.as_tensor(self.means)[row_labels]) / torch.as_tensor(self.stds)[
                 row_labels

@@ -8,14 +8,11 @@ box regression on pool5.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import torch
 
 from stages.datasets.records import Dataset
 from stages.features import ExtractSummary, RegionFeatures
-from stages.methods.base import CachedFeatureMethod, options_from
+from stages.methods.base import CachedFeatureMethod
 from stages.methods.rcnn.features import ExtractOptions, RegionExtractor, extract_features, load_finetuned
 from stages.methods.rcnn.finetune import NAME, FinetuneOptions, finetune
 from stages.progress import SILENT, Progress
@@ -27,9 +24,8 @@ class RCNN(CachedFeatureMethod[FinetuneOptions, ExtractOptions]):
     name = NAME
     label = "R-CNN"
     region_feature = "pool5"
-
-    def finetune_options(self, given: Mapping[str, Any]) -> FinetuneOptions:
-        return options_from(FinetuneOptions, given, "R-CNN fine-tuning")
+    finetune_options_type = FinetuneOptions
+    extract_options_type = ExtractOptions
 
     def finetune(
         self,
@@ -41,9 +37,6 @@ class RCNN(CachedFeatureMethod[FinetuneOptions, ExtractOptions]):
         progress: Progress = SILENT,
     ) -> TrainingSummary:
         return finetune(dataset, run, options, resume, progress)
-
-    def extract_options(self, given: Mapping[str, Any]) -> ExtractOptions:
-        return options_from(ExtractOptions, given, "R-CNN feature extraction")
 
     def extract_features(
         self, dataset: Dataset, run: RunLayout, options: ExtractOptions, progress: Progress = SILENT

@@ -11,14 +11,13 @@ fine-tuned on the cached pyramids, then R-CNN's SVMs and box regressors.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import ClassVar
 
 import torch
 
 from stages.datasets.records import Dataset
-from stages.errors import UserError
 from stages.features import ExtractSummary, RegionFeatures
-from stages.methods.base import CachedFeatureMethod, options_from
+from stages.methods.base import CachedFeatureMethod
 from stages.methods.spp.features import SppExtractOptions, SppExtractor, extract_features
 from stages.methods.spp.finetune import SppFinetuneOptions, finetune
 from stages.methods.spp.network import NAME, load_spp
@@ -26,19 +25,19 @@ from stages.progress import SILENT, Progress
 from stages.runs import RunLayout
 from stages.training import TrainingSummary
 
+_CONV_LAYERS = (
+    "SPP-net fine-tunes on cached pyramids; choose the conv layers with "
+    "rcnn extract-features --method spp --backbone/--weights"
+)
+
 
 class SPPNet(CachedFeatureMethod[SppFinetuneOptions, SppExtractOptions]):
     name = NAME
     label = "SPP-net"
     region_feature = "pyramid"
-
-    def finetune_options(self, given: Mapping[str, Any]) -> SppFinetuneOptions:
-        if "backbone" in given or "weights" in given:
-            raise UserError(
-                "--backbone/--weights: SPP-net fine-tunes on cached pyramids; choose the conv layers with "
-                "rcnn extract-features --method spp --backbone/--weights"
-            )
-        return options_from(SppFinetuneOptions, given, "SPP-net fine-tuning")
+    finetune_options_type = SppFinetuneOptions
+    extract_options_type = SppExtractOptions
+    option_hints: ClassVar[Mapping[str, str]] = {"backbone": _CONV_LAYERS, "weights": _CONV_LAYERS}
 
     def finetune(
         self,
@@ -50,9 +49,6 @@ class SPPNet(CachedFeatureMethod[SppFinetuneOptions, SppExtractOptions]):
         progress: Progress = SILENT,
     ) -> TrainingSummary:
         return finetune(dataset, run, options, resume, progress)
-
-    def extract_options(self, given: Mapping[str, Any]) -> SppExtractOptions:
-        return options_from(SppExtractOptions, given, "SPP-net feature extraction")
 
     def extract_features(
         self, dataset: Dataset, run: RunLayout, options: SppExtractOptions, progress: Progress = SILENT

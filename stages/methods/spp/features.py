@@ -70,7 +70,8 @@ class SppExtractor:
     @torch.no_grad()
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
         """(H, W, 3) uint8 image, (N, 4) boxes -> {"pyramid": (N, P)[, "fc7": (N, D)]} on the CPU."""
-        factors = scale_factors(*image.shape[:2], self.scales)
+        height, width = image.shape[:2]
+        factors = scale_factors(height, width, self.scales)
         maps = self.net.conv5(image, factors, self.device)
         boxes_t = torch.as_tensor(np.asarray(boxes, np.float32), device=self.device)
         pyramid = self.net.pyramid(maps, boxes_t, factors, self.window_size)
@@ -94,6 +95,8 @@ def extract_features(
     started = time.perf_counter()
     device = pick_device(options.device)
     trained_on = None
+    model_path: Path | None
+    conv: dict[str, str | None]
     if run.method(NAME).finetune.model.exists():
         trained = load_spp(run, dataset.classes)
         net, with_fc7, model_path = trained.module.net, True, trained.path

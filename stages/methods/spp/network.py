@@ -62,15 +62,10 @@ class SppNet(nn.Module):
         self.levels = tuple(levels)
         self.field = receptive_field(spec.layers)
         self.conv = backbone.conv.requires_grad_(False)
-        self.fc6 = nn.Sequential(
-            nn.Dropout(0.5),
-            nn.Linear(spec.conv5_channels * pyramid_bins(self.levels), spec.fc_dim),
-            nn.ReLU(True),
-        )
-        nn.init.normal_(
-            self.fc6[1].weight, std=0.01 if spec.fc_dim > 1024 else (2 / self.fc6[1].in_features) ** 0.5
-        )
-        nn.init.zeros_(self.fc6[1].bias)
+        linear = nn.Linear(spec.conv5_channels * pyramid_bins(self.levels), spec.fc_dim)
+        self.fc6 = nn.Sequential(nn.Dropout(0.5), linear, nn.ReLU(True))
+        nn.init.normal_(linear.weight, std=0.01 if spec.fc_dim > 1024 else (2 / linear.in_features) ** 0.5)
+        nn.init.zeros_(linear.bias)
         self.fc7 = backbone.fc7
 
     @property
