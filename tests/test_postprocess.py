@@ -1,6 +1,5 @@
 """From scores to detections: top-k a class, per-class NMS at 0.3, box regression, clipping."""
 
-import cv2
 import numpy as np
 import pytest
 
@@ -48,24 +47,6 @@ def test_box_regression_moves_clips_and_renms():
     assert len(plain) == 3 and len(moved) == 2
     assert moved.scores.tolist() == [np.float32(0.9), np.float32(0.1)]
     assert moved.boxes[:, 2].max() <= 330
-
-
-def test_grid_tiles_pictures_row_by_row_each_row_as_tall_as_its_tallest(tmp_path):
-    from stages.draw import write_grid, write_png
-
-    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
-    pictures = []
-    for k, (height, colour) in enumerate(zip((100, 300, 50), colours, strict=True)):
-        pictures.append(tmp_path / f"{k}.png")
-        write_png(pictures[-1], np.full((height, 200, 3), colour, np.uint8))
-    write_grid(tmp_path / "grid.png", pictures, cell_width=100)
-    grid = cv2.cvtColor(cv2.imread(str(tmp_path / "grid.png")), cv2.COLOR_BGR2RGB)
-    gap = 8
-    assert grid.shape == (gap + 150 + gap + 25 + gap, gap + 2 * (100 + gap), 3)
-    assert tuple(grid[gap, gap]) == colours[0] and tuple(grid[gap + 49, gap]) == colours[0]
-    assert tuple(grid[gap + 50, gap]) == (255, 255, 255)
-    assert tuple(grid[gap, 2 * gap + 100]) == colours[1]
-    assert tuple(grid[2 * gap + 150, gap]) == colours[2]
 
 
 def test_class_boxes_detection_is_per_class_nms_then_per_image_cap():

@@ -1,0 +1,52 @@
+"""The method interface: the registry the shared stages ask, and how a method builds its options."""
+
+import pytest
+
+from stages.errors import UserError
+from stages.methods import CACHED_METHODS, METHODS, get_cached_method, get_method
+from stages.methods.base import CachedFeatureMethod, Method, options_from
+from stages.methods.fast.finetune import FastFinetuneOptions
+from stages.methods.rcnn.finetune import FinetuneOptions
+from stages.training import TrainingOptions
+
+
+def test_the_lineage_in_order_each_method_whole():
+    assert list(METHODS) == ["rcnn", "spp", "fast"] and list(CACHED_METHODS) == ["rcnn", "spp"]
+    for name, method in METHODS.items():
+        assert isinstance(method, Method) and method.name == name and method.label
+        assert issubclass(method.finetune_options_type, TrainingOptions)
+        assert isinstance(method.finetune_options({}), method.finetune_options_type)
+    for method in CACHED_METHODS.values():
+        assert isinstance(method, CachedFeatureMethod) and method.region_feature in ("pool5", "pyramid")
+    assert [m.compressible for m in METHODS.values()] == [False, False, True]
+
+
+def test_unknown_methods_name_the_choices():
+    with pytest.raises(UserError, match="--method 'yolo': choose one of rcnn, spp, fast"):
+        get_method("yolo")
+    with pytest.raises(UserError, match="--method 'fast': has no feature cache; choose one of rcnn, spp"):
+        get_cached_method("fast")
+
+
+def test_options_take_what_was_given_and_keep_the_papers_defaults():
+    options = options_from(FinetuneOptions, {"iterations": 7}, "R-CNN fine-tuning")
+    assert options.iterations == 7 and options.learning_rate == FinetuneOptions.learning_rate == 0.001
+    with pytest.raises(UserError, match="--test-scale: not an option of R-CNN fine-tuning"):
+        options_from(FinetuneOptions, {"test_scale": 600}, "R-CNN fine-tuning")
+    with pytest.raises(UserError, match="--backbone: SPP-net fine-tunes on cached pyramids"):
+        get_method("spp").finetune_options({"backbone": "tiny"})
+
+
+def test_fast_rcnn_scales_set_its_sampling():
+    fast = get_method("fast")
+    assert fast.finetune_options({}) == FastFinetuneOptions()
+    single = fast.finetune_options({"scales": (480,)})
+    assert single.sampling.scales == (480,) and single.sampling.max_size == 1000
+    several = fast.finetune_options({"scales": (480, 576, 688, 864, 1200)})
+    assert several.sampling.max_size == 2000 and several.resolved_test_scale == 600
+
+
+def test_compressed_is_asked_only_of_a_method_that_has_it():
+    get_method("fast").check_compressed(True)
+    with pytest.raises(UserError, match="--compressed: R-CNN has no compressed model"):
+        get_method("rcnn").check_compressed(True)
