@@ -4,6 +4,7 @@ proposal RoI-pooled; softmax scores and each class's own box."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -46,7 +47,9 @@ class FastDetector:
         return probabilities.cpu().numpy(), moved_boxes
 
 
-def load_trained(run: RunLayout, compressed: bool = False, classes=None) -> TrainedModel[FastRcnn]:
+def load_trained(
+    run: RunLayout, compressed: bool = False, classes: Sequence[str] | None = None
+) -> TrainedModel[FastRcnn]:
     """The run's trained Fast R-CNN, or its truncated-SVD form (``rcnn compress``)."""
     files = run.method(NAME)
     if compressed:
@@ -55,7 +58,7 @@ def load_trained(run: RunLayout, compressed: bool = False, classes=None) -> Trai
 
 
 def fast_detector(
-    run: RunLayout, device: torch.device, compressed: bool = False, classes=None
+    run: RunLayout, device: torch.device, compressed: bool = False, classes: Sequence[str] | None = None
 ) -> tuple[FastDetector, TrainedModel[FastRcnn]]:
     """The run's Fast R-CNN as a detector at its test scale, with the model it runs."""
     trained = load_trained(run, compressed, classes)
