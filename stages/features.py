@@ -233,9 +233,13 @@ class FeatureCache:
             ) from None
 
     @classmethod
-    def of(cls, method: MethodLayout, split: str) -> FeatureCache:
-        """The method's cache of ``split``; a missing file names the command that makes it."""
-        command = f"rcnn extract-features --method {method.name} --split {split} --run {method.run}"
+    def of(cls, method: MethodLayout, split: str, data: Path | None = None) -> FeatureCache:
+        """The method's cache of ``split``; a missing file names the command that makes it (from the
+        dataset at ``data``, when known)."""
+        command = (
+            f"rcnn extract-features --method {method.name} --data {data or 'ROOT'} --split {split} "
+            f"--run {method.run}"
+        )
         return cls(method.features(split), command)
 
     def __enter__(self) -> FeatureCache:

@@ -3,7 +3,8 @@ rest background.
 
 R-CNN fine-tuning: 32 foreground and 96 background windows of 128, with replacement (section 2.3 and the
 release's window data layer); SPP-net: 25% of 128, with replacement (section 4.1); Fast R-CNN: 25% of the
-64 RoIs an image, without replacement (section 2.3); pre-training: all 128 from the object crops.
+64 RoIs an image, without replacement (section 2.3); pre-training: all 128 from the object crops, with
+replacement.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class BalancedSampler:
-    """``batch_size`` rows, ``foreground_fraction`` of them foreground where there are enough.
+    """``batch_size`` rows, ``round(batch_size * foreground_fraction)`` of them foreground.
 
-    The foreground share is ``round(batch_size * foreground_fraction)`` or as many foreground rows as
-    there are, if fewer; background fills the rest of the batch. With ``replace`` the rows are drawn
-    with replacement (a pool may be smaller than its share; an empty pool gives nothing); without it, a
-    pool gives at most what it has, so the batch may come out smaller.
+    With ``replace`` each pool fills its share however small it is, and an empty pool leaves its share to
+    the other (the window data layer of the R-CNN release). Without it a pool gives at most what it has:
+    foreground as many as there are up to its share, background the rest up to what there is, so the
+    batch may come out smaller (the Fast R-CNN release, and torchvision's
+    ``BalancedPositiveNegativeSampler``).
     """
 
     batch_size: int
@@ -29,11 +31,12 @@ class BalancedSampler:
 
     def counts(self, foreground: int, background: int) -> tuple[int, int]:
         """How many rows to draw from pools of ``foreground`` and ``background`` rows."""
-        chosen = min(round(self.batch_size * self.foreground_fraction), foreground)
-        rest = self.batch_size - chosen
+        share = round(self.batch_size * self.foreground_fraction)
         if self.replace:
-            return chosen, rest if background else 0
-        return chosen, min(rest, background)
+            chosen = share if foreground else 0
+            return chosen, (self.batch_size - chosen) if background else 0
+        chosen = min(share, foreground)
+        return chosen, min(self.batch_size - chosen, background)
 
     def __call__(
         self, foreground: np.ndarray, background: np.ndarray, rng: np.random.Generator

@@ -12,7 +12,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -54,12 +54,12 @@ class Solver:
 class TrainingOptions:
     """What every training stage's options share: the solver's settings, checkpoints, seed and device.
 
-    Each stage subclasses it with its paper's defaults and its own fields.
+    Each stage subclasses it with its paper's iterations, learning rate and step, and its own fields.
     """
 
-    iterations: int = 40000
-    learning_rate: float = 0.001
-    step: int = 20000
+    iterations: int
+    learning_rate: float
+    step: int
     gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0005
@@ -68,8 +68,8 @@ class TrainingOptions:
     device: str = "auto"
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device")
-    """Fields that do not shape the weights a run ends with: a checkpoint resumes across changes to them
-    (more iterations extend a finished run)."""
+    """Fields (of the stage's, where it has them) that do not shape the weights a run ends with: a
+    checkpoint resumes across changes to them (more iterations extend a finished run)."""
 
     def __post_init__(self) -> None:
         self.solver()  # the solver checks its settings: bad ones fail here, before any work
@@ -86,8 +86,10 @@ class TrainingOptions:
         )
 
     def resume_stamp(self) -> dict[str, Any]:
-        """The options a checkpoint must have been made with to be continued."""
-        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME}
+        """The options a checkpoint must have been made with to be continued, but the solver's, which
+        ``train`` stamps itself."""
+        solver = {f.name for f in fields(Solver)}
+        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME and k not in solver}
 
 
 def parameter_groups(parts: list[tuple[nn.Module, float, float]], weight_decay: float) -> list[dict]:

@@ -3,6 +3,8 @@
 import json
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import typer
@@ -209,3 +211,11 @@ def test_report_of_a_run_without_evaluations(tmp_path):
     result = rcnn("report", "--run", tmp_path)
     assert result.exit_code == 0 and "no evaluations yet" in result.output
     assert_one_line_error(rcnn("report", "--run", tmp_path / "nowhere"), "nowhere: no such run folder")
+
+
+def test_the_console_script_loads_no_library_before_it_runs():
+    """Selective-search workers, spawned processes, run the console script again: its import must not
+    load torch (each worker would pay seconds and hundreds of MB for it)."""
+    code = "import sys, rcnn_cli.entry; print(sorted({'torch', 'stages', 'rcnn_cli.app'} & set(sys.modules)))"
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert found.strip() == "[]"

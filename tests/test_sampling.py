@@ -9,10 +9,16 @@ from stages.sampling import BalancedSampler
 
 
 def reference_counts(batch_size, fraction, replace, foreground, background):
-    """The rule in words: foreground gets its share, or all there is; background fills the rest, or all
-    there is without replacement; an empty pool gives nothing."""
-    wanted = round(batch_size * fraction)
-    chosen_foreground = wanted if foreground >= wanted else foreground
+    """The rule in words: foreground gets its share (without replacement: at most what there is),
+    background the rest of the batch (without replacement: at most what there is); an empty pool gives
+    nothing, and with replacement leaves its share to the other."""
+    share = round(batch_size * fraction)
+    if foreground == 0:
+        chosen_foreground = 0
+    elif replace or foreground >= share:
+        chosen_foreground = share
+    else:
+        chosen_foreground = foreground
     rest = batch_size - chosen_foreground
     if background == 0:
         return chosen_foreground, 0
@@ -44,12 +50,12 @@ def test_without_replacement_it_counts_as_torchvisions_sampler():
 
 
 def test_draws_come_from_their_pools_foreground_first():
-    """Ten foreground rows for a share of 32: all ten (once each without replacement), then background."""
+    """Ten foreground rows for a share of 32: drawn 32 times with replacement, each once without."""
     foreground, background = np.arange(0, 10), np.arange(100, 400)
-    for replace in (True, False):
+    for replace, drawn in ((True, 32), (False, 10)):
         rows = BalancedSampler(128, 0.25, replace)(foreground, background, np.random.default_rng(0))
         assert rows.dtype == np.int64 and len(rows) == 128
-        assert np.isin(rows[:10], foreground).all() and np.isin(rows[10:], background).all()
+        assert np.isin(rows[:drawn], foreground).all() and np.isin(rows[drawn:], background).all()
         if not replace:
             assert len(np.unique(rows)) == len(rows)
 

@@ -1,7 +1,9 @@
 """The three detectors of the lineage, one package each, and the registry the shared stages ask.
 
 Each package holds its network, its sampling and its stages; none imports another's. The shared stages
-(``detect``, ``evaluate``, ``report``) and the command line reach a method only through its object here.
+(``detect``, ``evaluate``, ``report``) and the command line reach a method through its object here; only
+the benchmarks, which time the networks themselves, and Fast R-CNN's own ``rcnn compress`` import a
+method's modules.
 """
 
 from __future__ import annotations

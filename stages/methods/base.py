@@ -37,7 +37,7 @@ ExtractT = TypeVar("ExtractT")
 
 
 def options_from(
-    options_type: type[OptionsT], given: Mapping[str, Any], stage: str, hints: Mapping[str, str] = {}
+    options_type: type[OptionsT], given: Mapping[str, Any], stage: str, hints: Mapping[str, str] | None = None
 ) -> OptionsT:
     """``options_type`` with the ``given`` fields set, the others at their defaults (the paper's).
 
@@ -48,7 +48,8 @@ def options_from(
     unknown = sorted(set(given) - names)
     if unknown:
         option = unknown[0]
-        raise UserError(f"--{option.replace('_', '-')}: {hints.get(option, f'not an option of {stage}')}")
+        hint = (hints or {}).get(option, f"not an option of {stage}")
+        raise UserError(f"--{option.replace('_', '-')}: {hint}")
     return options_type(**given)
 
 
@@ -69,7 +70,7 @@ class SplitDetections:
 
     image_ids: list[str] = field(default_factory=list)
     plain: list[ImageDetections] = field(default_factory=list)
-    regressed: list[ImageDetections] | None = field(default_factory=list)
+    regressed: list[ImageDetections] | None = None
     inputs: list[Path] = field(default_factory=list)
     timing: dict[str, float] | None = None
 
@@ -219,7 +220,7 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
         sizes = {r.image_id: (r.height, r.width) for r in dataset.images}
         source = files.features(dataset.split)
         found = SplitDetections(inputs=[source, files.svm], regressed=[] if bbox else None)
-        with FeatureCache.of(files, dataset.split) as cache:
+        with FeatureCache.of(files, dataset.split, dataset.root) as cache:
             missing = sorted(set(sizes) - set(cache.image_ids))
             if missing:
                 raise UserError(
@@ -248,11 +249,10 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
 
     def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
         """Fine-tuning, the training split's features (SPP-net's include the pyramid pass fine-tuning
-        read), the SVMs and the box regressors."""
-        self.check_compressed(compressed)
+        read), the SVMs and the box regressors; None for a compressed model, which these methods lack."""
         files = self.files(run)
         finetune = read_manifest(files.finetune.model)
-        if finetune is None:
+        if finetune is None or compressed:
             return None
         svm = read_manifest(files.svm)
         parts = [svm, read_manifest(files.bbox)]

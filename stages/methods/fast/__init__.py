@@ -85,8 +85,8 @@ class FastRCNN(Method[FastFinetuneOptions]):
         """The network on every image; each image's conv and fc seconds are timed."""
         detector, trained = fast_detector(run, device, compressed, dataset.classes)
         proposals = load_proposals(run, dataset)
-        found = SplitDetections(inputs=[trained.path, run.proposals(dataset.split)])
-        regressed = []
+        regressed: list[ImageDetections] = []
+        found = SplitDetections(inputs=[trained.path, run.proposals(dataset.split)], regressed=regressed)
         conv = fc = 0.0
         label = f"detecting (fast{' + SVD' if compressed else ''})"
         with progress.task(label, len(dataset), "img") as advance:
@@ -99,7 +99,6 @@ class FastRCNN(Method[FastFinetuneOptions]):
                 found.plain.append(detect_from_class_boxes(unmoved, scores, options))
                 regressed.append(detect_from_class_boxes(class_boxes, scores, options))
                 advance()
-        found.regressed = regressed
         found.timing = {"conv": conv / max(1, len(dataset)), "fc": fc / max(1, len(dataset))}
         return found
 

@@ -10,6 +10,7 @@ folded in).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 
@@ -39,6 +40,8 @@ class FastFinetuneOptions(TrainingOptions):
     """Fast R-CNN training (sections 2.3 and 4): the paper's solver and sampling; ``scales`` one (600) or
     several (a random one an image); ``test_scale`` (default: the training scale, or 600 with several)."""
 
+    iterations: int = 40000
+    learning_rate: float = 0.001
     step: int = 30000
     backbone: str | None = None
     weights: str | None = None
@@ -47,7 +50,7 @@ class FastFinetuneOptions(TrainingOptions):
     test_scale: int | None = None
     workers: int = 0
 
-    RUNTIME = ("iterations", "workers", "device", "test_scale")
+    RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device", "test_scale")
 
     def __post_init__(self) -> None:
         super().__post_init__()

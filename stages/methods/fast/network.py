@@ -91,7 +91,8 @@ class FastRcnn(nn.Module):
             self.factorise(ranks)
 
     def fc_linear(self, block: nn.Sequential) -> nn.Linear:
-        """The Linear layer of the fc block ``block`` (fc6 or fc7), where the backbone declares it."""
+        """The Linear layer of the fc block ``block`` (fc6 or fc7) of a full-rank network, where the
+        backbone declares it."""
         return cast(nn.Linear, block[self.spec.fc_linear_index])
 
     def factorise(self, ranks: tuple[int, int]) -> None:

@@ -69,8 +69,9 @@ def target_statistics(
     sums = np.zeros((num_classes + 1, 4))
     squares = np.zeros((num_classes + 1, 4))
     counts = np.zeros(num_classes + 1)
+    matcher = options.matcher
     for region in regions:
-        labels, foreground, _ = options.matcher.split(region.class_iou)
+        labels, foreground, _ = matcher.split(region.class_iou)
         if not len(foreground):
             continue
         targets = encode_boxes(
@@ -110,7 +111,8 @@ class ImageBatches:
         self.paths, self.regions, self.options = list(paths), list(regions), options
         self.means, self.stds = means, stds
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        self.rows = [options.matcher.split(r.class_iou) for r in self.regions]
+        matcher = options.matcher
+        self.rows = [matcher.split(r.class_iou) for r in self.regions]
         self.usable = [i for i, (_, fg, bg) in enumerate(self.rows) if len(fg) or len(bg)]
         self.sampler = options.sampler
         self.cache = ImageCache()

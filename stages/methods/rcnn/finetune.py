@@ -36,6 +36,9 @@ class FinetuneOptions(TrainingOptions):
     of 128 windows, 25% with IoU >= 0.5 (any class) and the rest background, drawn with replacement and
     mirrored at random."""
 
+    iterations: int = 40000
+    learning_rate: float = 0.001
+    step: int = 20000
     backbone: str | None = None
     weights: str | None = None
     batch_size: int = 128

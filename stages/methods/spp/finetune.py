@@ -106,7 +106,7 @@ def finetune(
     files = run.method(NAME)
     stage = TrainingStage("finetune", options, files.finetune, method=NAME, resume=resume, progress=progress)
     source = files.features(dataset.split)
-    with FeatureCache.of(files, dataset.split) as cache:
+    with FeatureCache.of(files, dataset.split, dataset.root) as cache:
         if tuple(cache.classes) != tuple(dataset.classes):
             raise UserError(f"{source}: made for classes {', '.join(cache.classes)}, not this dataset's")
         stamp = json.loads(cache.h5.attrs["stamp"])
