@@ -14,7 +14,7 @@ judged only by its overlap with the other objects.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,8 +90,3 @@ class Matcher:
         """(labels (N,), foreground rows, background rows) of (N, C) ``class_iou``."""
         labels = self(class_iou)
         return labels, np.flatnonzero(labels > 0), np.flatnonzero(labels == BACKGROUND)
-
-
-def count_foreground(matcher: Matcher, regions: Sequence[LabelledRegions]) -> int:
-    """How many rows of ``regions`` ``matcher`` calls foreground."""
-    return int(sum((matcher(r.class_iou) > 0).sum() for r in regions))

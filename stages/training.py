@@ -166,7 +166,8 @@ def train(
     result) is continued. In a data-parallel run every process trains and only the ``writer`` writes files.
     """
     optimizer = torch.optim.SGD(groups, lr=solver.learning_rate, momentum=solver.momentum)
-    start, rows = 0, list[dict]()
+    start = 0
+    rows: list[dict] = []
     checkpoint = files.checkpoint
     stamp = {**dict(stamp), "solver": {k: v for k, v in asdict(solver).items() if k != "iterations"}}
     if resume and checkpoint.exists():

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.methods.fast.network import NAME, FastRcnn, compress, default_ranks, load_fast, save_fast
+from stages.methods.fast.network import NAME, FastRcnn, compress, default_ranks, load_trained, save_fast
 from stages.runs import RunLayout, write_manifest
 
 
@@ -24,7 +24,7 @@ def compress_run(run: RunLayout, ranks: tuple[int | None, int | None] = (None, N
     default to the paper's VGG16 ratios of the fc width (``default_ranks``)."""
     started = time.perf_counter()
     files = run.method(NAME)
-    trained = load_fast(files.finetune.model, f"rcnn finetune --method {NAME} --run {run}")
+    trained = load_trained(run)
     defaults = default_ranks(trained.module)
     chosen = (ranks[0] or defaults[0], ranks[1] or defaults[1])
     smaller = compress(trained.module, chosen)

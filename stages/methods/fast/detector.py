@@ -12,7 +12,7 @@ import torch
 from stages.devices import synchronize
 from stages.geometry import clip_boxes, decode_boxes
 from stages.images import resized_input
-from stages.methods.fast.network import NAME, FastRcnn, load_fast, pooling_rois
+from stages.methods.fast.network import FastRcnn, load_trained, pooling_rois
 from stages.methods.fast.sampling import scale_factor
 from stages.models import TrainedModel
 from stages.runs import RunLayout
@@ -45,16 +45,6 @@ class FastDetector:
         self.last_timing = (middle - started, time.perf_counter() - middle)
         moved_boxes = clip_boxes(moved.cpu().numpy(), height, width).reshape(len(proposals), classes, 4)
         return probabilities.cpu().numpy(), moved_boxes
-
-
-def load_trained(
-    run: RunLayout, compressed: bool = False, classes: Sequence[str] | None = None
-) -> TrainedModel[FastRcnn]:
-    """The run's trained Fast R-CNN, or its truncated-SVD form (``rcnn compress``)."""
-    files = run.method(NAME)
-    if compressed:
-        return load_fast(files.compressed, f"rcnn compress --run {run}", classes)
-    return load_fast(files.finetune.model, f"rcnn finetune --method {NAME} --run {run}", classes)
 
 
 def fast_detector(

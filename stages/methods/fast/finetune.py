@@ -18,7 +18,7 @@ from stages.backbones import resolve_backbone
 from stages.datasets.records import Dataset
 from stages.devices import all_gather, distributed
 from stages.errors import UserError
-from stages.matching import count_foreground, label_split
+from stages.matching import label_split
 from stages.methods.fast.network import NAME, FastRcnn, fold_target_normalisation, multitask_loss, save_fast
 from stages.methods.fast.sampling import ImageBatches, SamplingOptions, target_statistics
 from stages.progress import SILENT, Progress
@@ -152,7 +152,7 @@ def finetune(
         inputs=[run.proposals(dataset.split), *([weights_file] if weights_file else [])],
         trained_on={
             "images": len(batches.usable),
-            "foreground_rois": count_foreground(options.sampling.matcher, regions),
+            "foreground_rois": sum(len(foreground) for _, foreground, _ in batches.rows),
         },
         results={"backbone": backbone.spec.name, "world_size": world_size, "rank_weight_digests": digests},
     )

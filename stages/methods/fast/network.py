@@ -27,6 +27,7 @@ from torch import nn
 from stages.backbones import Backbone, BackboneSpec, build_backbone
 from stages.errors import UserError
 from stages.models import TrainedModel, load_model, save_model
+from stages.runs import RunLayout
 
 NAME = "fast"
 
@@ -167,6 +168,16 @@ def load_fast(path: Path, command: str, classes: Sequence[str] | None = None) ->
     """A Fast R-CNN model file (``command`` makes it); classes checked when given. Its ``meta`` records
     ``ranks`` (None unless compressed) and the test ``scales``, ``max_size`` and ``test_scale``."""
     return load_model(path, NAME, _untrained, command=command, classes=classes)
+
+
+def load_trained(
+    run: RunLayout, compressed: bool = False, classes: Sequence[str] | None = None
+) -> TrainedModel[FastRcnn]:
+    """The run's trained Fast R-CNN, or its truncated-SVD form (``rcnn compress``)."""
+    files = run.method(NAME)
+    if compressed:
+        return load_fast(files.compressed, f"rcnn compress --run {run}", classes)
+    return load_fast(files.finetune.model, f"rcnn finetune --method {NAME} --run {run}", classes)
 
 
 def _untrained(meta: Mapping[str, Any]) -> FastRcnn:

@@ -113,6 +113,7 @@ class ImageBatches:
         self.seed, self.rank, self.world_size = seed, rank, world_size
         matcher = options.matcher
         self.rows = [matcher.split(r.class_iou) for r in self.regions]
+        """Each image's (labels, foreground rows, background rows)."""
         self.usable = [i for i, (_, fg, bg) in enumerate(self.rows) if len(fg) or len(bg)]
         self.sampler = options.sampler
         self.cache = ImageCache()
