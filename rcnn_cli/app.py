@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import traceback
 from importlib import metadata
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.markup import escape
@@ -30,19 +31,33 @@ class _ErrorEdge(TyperGroup):
             err.print("[red]interrupted[/]: finished work is kept; rerun the command to resume")
             raise typer.Exit(130) from None
         except UserError as exc:
-            if ctx.params.get("debug"):
-                traceback.print_exc()
-            err.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(EXIT_USER) from None
-        except Exception as exc:  # the edge: every other failure is ours, not the user's
-            if ctx.params.get("debug"):
-                traceback.print_exc()
-            err.print(
-                f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
-                "(rerun with --debug for the traceback)",
-                soft_wrap=True,
+            self._user_error(ctx, str(exc))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # stages name the file they write
+                self._internal_error(ctx, exc)  # (stages.atomic.writing); this is the net under them
+            self._user_error(
+                ctx, f"{exc.filename or 'writing'}: no space left on the device; finished work is kept"
             )
-            raise typer.Exit(EXIT_INTERNAL) from None
+        except Exception as exc:  # the edge: every other failure is ours, not the user's
+            self._internal_error(ctx, exc)
+
+    @staticmethod
+    def _user_error(ctx, message: str) -> NoReturn:
+        if ctx.params.get("debug"):
+            traceback.print_exc()
+        err.print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+        raise typer.Exit(EXIT_USER) from None
+
+    @staticmethod
+    def _internal_error(ctx, exc: Exception) -> NoReturn:
+        if ctx.params.get("debug"):
+            traceback.print_exc()
+        err.print(
+            f"[red]internal error:[/] {type(exc).__name__}: {escape(str(exc))} "
+            "(rerun with --debug for the traceback)",
+            soft_wrap=True,
+        )
+        raise typer.Exit(EXIT_INTERNAL) from None
 
 
 app = typer.Typer(

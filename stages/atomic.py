@@ -1,13 +1,16 @@
 """Atomic artifact writes: write to a temporary file in the same folder, then rename over the target.
 
-A killed stage leaves either the old artifact or the new one, never a half-written file.
+A killed stage leaves either the old artifact or the new one, never a half-written file; a full disk is a
+user error naming the file being written, and the stage's finished work stays for a rerun to continue.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +29,39 @@ def ensure_folder(folder: Path) -> Path:
     return folder
 
 
+FULL_BELOW_BYTES = 1 << 20
+"""A write that fails with less free space than this on its file system failed for want of space."""
+
+
+def _disk_full(exc: BaseException, folder: Path) -> bool:
+    """Whether a failed write failed for want of space. OSErrors carry ENOSPC; h5py's RuntimeErrors name
+    errno 28 in their text; torch.save's archive writer says only "unexpected pos", so the file system's
+    free space decides."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if "errno = 28" in str(exc) or os.strerror(errno.ENOSPC) in str(exc):
+        return True
+    try:
+        return shutil.disk_usage(folder).free < FULL_BELOW_BYTES
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def writing(target: Path) -> Iterator[None]:
+    """Run a write of ``target``; if it fails because the disk is full, raise the UserError that names
+    ``target`` and says that finished work is kept (other errors pass through)."""
+    try:
+        yield
+    except (OSError, RuntimeError) as exc:
+        if not _disk_full(exc, Path(target).parent):
+            raise
+        raise UserError(
+            f"{target}: no space left on the device; finished work is kept: "
+            "free some space and rerun the command to go on"
+        ) from None
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target``, on error it is removed."""
@@ -39,7 +75,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        yield tmp
+        with writing(target):
+            yield tmp
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

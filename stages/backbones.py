@@ -82,6 +82,28 @@ class BackboneSpec:
         """Total stride of conv5 relative to the image."""
         return math.prod(layer.stride for layer in self.layers)
 
+    @property
+    def min_input_side(self) -> int:
+        """The smallest image side that leaves conv5 at least one cell: every layer's output side is
+        floor((side + 2 padding - kernel) / stride) + 1, taken back from one conv5 cell."""
+        side = 1
+        for layer in reversed(self.layers):
+            side = max(1, (side - 1) * layer.stride + layer.kernel - 2 * layer.padding)
+        return side
+
+
+def conv5_maps(conv: nn.Module, spec: BackboneSpec, images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) normalised images -> (B, C, h, w) conv5 maps of the conv layers ``conv`` of ``spec``.
+
+    An image narrower or shorter than ``spec.min_input_side`` is zero-padded at the bottom and right
+    (zero is the mean pixel, R-CNN's fill), so every image has a map and keeps its coordinates.
+    """
+    height, width = images.shape[-2:]
+    side = spec.min_input_side
+    if height < side or width < side:
+        images = nn.functional.pad(images, (0, max(0, side - width), 0, max(0, side - height)))
+    return conv(images.contiguous(memory_format=torch.channels_last))
+
 
 def _conv(name: str, channels: int, kernel: int, stride: int = 1, padding: int | None = None) -> Layer:
     return Layer(name, "conv", kernel, stride, kernel // 2 if padding is None else padding, channels)

@@ -5,6 +5,7 @@ scored) and ``rcnn detect`` (a method on any image a user has). The method suppl
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -24,6 +25,8 @@ from stages.postprocess import DetectOptions, ImageDetections
 from stages.progress import SILENT, Progress
 from stages.proposals import ProposalOptions, propose_image
 from stages.runs import RunLayout, write_manifest
+
+log = logging.getLogger("rcnn")
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,11 @@ def evaluate_run(
         dataset, run, options, compressed=compressed, device=pick_device(device), progress=progress
     )
     seconds_per_image = (time.perf_counter() - started) / max(1, len(found.image_ids))
+    detected = set(found.image_ids)
+    left_out = {r.image_id: f"{r.path}: left out" for r in dataset.images if r.image_id not in detected}
+    if left_out:  # images an earlier stage skipped as unreadable (propose --skip-bad)
+        log.warning("scoring %d of the split's %d images", len(detected), len(dataset))
+        dataset = dataset.without(left_out)
     best = found.plain if found.regressed is None else found.regressed
     primary = detections_of(found.image_ids, best, dataset.classes)
     evaluation = evaluate(dataset, primary, metric)
@@ -139,8 +147,14 @@ def detect_images(
     with progress.task(f"detecting ({method.name})", len(paths), "img") as advance:
         for path, stem in zip(paths, stems, strict=True):
             started = time.perf_counter()
+            boxes = propose_image(stem, path, proposal_options)  # first: one decoded copy at a time
+            if len(boxes) == 0:
+                log.warning(
+                    "%s: no proposals (too small for a %d-pixel box?), so no detections",
+                    path,
+                    proposal_options.min_size,
+                )
             image = read_image(path)
-            boxes = propose_image(stem, path, proposal_options)
             found = detector.find(image, boxes)
             picture, json_path = out / f"{stem}.png", out / f"{stem}.json"
             write_png(

@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 import torch
 
 from stages.errors import UserError
+
+T = TypeVar("T")
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -51,12 +54,12 @@ def distributed(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
         dist.destroy_process_group()
 
 
-def all_gather(value: str, world_size: int) -> list[str]:
+def all_gather(value: T, world_size: int) -> list[T]:
     """Every process's ``value``, in rank order (just ``[value]`` on one process)."""
     if world_size == 1:
         return [value]
     import torch.distributed as dist
 
-    found: list = [None] * world_size
+    found: list[T] = [value] * world_size
     dist.all_gather_object(found, value)
     return found

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from stages.atomic import atomic_path
-from stages.errors import UserError
+from stages.images import read_image
 
 _PALETTE = (
     (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -18,12 +18,28 @@ _PALETTE = (
 )  # fmt: skip
 
 
+MAX_PICTURE_SIDE = 4096
+"""Pictures of larger images are drawn shrunk to this on their longer side (a 12,000 x 9,000 photo would
+make a 300 MB canvas and a PNG too large to look at)."""
+
+
 def draw_detections(
-    image: np.ndarray, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, classes: Sequence[str]
+    image: np.ndarray,
+    boxes: np.ndarray,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    classes: Sequence[str],
+    max_side: int = MAX_PICTURE_SIDE,
 ) -> np.ndarray:
     """(H, W, 3) uint8 RGB with each (x1, y1, x2, y2) box outlined in its class colour and labelled
-    "name score"; weakest drawn first so the strongest end on top."""
-    canvas = np.ascontiguousarray(image).copy()
+    "name score"; weakest drawn first so the strongest end on top. Shrunk to ``max_side`` if larger."""
+    factor = min(1.0, max_side / max(image.shape[:2]))
+    if factor < 1:
+        size = (max(1, round(image.shape[1] * factor)), max(1, round(image.shape[0] * factor)))
+        canvas = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        boxes = np.asarray(boxes) * factor
+    else:
+        canvas = np.ascontiguousarray(image).copy()
     thickness = max(1, round(max(canvas.shape[:2]) / 400))
     for index in np.argsort(scores, kind="stable"):
         colour = _PALETTE[(int(labels[index]) - 1) % len(_PALETTE)]
@@ -60,10 +76,7 @@ def write_grid(path: Path, pictures: Sequence[Path], cell_width: int = 400) -> N
     between and around them."""
     images = []
     for picture in pictures:
-        decoded = cv2.imread(str(picture), cv2.IMREAD_COLOR)
-        if decoded is None:
-            raise UserError(f"{picture}: not an image OpenCV can decode")
-        image = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+        image = read_image(picture)
         height = round(image.shape[0] * cell_width / image.shape[1])
         images.append(cv2.resize(image, (cell_width, height), interpolation=cv2.INTER_AREA))
     columns = math.ceil(math.sqrt(len(images)))

@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
-from stages.atomic import atomic_path, ensure_folder
+from stages.atomic import atomic_path, ensure_folder, writing
 from stages.datasets.records import Dataset
 from stages.errors import UserError
 from stages.images import read_image
+from stages.loading import loaded
 from stages.matching import LabelledRegions, label_regions
 from stages.progress import Progress
 from stages.runs import MethodLayout, write_manifest
@@ -68,7 +69,8 @@ class CacheWriter:
         self.stamp = json.dumps(dict(stamp), sort_keys=True, default=str)
         self.image_ids = list(image_ids)
         partial = self._open_partial()
-        self.h5 = partial if partial is not None else self._create(classes, feature_dims, dtype)
+        with writing(self.target):
+            self.h5 = partial if partial is not None else self._create(classes, feature_dims, dtype)
 
     @property
     def images_done(self) -> int:
@@ -125,6 +127,10 @@ class CacheWriter:
 
     def append(self, image_id: str, regions: LabelledRegions, features: Mapping[str, np.ndarray]) -> None:
         """Write one image's rows, then mark it done (a crash mid-image loses only that image)."""
+        with writing(self.target):
+            self._append(image_id, regions, features)
+
+    def _append(self, image_id: str, regions: LabelledRegions, features: Mapping[str, np.ndarray]) -> None:
         h5, done = self.h5, self.images_done
         start = int(h5["offsets"][done])
         stop = start + len(regions.boxes)
@@ -141,8 +147,9 @@ class CacheWriter:
 
     def finish(self, attrs: Mapping) -> Path:
         """Record ``attrs``, close and move the file to its final name (atomically)."""
-        self.h5.attrs.update({"complete": True, **attrs})
-        self.h5.close()
+        with writing(self.target):
+            self.h5.attrs.update({"complete": True, **attrs})
+            self.h5.close()
         os.replace(self.partial, self.target)
         return self.target
 
@@ -401,7 +408,6 @@ def fill_cache(
     """Write every image's regions through ``extractor`` to the cache ``target``, images decoded and
     labelled by ``workers`` DataLoader processes, one image at a time, resuming after the last complete
     one. Returns (images computed now, their seconds)."""
-    from torch.utils.data import DataLoader
 
     writer = CacheWriter(
         target,
@@ -414,7 +420,7 @@ def fill_cache(
     first = writer.images_done
     if first:
         log.info("resuming: %d of %d images already cached", first, len(dataset))
-    loader = DataLoader(_LabelledImages(dataset, proposals, first), batch_size=None, num_workers=workers)
+    loader = loaded(_LabelledImages(dataset, proposals, first), workers)
     started = time.perf_counter()
     try:
         with progress.task(description, len(dataset), "img") as advance:

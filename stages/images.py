@@ -13,19 +13,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from stages.errors import UserError
+from stages.image_files import read_bgr
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def read_image(path: Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB: grayscale replicated, alpha dropped, 16 bits scaled; UserError if unreadable."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        reason = "file not found" if not Path(path).is_file() else "not an image OpenCV can decode"
-        raise UserError(f"{path}: {reason}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """(H, W, 3) uint8 RGB: grayscale replicated, alpha dropped, 16 bits scaled; UserError naming the
+    file if it is missing, truncated or not an image."""
+    image = read_bgr(path)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)  # in place: large images are not copied
 
 
 def to_network_input(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -37,15 +35,19 @@ def to_network_input(image: np.ndarray, device: torch.device | str = "cpu") -> t
 
 
 def resized_input(image: np.ndarray, factor: float, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(H, W, 3) uint8 RGB -> (3, round(H factor), round(W factor)) network input: bilinear, antialiased
-    when shrinking."""
-    tensor = to_network_input(image, device)
+    """(H, W, 3) uint8 RGB -> (3, round(H factor), round(W factor)) network input.
+
+    Enlarging is bilinear on the normalised floats. Shrinking averages the 8-bit pixels each output pixel
+    covers (OpenCV's area interpolation) before normalising, so a large photo never exists as floats
+    (12 bytes a pixel against 3).
+    """
     if factor == 1:
-        return tensor
+        return to_network_input(image, device)
     size = (max(1, round(image.shape[0] * factor)), max(1, round(image.shape[1] * factor)))
-    return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False, antialias=factor < 1)[
-        0
-    ]
+    if factor < 1:
+        return to_network_input(cv2.resize(image, size[::-1], interpolation=cv2.INTER_AREA), device)
+    tensor = to_network_input(image, device)
+    return F.interpolate(tensor[None], size=size, mode="bilinear", align_corners=False)[0]
 
 
 class ImageCache:

@@ -7,6 +7,9 @@ read with ``weights_only=True`` (no code is unpickled). ``kind`` says which stag
 
 from __future__ import annotations
 
+import pickle
+import warnings
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +19,7 @@ import torch
 from torch import nn
 
 from stages.atomic import atomic_path
-from stages.errors import UserError
+from stages.errors import UserError, first_line
 from stages.runs import require_artifact
 
 MODEL_FORMAT = "rcnn-toolkit/model"
@@ -40,14 +43,35 @@ def save_model(
         torch.save(content, tmp)
 
 
-def read_weights(path: Path) -> Any:
-    """Whatever ``path`` holds, loaded with ``weights_only`` (tensors, containers, plain values)."""
+def read_weights(path: Path, hint: str = "") -> Any:
+    """Whatever ``path`` holds, loaded with ``weights_only`` (tensors, containers, plain values);
+    UserError naming the file, in one line ending in ``hint``, if it is missing, damaged or holds
+    anything else."""
+    path = Path(path)
+    end = f"; {hint}" if hint else ""
+    if not path.is_file():
+        raise UserError(f"{path}: file not found{end}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserError(f"{path}: file not found") from None
-    except Exception as exc:  # torch raises several types for files it cannot unpickle safely
-        raise UserError(f"{path}: not a weights file torch can load with weights_only ({exc})") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about foreign pickles before refusing them
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"{path}: holds Python objects besides tensors; refused, as loading them could run code{end}"
+        ) from None
+    except Exception as exc:  # torch raises several types for files it cannot read
+        raise UserError(f"{path}: {_damage(path, exc)}{end}") from None
+
+
+def _damage(path: Path, exc: Exception) -> str:
+    """What is wrong with a weights file torch could not read."""
+    with open(path, "rb") as file:
+        zipped = file.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
+    if zipped and not zipfile.is_zipfile(path):
+        return "truncated or damaged (an incomplete torch.save archive)"
+    if not zipped:
+        return "not a PyTorch weights file (torch.save writes a zip archive)"
+    return f"damaged weights file ({first_line(exc)})"
 
 
 def is_model_file(content: Any) -> bool:
@@ -101,5 +125,8 @@ def load_model(
             f"{', '.join(classes)}; train again or pass --classes"
         )
     module = build(meta)
-    module.load_state_dict(content["state_dict"])
+    try:
+        module.load_state_dict(content["state_dict"])
+    except (KeyError, RuntimeError) as exc:
+        raise UserError(f"{path}: weights that do not fit its network ({first_line(exc)})") from None
     return TrainedModel(module, Path(path), meta)

@@ -187,17 +187,31 @@ def read_proposals(path: Path) -> dict[str, np.ndarray]:
     return {image_id: boxes[offsets[i] : offsets[i + 1]] for i, image_id in enumerate(ids)}
 
 
-def load_proposals(run: RunLayout, dataset: Dataset) -> dict[str, np.ndarray]:
-    """The split's proposals, checked to cover every image of ``dataset``."""
+def load_proposals(run: RunLayout, dataset: Dataset) -> tuple[Dataset, dict[str, np.ndarray]]:
+    """The split's proposals, checked to cover every image of ``dataset``, and the split less the images
+    that ``propose --skip-bad`` skipped as unreadable (with a warning that lists them)."""
     path = run.proposals(dataset.split)
-    require_artifact(path, f"rcnn propose --data {dataset.root} --split {dataset.split} --run {run}")
+    manifest = require_artifact(
+        path, f"rcnn propose --data {dataset.root} --split {dataset.split} --run {run}"
+    )
     proposals = read_proposals(path)
+    skipped = manifest.get("results", {}).get("skipped", {})
+    left_out = {r.image_id: skipped[r.image_id] for r in dataset.images if r.image_id in skipped}
+    if left_out:
+        log.warning(
+            "leaving out %d images that propose skipped (--skip-bad): %s",
+            len(left_out),
+            "; ".join(list(left_out.values())[:5]) + (" ..." if len(left_out) > 5 else ""),
+        )
+        dataset = dataset.without(left_out)
     missing = [r.image_id for r in dataset.images if r.image_id not in proposals]
     if missing:
         raise UserError(
             f"{path}: no proposals for {len(missing)} images (first: {missing[0]}); rerun propose"
         )
-    return proposals
+    if not dataset.images:
+        raise UserError(f"{path}: every image of split {dataset.split!r} was skipped as unreadable")
+    return dataset, proposals
 
 
 def proposal_recall(
@@ -221,7 +235,7 @@ class _Found:
     computed in how many seconds."""
 
     boxes: dict[str, np.ndarray]
-    skipped: list[str]
+    skipped: dict[str, str]
     computed: int
     seconds: float
 
@@ -243,7 +257,7 @@ def propose(
         log.info("resuming: %d of %d images already done", len(dataset) - len(todo), len(dataset))
     workers = min(options.workers or os.cpu_count() or 1, max(1, len(todo)))
     jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in todo]
-    skipped: list[str] = []
+    skipped: dict[str, str] = {}
     search_started = time.perf_counter()
     with progress.task(f"selective search ({workers} workers)", len(jobs), "img") as advance:
         try:
@@ -251,7 +265,7 @@ def propose(
                 if problem is not None:
                     if not skip_bad:
                         raise UserError(problem)
-                    skipped.append(problem)
+                    skipped[image_id] = problem
                 else:
                     boxes[image_id] = filter_boxes(found, options.min_size, options.max_boxes)
                     shards.add(image_id, boxes[image_id])
@@ -278,11 +292,21 @@ def _finish(
     target = run.proposals(dataset.split)
     if found.skipped:
         log.warning(
-            "skipped %d unreadable images (--skip-bad): %s", len(found.skipped), "; ".join(found.skipped)
+            "skipped %d unreadable images (--skip-bad): %s",
+            len(found.skipped),
+            "; ".join(found.skipped.values()),
         )
     kept = [r for r in dataset.images if r.image_id in found.boxes]
     if not kept:
         raise UserError(f"{target}: no image of split {dataset.split!r} could be searched")
+    empty = [r.image_id for r in kept if len(found.boxes[r.image_id]) == 0]
+    if empty:
+        log.warning(
+            "%d images have no proposals (too small for a %d-pixel box?), so no detections: %s",
+            len(empty),
+            options.min_size,
+            ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else ""),
+        )
     recall = proposal_recall(dataset, found.boxes) if dataset.annotated else None
     per_image = float(np.mean([len(found.boxes[r.image_id]) for r in kept]))
     write_proposals(
@@ -305,6 +329,7 @@ def _finish(
         "recall": recall,
         "images_per_second": round(rate, 3),
         "skipped": found.skipped,
+        "without_proposals": empty,
     }
     write_manifest(
         target,
@@ -314,7 +339,9 @@ def _finish(
         seconds=seconds,
         results=results,
     )
-    return ProposalSummary(target, len(kept), found.computed, per_image, recall, seconds, rate, found.skipped)
+    return ProposalSummary(
+        target, len(kept), found.computed, per_image, recall, seconds, rate, list(found.skipped.values())
+    )
 
 
 def import_mat(
@@ -350,7 +377,7 @@ def import_mat(
         xyxy[:, :2] -= 1.0  # 1-based inclusive -> 0-based continuous
         clipped = clip_boxes(xyxy, record.height, record.width)
         boxes[record.image_id] = filter_boxes(clipped, options.min_size, options.max_boxes)
-    found = _Found(boxes, [], computed=0, seconds=0.0)
+    found = _Found(boxes, {}, computed=0, seconds=0.0)
     return _finish(run, dataset, options, found, started, source="import", inputs=[Path(mat_file)])
 
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 
 from stages.errors import UserError
+from stages.image_files import read_bgr
 
 
 def seed_ranking(image_id: str, seed: int) -> bool:
@@ -35,9 +36,7 @@ def search(path: Path, mode: str, max_side: int) -> tuple[np.ndarray, float, tup
 
     Images whose longer side exceeds ``max_side`` are shrunk for the search.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"{path}: unreadable image")
+    image = read_bgr(path)
     height, width = image.shape[:2]
     scale = min(1.0, max_side / max(height, width))
     if scale < 1.0:

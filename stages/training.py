@@ -18,12 +18,13 @@ from typing import Any, ClassVar
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from stages.atomic import atomic_path
-from stages.devices import pick_device
+from stages.devices import all_gather, pick_device
 from stages.errors import UserError
+from stages.loading import loaded
+from stages.models import read_weights
 from stages.progress import SILENT, Progress
 from stages.runs import TrainingFiles, write_manifest
 
@@ -137,10 +138,7 @@ def iteration_batches(
     make: Callable[[int], object], start: int, stop: int, workers: int, pin_memory: bool = False
 ) -> Iterator:
     """The batches ``make(start) .. make(stop - 1)``, made by ``workers`` DataLoader processes (0: here)."""
-    loader = DataLoader(
-        _Iterations(make, start, stop), batch_size=None, num_workers=workers, pin_memory=pin_memory
-    )
-    return iter(loader)
+    return loaded(_Iterations(make, start, stop), workers, convert=True, pin_memory=pin_memory)
 
 
 def train(
@@ -155,7 +153,8 @@ def train(
     resume: bool = True,
     progress: Progress = SILENT,
     description: str = "training",
-    writer: bool = True,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> list[dict]:
     """Run ``solver`` on ``model``; return the log rows (iteration, lr, loss and metrics, averaged).
 
@@ -163,23 +162,28 @@ def train(
     on the iteration, so a resumed run sees the batches an uninterrupted one would have.
     ``files.checkpoint`` is written every ``solver.checkpoint_every`` iterations and at the end, with the
     log beside it; with ``resume`` a checkpoint made with the same ``stamp`` (the options that shape the
-    result) is continued. In a data-parallel run every process trains and only the ``writer`` writes files.
+    result) is continued bit for bit: the checkpoint keeps every process's random generators (dropout),
+    restored once the batches' iterator exists (a DataLoader draws its seed from the global generator).
+    In a data-parallel run (``rank``, ``world_size``) every process trains and only rank 0 writes files.
     """
     optimizer = torch.optim.SGD(groups, lr=solver.learning_rate, momentum=solver.momentum)
-    start = 0
-    rows: list[dict] = []
+    progress = progress if rank == 0 else SILENT
     checkpoint = files.checkpoint
     stamp = {**dict(stamp), "solver": {k: v for k, v in asdict(solver).items() if k != "iterations"}}
+    resumed = None
     if resume and checkpoint.exists():
-        start, rows = _restore(checkpoint, model, optimizer, stamp)
+        resumed = _restore(checkpoint, model, optimizer, stamp, world_size)
+    start, rows, window = (resumed.iteration, resumed.rows, resumed.window) if resumed else (0, [], [])
+    if resumed:
         log.info(
             "resuming %s from iteration %d of %d (%s)", description, start, solver.iterations, checkpoint
         )
     model.train()
-    window: list[dict] = []
     with progress.task(description, solver.iterations, "it") as advance:
         advance(start)
         iterator = batches(start)
+        if resumed:
+            _set_generators(resumed.generators[rank])
         for iteration in range(start, solver.iterations):
             rate = solver.learning_rate * solver.gamma ** (iteration // solver.step)
             for group in optimizer.param_groups:
@@ -198,9 +202,11 @@ def train(
             advance(
                 1, **{k: v for k, v in (rows[-1] if rows else {}).items() if k not in ("iteration", "lr")}
             )
-            if writer and (done % solver.checkpoint_every == 0 or done == solver.iterations):
-                _save(checkpoint, model, optimizer, stamp, done, rows)
-                _write_log(files.log, rows)
+            if done % solver.checkpoint_every == 0 or done == solver.iterations:
+                generators = all_gather(_generators(), world_size)  # every process takes part
+                if rank == 0:
+                    _save(checkpoint, model, optimizer, stamp, _Resumed(done, rows, window, generators))
+                    _write_log(files.log, rows)
     return rows
 
 
@@ -209,24 +215,46 @@ def _average(iteration: int, rate: float, window: list[dict]) -> dict:
     return {"iteration": iteration, "lr": rate, **{k: sum(w[k] for w in window) / len(window) for k in keys}}
 
 
-def _save(path: Path, model: nn.Module, optimizer, stamp: Mapping, iteration: int, rows: list[dict]) -> None:
+@dataclass(frozen=True)
+class _Resumed:
+    """What a checkpoint keeps besides the weights and the optimizer: where training stopped, the log
+    rows, the iterations not yet averaged into a row, and each process's random generators."""
+
+    iteration: int
+    rows: list[dict]
+    window: list[dict]
+    generators: list[dict[str, Any]]
+
+
+def _generators() -> dict[str, Any]:
+    """This process's torch generators: the CPU one and, once CUDA is in use, every GPU's."""
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []
+    return {"cpu": torch.get_rng_state(), "cuda": cuda}
+
+
+def _set_generators(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["cpu"])
+    if state["cuda"]:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _save(path: Path, model: nn.Module, optimizer, stamp: Mapping, resumed: _Resumed) -> None:
     content = {
         "stamp": dict(stamp),
-        "iteration": iteration,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
-        "rng": torch.get_rng_state(),
-        "rows": rows,
+        **asdict(resumed),
     }
     with atomic_path(path) as tmp:
         torch.save(content, tmp)
 
 
-def _restore(path: Path, model: nn.Module, optimizer, stamp: Mapping) -> tuple[int, list[dict]]:
+def _restore(path: Path, model: nn.Module, optimizer, stamp: Mapping, world_size: int) -> _Resumed:
+    content = read_weights(path, hint="rerun with --restart")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a damaged checkpoint cannot be trusted; say how to start over
-        raise UserError(f"{path}: unreadable checkpoint ({exc}); rerun with --restart") from None
+        resumed = _Resumed(**{f.name: content[f.name] for f in fields(_Resumed)})
+    except (TypeError, KeyError):  # a foreign or older checkpoint cannot be continued
+        raise UserError(f"{path}: not a checkpoint of this version of rcnn; rerun with --restart") from None
     if content["stamp"] != dict(stamp):
         changed = sorted(
             k for k in set(stamp) | set(content["stamp"]) if stamp.get(k) != content["stamp"].get(k)
@@ -235,10 +263,14 @@ def _restore(path: Path, model: nn.Module, optimizer, stamp: Mapping) -> tuple[i
             f"{path}: checkpoint made with other settings ({', '.join(changed)}); "
             "rerun with the same options or with --restart"
         )
+    if len(resumed.generators) != world_size:
+        raise UserError(
+            f"{path}: checkpoint of {len(resumed.generators)} processes, not {world_size}; "
+            "rerun with as many or with --restart"
+        )
     model.load_state_dict(content["model"])
     optimizer.load_state_dict(content["optimizer"])
-    torch.set_rng_state(content["rng"])
-    return int(content["iteration"]), list(content["rows"])
+    return resumed
 
 
 def _write_log(path: Path, rows: list[dict]) -> None:
@@ -335,9 +367,10 @@ class TrainingStage:
             batches=batches,
             step=step,
             resume=self.resume,
-            progress=self.progress if self.writer else SILENT,
+            progress=self.progress,
             description=description,
-            writer=self.writer,
+            rank=self.rank,
+            world_size=self.world_size,
         )
         return self.rows
 

@@ -105,7 +105,7 @@ def test_check_lists_problems_and_exits_2(tiny_demo, tmp_path):
     (root / "Annotations" / "000001.xml").write_text("<annotation>")
     result = rcnn("data", "check", "--data", root, "--split", "train")
     assert result.exit_code == 2
-    assert "2 problems" in result.output and "000000.jpg: unreadable image" in result.output
+    assert "2 problems" in result.output and "000000.jpg: not an image" in result.output
     assert "000001.xml: unreadable annotation" in result.output
 
 

@@ -112,7 +112,7 @@ def test_unreadable_image_is_an_error_or_skipped(tmp_path):
     root = make_voc(tmp_path / "d", {k: voc_xml([voc_object("cat", (1, 1, 40, 40))]) for k in "abc"})
     (root / "JPEGImages" / "b.jpg").write_bytes(b"not an image")
     dataset = load_dataset(root, "train")
-    with pytest.raises(UserError, match=r"b.jpg: unreadable image"):
+    with pytest.raises(UserError, match=r"b.jpg: not an image"):
         propose(dataset, RunLayout(tmp_path / "run"), FAST)
     summary = propose(dataset, RunLayout(tmp_path / "run"), FAST, skip_bad=True)
     assert summary.images == 2 and "b.jpg" in summary.skipped[0]

@@ -21,7 +21,7 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 
-from stages.atomic import write_json
+from stages.atomic import write_json, writing
 from stages.errors import UserError
 
 log = logging.getLogger("rcnn")
@@ -222,40 +222,41 @@ def generate_demo(out: Path, options: DemoOptions = DemoOptions(), force: bool =
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
-            (staging / sub).mkdir(parents=True)
-        counts = {"train": options.num_train, "val": options.num_val, "test": options.num_test}
-        seeds = np.random.SeedSequence(options.seed).spawn(sum(counts.values()))
-        splits: dict[str, list[str]] = {name: [] for name in counts}
-        k = 0
-        for split, count in counts.items():
-            for _ in range(count):
-                image_id = f"{k:06d}"
-                image, objects = render_image(np.random.default_rng(seeds[k]), options)
-                cv2.imwrite(
-                    str(staging / "JPEGImages" / f"{image_id}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 92]
-                )
-                height, width = image.shape[:2]
-                (staging / "Annotations" / f"{image_id}.xml").write_text(
-                    _annotation_xml(image_id, height, width, objects), encoding="utf-8"
-                )
-                splits[split].append(image_id)
-                k += 1
-        splits["trainval"] = splits["train"] + splits["val"]
-        for split, ids in splits.items():
-            (staging / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
-        write_json(
-            staging / MANIFEST,
-            {
-                "stage": "data demo",
-                "options": asdict(options),
-                "classes": list(DEMO_CLASSES),
-                "seconds": round(time.perf_counter() - started, 3),
-            },
-        )
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
+        with writing(out):
+            for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+                (staging / sub).mkdir(parents=True)
+            counts = {"train": options.num_train, "val": options.num_val, "test": options.num_test}
+            seeds = np.random.SeedSequence(options.seed).spawn(sum(counts.values()))
+            splits: dict[str, list[str]] = {name: [] for name in counts}
+            k = 0
+            for split, count in counts.items():
+                for _ in range(count):
+                    image_id = f"{k:06d}"
+                    image, objects = render_image(np.random.default_rng(seeds[k]), options)
+                    picture = staging / "JPEGImages" / f"{image_id}.jpg"
+                    if not cv2.imwrite(str(picture), image, [cv2.IMWRITE_JPEG_QUALITY, 92]):
+                        raise OSError(f"{picture}: OpenCV could not write it")
+                    height, width = image.shape[:2]
+                    (staging / "Annotations" / f"{image_id}.xml").write_text(
+                        _annotation_xml(image_id, height, width, objects), encoding="utf-8"
+                    )
+                    splits[split].append(image_id)
+                    k += 1
+            splits["trainval"] = splits["train"] + splits["val"]
+            for split, ids in splits.items():
+                (staging / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(ids) + "\n")
+            write_json(
+                staging / MANIFEST,
+                {
+                    "stage": "data demo",
+                    "options": asdict(options),
+                    "classes": list(DEMO_CLASSES),
+                    "seconds": round(time.perf_counter() - started, 3),
+                },
+            )
+            if out.exists():
+                shutil.rmtree(out)
+            staging.rename(out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out

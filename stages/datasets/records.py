@@ -3,7 +3,8 @@ convention (``stages.geometry``), and the class list (label i + 1 is ``classes[i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,14 @@ class Dataset:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def without(self, problems: Mapping[str, str]) -> Dataset:
+        """This split less the images ``problems`` names (image id -> why), listed among the skipped."""
+        return replace(
+            self,
+            images=tuple(r for r in self.images if r.image_id not in problems),
+            skipped=(*self.skipped, *problems.values()),
+        )
 
 
 def check_plain_name(name: str, where: str) -> str:

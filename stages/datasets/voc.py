@@ -17,11 +17,11 @@ from typing import overload
 import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
-from PIL import Image, UnidentifiedImageError
 
 from stages.datasets.records import Dataset, ImageRecord, check_plain_name
 from stages.errors import UserError
 from stages.geometry import clip_boxes, nonempty, voc_to_boxes
+from stages.image_files import check_image_file, stored_size
 from stages.progress import SILENT, Progress
 
 log = logging.getLogger("rcnn")
@@ -120,16 +120,6 @@ def _image_path(root: Path, image_id: str, xml_filename: str | None) -> Path:
         candidates.append(folder / check_plain_name(xml_filename, f"<filename> of {image_id}"))
     candidates += [folder / f"{image_id}{suffix}" for suffix in IMAGE_SUFFIXES[1:]]
     return next((p for p in candidates if p.is_file()), candidates[0])
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) read from the image header; UserError if the file is missing or unreadable."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, UnidentifiedImageError) as exc:
-        raise UserError(f"{path}: unreadable image ({exc})") from None
-    return height, width
 
 
 def discover_classes(root: Path) -> tuple[str, ...]:
@@ -239,7 +229,7 @@ def _read_record(
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
     if not annotated:
         path = _image_path(root, image_id, None)
-        return ImageRecord(image_id, path, *image_size(path), *empty)
+        return ImageRecord(image_id, path, *stored_size(path), *empty)
     xml_path = root / "Annotations" / f"{image_id}.xml"
     xml = _parse_xml(xml_path)
     path = _image_path(root, image_id, _text(xml, "filename"))
@@ -249,7 +239,7 @@ def _read_record(
     except (AttributeError, ValueError):
         width = height = 0
     if width <= 0 or height <= 0:
-        height, width = image_size(path)
+        height, width = stored_size(path)
     elif not path.is_file():
         raise UserError(f"{path}: image not found (listed in split, annotated in {xml_path.name})")
     return ImageRecord(
@@ -277,16 +267,14 @@ def check_dataset(
     with progress.task("decoding images", len(dataset), "img") as advance:
         for record in dataset.images:
             try:
-                with Image.open(record.path) as image:
-                    image.load()
-                    width, height = image.size
+                height, width = check_image_file(record.path)
                 if (height, width) != (record.height, record.width):
                     problems.append(
                         f"{record.path}: image is {width}x{height}, annotation says "
                         f"{record.width}x{record.height}"
                     )
-            except (OSError, UnidentifiedImageError) as exc:
-                problems.append(f"{record.path}: unreadable image ({exc})")
+            except UserError as exc:
+                problems.append(str(exc))
             advance()
     labels = np.concatenate([r.labels for r in dataset.images])
     difficult = np.concatenate([r.difficult for r in dataset.images])

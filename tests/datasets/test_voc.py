@@ -165,5 +165,5 @@ def test_check_reports_counts_and_problems(tmp_path):
     report = check_dataset(root, "train")
     assert report.objects == {"cat": 3, "dog": 1} and report.difficult == {"cat": 0, "dog": 1}
     assert any("b.jpg: image is 80x60, annotation says 100x60" in p for p in report.problems)
-    assert any("c.jpg: unreadable image" in p for p in report.problems)
+    assert any("c.jpg: not an image" in p for p in report.problems)
     write_image(root / "JPEGImages" / "c.jpg")

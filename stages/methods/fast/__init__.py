@@ -84,7 +84,7 @@ class FastRCNN(Method[FastFinetuneOptions]):
     ) -> SplitDetections:
         """The network on every image; each image's conv and fc seconds are timed."""
         detector, trained = fast_detector(run, device, compressed, dataset.classes)
-        proposals = load_proposals(run, dataset)
+        dataset, proposals = load_proposals(run, dataset)
         regressed: list[ImageDetections] = []
         found = SplitDetections(inputs=[trained.path, run.proposals(dataset.split)], regressed=regressed)
         conv = fc = 0.0

@@ -99,7 +99,8 @@ def finetune(
             world_size=world_size,
         )
         backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
-        regions = label_split(dataset, load_proposals(run, dataset))
+        dataset, proposals = load_proposals(run, dataset)
+        regions = label_split(dataset, proposals)
         means, stds = target_statistics(regions, len(dataset.classes), options.sampling)
         batches = ImageBatches(
             [r.path for r in dataset.images],

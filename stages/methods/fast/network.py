@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.backbones import Backbone, BackboneSpec, build_backbone
+from stages.backbones import Backbone, BackboneSpec, build_backbone, conv5_maps
 from stages.errors import UserError
 from stages.models import TrainedModel, load_model, save_model
 from stages.runs import RunLayout
@@ -109,8 +109,8 @@ class FastRcnn(nn.Module):
             module.requires_grad_(False)
 
     def conv5(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, C, h, w) conv5 features."""
-        return self.conv(images.contiguous(memory_format=torch.channels_last))
+        """(B, 3, H, W) -> (B, C, h, w) conv5 features (small images padded: ``conv5_maps``)."""
+        return conv5_maps(self.conv, self.spec, images)
 
     def pool(self, conv5: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) maps, (R, 5) RoIs -> (R, C H W) RoI-pooled features."""
@@ -122,7 +122,7 @@ class FastRcnn(nn.Module):
     def head(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(R, C H W) pooled features -> (scores (R, K + 1), deltas (R, K + 1, 4))."""
         fc7 = self.fc7(self.fc6(pooled))
-        return self.scores(fc7), self.deltas(fc7).view(len(fc7), -1, 4)
+        return self.scores(fc7), self.deltas(fc7).unflatten(1, (-1, 4))
 
     def forward(self, images: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.head(self.pool(self.conv5(images), rois))

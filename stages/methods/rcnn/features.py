@@ -72,7 +72,7 @@ def extract_features(
     started = time.perf_counter()
     device = pick_device(options.device)
     trained = load_finetuned(run, dataset.classes)
-    proposals = load_proposals(run, dataset)
+    dataset, proposals = load_proposals(run, dataset)
     spec = trained.module.backbone.spec
     proposals_file = run.proposals(dataset.split)
     recipe = CacheRecipe(

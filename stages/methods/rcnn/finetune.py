@@ -62,7 +62,8 @@ def finetune(
     stage = TrainingStage("finetune", options, files, method=NAME, resume=resume, progress=progress)
     backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
     spec = backbone.spec
-    regions = label_split(dataset, load_proposals(run, dataset))
+    dataset, proposals = load_proposals(run, dataset)
+    regions = label_split(dataset, proposals)
     matcher = Matcher(options.foreground_iou, (0.0, options.foreground_iou))
     labels, foreground, background = matcher.split(np.concatenate([r.class_iou for r in regions]))
     if len(foreground) == 0 or len(background) == 0:

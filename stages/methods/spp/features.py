@@ -111,7 +111,7 @@ def extract_features(
         net, with_fc7, model_path = SppNet(backbone, options.levels), False, weights_file
         conv = {"backbone": backbone.spec.name, "weights": str(model_path) if model_path else options.weights}
         log.info("no fine-tuned SPP-net yet: caching pyramids only; fc7 follows `rcnn finetune --method spp`")
-    proposals = load_proposals(run, dataset)
+    dataset, proposals = load_proposals(run, dataset)
     proposals_file = run.proposals(dataset.split)
     stamp = {
         "method": NAME,

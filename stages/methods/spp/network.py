@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.backbones import Backbone, build_backbone
+from stages.backbones import Backbone, build_backbone, conv5_maps
 from stages.images import resized_input
 from stages.methods.spp.pooling import (
     PYRAMID,
@@ -77,8 +77,7 @@ class SppNet(nn.Module):
         """(H, W, 3) uint8 image -> one (C, h, w) conv5 map a scale factor."""
         maps = []
         for factor in factors:
-            resized = resized_input(image, factor, device)[None]
-            maps.append(self.conv(resized.contiguous(memory_format=torch.channels_last))[0])
+            maps.append(conv5_maps(self.conv, self.spec, resized_input(image, factor, device)[None])[0])
         return maps
 
     def pyramid(
