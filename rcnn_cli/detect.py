@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_DEVICE, DEFAULT_RUN, Device, Method, MethodOption, RunDir
+from rcnn_cli.options import DEFAULT_DEVICE, DEFAULT_RUN, Device, Method, MethodOption, RunDir, SkipBad
 from stages.detect import detect_images
 from stages.draw import write_grid
 from stages.methods import get_method
@@ -34,6 +34,7 @@ def detect(
         Path | None, typer.Option(help="Also save the annotated images side by side in one PNG.")
     ] = None,
     device: Device = DEFAULT_DEVICE,
+    skip_bad: SkipBad = False,
 ) -> None:
     """Detect objects: selective search, then the detector, per-class NMS (0.3).
 
@@ -56,6 +57,7 @@ def detect(
         score_thresh,
         device=device,
         compressed=compressed,
+        skip_bad=skip_bad,
         progress=RichProgress(),
     )
     if grid is not None:

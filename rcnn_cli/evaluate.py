@@ -10,7 +10,16 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_DEVICE, Classes, DataRoot, Device, Method, Split, parse_classes
+from rcnn_cli.options import (
+    DEFAULT_DEVICE,
+    Classes,
+    DataRoot,
+    Device,
+    Method,
+    SkipBad,
+    Split,
+    parse_classes,
+)
 from stages.atomic import write_json
 from stages.datasets.voc import load_dataset
 from stages.detect import evaluate_run
@@ -43,6 +52,7 @@ def evaluate(
     ] = False,
     device: Device = DEFAULT_DEVICE,
     classes: Classes = None,
+    skip_bad: SkipBad = False,
 ) -> None:
     """Score detections with the VOC protocol (IoU >= 0.5, difficult ignored): AP per class, mAP.
 
@@ -60,7 +70,7 @@ def evaluate(
       rcnn evaluate --data data/demo --split test --detections dets.json --out results.json
     """
     if run is not None and method is not None and detections is None:
-        dataset = load_dataset(data, split, parse_classes(classes))
+        dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress())
         chosen = get_method(method.value)
         result = evaluate_run(
             dataset,

@@ -15,6 +15,7 @@ from rcnn_cli.options import (
     DataRoot,
     Device,
     RunDir,
+    SkipBad,
     Split,
     Workers,
     given,
@@ -60,6 +61,7 @@ def extract_features(
     workers: Workers = CacheOptions.workers,
     device: Device = CacheOptions.device,
     classes: Classes = None,
+    skip_bad: SkipBad = False,
 ) -> None:
     """Cache the features of every proposal and ground-truth box of a split to RUN/METHOD/features/SPLIT.h5.
 
@@ -88,7 +90,7 @@ def extract_features(
             device=device,
         )
     )
-    dataset = load_dataset(data, split, parse_classes(classes))
+    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress())
     summary = chosen.extract_features(dataset, RunLayout(run), options, progress=RichProgress())
     rate = (
         f"{summary.images_per_second:.2f} images/s"

@@ -20,6 +20,7 @@ from rcnn_cli.options import (
     Resume,
     RunDir,
     Seed,
+    SkipBad,
     Split,
     Workers,
     given,
@@ -83,6 +84,7 @@ def pretrain(
     device: Device = PretrainOptions.device,
     resume: Resume = True,
     classes: Classes = None,
+    skip_bad: SkipBad = False,
 ) -> None:
     """Pre-train a backbone by classifying the split's object crops; writes RUN/backbone.pt.
 
@@ -103,7 +105,7 @@ def pretrain(
         workers=workers,
         device=device,
     )
-    dataset = load_dataset(data, split, parse_classes(classes))
+    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress())
     summary = run_pretrain(dataset, RunLayout(run), options, resume=resume, progress=RichProgress())
     _table(f"pre-trained {backbone}: {summary.path}", _training_rows(summary, "training crops"))
 
@@ -149,6 +151,7 @@ def finetune(
     device: Device = DEFAULT_DEVICE,
     resume: Resume = True,
     classes: Classes = None,
+    skip_bad: SkipBad = False,
 ) -> None:
     """Fine-tune a detector's network on the split's proposals. Options left out take the method's paper
     settings.
@@ -190,7 +193,7 @@ def finetune(
             device=device,
         )
     )
-    dataset = load_dataset(data, split, parse_classes(classes))
+    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress())
     summary = chosen.finetune(dataset, RunLayout(run), options, resume=resume, progress=RichProgress())
     if summary.writer:
         processes = f"{summary.processes} process{'es' if summary.processes > 1 else ''}"

@@ -131,11 +131,13 @@ def detect_images(
     proposal_options: ProposalOptions = ProposalOptions(),
     device: str = "auto",
     compressed: bool = False,
+    skip_bad: bool = False,
     progress: Progress = SILENT,
 ) -> list[DetectedImage]:
     """Selective search, then the method's detector on each image; writes ``OUT/<stem>.png`` (the
     annotated image) and ``OUT/<stem>.json`` (the exchange format). Detections scoring below
-    ``score_thresh`` (default: the method's display threshold) are dropped."""
+    ``score_thresh`` (default: the method's display threshold) are dropped. An unreadable image is a
+    UserError naming it, or with ``skip_bad`` is skipped, counted and listed in a warning."""
     out = Path(out) if out is not None else method.files(run).detect
     stems = [Path(p).stem for p in paths]
     if len(set(stems)) != len(stems):
@@ -143,18 +145,25 @@ def detect_images(
     threshold = method.display_threshold if score_thresh is None else score_thresh
     options = replace(method.test_options, score_thresh=threshold)
     detector = method.detector(run, options, pick_device(device), compressed=compressed)
-    results = []
+    results, skipped = [], []
     with progress.task(f"detecting ({method.name})", len(paths), "img") as advance:
         for path, stem in zip(paths, stems, strict=True):
             started = time.perf_counter()
-            boxes = propose_image(stem, path, proposal_options)  # first: one decoded copy at a time
+            try:
+                boxes = propose_image(stem, path, proposal_options)  # first: one decoded copy at a time
+                image = read_image(path)
+            except UserError as exc:
+                if not skip_bad:
+                    raise
+                skipped.append(str(exc))
+                advance()
+                continue
             if len(boxes) == 0:
                 log.warning(
                     "%s: no proposals (too small for a %d-pixel box?), so no detections",
                     path,
                     proposal_options.min_size,
                 )
-            image = read_image(path)
             found = detector.find(image, boxes)
             picture, json_path = out / f"{stem}.png", out / f"{stem}.json"
             write_png(
@@ -166,4 +175,6 @@ def detect_images(
                 DetectedImage(Path(path), found, detector.classes, len(boxes), picture, json_path, seconds)
             )
             advance()
+    if skipped:
+        log.warning("skipped %d unreadable images (--skip-bad): %s", len(skipped), "; ".join(skipped))
     return results

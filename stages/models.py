@@ -51,6 +51,15 @@ def read_weights(path: Path, hint: str = "") -> Any:
     end = f"; {hint}" if hint else ""
     if not path.is_file():
         raise UserError(f"{path}: file not found{end}")
+    with open(path, "rb") as file:
+        head = file.read(4)
+    archive = head == b"PK\x03\x04"  # torch.save's zip archive; its legacy format is a pickle (0x80)
+    if not archive and not head.startswith(b"\x80"):
+        raise UserError(
+            f"{path}: not a PyTorch weights file (neither torch.save's archive nor a pickle){end}"
+        )
+    if archive and not zipfile.is_zipfile(path):
+        raise UserError(f"{path}: truncated or damaged (an incomplete torch.save archive){end}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about foreign pickles before refusing them
@@ -60,18 +69,7 @@ def read_weights(path: Path, hint: str = "") -> Any:
             f"{path}: holds Python objects besides tensors; refused, as loading them could run code{end}"
         ) from None
     except Exception as exc:  # torch raises several types for files it cannot read
-        raise UserError(f"{path}: {_damage(path, exc)}{end}") from None
-
-
-def _damage(path: Path, exc: Exception) -> str:
-    """What is wrong with a weights file torch could not read."""
-    with open(path, "rb") as file:
-        zipped = file.read(4) == b"PK\x03\x04"  # torch.save writes a zip archive
-    if zipped and not zipfile.is_zipfile(path):
-        return "truncated or damaged (an incomplete torch.save archive)"
-    if not zipped:
-        return "not a PyTorch weights file (torch.save writes a zip archive)"
-    return f"damaged weights file ({first_line(exc)})"
+        raise UserError(f"{path}: damaged weights file ({first_line(exc)}){end}") from None
 
 
 def is_model_file(content: Any) -> bool:

@@ -328,7 +328,7 @@ def _finish(
         "boxes_per_image": round(per_image, 1),
         "recall": recall,
         "images_per_second": round(rate, 3),
-        "skipped": found.skipped,
+        "skipped": {**dataset.skipped, **found.skipped},
         "without_proposals": empty,
     }
     write_manifest(

@@ -80,7 +80,7 @@ def test_mismatched_weights_name_the_keys(tmp_path):
 
 def test_weights_are_loaded_without_unpickling_code(tmp_path):
     (tmp_path / "evil.pt").write_bytes(pickle.dumps(print, protocol=2))
-    with pytest.raises(UserError, match="evil.pt: holds Python objects besides tensors; refused"):
+    with pytest.raises(UserError, match=r"evil\.pt: holds Python objects besides tensors; refused"):
         build_backbone("tiny", tmp_path / "evil.pt")
 
 

@@ -38,7 +38,8 @@ class Dataset:
     classes: tuple[str, ...]
     images: tuple[ImageRecord, ...]
     annotated: bool
-    skipped: tuple[str, ...] = field(default=())
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    """Images left out as unreadable (``--skip-bad``): image id -> the problem, naming the file."""
     repairs: tuple[str, ...] = field(default=())
 
     def __len__(self) -> int:
@@ -49,7 +50,7 @@ class Dataset:
         return replace(
             self,
             images=tuple(r for r in self.images if r.image_id not in problems),
-            skipped=(*self.skipped, *problems.values()),
+            skipped={**self.skipped, **problems},
         )
 
 

@@ -1,0 +1,388 @@
+"""Bad input on the command line, class by class: annotations, images, artifacts damaged between stages,
+and a full disk. Each is refused with exit 2 and one line naming the offending file (or, where the
+toolkit can go on, repaired or skipped with a warning), and no artifact already in the run is changed."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from stages.datasets.demo import DEMO_CLASSES
+from stages.proposals import read_proposals
+from stages.runs import RunLayout
+from tests.helpers import rcnn, run_steps, voc_object, voc_xml
+
+TRAINING = ("--iterations", "2", "--checkpoint-every", "1")
+PROPOSE = ("propose", "--split", "trainval", "--workers", "1", "--max-side", "160")
+
+
+def assert_refused(result, *fragments: str) -> None:
+    """Exit 2, no traceback, and one error line, the last, holding every fragment (warnings may come
+    before it, progress too)."""
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert [line.startswith("error:") for line in lines].count(True) == 1, result.output
+    assert lines[-1].startswith("error:"), result.output
+    for fragment in fragments:
+        assert fragment in lines[-1], lines[-1]
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """Every file under ``folder`` (relative path) -> SHA-256 of its bytes."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def assert_unchanged(folder: Path, before: dict[str, str]) -> None:
+    """The files that were in ``folder`` are all there and byte-identical; nothing half-written stays."""
+    after = snapshot(folder)
+    assert {k: after.get(k) for k in before} == before
+    assert not [k for k in after if k.endswith(".tmp")], after
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
+    """(dataset, run) with proposals, the backbone, R-CNN (fine-tuned for 2 iterations, its SVMs and
+    regressors) and Fast R-CNN (fine-tuned for 2 iterations); copy before use."""
+    data, base = tiny_run
+    run = tmp_path_factory.mktemp("trained") / "run"
+    shutil.copytree(base, run)
+    run_steps(
+        run,
+        ("finetune", "--method", "rcnn", "--data", data, *TRAINING),
+        ("finetune", "--method", "fast", "--data", data, "--scales", "96", *TRAINING),
+        ("extract-features", "--method", "rcnn", "--data", data, "--split", "trainval"),
+        ("train-svm", "--method", "rcnn"),
+        ("train-bbox", "--method", "rcnn"),
+    )
+    return data, run
+
+
+def copies(trained, tmp_path) -> tuple[Path, Path]:
+    data, run = trained
+    shutil.copytree(data, tmp_path / "data")
+    shutil.copytree(run, tmp_path / "run")
+    return tmp_path / "data", tmp_path / "run"
+
+
+# Annotations ----------------------------------------------------------------------------------------
+
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
+<annotation><object><name>&lol2;</name></object></annotation>"""
+EXTERNAL_ENTITY = """<?xml version="1.0"?>
+<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<annotation><object><name>&xxe;</name></object></annotation>"""
+BOX = "<bndbox><xmin>{}</xmin><ymin>5</ymin><xmax>40</xmax><ymax>40</ymax></bndbox>"
+
+
+@pytest.mark.parametrize(
+    "xml,problem",
+    [
+        ("<annotation><object><name>circle</name>", "unreadable annotation"),
+        ("<annotation><size><width>80</wid", "unreadable annotation"),
+        (BILLION_LAUGHS, "unreadable annotation"),
+        (EXTERNAL_ENTITY, "unreadable annotation"),
+        (f"<annotation><object><name>circle</name>{BOX.format('five')}</object></annotation>", "non-numeric"),
+    ],
+    ids=["malformed", "truncated", "entity-expansion", "external-entity", "non-numeric-box"],
+)
+def test_a_broken_annotation_is_one_line_naming_it(trained, tmp_path, xml, problem):
+    data, run = copies(trained, tmp_path)
+    victim = sorted((data / "Annotations").glob("*.xml"))[0]
+    victim.write_text(xml)
+    before = snapshot(run)
+    for command in (
+        PROPOSE,
+        ("finetune", "--method", "fast", "--scales", "96", *TRAINING),
+        ("data", "check", "--split", "trainval"),
+    ):
+        run_option = ("--run", run) if command[0] != "data" else ()
+        result = rcnn(*command, "--data", data, *run_option)
+        if command[0] == "data":  # the check lists every problem, then exits 2
+            assert result.exit_code == 2 and str(victim) in result.output and problem in result.output
+        else:
+            assert_refused(result, str(victim), problem)
+    assert_unchanged(run, before)
+    result = rcnn(*PROPOSE, "--data", data, "--run", run, "--skip-bad")
+    assert result.exit_code == 0 and "skipped 1 unreadable" in result.output, result.output
+
+
+@pytest.mark.parametrize(
+    "objects,warning",
+    [
+        ([voc_object("disc", (30, 30, 10, 10))], "dropped 1 empty or inverted boxes"),
+        ([voc_object("disc", (5, 5, 500, 40))], "clipped 1 boxes"),
+        ([voc_object("dodecahedron", (5, 5, 40, 40))], "dodecahedron"),
+    ],
+    ids=["degenerate-box", "box-outside-image", "unknown-class"],
+)
+def test_a_repairable_annotation_is_repaired_with_a_warning(trained, tmp_path, objects, warning):
+    data, _ = copies(trained, tmp_path)
+    victim = sorted((data / "Annotations").glob("*.xml"))[0]
+    height, width = cv2.imread(str(data / "JPEGImages" / f"{victim.stem}.jpg")).shape[:2]
+    victim.write_text(voc_xml([voc_object("disc", (2, 2, 30, 30)), *objects], width=width, height=height))
+    propose = (*PROPOSE, "--data", data, "--run", tmp_path / "new")
+    result = rcnn(*propose, "--classes", ",".join(DEMO_CLASSES))  # an unknown name is counted, not a class
+    assert result.exit_code == 0 and warning in result.output, result.output
+
+
+# Images ---------------------------------------------------------------------------------------------
+
+
+def break_image(path: Path, kind: str) -> None:
+    """Damage the JPEG at ``path`` in the way ``kind`` names."""
+    content = path.read_bytes()
+    damaged = {
+        "truncated": content[:2000],
+        "corrupt": content[:200] + bytes(range(256)) * 4,
+        "empty": b"",
+        "not-an-image": b"<html>an error page saved as .jpg</html>",
+    }[kind]
+    path.write_bytes(damaged)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "corrupt", "empty", "not-an-image"])
+def test_a_broken_image_is_one_line_naming_it_or_skipped(trained, tmp_path, kind):
+    data, run = copies(trained, tmp_path)
+    victim = data / "JPEGImages" / f"{(data / 'ImageSets/Main/trainval.txt').read_text().split()[0]}.jpg"
+    break_image(victim, kind)
+    before = snapshot(run)
+    assert_refused(rcnn(*PROPOSE, "--data", data, "--run", run), str(victim))
+    assert_refused(rcnn("detect", victim, "--run", run, "--out", tmp_path / "out"), str(victim))
+    good = data / "JPEGImages" / f"{(data / 'ImageSets/Main/test.txt').read_text().split()[0]}.jpg"
+    result = rcnn("detect", victim, good, "--run", run, "--out", tmp_path / "out", "--skip-bad")
+    assert result.exit_code == 0 and "skipped 1 unreadable images" in result.output, result.output
+    assert (tmp_path / "out" / f"{good.stem}.json").is_file()
+    check = rcnn("data", "check", "--data", data, "--split", "trainval")
+    assert check.exit_code == 2 and str(victim) in check.output
+    assert_unchanged(run, before)
+    fresh = tmp_path / "fresh"
+    result = rcnn(*PROPOSE, "--data", data, "--run", fresh, "--skip-bad")
+    assert result.exit_code == 0 and "skipped 1 unreadable images" in result.output, result.output
+    assert victim.stem not in read_proposals(RunLayout(fresh).proposals("trainval"))
+    shutil.copy(run / "backbone.pt", fresh)
+    shutil.copy(run / "backbone.manifest.json", fresh)
+    result = rcnn("finetune", "--method", "fast", "--data", data, "--run", fresh, "--scales", "96", *TRAINING)
+    assert result.exit_code == 0 and "leaving out 1 images that propose skipped" in result.output, (
+        result.output
+    )
+
+
+def test_an_image_broken_after_propose_stops_every_stage_that_decodes_it_or_is_skipped(trained, tmp_path):
+    """The proposals exist; the image went bad afterwards (a disk error, an interrupted copy). Finished
+    artifacts stay as they were (a restarted training stage may have written its checkpoint before it
+    met the image). With --skip-bad every stage leaves the image out and says so."""
+    data, run = copies(trained, tmp_path)
+    victim = data / "JPEGImages" / f"{(data / 'ImageSets/Main/trainval.txt').read_text().split()[0]}.jpg"
+    break_image(victim, "truncated")
+    before = {k: v for k, v in snapshot(run).items() if not k.endswith(("checkpoint.pt", "log.csv"))}
+    on = ("--data", data, "--run", run)
+    commands = (
+        ("pretrain", "--restart", *TRAINING),
+        ("finetune", "--method", "rcnn", "--restart", *TRAINING),
+        ("finetune", "--method", "fast", "--scales", "96", "--restart", *TRAINING),
+        ("extract-features", "--method", "rcnn", "--split", "trainval"),
+        ("extract-features", "--method", "spp", "--split", "trainval", "--scales", "96"),
+        ("evaluate", "--method", "fast", "--split", "trainval"),
+    )
+    for command in commands:
+        assert_refused(rcnn(*command, *on), f"{victim}: truncated or corrupt image")
+    assert_unchanged(run, before)
+    for command in commands:
+        result = rcnn(*command, *on, "--skip-bad")
+        assert result.exit_code == 0 and "skipped 1 unreadable images" in result.output, result.output
+
+
+def write_unusual(path: Path, kind: str) -> None:
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    if kind == "1x1":
+        cv2.imwrite(str(path), pixels[:1, :1])
+    elif kind == "gray":
+        cv2.imwrite(str(path), pixels[..., 0])
+    elif kind == "rgba":
+        cv2.imwrite(str(path), np.dstack([pixels, pixels[..., :1]]))
+    elif kind == "cmyk":
+        Image.fromarray(pixels).convert("CMYK").save(path)
+    elif kind == "16-bit":
+        cv2.imwrite(str(path), pixels.astype(np.uint16) * 257)
+    elif kind == "large":  # 8,000 x 6,000: a 48-megapixel photo
+        cv2.imwrite(str(path), cv2.resize(pixels, (8000, 6000), interpolation=cv2.INTER_NEAREST))
+
+
+@pytest.mark.parametrize(
+    "kind,suffix",
+    [("1x1", "png"), ("gray", "png"), ("rgba", "png"), ("cmyk", "jpg"), ("16-bit", "png"), ("large", "jpg")],
+)
+def test_unusual_images_are_detected(trained, tmp_path, kind, suffix):
+    _, run = trained
+    image = tmp_path / f"{kind}.{suffix}"
+    write_unusual(image, kind)
+    for method in ("fast", "rcnn"):
+        out = tmp_path / method
+        result = rcnn(
+            "detect", image, "--run", run, "--method", method, "--out", out, "--score-thresh", "-100"
+        )
+        assert result.exit_code == 0, result.output
+        assert (out / f"{kind}.json").is_file() and cv2.imread(str(out / f"{kind}.png")) is not None
+        if kind == "1x1":
+            assert "no proposals" in result.output
+
+
+# Artifacts damaged between stages ---------------------------------------------------------------------
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def garble(path: Path) -> None:
+    path.write_bytes(bytes(range(256)) * 16)
+
+
+def foreign(path: Path) -> None:
+    import pickle
+
+    path.write_bytes(pickle.dumps({"weights": print}))
+
+
+def other_tensors(path: Path) -> None:
+    torch.save({"conv1.weight": torch.zeros(3)}, path)
+
+
+@pytest.mark.parametrize(
+    "artifact,damage,command,problem",
+    [
+        ("proposals/trainval.h5", truncate, ("finetune", "--method", "fast", "--scales", "96"), "proposals"),
+        ("proposals/trainval.h5", garble, ("finetune", "--method", "rcnn"), "proposals"),
+        ("backbone.pt", truncate, ("finetune", "--method", "rcnn"), "truncated or damaged"),
+        ("backbone.pt", foreign, ("finetune", "--method", "fast", "--scales", "96"), "could run code"),
+        ("backbone.pt", garble, ("extract-features", "--method", "spp", "--split", "test"), "not a PyTorch"),
+        (
+            "fast/finetune/model.pt",
+            truncate,
+            ("evaluate", "--method", "fast", "--split", "test"),
+            "truncated",
+        ),
+        (
+            "fast/finetune/model.pt",
+            other_tensors,
+            ("evaluate", "--method", "fast", "--split", "test"),
+            "rcnn",
+        ),
+        (
+            "rcnn/finetune/model.pt",
+            foreign,
+            ("extract-features", "--method", "rcnn", "--split", "test"),
+            "code",
+        ),
+        (
+            "fast/finetune/checkpoint.pt",
+            truncate,
+            ("finetune", "--method", "fast", "--scales", "96"),
+            "--restart",
+        ),
+        (
+            "fast/finetune/checkpoint.pt",
+            other_tensors,
+            ("finetune", "--method", "fast", "--scales", "96"),
+            "checkpoint",
+        ),
+    ],
+)
+def test_a_damaged_artifact_is_one_line_naming_it(trained, tmp_path, artifact, damage, command, problem):
+    data, run = copies(trained, tmp_path)
+    damage(run / artifact)
+    before = snapshot(run)
+    extra = TRAINING if command[0] in ("finetune", "pretrain") and "--iterations" not in command else ()
+    result = rcnn(*command, *extra, "--data", data, "--run", run)
+    assert_refused(result, str(run / artifact), problem)
+    assert_unchanged(run, before)
+
+
+@pytest.mark.parametrize("damage", [truncate, garble])
+def test_a_damaged_feature_cache_is_one_line_naming_it(trained, tmp_path, damage):
+    _, run = copies(trained, tmp_path)
+    cache = RunLayout(run).method("rcnn").features("trainval")
+    damage(cache)
+    before = snapshot(run)
+    assert_refused(rcnn("train-svm", "--method", "rcnn", "--run", run), str(cache))
+    assert_unchanged(run, before)
+
+
+# A full disk ----------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_is_a_user_error_and_the_rerun_resumes(tiny_demo, tmp_path, monkeypatch):
+    """Simulated: the third proposals shard write fails with ENOSPC (see the next test for a real small
+    file system where the machine allows mounting one)."""
+    writes = {"count": 0}
+    savez = np.savez
+
+    def full_after_two(file, *args, **kwargs):
+        writes["count"] += 1
+        if writes["count"] > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return savez(file, *args, **kwargs)
+
+    propose = (*PROPOSE, "--data", tiny_demo)
+    monkeypatch.setattr("stages.proposals._SHARD_IMAGES", 1)
+    monkeypatch.setattr(np, "savez", full_after_two)
+    run = tmp_path / "run"
+    result = rcnn(*propose, "--run", run)
+    assert_refused(result, str(run / "proposals"), "no space left on the device; finished work is kept")
+    monkeypatch.setattr(np, "savez", savez)
+    result = rcnn(*propose, "--run", run)
+    assert result.exit_code == 0 and "2 of 5 images already done" in result.output, result.output
+    straight = tmp_path / "straight"
+    assert rcnn(*propose, "--run", straight).exit_code == 0
+    resumed, reference = (read_proposals(RunLayout(r).proposals("trainval")) for r in (run, straight))
+    assert resumed.keys() == reference.keys()
+    for image_id, boxes in reference.items():
+        np.testing.assert_array_equal(resumed[image_id], boxes)
+
+
+def test_a_full_disk_on_a_real_file_system(tiny_run, tmp_path):
+    """A tmpfs filled up to 2 MiB takes the proposals but not pre-training's checkpoint (7.6 MB); once
+    space is freed, pre-training runs. Needs permission to mount (root in a container that allows it);
+    skipped elsewhere."""
+    import subprocess
+
+    data, base = tiny_run
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32m", "tmpfs", str(small)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small file system here: {mounted.stderr.decode().strip()}")
+    try:
+        run = small / "run"
+        shutil.copytree(base / "proposals", run / "proposals")
+        before = snapshot(run)
+        filler = small / "filler"
+        filler.write_bytes(b"\0" * (shutil.disk_usage(small).free - 2 * 2**20))
+        result = rcnn(
+            "pretrain", "--data", data, "--run", run, "--iterations", "3", "--checkpoint-every", "1"
+        )
+        assert_refused(result, str(run / "pretrain"), "no space left on the device")
+        assert_unchanged(run, before)
+        filler.unlink()
+        result = rcnn(
+            "pretrain", "--data", data, "--run", run, "--iterations", "3", "--checkpoint-every", "1"
+        )
+        assert result.exit_code == 0, result.output
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
