@@ -32,23 +32,35 @@ def test_inconsistent_training_options_are_user_errors(sampling, test_scale, opt
     )
 
 
-def test_two_gloo_processes_end_with_the_same_weights(tiny_run, tmp_path):
-    """torchrun with two CPU processes: DDP over gloo, disjoint shards, one writer, equal final weights.
+def test_two_gloo_processes_end_with_the_same_weights_and_resume_exactly(tiny_run, tmp_path):
+    """torchrun with two CPU processes: DDP over gloo, disjoint shards, one writer, equal final weights;
+    a run stopped at its checkpoint of iteration 2 and continued to 4 ends where one run straight to 4
+    does (the checkpoint keeps both processes' random generators).
 
     ``--`` ends torchrun's own options: its parser (Python 3.11 argparse) would read ``--run`` as an
     abbreviation of its ``--run-path``."""
     data, base = tiny_run
-    run = tmp_path / "run"
-    shutil.copytree(base, run)
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "rcnn_cli", "--", "finetune", "--data", str(data), "--run", str(run), "--device", "cpu",
-        "--iterations", "3", "--scales", "96", "--checkpoint-every", "2",
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=Path.cwd())
-    assert result.returncode == 0, result.stdout + result.stderr
-    manifest = json.loads((run / "fast" / "finetune" / "model.manifest.json").read_text())
+
+    def torchrun(run: Path, iterations: int) -> str:
+        command = [
+            sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+            "-m", "rcnn_cli", "--", "finetune", "--data", str(data), "--run", str(run), "--device", "cpu",
+            "--iterations", str(iterations), "--scales", "96", "--checkpoint-every", "2",
+        ]  # fmt: skip
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=Path.cwd())
+        assert result.returncode == 0, result.stdout + result.stderr
+        return result.stdout
+
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    for run in (straight, resumed):
+        shutil.copytree(base, run)
+    output = torchrun(straight, 4)
+    manifest = json.loads((straight / "fast" / "finetune" / "model.manifest.json").read_text())
     digests = manifest["results"]["rank_weight_digests"]
     assert manifest["results"]["world_size"] == 2 and len(digests) == 2 and digests[0] == digests[1]
-    assert result.stdout.count("fine-tuned (fast, 2 processes)") == 1  # one writer
+    assert output.count("fine-tuned (fast, 2 processes)") == 1  # one writer
+    torchrun(resumed, 2)
+    torchrun(resumed, 4)
+    continued = json.loads((resumed / "fast" / "finetune" / "model.manifest.json").read_text())
+    assert continued["results"]["rank_weight_digests"] == digests
