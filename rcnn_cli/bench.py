@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -18,12 +19,21 @@ from rcnn_cli.options import (
     CachedMethodOption,
     DataRoot,
     Device,
+    Method,
+    MethodOption,
     RunDir,
     Split,
     parse_sizes,
 )
 from rcnn_cli.propose import MaxSide, Mode
-from stages.bench import PAPER_VGG16, bench_features, bench_methods, bench_proposals, bench_svm_memory
+from stages.bench import (
+    PAPER_VGG16,
+    bench_detect_memory,
+    bench_features,
+    bench_methods,
+    bench_proposals,
+    bench_svm_memory,
+)
 from stages.datasets.voc import load_dataset
 from stages.methods import get_cached_method
 from stages.proposals import ProposalOptions
@@ -67,6 +77,43 @@ def proposals(
             f"{row.seconds:.1f}",
             f"{row.images_per_second:.2f}",
             f"{row.images_per_second / rows[0].images_per_second:.2f}x",
+        )
+    out.print(table)
+
+
+@app.command("detect-memory")
+def detect_memory(
+    image: Annotated[Path, typer.Option(help="The image to enlarge (keeps its aspect).")],
+    run: RunDir = DEFAULT_RUN,
+    method: MethodOption = Method.fast,  # type: ignore[attr-defined]
+    long_sides: Annotated[
+        str, typer.Option(help="Comma-separated longer sides in pixels to enlarge the image to.")
+    ] = "4000,12000",
+) -> None:
+    """Peak memory of `rcnn detect` on an image as it is and enlarged to each longer side.
+
+    Each size runs `rcnn detect` in a fresh process; the kernel reports its peak resident memory.
+    The first row is what detect costs on an ordinary image (most of it: loading torch).
+
+    Example: rcnn bench detect-memory --run runs/demo --image data/demo/JPEGImages/000003.jpg
+    """
+    rows = bench_detect_memory(
+        RunLayout(run),
+        method.value,
+        image,
+        parse_sizes(long_sides, "--long-sides"),
+        progress=RichProgress(),
+    )
+    table = Table(title=f"rcnn detect --method {method.value}: peak memory by image size ({_machine()})")
+    for column in ("image", "megapixels", "JPEG MiB", "peak RSS MiB", "seconds"):
+        table.add_column(column, justify="right")
+    for r in rows:
+        table.add_row(
+            f"{r.width} x {r.height}",
+            f"{r.width * r.height / 1e6:.1f}",
+            f"{r.file_bytes / 2**20:.1f}",
+            f"{r.peak_rss_mb:.0f}",
+            f"{r.seconds:.1f}",
         )
     out.print(table)
 

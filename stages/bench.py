@@ -21,6 +21,7 @@ from stages.datasets.records import Dataset
 from stages.devices import pick_device, synchronize
 from stages.errors import UserError
 from stages.features import CacheWriter, FeatureCache
+from stages.image_files import read_bgr
 from stages.images import read_image, to_network_input
 from stages.matching import LabelledRegions
 from stages.methods.base import CachedFeatureMethod
@@ -132,6 +133,60 @@ def bench_svm_memory(
                 )
             )
     return results
+
+
+@dataclass(frozen=True)
+class DetectMemoryRow:
+    """``rcnn detect`` on one image size: the JPEG's size on disk, the process's peak resident memory."""
+
+    width: int
+    height: int
+    file_bytes: int
+    peak_rss_mb: float
+    seconds: float
+
+
+def bench_detect_memory(
+    run: RunLayout, method: str, image: Path, long_sides: Sequence[int], progress: Progress = SILENT
+) -> list[DetectMemoryRow]:
+    """Peak resident memory of ``rcnn detect`` with ``method`` on ``image`` as it is and enlarged
+    (bicubic, saved as JPEG) to each longer side: each size in a fresh process, whose peak the kernel
+    reports when it ends (``wait4``)."""
+    source = read_bgr(image)
+    height, width = source.shape[:2]
+    rows = []
+    with (
+        tempfile.TemporaryDirectory(prefix="rcnn-bench-") as scratch,
+        progress.task("rcnn detect in a fresh process", len(long_sides) + 1, "size") as advance,
+    ):
+        for side in (max(height, width), *long_sides):
+            path, factor = Path(image), side / max(height, width)
+            if side != max(height, width):
+                path = Path(scratch) / f"{side}.jpg"
+                size = (round(width * factor), round(height * factor))
+                cv2.imwrite(str(path), cv2.resize(source, size, interpolation=cv2.INTER_CUBIC))
+            log_path = Path(scratch) / "detect.log"
+            command = [sys.executable, "-m", "rcnn_cli", "detect", str(path), "--run", str(run.root)]
+            command += ["--method", method, "--out", str(Path(scratch) / "out")]
+            started = time.perf_counter()
+            with open(log_path, "w") as log_file:
+                process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
+                _, status, usage = os.wait4(process.pid, 0)
+            if os.waitstatus_to_exitcode(status) != 0:
+                raise UserError(
+                    f"{path}: rcnn detect failed: {log_path.read_text().strip().splitlines()[-1]}"
+                )
+            rows.append(
+                DetectMemoryRow(
+                    round(width * factor),
+                    round(height * factor),
+                    path.stat().st_size,
+                    usage.ru_maxrss / 1024,  # kilobytes on Linux
+                    time.perf_counter() - started,
+                )
+            )
+            advance()
+    return rows
 
 
 @dataclass(frozen=True)

@@ -241,6 +241,15 @@ def test_unusual_images_are_detected(trained, tmp_path, kind, suffix):
             assert "no proposals" in result.output
 
 
+def test_the_detect_memory_bench_runs_detect_on_each_size(trained, tmp_path):
+    data, run = trained
+    image = next((data / "JPEGImages").glob("*.jpg"))
+    result = rcnn("bench", "detect-memory", "--run", run, "--image", image, "--long-sides", "900")
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if " x " in line and "│" in line]
+    assert len(rows) == 2 and "900" in rows[1]  # the image as it is, then enlarged to 900 px
+
+
 # Artifacts damaged between stages ---------------------------------------------------------------------
 
 
@@ -386,3 +395,36 @@ def test_a_full_disk_on_a_real_file_system(tiny_run, tmp_path):
         assert result.exit_code == 0, result.output
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_an_image_too_small_for_any_proposal_goes_through_every_stage(trained, tmp_path):
+    """A 3 x 3 image in both splits: no proposals, a warning, and no stage fails on it."""
+    data, run = copies(trained, tmp_path)
+    cv2.imwrite(str(data / "JPEGImages" / "speck.jpg"), np.full((3, 3, 3), 128, np.uint8))
+    (data / "Annotations" / "speck.xml").write_text(voc_xml([], width=3, height=3))
+    for split in ("trainval", "test"):
+        listed = data / "ImageSets" / "Main" / f"{split}.txt"
+        listed.write_text(listed.read_text() + "speck\n")
+    shutil.rmtree(run / "proposals")
+    on = ("--data", data)
+    result = rcnn(*PROPOSE, *on, "--run", run)
+    assert result.exit_code == 0 and "1 images have no proposals" in result.output, result.output
+    run_steps(
+        run,
+        ("propose", *on, "--split", "test", "--workers", "1", "--max-side", "160"),
+        ("finetune", "--method", "rcnn", *on, "--restart", *TRAINING),
+        ("extract-features", "--method", "rcnn", *on, "--split", "trainval"),
+        ("extract-features", "--method", "rcnn", *on, "--split", "test"),
+        ("extract-features", "--method", "spp", *on, "--split", "trainval", "--scales", "96"),
+        ("finetune", "--method", "spp", *on, "--restart", *TRAINING),
+        ("extract-features", "--method", "spp", *on, "--split", "trainval", "--scales", "96"),
+        ("extract-features", "--method", "spp", *on, "--split", "test", "--scales", "96"),
+        ("finetune", "--method", "fast", *on, "--scales", "96", "--restart", *TRAINING),
+        ("train-svm", "--method", "rcnn"),
+        ("train-bbox", "--method", "rcnn"),
+        ("train-svm", "--method", "spp"),
+        ("train-bbox", "--method", "spp"),
+        ("evaluate", "--method", "rcnn", *on, "--split", "test"),
+        ("evaluate", "--method", "spp", *on, "--split", "test"),
+        ("evaluate", "--method", "fast", *on, "--split", "test"),
+    )
