@@ -100,3 +100,24 @@ def test_warp_is_differentiable_in_the_image():
     image = torch.randn(2, 9, 11, dtype=torch.float64, requires_grad=True)
     boxes = torch.tensor([[1.0, 2.0, 7.5, 8.0], [-2.0, 0.0, 5.0, 12.0]], dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda im: warp_regions(im, boxes, 5, 1), (image,))
+
+
+def test_windows_spanning_a_large_image_are_warped_one_by_one_to_the_same_crops(monkeypatch):
+    image = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    boxes = np.array([[2, 3, 30, 40], [40, 10, 78, 58], [-10, -5, 20, 20]], np.float32)
+    together = warp_batch({0: image}, np.zeros(3, int), boxes, 16, 2)
+    monkeypatch.setattr("stages.warp.REGION_PIXELS", 100)  # every batch now spans "too many" pixels
+    one_by_one = warp_batch({0: image}, np.zeros(3, int), boxes, 16, 2)
+    torch.testing.assert_close(one_by_one, together, atol=1e-4, rtol=0)
+
+
+def test_a_window_far_larger_than_the_crop_is_shrunk_in_8_bits_first(monkeypatch):
+    """A 400-pixel window warped to 16 x 16 reads a 64-pixel (4 x 16) area-shrunk copy; on a smooth image
+    that is what bilinear sampling of the whole image gives, up to a rounding to 8 bits."""
+    ramp = np.linspace(0, 255, 400)
+    image = np.stack([np.add.outer(ramp, ramp) / 2] * 3, axis=-1).round().astype(np.uint8)
+    box = np.array([[0, 0, 400, 400]], np.float32)
+    direct = warp_regions(to_network_input(image), torch.as_tensor(box), 16, 0)
+    monkeypatch.setattr("stages.warp.REGION_PIXELS", 100)
+    shrunk = warp_batch({0: image}, np.zeros(1, int), box, 16, 0)
+    torch.testing.assert_close(shrunk, direct, atol=2 / 255 / 0.224, rtol=0)  # 2 levels of 255, normalised

@@ -18,7 +18,7 @@ from stages.models import TrainedModel, load_model
 from stages.progress import SILENT, Progress
 from stages.proposals import load_proposals
 from stages.runs import RunLayout, describe_input
-from stages.warp import warp_regions
+from stages.warp import REGION_PIXELS, warp_batch, warp_regions
 
 NAME = "rcnn"
 
@@ -45,11 +45,19 @@ class RegionExtractor:
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
         """(H, W, 3) uint8 image, (N, 4) boxes -> {"pool5": (N, P), "fc7": (N, D)} float32 on the CPU."""
         spec = self.backbone.spec
-        tensor = to_network_input(image, self.device)
+        whole = image.shape[0] * image.shape[1] <= REGION_PIXELS  # else warp_batch bounds the memory
+        tensor = to_network_input(image, self.device) if whole else None
         boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device)
         pool5, fc7 = [], []
         for chunk in boxes_t.split(self.batch_size):
-            crops = warp_regions(tensor, chunk, spec.input_size, spec.context_padding)
+            if tensor is not None:
+                crops = warp_regions(tensor, chunk, spec.input_size, spec.context_padding)
+            else:
+                on_image = np.zeros(len(chunk), np.int64)
+                crops = warp_batch(
+                    {0: image}, on_image, chunk.cpu().numpy(), spec.input_size, spec.context_padding
+                )
+                crops = crops.to(self.device)
             pooled, features = self.backbone(crops)
             pool5.append(pooled.cpu())
             fc7.append(features.cpu())
