@@ -17,6 +17,15 @@ TINY = DemoOptions(seed=7, num_train=3, num_val=2, num_test=3)
 """The tiny demo dataset of the ``tiny_demo`` fixture: 3 train, 2 val, 3 test images."""
 
 
+# Annotations that a safe XML parser refuses: entity expansion ("billion laughs") and an external entity.
+BILLION_LAUGHS = """<?xml version="1.0"?>
+<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
+<annotation><object><name>&lol2;</name></object></annotation>"""
+EXTERNAL_ENTITY = """<?xml version="1.0"?>
+<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
+<annotation><object><name>&xxe;</name></object></annotation>"""
+
+
 def rcnn(*args):
     """Run ``rcnn ARGS...`` in this process; the result has ``exit_code`` and ``output``."""
     return CliRunner().invoke(app, [str(a) for a in args])

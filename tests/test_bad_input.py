@@ -18,7 +18,7 @@ from PIL import Image
 from stages.datasets.demo import DEMO_CLASSES
 from stages.proposals import read_proposals
 from stages.runs import RunLayout
-from tests.helpers import rcnn, run_steps, voc_object, voc_xml
+from tests.helpers import BILLION_LAUGHS, EXTERNAL_ENTITY, rcnn, run_steps, voc_object, voc_xml
 
 TRAINING = ("--iterations", "2", "--checkpoint-every", "1")
 PROPOSE = ("propose", "--split", "trainval", "--workers", "1", "--max-side", "160")
@@ -78,12 +78,6 @@ def copies(trained, tmp_path) -> tuple[Path, Path]:
 
 # Annotations ----------------------------------------------------------------------------------------
 
-BILLION_LAUGHS = """<?xml version="1.0"?>
-<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
-<annotation><object><name>&lol2;</name></object></annotation>"""
-EXTERNAL_ENTITY = """<?xml version="1.0"?>
-<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
-<annotation><object><name>&xxe;</name></object></annotation>"""
 BOX = "<bndbox><xmin>{}</xmin><ymin>5</ymin><xmax>40</xmax><ymax>40</ymax></bndbox>"
 
 
@@ -271,44 +265,29 @@ def other_tensors(path: Path) -> None:
     torch.save({"conv1.weight": torch.zeros(3)}, path)
 
 
+FINETUNE_FAST = ("finetune", "--method", "fast", "--scales", "96")
+FINETUNE_RCNN = ("finetune", "--method", "rcnn")
+EVALUATE_FAST = ("evaluate", "--method", "fast", "--split", "test")
+
+
 @pytest.mark.parametrize(
     "artifact,damage,command,problem",
     [
-        ("proposals/trainval.h5", truncate, ("finetune", "--method", "fast", "--scales", "96"), "proposals"),
-        ("proposals/trainval.h5", garble, ("finetune", "--method", "rcnn"), "proposals"),
-        ("backbone.pt", truncate, ("finetune", "--method", "rcnn"), "truncated or damaged"),
-        ("backbone.pt", foreign, ("finetune", "--method", "fast", "--scales", "96"), "could run code"),
+        ("proposals/trainval.h5", truncate, FINETUNE_FAST, "proposals"),
+        ("proposals/trainval.h5", garble, FINETUNE_RCNN, "proposals"),
+        ("backbone.pt", truncate, FINETUNE_RCNN, "truncated or damaged"),
+        ("backbone.pt", foreign, FINETUNE_FAST, "could run code"),
         ("backbone.pt", garble, ("extract-features", "--method", "spp", "--split", "test"), "not a PyTorch"),
-        (
-            "fast/finetune/model.pt",
-            truncate,
-            ("evaluate", "--method", "fast", "--split", "test"),
-            "truncated",
-        ),
-        (
-            "fast/finetune/model.pt",
-            other_tensors,
-            ("evaluate", "--method", "fast", "--split", "test"),
-            "rcnn",
-        ),
+        ("fast/finetune/model.pt", truncate, EVALUATE_FAST, "truncated"),
+        ("fast/finetune/model.pt", other_tensors, EVALUATE_FAST, "not a model file written by rcnn"),
         (
             "rcnn/finetune/model.pt",
             foreign,
             ("extract-features", "--method", "rcnn", "--split", "test"),
             "code",
         ),
-        (
-            "fast/finetune/checkpoint.pt",
-            truncate,
-            ("finetune", "--method", "fast", "--scales", "96"),
-            "--restart",
-        ),
-        (
-            "fast/finetune/checkpoint.pt",
-            other_tensors,
-            ("finetune", "--method", "fast", "--scales", "96"),
-            "checkpoint",
-        ),
+        ("fast/finetune/checkpoint.pt", truncate, FINETUNE_FAST, "--restart"),
+        ("fast/finetune/checkpoint.pt", other_tensors, FINETUNE_FAST, "not a checkpoint"),
     ],
 )
 def test_a_damaged_artifact_is_one_line_naming_it(trained, tmp_path, artifact, damage, command, problem):

@@ -6,7 +6,7 @@ import pytest
 from stages.datasets.demo import DEMO_CLASSES
 from stages.datasets.voc import VOC_CLASSES, check_dataset, load_dataset
 from stages.errors import UserError
-from tests.helpers import make_voc, voc_object, voc_xml, write_image
+from tests.helpers import BILLION_LAUGHS, EXTERNAL_ENTITY, make_voc, voc_object, voc_xml, write_image
 
 
 def test_reads_the_tiny_demo(tiny_demo):
@@ -103,14 +103,6 @@ def test_filename_element_may_not_escape_the_root(tmp_path):
     root = make_voc(tmp_path / "mine", {"a": voc_xml([voc_object("cat", (1, 1, 5, 5))], filename="../x.jpg")})
     with pytest.raises(UserError, match="escapes the dataset root"):
         load_dataset(root, "train")
-
-
-BILLION_LAUGHS = """<?xml version="1.0"?>
-<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">]>
-<annotation><object><name>&lol2;</name></object></annotation>"""
-EXTERNAL_ENTITY = """<?xml version="1.0"?>
-<!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
-<annotation><object><name>&xxe;</name></object></annotation>"""
 
 
 @pytest.mark.parametrize("xml", [BILLION_LAUGHS, EXTERNAL_ENTITY, "<annotation><object>", "\x00garbage"])
