@@ -205,7 +205,7 @@ def train(
             if done % solver.checkpoint_every == 0 or done == solver.iterations:
                 generators = all_gather(_generators(), world_size)  # every process takes part
                 if rank == 0:
-                    _save(checkpoint, model, optimizer, stamp, _Resumed(done, rows, window, generators))
+                    _save(checkpoint, model, optimizer, stamp, _TrainingState(done, rows, window, generators))
                     _write_log(files.log, rows)
     return rows
 
@@ -216,7 +216,7 @@ def _average(iteration: int, rate: float, window: list[dict]) -> dict:
 
 
 @dataclass(frozen=True)
-class _Resumed:
+class _TrainingState:
     """What a checkpoint keeps besides the weights and the optimizer: where training stopped, the log
     rows, the iterations not yet averaged into a row, and each process's random generators."""
 
@@ -238,7 +238,7 @@ def _set_generators(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save(path: Path, model: nn.Module, optimizer, stamp: Mapping, resumed: _Resumed) -> None:
+def _save(path: Path, model: nn.Module, optimizer, stamp: Mapping, resumed: _TrainingState) -> None:
     content = {
         "stamp": dict(stamp),
         "model": model.state_dict(),
@@ -249,10 +249,10 @@ def _save(path: Path, model: nn.Module, optimizer, stamp: Mapping, resumed: _Res
         torch.save(content, tmp)
 
 
-def _restore(path: Path, model: nn.Module, optimizer, stamp: Mapping, world_size: int) -> _Resumed:
+def _restore(path: Path, model: nn.Module, optimizer, stamp: Mapping, world_size: int) -> _TrainingState:
     content = read_weights(path, hint="rerun with --restart")
     try:
-        resumed = _Resumed(**{f.name: content[f.name] for f in fields(_Resumed)})
+        resumed = _TrainingState(**{f.name: content[f.name] for f in fields(_TrainingState)})
     except (TypeError, KeyError):  # a foreign or older checkpoint cannot be continued
         raise UserError(f"{path}: not a checkpoint of this version of rcnn; rerun with --restart") from None
     if content["stamp"] != dict(stamp):

@@ -11,7 +11,7 @@ from torch import nn
 from stages.errors import UserError
 from stages.progress import Progress
 from stages.runs import RunLayout, TrainingFiles, manifest_path
-from stages.training import Solver, TrainingOptions, TrainingStage, parameter_groups, train
+from stages.training import Solver, TrainingOptions, TrainingStage, iteration_batches, parameter_groups, train
 
 
 def files_in(folder) -> TrainingFiles:
@@ -54,10 +54,12 @@ def _run(folder, iterations, progress=None, resume=True):
     model = nn.Sequential(nn.Linear(3, 8), nn.ReLU(), nn.Dropout(0.5), nn.Linear(8, 2))
     solver = Solver(iterations=iterations, learning_rate=0.1, step=4, checkpoint_every=2)
 
-    def batches(start):
-        for i in range(start, iterations):
-            g = torch.Generator().manual_seed(i)
-            yield torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g)
+    def make(i):
+        g = torch.Generator().manual_seed(i)
+        return torch.randn(16, 3, generator=g), torch.randint(0, 2, (16,), generator=g)
+
+    def batches(start):  # a DataLoader, as the stages use: it draws its seed from torch's generator
+        return iteration_batches(make, start, iterations, workers=0)
 
     def step(batch):
         x, y = batch
