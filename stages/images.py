@@ -1,4 +1,5 @@
-"""Reading images for the networks: any JPEG or PNG a user has (grayscale, RGBA, 16-bit, large) as RGB.
+"""Images for the networks: any JPEG or PNG a user has (grayscale, RGBA, CMYK, 16-bit, large) read as RGB
+through ``stages.image_files``, then normalised and resized.
 
 Networks see images normalised with torchvision's ImageNet mean and std, so the mean pixel is 0 after
 normalisation: zero padding is R-CNN's "mean fill" (R-CNN appendix A).
