@@ -34,7 +34,7 @@ from stages.bench import (
     bench_proposals,
     bench_svm_memory,
 )
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from stages.methods import get_cached_method
 from stages.proposals import ProposalOptions
 from stages.runs import RunLayout

@@ -14,14 +14,16 @@ from rcnn_cli.options import (
     DEFAULT_DEVICE,
     Classes,
     DataRoot,
+    DatasetFormat,
     Device,
     Method,
     SkipBad,
     Split,
+    layout_name,
     parse_classes,
 )
 from stages.atomic import write_json
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from stages.detect import evaluate_run
 from stages.detections import read_detections
 from stages.evaluation import Evaluation, save_evaluation
@@ -52,6 +54,7 @@ def evaluate(
     ] = False,
     device: Device = DEFAULT_DEVICE,
     classes: Classes = None,
+    layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
 ) -> None:
     """Score detections with the VOC protocol (IoU >= 0.5, difficult ignored): AP per class, mAP.
@@ -70,7 +73,9 @@ def evaluate(
       rcnn evaluate --data data/demo --split test --detections dets.json --out results.json
     """
     if run is not None and method is not None and detections is None:
-        dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress())
+        dataset = load_dataset(
+            data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout)
+        )
         chosen = get_method(method.value)
         result = evaluate_run(
             dataset,
@@ -90,7 +95,7 @@ def evaluate(
             write_json(out_file, result.evaluation.to_json())
         out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")
     elif detections is not None and run is None:
-        dataset = load_dataset(data, split, parse_classes(classes))
+        dataset = load_dataset(data, split, parse_classes(classes), format=layout_name(layout))
         results = run_evaluation(dataset, read_detections(detections), metric)
         plot = plot or (out_file or detections).with_suffix(".pr.png")
         save_evaluation(results, out_file, plot)

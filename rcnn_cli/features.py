@@ -13,16 +13,18 @@ from rcnn_cli.options import (
     CachedMethodOption,
     Classes,
     DataRoot,
+    DatasetFormat,
     Device,
     RunDir,
     SkipBad,
     Split,
     Workers,
     given,
+    layout_name,
     parse_classes,
     parse_sizes,
 )
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from stages.features import CacheOptions
 from stages.methods import get_cached_method
 from stages.methods.rcnn.features import ExtractOptions
@@ -61,6 +63,7 @@ def extract_features(
     workers: Workers = CacheOptions.workers,
     device: Device = CacheOptions.device,
     classes: Classes = None,
+    layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
 ) -> None:
     """Cache the features of every proposal and ground-truth box of a split to RUN/METHOD/features/SPLIT.h5.
@@ -90,7 +93,7 @@ def extract_features(
             device=device,
         )
     )
-    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress())
+    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))
     summary = chosen.extract_features(dataset, RunLayout(run), options, progress=RichProgress())
     rate = (
         f"{summary.images_per_second:.2f} images/s"

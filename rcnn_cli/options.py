@@ -9,12 +9,27 @@ from typing import Annotated, Any
 
 import typer
 
+from stages.datasets.formats import FORMATS
 from stages.methods import CACHED_METHODS, METHODS
 from stages.training import TrainingOptions
 
 RunDir = Annotated[Path, typer.Option("--run", help="Run folder: every stage's artifacts live here.")]
-DataRoot = Annotated[Path, typer.Option("--data", help="Dataset root in VOC layout.")]
-Split = Annotated[str, typer.Option("--split", help="Split name: ROOT/ImageSets/Main/<split>.txt.")]
+DataRoot = Annotated[
+    Path, typer.Option("--data", help="Dataset root: VOC, COCO or YOLO layout, found from its files.")
+]
+Split = Annotated[
+    str,
+    typer.Option(
+        "--split",
+        help="Split name: VOC's ImageSets/Main/<split>.txt, COCO's annotations/instances_<split>.json, "
+        "YOLO's data.yaml entry (or images/<split>).",
+    ),
+]
+Layout = Enum("Layout", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
+DatasetFormat = Annotated[
+    Layout | None,
+    typer.Option("--format", help="Dataset layout (default: found from the root's files)."),
+]
 Classes = Annotated[
     str | None,
     typer.Option(
@@ -75,3 +90,8 @@ Resume = Annotated[
 ]
 Seed = Annotated[int, typer.Option(help="Seed of sampling and initialisation.")]
 DEFAULT_SEED, DEFAULT_DEVICE = TrainingOptions.seed, TrainingOptions.device
+
+
+def layout_name(layout: Enum | None) -> str | None:
+    """The ``--format`` given, as the library names it (None: found from the dataset's files)."""
+    return None if layout is None else str(layout.value)

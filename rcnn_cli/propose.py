@@ -9,8 +9,18 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_RUN, Classes, DataRoot, RunDir, SkipBad, Split, parse_classes
-from stages.datasets.voc import load_dataset
+from rcnn_cli.options import (
+    DEFAULT_RUN,
+    Classes,
+    DataRoot,
+    DatasetFormat,
+    RunDir,
+    SkipBad,
+    Split,
+    layout_name,
+    parse_classes,
+)
+from stages.datasets.formats import load_dataset
 from stages.proposals import ProposalOptions, import_mat
 from stages.proposals import propose as run_propose
 from stages.runs import RunLayout
@@ -39,6 +49,7 @@ def propose(
         Path | None, typer.Option("--import", help="Import a Fast R-CNN release .mat file instead.")
     ] = None,
     classes: Classes = None,
+    layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
 ) -> None:
     """Propose object boxes with selective search; writes RUN/proposals/<split>.h5.
@@ -54,7 +65,7 @@ def propose(
     options = ProposalOptions(
         mode=mode, max_boxes=max_boxes, min_size=min_size, max_side=max_side, seed=seed, workers=workers
     )
-    dataset = load_dataset(data, split, parse_classes(classes), skip_bad=skip_bad)
+    dataset = load_dataset(data, split, parse_classes(classes), skip_bad=skip_bad, format=layout_name(layout))
     if mat_file is not None:
         summary = import_mat(dataset, RunLayout(run), mat_file, options)
     else:

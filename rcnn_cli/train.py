@@ -14,6 +14,7 @@ from rcnn_cli.options import (
     DEFAULT_SEED,
     Classes,
     DataRoot,
+    DatasetFormat,
     Device,
     Method,
     MethodOption,
@@ -24,10 +25,11 @@ from rcnn_cli.options import (
     Split,
     Workers,
     given,
+    layout_name,
     parse_classes,
     parse_sizes,
 )
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from stages.methods import get_method
 from stages.methods.fast.compress import compress_run
 from stages.pretrain import PretrainOptions
@@ -84,6 +86,7 @@ def pretrain(
     device: Device = PretrainOptions.device,
     resume: Resume = True,
     classes: Classes = None,
+    layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
 ) -> None:
     """Pre-train a backbone by classifying the split's object crops; writes RUN/backbone.pt.
@@ -105,7 +108,7 @@ def pretrain(
         workers=workers,
         device=device,
     )
-    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress())
+    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))
     summary = run_pretrain(dataset, RunLayout(run), options, resume=resume, progress=RichProgress())
     _table(f"pre-trained {backbone}: {summary.path}", _training_rows(summary, "training crops"))
 
@@ -151,6 +154,7 @@ def finetune(
     device: Device = DEFAULT_DEVICE,
     resume: Resume = True,
     classes: Classes = None,
+    layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
 ) -> None:
     """Fine-tune a detector's network on the split's proposals. Options left out take the method's paper
@@ -193,7 +197,7 @@ def finetune(
             device=device,
         )
     )
-    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress())
+    dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))
     summary = chosen.finetune(dataset, RunLayout(run), options, resume=resume, progress=RichProgress())
     if summary.writer:
         processes = f"{summary.processes} process{'es' if summary.processes > 1 else ''}"

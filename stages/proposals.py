@@ -26,7 +26,6 @@ import numpy as np
 from stages import selective_search
 from stages.atomic import atomic_path, ensure_folder, write_json
 from stages.datasets.records import Dataset, ImageRecord
-from stages.datasets.voc import split_file
 from stages.errors import UserError
 from stages.geometry import box_iou, clip_boxes, first_unique, nonempty, xywh_to_boxes
 from stages.progress import SILENT, Progress
@@ -335,7 +334,7 @@ def _finish(
         target,
         stage="propose",
         options={**asdict(options), "source": source},
-        inputs=[split_file(dataset.root, dataset.split), *inputs],
+        inputs=[*([dataset.source] if dataset.source else []), *inputs],
         seconds=seconds,
         results=results,
     )

@@ -11,7 +11,7 @@ import typer
 from typer.core import TyperGroup
 
 from rcnn_cli.app import app
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from tests.helpers import assert_one_line_error, rcnn
 
 
@@ -35,7 +35,7 @@ def test_version_and_every_command_has_help_with_an_example():
     assert result.exit_code == 0 and result.output.startswith("rcnn ")
     commands = every_command(typer.main.get_command(app))
     assert {("compress",), ("bench", "methods"), ("data", "demo"), ("finetune",)} <= set(commands)
-    assert len(commands) == 17
+    assert len(commands) == 18
     for command in commands:
         result = rcnn(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command

@@ -4,7 +4,7 @@ import logging
 import numpy as np
 import pytest
 
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from stages.detections import Detections, read_detections, write_detections
 from stages.errors import UserError
 from stages.evaluation import average_precision, evaluate, plot_pr_curves

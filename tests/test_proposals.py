@@ -6,7 +6,7 @@ import pytest
 import scipy.io
 
 from stages import proposals, selective_search
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from stages.errors import UserError
 from stages.proposals import ProposalOptions, import_mat, propose, read_proposals
 from stages.runs import RunLayout, manifest_path

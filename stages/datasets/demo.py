@@ -32,6 +32,7 @@ DEMO_CLASSES = (
 HUE_FAMILIES = (0, 30, 60, 105, 150)  # OpenCV hue (0..180): red, yellow, green, blue, magenta
 DIFFICULT_BELOW = 24  # px: objects whose longer side is smaller are marked difficult
 MANIFEST = "demo.manifest.json"
+SPLITS = ("train", "val", "trainval", "test")
 
 
 @dataclass(frozen=True)
@@ -204,8 +205,11 @@ def _annotation_xml(image_id: str, height: int, width: int, objects) -> str:
     return "\n".join([*lines, "</annotation>", ""])
 
 
-def generate_demo(out: Path, options: DemoOptions = DemoOptions(), force: bool = False) -> Path:
-    """Write the demo dataset to ``out`` (VOC layout, splits train/val/trainval/test); returns ``out``.
+def generate_demo(
+    out: Path, options: DemoOptions = DemoOptions(), force: bool = False, layout: str = "voc"
+) -> Path:
+    """Write the demo dataset to ``out`` (splits train/val/trainval/test) in ``layout`` (voc, coco or
+    yolo: the same images and boxes, converted); returns ``out``.
 
     An existing ``out`` made with the same options is kept as it is; another one needs ``force``.
     The set is built in a temporary folder beside ``out`` and renamed into place when complete.
@@ -213,11 +217,13 @@ def generate_demo(out: Path, options: DemoOptions = DemoOptions(), force: bool =
     out = Path(out)
     manifest = out / MANIFEST
     if out.exists():
-        if manifest.is_file() and _same_options(manifest, options) and not force:
+        if manifest.is_file() and _same_options(manifest, options, layout) and not force:
             log.info("%s: demo dataset already there (seed %d)", out, options.seed)
             return out
         if not force:
             raise UserError(f"{out}: exists and is not this demo dataset; pass --force to replace it")
+    if layout != "voc":
+        return _converted_demo(out, options, layout)
     started = time.perf_counter()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -262,10 +268,35 @@ def generate_demo(out: Path, options: DemoOptions = DemoOptions(), force: bool =
     return out
 
 
-def _same_options(manifest: Path, options: DemoOptions) -> bool:
+def _converted_demo(out: Path, options: DemoOptions, layout: str) -> Path:
+    """The VOC demo made beside ``out``, each split converted to ``layout`` (images hard-linked)."""
+    from stages.datasets.convert import convert
+    from stages.datasets.formats import load_dataset
+
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as scratch:
+        voc = generate_demo(Path(scratch) / "voc", options)
+        staging = Path(scratch) / layout
+        for split in SPLITS:
+            convert(load_dataset(voc, split, format="voc"), layout, staging)
+        write_json(
+            staging / MANIFEST,
+            {
+                "stage": "data demo",
+                "options": {**asdict(options), "format": layout},
+                "classes": list(DEMO_CLASSES),
+            },
+        )
+        if out.exists():
+            shutil.rmtree(out)
+        staging.rename(out)
+    return out
+
+
+def _same_options(manifest: Path, options: DemoOptions, layout: str) -> bool:
     import json
 
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("options") == asdict(options)
+        stored = json.loads(manifest.read_text(encoding="utf-8")).get("options")
     except (OSError, ValueError):
         return False
+    return isinstance(stored, dict) and {"format": "voc", **stored} == {**asdict(options), "format": layout}

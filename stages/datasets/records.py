@@ -1,8 +1,10 @@
 """What every dataset reader gives the stages: a split's images with their objects in the toolkit's box
-convention (``stages.geometry``), and the class list (label i + 1 is ``classes[i]``; 0 is background)."""
+convention (``stages.geometry``), and the class list (label i + 1 is ``classes[i]``; 0 is background);
+with what the readers share: file-name checks and the repairs of messy boxes, counted."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -10,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from stages.errors import UserError
+from stages.geometry import clip_boxes, nonempty
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,8 @@ class ImageRecord:
     boxes: np.ndarray
     labels: np.ndarray
     difficult: np.ndarray
+    source_id: int | str | None = None
+    """The image's id in its dataset's own files where that is not ``image_id`` (COCO's numbers)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,12 @@ class Dataset:
     skipped: Mapping[str, str] = field(default_factory=dict)
     """Images left out as unreadable (``--skip-bad``): image id -> the problem, naming the file."""
     repairs: tuple[str, ...] = field(default=())
+    format: str = "voc"
+    """The layout it was read from: ``voc``, ``coco`` or ``yolo``."""
+    source: Path | None = None
+    """The file that lists the split (VOC's split file, COCO's JSON, YOLO's data.yaml)."""
+    category_ids: tuple[int, ...] = ()
+    """The dataset's own id of each class, where it has them (COCO's, possibly sparse); else 1..C."""
 
     def __len__(self) -> int:
         return len(self.images)
@@ -64,4 +75,66 @@ def check_plain_name(name: str, where: str) -> str:
         or ":" in name
     ):
         raise UserError(f"{where}: image id or file name {name!r} escapes the dataset root")
+    return name
+
+
+CLIP_TOLERANCE = 0.01
+"""Clipping a box by less than this (pixels) is not reported: YOLO's six decimals of a normalised coordinate
+put a box on the image's edge up to a thousandth of a pixel past it."""
+
+
+@dataclass
+class Repairs:
+    """Counts of the repairs made while reading a split, reported as one warning each."""
+
+    clipped: int = 0
+    dropped: int = 0
+    unknown_class: Counter = field(default_factory=Counter)
+    first_file: dict[str, Path] = field(default_factory=dict)
+
+    def note(self, kind: str, path: Path, n: int = 1) -> None:
+        if n:
+            setattr(self, kind, getattr(self, kind) + n)
+            self.first_file.setdefault(kind, path)
+
+    def fit(
+        self, boxes: np.ndarray, labels, difficult, height: int, width: int, path: Path
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(K, 4) toolkit boxes of one image clipped to it, empty ones dropped (both counted against
+        ``path``): (boxes float32, labels int64, difficult bool)."""
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        clipped = clip_boxes(boxes, height, width)
+        keep = nonempty(clipped)
+        moved = np.abs(clipped[keep] - boxes[keep]).max(axis=1, initial=0) > CLIP_TOLERANCE
+        self.note("clipped", path, int(moved.sum()))
+        self.note("dropped", path, int((~keep).sum()))
+        return (
+            clipped[keep],
+            np.asarray(labels, dtype=np.int64)[keep],
+            np.asarray(difficult, dtype=bool)[keep],
+        )
+
+    def messages(self) -> list[str]:
+        found = []
+        if self.clipped:
+            found.append(
+                f"clipped {self.clipped} boxes that reached outside their image "
+                f"(first in {self.first_file['clipped']})"
+            )
+        if self.dropped:
+            found.append(
+                f"dropped {self.dropped} empty or inverted boxes (first in {self.first_file['dropped']})"
+            )
+        if self.unknown_class:
+            names = ", ".join(f"{n} x{c}" for n, c in sorted(self.unknown_class.items()))
+            found.append(f"ignored objects of classes outside the class list: {names}")
+        return found
+
+
+def check_relative_path(name: str, where: str) -> str:
+    """Return ``name`` if it is a relative path that stays below its folder (``a/b.jpg``, not ``../b``,
+    ``/b`` or ``C:b``); else raise UserError."""
+    parts = name.replace("\\", "/").split("/")
+    if not name or any(part in {"", ".", ".."} for part in parts) or Path(name).is_absolute() or ":" in name:
+        raise UserError(f"{where}: file name {name!r} escapes the dataset root")
     return name

@@ -1,4 +1,4 @@
-"""Reading VOC-layout datasets: ``ROOT/Annotations/<id>.xml``, ``ROOT/JPEGImages/<id>.jpg``,
+"""The VOC layout: ``ROOT/Annotations/<id>.xml``, ``ROOT/JPEGImages/<id>.jpg``,
 ``ROOT/ImageSets/Main/<split>.txt`` (the VOC2007 devkit layout, and what labelling tools write).
 
 Boxes are converted once here from VOC's 1-based inclusive pixels to the toolkit's convention
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import overload
 
@@ -18,11 +17,10 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
 
-from stages.datasets.records import Dataset, ImageRecord, check_plain_name
+from stages.datasets.records import Dataset, ImageRecord, Repairs, check_plain_name
 from stages.errors import UserError
-from stages.geometry import clip_boxes, nonempty, voc_to_boxes
-from stages.image_files import check_image_file, stored_size
-from stages.progress import SILENT, Progress
+from stages.geometry import voc_to_boxes
+from stages.image_files import stored_size
 
 log = logging.getLogger("rcnn")
 
@@ -33,37 +31,6 @@ VOC_CLASSES = (
 )  # fmt: skip
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 _VOC_YEAR = re.compile(r"VOC\d{4}")
-
-
-@dataclass
-class _Problems:
-    """Counts of the repairs made while reading, reported as one warning each."""
-
-    clipped: int = 0
-    dropped: int = 0
-    unknown_class: Counter = field(default_factory=Counter)
-    first_file: dict[str, Path] = field(default_factory=dict)
-
-    def note(self, kind: str, path: Path, n: int = 1) -> None:
-        if n:
-            setattr(self, kind, getattr(self, kind) + n)
-            self.first_file.setdefault(kind, path)
-
-    def messages(self) -> list[str]:
-        found = []
-        if self.clipped:
-            found.append(
-                f"clipped {self.clipped} boxes that reached outside their image "
-                f"(first in {self.first_file['clipped']})"
-            )
-        if self.dropped:
-            found.append(
-                f"dropped {self.dropped} empty or inverted boxes (first in {self.first_file['dropped']})"
-            )
-        if self.unknown_class:
-            names = ", ".join(f"{n} x{c}" for n, c in sorted(self.unknown_class.items()))
-            found.append(f"ignored objects of classes outside the class list: {names}")
-        return found
 
 
 def split_file(root: Path, split: str) -> Path:
@@ -148,7 +115,7 @@ def discover_classes(root: Path) -> tuple[str, ...]:
 
 
 def _read_objects(
-    xml, path: Path, class_index: dict[str, int], height: int, width: int, problems: _Problems
+    xml, path: Path, class_index: dict[str, int], height: int, width: int, problems: Repairs
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     voc_boxes, labels, difficult = [], [], []
     for number, obj in enumerate(xml.iter("object"), start=1):
@@ -167,30 +134,15 @@ def _read_objects(
         labels.append(class_index[name])
         difficult.append(_text(obj, "difficult", "0") in {"1", "true", "True"})
     boxes = voc_to_boxes(np.array(voc_boxes, dtype=np.float32).reshape(-1, 4))
-    clipped = clip_boxes(boxes, height, width)
-    keep = nonempty(clipped)
-    problems.note("clipped", path, int(np.any(clipped[keep] != boxes[keep], axis=1).sum()))
-    problems.note("dropped", path, int((~keep).sum()))
-    return (clipped[keep], np.array(labels, dtype=np.int64)[keep], np.array(difficult, dtype=bool)[keep])
+    return problems.fit(boxes, labels, difficult, height, width, path)
 
 
-def load_dataset(
-    root: Path,
-    split: str,
-    classes: tuple[str, ...] | None = None,
-    skip_bad: bool = False,
-    progress: Progress = SILENT,
-) -> Dataset:
+def read_voc(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad: bool) -> Dataset:
     """Read the split's annotations (image sizes from the XML, or from the image header when absent).
 
     A split whose images have no XML at all is read as unannotated; a split where only some lack it is
-    an error. Unreadable annotations raise UserError naming them. With ``skip_bad`` they are skipped and
-    listed instead, and so is every image that does not decode to the end (each is read through here,
-    about a millisecond a VOC image, so that no stage meets a broken one halfway).
+    an error. Unreadable annotations raise UserError naming them, or with ``skip_bad`` are skipped.
     """
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{root}: dataset root not found")
     ids = read_split(root, split)
     annotation_dir = root / "Annotations"
     has_xml = [(annotation_dir / f"{i}.xml").is_file() for i in ids]
@@ -203,37 +155,31 @@ def load_dataset(
         )
     classes = tuple(classes) if classes else (discover_classes(root) if annotated else ())
     class_index = {name: i + 1 for i, name in enumerate(classes)}
-    problems, images, skipped = _Problems(), [], {}
-    checking = progress if skip_bad else SILENT  # reading annotations alone is quick
-    with checking.task("reading annotations and checking images", len(ids), "img") as advance:
-        for image_id, xml_exists in zip(ids, has_xml, strict=True):
-            try:
-                if annotated and not xml_exists:
-                    raise UserError(f"{annotation_dir / (image_id + '.xml')}: annotation missing")
-                record = _read_record(root, image_id, annotated, class_index, problems)
-                if skip_bad:
-                    check_image_file(record.path)
-                images.append(record)
-            except UserError as exc:
-                if not skip_bad:
-                    raise
-                skipped[image_id] = str(exc)
-            advance()
-    for message in problems.messages():
-        log.warning(message)
-    if skipped:
-        log.warning(
-            "skipped %d unreadable images or annotations (--skip-bad): %s",
-            len(skipped),
-            "; ".join(list(skipped.values())[:5]) + (" ..." if len(skipped) > 5 else ""),
-        )
-    if not images:
-        raise UserError(f"{split_file(root, split)}: no readable images in split {split!r}")
-    return Dataset(root, split, classes, tuple(images), annotated, skipped, tuple(problems.messages()))
+    repairs, images, skipped = Repairs(), [], {}
+    for image_id, xml_exists in zip(ids, has_xml, strict=True):
+        try:
+            if annotated and not xml_exists:
+                raise UserError(f"{annotation_dir / (image_id + '.xml')}: annotation missing")
+            images.append(_read_record(root, image_id, annotated, class_index, repairs))
+        except UserError as exc:
+            if not skip_bad:
+                raise
+            skipped[image_id] = str(exc)
+    return Dataset(
+        root,
+        split,
+        classes,
+        tuple(images),
+        annotated,
+        skipped,
+        tuple(repairs.messages()),
+        format="voc",
+        source=split_file(root, split),
+    )
 
 
 def _read_record(
-    root: Path, image_id: str, annotated: bool, class_index: dict[str, int], problems: _Problems
+    root: Path, image_id: str, annotated: bool, class_index: dict[str, int], problems: Repairs
 ) -> ImageRecord:
     empty = (np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool))
     if not annotated:
@@ -253,39 +199,4 @@ def _read_record(
         raise UserError(f"{path}: image not found (listed in split, annotated in {xml_path.name})")
     return ImageRecord(
         image_id, path, height, width, *_read_objects(xml, xml_path, class_index, height, width, problems)
-    )
-
-
-@dataclass(frozen=True)
-class DatasetReport:
-    """What `data check` found: per-class object and difficult counts, and every problem."""
-
-    dataset: Dataset
-    objects: dict[str, int]
-    difficult: dict[str, int]
-    empty_images: int
-    problems: tuple[str, ...]
-
-
-def check_dataset(
-    root: Path, split: str, classes: tuple[str, ...] | None = None, progress: Progress = SILENT
-) -> DatasetReport:
-    """Read every annotation and decode every image of the split; collect problems, don't stop at them."""
-    dataset = load_dataset(root, split, classes, skip_bad=True, progress=progress)
-    problems = [*dataset.skipped.values(), *dataset.repairs]
-    for record in dataset.images:
-        height, width = stored_size(record.path)
-        if (height, width) != (record.height, record.width):
-            problems.append(
-                f"{record.path}: image is {width}x{height}, annotation says {record.width}x{record.height}"
-            )
-    labels = np.concatenate([r.labels for r in dataset.images])
-    difficult = np.concatenate([r.difficult for r in dataset.images])
-    names = dataset.classes
-    return DatasetReport(
-        dataset,
-        {n: int((labels == i + 1).sum()) for i, n in enumerate(names)},
-        {n: int(((labels == i + 1) & difficult).sum()) for i, n in enumerate(names)},
-        sum(len(r.labels) == 0 for r in dataset.images),
-        tuple(problems),
     )

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stages.datasets.demo import DEMO_CLASSES, DIFFICULT_BELOW, DemoOptions, generate_demo
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from stages.errors import UserError
 from tests.helpers import TINY
 

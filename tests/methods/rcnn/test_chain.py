@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from stages.datasets.voc import load_dataset
+from stages.datasets.formats import load_dataset
 from stages.detections import read_detections
 from stages.methods.rcnn.features import extract_features
 from stages.progress import Progress

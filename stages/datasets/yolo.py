@@ -1,0 +1,137 @@
+"""The YOLO layout (Ultralytics): ``ROOT/data.yaml`` naming the classes and each split's image folder,
+``images/<split>/*.jpg`` and ``labels/<split>/*.txt`` beside them, one ``class cx cy w h`` row an object,
+normalised to [0, 1] by the image's width and height. An image without a label file has no objects.
+
+Rows become toolkit boxes here: ``x1 = (cx - w / 2) W`` and so on, in continuous pixels.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from stages.datasets.records import Dataset, ImageRecord, Repairs, check_plain_name, check_relative_path
+from stages.errors import UserError
+from stages.image_files import stored_size
+
+DATA_FILE = "data.yaml"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def read_data_file(root: Path) -> dict[str, Any]:
+    """``ROOT/data.yaml``, checked to name its classes."""
+    path = Path(root) / DATA_FILE
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"{path}: not a YAML file ({first})") from None
+    if not isinstance(content, dict) or not isinstance(content.get("names"), (list, dict)):
+        raise UserError(f"{path}: no list of class names (names:)")
+    return content
+
+
+def class_names(content: dict[str, Any], path: Path) -> tuple[str, ...]:
+    """data.yaml's ``names``: a list, or a mapping from 0, 1, ... to names."""
+    names = content["names"]
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise UserError(f"{path}: names: must be numbered 0, 1, ... without gaps")
+        names = [names[i] for i in range(len(names))]
+    return tuple(str(n) for n in names)
+
+
+def split_folders(root: Path, split: str, content: dict[str, Any]) -> tuple[Path, Path]:
+    """(images folder, labels folder) of ``split``: data.yaml's entry for it (relative to its ``path:``, or
+    to ROOT), else ``images/<split>``; labels where Ultralytics looks, ``images`` replaced by ``labels``."""
+    check_plain_name(split, "--split")
+    base = Path(root)
+    entry = content.get(split, f"images/{split}")
+    if not isinstance(entry, str):
+        raise UserError(f"{base / DATA_FILE}: {split}: must be one folder")
+    images = base / check_relative_path(entry.removeprefix("./"), f"{base / DATA_FILE}: {split}")
+    parts = list(Path(entry.removeprefix("./")).parts)
+    labels = base.joinpath(*["labels" if part == "images" else part for part in parts])
+    if not images.is_dir():
+        raise UserError(f"{images}: image folder of split {split!r} not found")
+    return images, labels
+
+
+def read_yolo(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad: bool) -> Dataset:
+    """Read the split's images and label files; ``classes`` restricts data.yaml's names."""
+    content = read_data_file(root)
+    data_file = Path(root) / DATA_FILE
+    names = class_names(content, data_file)
+    chosen = tuple(classes) if classes else names
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        raise UserError(f"{data_file}: no class named {', '.join(unknown)}")
+    label_of = {names.index(name): label for label, name in enumerate(chosen, start=1)}
+    image_folder, label_folder = split_folders(root, split, content)
+    paths = sorted(p for p in image_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise UserError(f"{image_folder}: no images (.jpg, .png, ...) in split {split!r}")
+    stems = [p.stem for p in paths]
+    if len(set(stems)) != len(stems):
+        raise UserError(
+            f"{image_folder}: two images share a file name stem; the toolkit names images by them"
+        )
+    repairs, images, skipped = Repairs(), [], {}
+    for path in paths:
+        try:
+            images.append(_record(path, label_folder / f"{path.stem}.txt", names, label_of, repairs))
+        except UserError as exc:
+            if not skip_bad:
+                raise
+            skipped[path.stem] = str(exc)
+    return Dataset(
+        Path(root),
+        split,
+        chosen,
+        tuple(images),
+        True,
+        skipped,
+        tuple(repairs.messages()),
+        format="yolo",
+        source=data_file,
+    )
+
+
+def _record(
+    path: Path, label_file: Path, names: tuple[str, ...], label_of: dict[int, int], repairs: Repairs
+) -> ImageRecord:
+    height, width = stored_size(path)
+    boxes, labels = [], []
+    lines = label_file.read_text(encoding="utf-8").splitlines() if label_file.is_file() else []
+    for number, line in enumerate(lines, start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            class_id, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:5])
+        except (ValueError, IndexError):
+            raise UserError(f"{label_file} line {number}: not 'class cx cy w h'") from None
+        if len(fields) != 5:
+            raise UserError(
+                f"{label_file} line {number}: {len(fields)} fields, not 5 (polygons are not boxes)"
+            )
+        if not 0 <= class_id < len(names):
+            raise UserError(
+                f"{label_file} line {number}: class {class_id}, but data.yaml names {len(names)} classes"
+            )
+        if class_id not in label_of:
+            repairs.unknown_class[names[class_id]] += 1
+            continue
+        boxes.append(
+            ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
+        )
+        labels.append(label_of[class_id])
+    fitted = repairs.fit(
+        np.array(boxes, np.float32), labels, np.zeros(len(labels), bool), height, width, label_file
+    )
+    return ImageRecord(path.stem, path, height, width, *fitted)
