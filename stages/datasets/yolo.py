@@ -40,9 +40,13 @@ def class_names(content: dict[str, Any], path: Path) -> tuple[str, ...]:
     """data.yaml's ``names``: a list, or a mapping from 0, 1, ... to names."""
     names = content["names"]
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
+        try:
+            numbered = {int(k): v for k, v in names.items()}
+        except ValueError:
+            numbered = {}
+        if sorted(numbered) != list(range(len(names))):
             raise UserError(f"{path}: names: must be numbered 0, 1, ... without gaps")
-        names = [names[i] for i in range(len(names))]
+        names = [numbered[i] for i in range(len(names))]
     return tuple(str(n) for n in names)
 
 
