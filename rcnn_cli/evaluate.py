@@ -43,8 +43,12 @@ def evaluate(
     ] = None,
     method: Annotated[Method | None, typer.Option(help="With --run: which detector.")] = None,
     metric: Annotated[
-        str, typer.Option(help="voc07: 11-point AP (VOC2007 test); voc10: area under the curve.")
-    ] = "voc07",
+        str | None,
+        typer.Option(
+            help="voc07: 11-point AP (VOC2007 test); voc10: area under the curve; coco: AP at IoU "
+            "0.50:0.95 and its companions, by pycocotools (default: coco for COCO datasets, else voc07)."
+        ),
+    ] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Write results as JSON.")] = None,
     plot: Annotated[
         Path | None, typer.Option(help="PR curves PNG (default: beside --out or the detections).")
@@ -115,3 +119,9 @@ def print_results(results: Evaluation, title: str) -> None:
         table.add_row(c.name, "-" if math.isnan(c.ap) else f"{c.ap:.3f}", str(c.positives), str(c.detections))
     table.add_row(f"[bold]mAP ({results.metric})[/]", f"[bold]{results.map:.3f}[/]", "", "")
     out.print(table)
+    if results.summary is not None:
+        summary = Table(title="COCO metric (pycocotools)")
+        for key in results.summary:
+            summary.add_column(key, justify="right")
+        summary.add_row(*("-" if math.isnan(v) else f"{v:.3f}" for v in results.summary.values()))
+        out.print(summary)

@@ -47,7 +47,7 @@ def evaluate_run(
     dataset: Dataset,
     run: RunLayout,
     method: Method[Any],
-    metric: str = "voc07",
+    metric: str | None = None,
     options: DetectOptions | None = None,
     *,
     compressed: bool = False,
@@ -74,6 +74,7 @@ def evaluate_run(
     best = found.plain if found.regressed is None else found.regressed
     primary = detections_of(found.image_ids, best, dataset.classes)
     evaluation = evaluate(dataset, primary, metric)
+    metric = evaluation.metric
     without = (
         None
         if found.regressed is None

@@ -23,8 +23,14 @@ from stages.geometry import box_iou
 
 log = logging.getLogger("rcnn")
 
-METRICS = ("voc07", "voc10")
-"""VOC2007's 11-point interpolated AP, and VOC2010's area under the precision envelope."""
+METRICS = ("voc07", "voc10", "coco")
+"""VOC2007's 11-point interpolated AP, VOC2010's area under the precision envelope, and COCO's AP at IoU
+0.50:0.95 with its eleven companions (``stages.coco_metric``, by pycocotools)."""
+
+
+def default_metric(dataset: Dataset) -> str:
+    """COCO's metric for a COCO dataset, VOC2007's for the others."""
+    return "coco" if dataset.format == "coco" else "voc07"
 
 
 @dataclass(frozen=True)
@@ -46,9 +52,14 @@ class Evaluation:
     metric: str
     iou_threshold: float
     classes: tuple[ClassResult, ...]
+    summary: dict[str, float] | None = None
+    """The COCO metric's twelve numbers (``coco_metric.SUMMARY``); None for the VOC metrics."""
 
     @property
     def map(self) -> float:
+        """The headline: mean AP over the classes with positives (for ``coco``: AP at IoU 0.50:0.95)."""
+        if self.summary is not None:
+            return self.summary["ap"]
         aps = [c.ap for c in self.classes if not np.isnan(c.ap)]
         return float(np.mean(aps)) if aps else float("nan")
 
@@ -65,6 +76,7 @@ class Evaluation:
             "ap": {c.name: finite(c.ap) for c in self.classes},
             "positives": {c.name: c.positives for c in self.classes},
             "detections": {c.name: c.detections for c in self.classes},
+            **({"coco": {k: finite(v) for k, v in self.summary.items()}} if self.summary is not None else {}),
         }
 
 
@@ -82,7 +94,7 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str = "
         envelope = np.maximum.accumulate(p[::-1])[::-1]
         steps = np.flatnonzero(r[1:] != r[:-1]) + 1
         return float(np.sum((r[steps] - r[steps - 1]) * envelope[steps]))
-    raise UserError(f"--metric {metric!r}: choose {' or '.join(METRICS)}")
+    raise UserError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
 
 
 def _match_class(
@@ -118,12 +130,15 @@ def _match_class(
 
 
 def evaluate(
-    dataset: Dataset, detections: Detections, metric: str = "voc07", iou_threshold: float = 0.5
+    dataset: Dataset, detections: Detections, metric: str | None = None, iou_threshold: float = 0.5
 ) -> Evaluation:
-    """Evaluate ``detections`` on the annotated ``dataset``; classes must be the dataset's."""
+    """Evaluate ``detections`` on the annotated ``dataset``; classes must be the dataset's. ``metric``
+    defaults to the dataset's own (``default_metric``); ``iou_threshold`` is the VOC metrics'."""
+    metric = metric or default_metric(dataset)
     if not dataset.annotated:
         raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to evaluate on")
-    average_precision(np.zeros(0), np.zeros(0), metric)  # rejects an unknown metric up front
+    if metric not in METRICS:
+        raise UserError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
     unknown = sorted(set(detections.classes.tolist()) - set(dataset.classes))
     if unknown:
         raise UserError(
@@ -140,6 +155,8 @@ def evaluate(
             dataset.split,
             next(iter(outside)),
         )
+    if metric == "coco":
+        return _coco(dataset, detections)
     results = []
     for label, name in enumerate(dataset.classes, start=1):
         mine = in_split & (detections.classes == name)
@@ -158,6 +175,30 @@ def evaluate(
         ap = average_precision(recall, precision, metric) if positives else float("nan")
         results.append(ClassResult(name, ap, positives, int(mine.sum()), recall, precision))
     return Evaluation(metric, iou_threshold, tuple(results))
+
+
+def _coco(dataset: Dataset, detections: Detections) -> Evaluation:
+    """COCO's metric by pycocotools; per class, AP at IoU 0.50:0.95 and the PR curve at IoU 0.5."""
+    from stages.coco_metric import SUMMARY, class_results, coco_evaluate
+
+    evaluator = coco_evaluate(dataset, detections)
+    num_classes = len(dataset.classes)
+    per_class = class_results(evaluator, num_classes) if evaluator is not None else None
+    results = []
+    for label, name in enumerate(dataset.classes, start=1):
+        positives = sum(int(((r.labels == label) & ~r.difficult).sum()) for r in dataset.images)
+        count = int((detections.classes == name).sum())
+        if per_class is None:
+            results.append(
+                ClassResult(name, 0.0 if positives else float("nan"), positives, 0, np.zeros(0), np.zeros(0))
+            )
+            continue
+        ap, recall, precision = per_class[label - 1]
+        results.append(ClassResult(name, ap, positives, count, recall, precision))
+    stats = evaluator.stats if evaluator is not None else np.zeros(len(SUMMARY))
+    # COCOeval writes -1 where a figure is undefined (no ground truth of that size): NaN, null in the JSON
+    summary = {k: float("nan") if v < 0 else float(v) for k, v in zip(SUMMARY, stats, strict=True)}
+    return Evaluation("coco", 0.5, tuple(results), summary)
 
 
 def save_evaluation(evaluation: Evaluation, json_path: Path | None, plot_path: Path | None) -> None:
@@ -191,8 +232,7 @@ def plot_pr_curves(evaluation: Evaluation, path: Path) -> None:
         ylabel="precision",
         xlim=(0, 1),
         ylim=(0, 1.02),
-        title=f"PR curves, {evaluation.metric} mAP {evaluation.map:.3f} "
-        f"(IoU >= {evaluation.iou_threshold:g})",
+        title=f"PR curves at IoU {evaluation.iou_threshold:g}; {evaluation.metric} mAP {evaluation.map:.3f}",
     )
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
