@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from rcnn_cli import bench, classifiers, data, detect, evaluate, features, propose, report, train
+from rcnn_cli import bench, classifiers, data, detect, evaluate, export, features, propose, report, train
 from rcnn_cli.console import err, setup_logging
 from stages.errors import UserError
 
@@ -77,6 +77,7 @@ app.command("train-svm")(classifiers.train_svm)
 app.command("train-bbox")(classifiers.train_bbox)
 app.command("detect")(detect.detect)
 app.command("evaluate")(evaluate.evaluate)
+app.command("export")(export.export)
 app.command("report")(report.report)
 app.add_typer(bench.app, name="bench")
 

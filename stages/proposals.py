@@ -186,6 +186,15 @@ def read_proposals(path: Path) -> dict[str, np.ndarray]:
     return {image_id: boxes[offsets[i] : offsets[i + 1]] for i, image_id in enumerate(ids)}
 
 
+def proposals_dataset(path: Path) -> tuple[Path, str]:
+    """(root, layout) of the dataset a proposals file was made from."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return Path(str(h5.attrs["dataset_root"])), str(h5.attrs.get("dataset_format", "voc"))
+    except (OSError, KeyError) as exc:
+        raise UserError(f"{path}: unreadable proposals file ({exc})") from None
+
+
 def load_proposals(run: RunLayout, dataset: Dataset) -> tuple[Dataset, dict[str, np.ndarray]]:
     """The split's proposals, checked to cover every image of ``dataset``, and the split less the images
     that ``propose --skip-bad`` skipped as unreadable (with a warning that lists them)."""
@@ -316,6 +325,7 @@ def _finish(
             "split": dataset.split,
             "source": source,
             "dataset_root": str(dataset.root),
+            "dataset_format": dataset.format,
             **{k: v for k, v in asdict(options).items() if k != "workers"},
         },
     )

@@ -1,0 +1,52 @@
+"""`rcnn export`: a method's detections as COCO or VOC result files."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rcnn_cli.console import out
+from rcnn_cli.options import DEFAULT_RUN, Method, MethodOption, RunDir, Split
+from stages.export import EXPORT_FORMATS
+from stages.export import export as export_detections
+from stages.methods import get_method
+from stages.runs import RunLayout
+
+ResultFormat = Enum("ResultFormat", {name: name for name in EXPORT_FORMATS}, type=str)  # type: ignore[misc]
+
+
+def export(
+    split: Split,
+    to: Annotated[
+        ResultFormat, typer.Option("--format", help="coco: one results JSON; voc: the devkit's files.")
+    ],
+    out_path: Annotated[
+        Path, typer.Option("--out", help="The JSON file (coco) or the folder (voc) to write.")
+    ],
+    run: RunDir = DEFAULT_RUN,
+    method: MethodOption = Method.fast,  # type: ignore[attr-defined]
+    data: Annotated[
+        Path | None, typer.Option(help="Dataset root (default: the one the split's proposals came from).")
+    ] = None,
+    compressed: Annotated[
+        bool, typer.Option("--compressed", help="Fast R-CNN: the detections of the truncated-SVD model.")
+    ] = False,
+) -> None:
+    """Write a method's detections of a split (from `rcnn evaluate --run`) as result files: a COCO results
+    JSON (`COCO.loadRes` reads it; the dataset's image and category ids) or the VOC devkit's
+    comp4_det_<split>_<class>.txt files (1-based pixels).
+
+    Examples:
+
+      rcnn export --run runs/demo --method fast --split test --format coco --out fast-test.json
+
+      rcnn export --run runs/demo --method rcnn --split test --format voc --out results/
+    """
+    done = export_detections(
+        RunLayout(run), get_method(method.value), split, to.value, out_path, data=data, compressed=compressed
+    )
+    where = done.paths[0] if to.value == "coco" else out_path
+    out.print(f"{where}: {done.detections} detections of {split} as {to.value} ({len(done.paths)} files)")
