@@ -4,6 +4,7 @@ the converters' round trips."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,8 @@ from stages.datasets.convert import convert
 from stages.datasets.demo import generate_demo
 from stages.datasets.formats import detect_format, load_dataset
 from stages.errors import UserError
+from stages.proposals import read_proposals
+from stages.runs import RunLayout
 from tests.helpers import TINY, rcnn, write_image
 
 YOLO_ROUNDING = 1e-3  # six decimals of a coordinate normalised by a side of at most 500 px
@@ -161,3 +164,31 @@ def test_yolo_problems_name_the_file_and_line(tmp_path, row, problem):
 def test_an_unknown_layout_says_what_it_looked_for(tmp_path):
     with pytest.raises(UserError, match="not a dataset this toolkit reads"):
         load_dataset(tmp_path, "train")
+
+
+def test_the_chain_gives_the_same_proposals_and_map_in_every_layout(tiny_run, tmp_path):
+    """One Fast R-CNN, trained on the VOC layout, evaluated on the test split read from each layout:
+    the same image ids and proposals, and the same mAP (YOLO's up to its rounding of the boxes)."""
+    data, base = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    train = ("finetune", "--data", data, "--scales", "96", "--iterations", "20", "--checkpoint-every", "20")
+    assert rcnn(*train, "--run", run).exit_code == 0
+    maps, proposals = {}, {}
+    for layout in ("voc", "coco", "yolo"):
+        root = generate_demo(tmp_path / "data" / layout, TINY, layout=layout)
+        here = tmp_path / layout
+        shutil.copytree(run, here, ignore=shutil.ignore_patterns("proposals"))
+        for step in (
+            ("propose", "--data", root, "--split", "test", "--workers", "1", "--max-side", "160"),
+            ("evaluate", "--data", root, "--split", "test", "--method", "fast", "--metric", "voc07"),
+        ):
+            result = rcnn(*step, "--run", here)
+            assert result.exit_code == 0, result.output
+        proposals[layout] = read_proposals(RunLayout(here).proposals("test"))
+        maps[layout] = json.loads(RunLayout(here).method("fast").results("test").read_text())["map"]
+    for layout in ("coco", "yolo"):
+        assert list(proposals[layout]) == list(proposals["voc"])
+        for image_id, boxes in proposals["voc"].items():
+            np.testing.assert_array_equal(proposals[layout][image_id], boxes)
+    assert maps["coco"] == maps["voc"] and maps["yolo"] == pytest.approx(maps["voc"], abs=0.01)
