@@ -50,6 +50,7 @@ def distributed(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield dist.get_rank(), world_size, device
+        dist.barrier()  # no process tears the group down while another is still in a collective with it
     finally:
         dist.destroy_process_group()
 
