@@ -190,6 +190,68 @@ def bench_detect_memory(
 
 
 @dataclass(frozen=True)
+class CocoReadRow:
+    """Reading a generated COCO split: the JSON's size, the seconds and peak memory of ``load_dataset``."""
+
+    images: int
+    annotations: int
+    file_bytes: int
+    seconds: float
+    peak_rss_mb: float
+
+
+def bench_coco_read(images: int, annotations: int, polygon_points: int = 24, seed: int = 0) -> CocoReadRow:
+    """Write a COCO split of ``images`` images (empty files: reading never decodes them) and
+    ``annotations`` objects, each with a ``polygon_points``-point segmentation as COCO's have (they are most
+    of its 450 MB), and read it with ``load_dataset`` in a fresh process, whose peak memory the kernel
+    reports (``wait4``)."""
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory(prefix="rcnn-bench-") as scratch:
+        root = Path(scratch)
+        (root / "train").mkdir()
+        (root / "annotations").mkdir()
+        for k in range(images):
+            (root / "train" / f"{k:012d}.jpg").touch()
+        path = root / "annotations" / "instances_train.json"
+        with open(path, "w", encoding="utf-8") as file:
+            file.write('{"images": [')
+            file.write(
+                ",".join(
+                    f'{{"id": {k}, "file_name": "{k:012d}.jpg", "width": 640, "height": 480}}'
+                    for k in range(images)
+                )
+            )
+            file.write('], "categories": [')
+            file.write(",".join(f'{{"id": {c}, "name": "class{c}"}}' for c in range(1, 91, 9)))
+            file.write('], "annotations": [')
+            for start in range(0, annotations, 10_000):
+                count = min(10_000, annotations - start)
+                corners = rng.uniform(0, 300, (count, 2)).round(2)
+                polygons = rng.uniform(0, 600, (count, 2 * polygon_points)).round(2)
+                parts = []
+                for n in range(count):
+                    x, y = corners[n]
+                    parts.append(
+                        f'{{"id": {start + n + 1}, "image_id": {(start + n) % images}, '
+                        f'"category_id": {1 + 9 * ((start + n) % 10)}, "bbox": [{x}, {y}, 120.5, 80.25], '
+                        f'"area": 9000.0, "iscrowd": 0, "segmentation": [{polygons[n].tolist()}]}}'
+                    )
+                file.write(("," if start else "") + ",".join(parts))
+            file.write("]}")
+        code = (
+            "import time; from stages.datasets.formats import load_dataset; t = time.perf_counter(); "
+            f"d = load_dataset({str(root)!r}, 'train', format='coco'); print(time.perf_counter() - t, len(d))"
+        )
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        output = process.stdout.read() if process.stdout else ""
+        _, status, usage = os.wait4(process.pid, 0)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise UserError(f"{path}: reading it failed")
+        seconds, _ = output.split()
+        return CocoReadRow(images, annotations, path.stat().st_size, float(seconds), usage.ru_maxrss / 1024)
+
+
+@dataclass(frozen=True)
 class FeatureTiming:
     """Seconds an image to get the features of every proposal: the conv part (R-CNN: warping and
     conv1..pool5 of every region; SPP-net: conv1..conv5 once a scale) and the fc part (R-CNN: fc6, fc7;

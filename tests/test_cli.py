@@ -35,7 +35,7 @@ def test_version_and_every_command_has_help_with_an_example():
     assert result.exit_code == 0 and result.output.startswith("rcnn ")
     commands = every_command(typer.main.get_command(app))
     assert {("compress",), ("bench", "methods"), ("data", "demo"), ("finetune",)} <= set(commands)
-    assert len(commands) == 19
+    assert len(commands) == 20
     for command in commands:
         result = rcnn(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
@@ -219,3 +219,8 @@ def test_the_console_script_loads_no_library_before_it_runs():
     code = "import sys, rcnn_cli.entry; print(sorted({'torch', 'stages', 'rcnn_cli.app'} & set(sys.modules)))"
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert found.strip() == "[]"
+
+
+def test_bench_coco_read_reads_a_generated_split():
+    result = rcnn("bench", "coco-read", "--images", "20", "--annotations", "50")
+    assert result.exit_code == 0 and "│     20 │          50 │" in result.output, result.output
