@@ -13,11 +13,15 @@ from rcnn_cli.options import DEFAULT_DEVICE, DEFAULT_RUN, Device, Method, Method
 from stages.detect import detect_images
 from stages.draw import write_grid
 from stages.methods import get_method
+from stages.proposals import ProposalOptions
 from stages.runs import RunLayout
 
 
 def detect(
-    images: Annotated[list[Path], typer.Argument(help="Image files (JPEG, PNG; any size, gray or colour).")],
+    images: Annotated[
+        list[str],
+        typer.Argument(help="Image files (JPEG, PNG; any size, gray or colour), folders and glob patterns."),
+    ],
     run: RunDir = DEFAULT_RUN,
     method: MethodOption = Method.fast,  # type: ignore[attr-defined]
     out_dir: Annotated[
@@ -35,19 +39,28 @@ def detect(
     ] = None,
     device: Device = DEFAULT_DEVICE,
     skip_bad: SkipBad = False,
+    save_json: Annotated[
+        Path | None, typer.Option(help="Also write every image's detections in one exchange-format file.")
+    ] = None,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Selective-search processes (0: one a core).")
+    ] = 0,
 ) -> None:
     """Detect objects: selective search, then the detector, per-class NMS (0.3).
 
     Fast R-CNN (the default): one forward pass, softmax scores and class-specific boxes, at most 100
     detections an image. R-CNN and SPP-net: features, SVM scores, box regression, NMS again.
     Writes OUT/<stem>.png (boxes, class names, scores drawn) and OUT/<stem>.json (the detections format)
-    for each image, and prints what it found.
+    for each image, and prints what it found. Selective search runs in worker processes ahead of the
+    network (--workers; default one a core).
 
     Examples:
 
       rcnn detect data/demo/JPEGImages/000003.jpg --run runs/demo --out detections/
 
       rcnn detect data/demo/JPEGImages/00000[3-6].jpg --run runs/demo --compressed --grid grid.png
+
+      rcnn detect 'photos/**/*.jpg' --run runs/demo --save-json photos.json
     """
     results = detect_images(
         images,
@@ -58,6 +71,8 @@ def detect(
         device=device,
         compressed=compressed,
         skip_bad=skip_bad,
+        save_json=save_json,
+        proposal_options=ProposalOptions(workers=workers),
         progress=RichProgress(),
     )
     if grid is not None:

@@ -5,6 +5,7 @@ scored) and ``rcnn detect`` (a method on any image a user has). The method suppl
 
 from __future__ import annotations
 
+import glob
 import logging
 import time
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ from stages.images import read_image
 from stages.methods.base import Method
 from stages.postprocess import DetectOptions, ImageDetections
 from stages.progress import SILENT, Progress
-from stages.proposals import ProposalOptions, propose_image
+from stages.proposals import ProposalOptions, propose_images
 from stages.runs import RunLayout, write_manifest
 
 log = logging.getLogger("rcnn")
@@ -123,8 +124,32 @@ class DetectedImage:
     seconds: float
 
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def image_paths(arguments: Sequence[str | Path]) -> list[Path]:
+    """The images that ``rcnn detect``'s arguments name: files as given, a folder's images (sorted), and
+    glob patterns (``photos/*.jpg``, ``**`` for subfolders) for shells that do not expand them."""
+    paths: list[Path] = []
+    for argument in map(str, arguments):
+        if Path(argument).is_dir():
+            found = sorted(p for p in Path(argument).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"{argument}: no images (.jpg, .png, ...) in this folder")
+            paths += found
+        elif glob.has_magic(argument):
+            matched = sorted(Path(p) for p in glob.glob(argument, recursive=True))
+            found = [p for p in matched if p.suffix.lower() in IMAGE_SUFFIXES]
+            if not found:
+                raise UserError(f"{argument}: matches no image")
+            paths += found
+        else:
+            paths.append(Path(argument))
+    return paths
+
+
 def detect_images(
-    paths: Sequence[Path],
+    images: Sequence[str | Path],
     run: RunLayout,
     method: Method[Any],
     out: Path | None = None,
@@ -133,25 +158,37 @@ def detect_images(
     device: str = "auto",
     compressed: bool = False,
     skip_bad: bool = False,
+    save_json: Path | None = None,
     progress: Progress = SILENT,
 ) -> list[DetectedImage]:
-    """Selective search, then the method's detector on each image; writes ``OUT/<stem>.png`` (the
-    annotated image) and ``OUT/<stem>.json`` (the exchange format). Detections scoring below
-    ``score_thresh`` (default: the method's display threshold) are dropped. An unreadable image is a
-    UserError naming it, or with ``skip_bad`` is skipped, counted and listed in a warning."""
+    """Selective search, then the method's detector on each image of ``images`` (files, folders and glob
+    patterns: ``image_paths``); writes ``OUT/<stem>.png`` (the
+    annotated image) and ``OUT/<stem>.json`` (the exchange format), and with ``save_json`` every image's
+    detections in one exchange-format file. Detections scoring below ``score_thresh`` (default: the
+    method's display threshold) are dropped. An unreadable image is a UserError naming it, or with
+    ``skip_bad`` is skipped, counted and listed in a warning.
+
+    Selective search runs in worker processes ahead of the network (``propose_images``): each image is
+    detected as soon as its proposals arrive. Results come back in the order of ``paths``.
+    """
     out = Path(out) if out is not None else method.files(run).detect
-    stems = [Path(p).stem for p in paths]
+    paths = image_paths(images)
+    stems = [p.stem for p in paths]
     if len(set(stems)) != len(stems):
         raise UserError("two images share a file name stem; their outputs would collide (detect them apart)")
     threshold = method.display_threshold if score_thresh is None else score_thresh
     options = replace(method.test_options, score_thresh=threshold)
     detector = method.detector(run, options, pick_device(device), compressed=compressed)
-    results, skipped = [], []
+    path_of = dict(zip(stems, paths, strict=True))
+    found_by_stem: dict[str, DetectedImage] = {}
+    skipped = []
     with progress.task(f"detecting ({method.name})", len(paths), "img") as advance:
-        for path, stem in zip(paths, stems, strict=True):
+        for stem, boxes, problem in propose_images(list(path_of.items()), proposal_options):
             started = time.perf_counter()
+            path = path_of[stem]
             try:
-                boxes = propose_image(stem, path, proposal_options)  # first: one decoded copy at a time
+                if boxes is None:
+                    raise UserError(problem or f"{path}: selective search failed")
                 image = read_image(path)
             except UserError as exc:
                 if not skip_bad:
@@ -172,10 +209,16 @@ def detect_images(
             )
             write_detections(json_path, detections_of([stem], [found], detector.classes))
             seconds = time.perf_counter() - started
-            results.append(
-                DetectedImage(Path(path), found, detector.classes, len(boxes), picture, json_path, seconds)
+            found_by_stem[stem] = DetectedImage(
+                path, found, detector.classes, len(boxes), picture, json_path, seconds
             )
             advance()
     if skipped:
         log.warning("skipped %d unreadable images (--skip-bad): %s", len(skipped), "; ".join(skipped))
+    results = [found_by_stem[stem] for stem in stems if stem in found_by_stem]
+    if save_json is not None:
+        detected = [r.path.stem for r in results]
+        write_detections(
+            save_json, detections_of(detected, [r.detections for r in results], detector.classes)
+        )
     return results

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -92,12 +92,14 @@ def filter_boxes(boxes: np.ndarray, min_size: int, max_boxes: int) -> np.ndarray
     return boxes[first_unique(boxes)][:max_boxes]
 
 
-def search_many(jobs: Sequence[tuple[str, str, str, int, int]], workers: int):
+def search_many(jobs: Sequence[tuple[str, str, str, int, int]], workers: int, background: bool = False):
     """Yield (image_id, boxes or None, problem or None) for every job, in completion order.
 
-    A job is (image_id, path, mode, max_side, seed); ``workers`` > 1 runs them in spawned processes.
+    A job is (image_id, path, mode, max_side, seed); ``workers`` > 1, or ``background``, runs them in
+    spawned processes (so that the caller's own work overlaps them).
     """
-    pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+    spawned = workers > 1 or background
+    pool = multiprocessing.get_context("spawn").Pool(max(1, workers)) if spawned else None
     with pool or contextlib.nullcontext():
         results = (
             pool.imap_unordered(selective_search.worker, jobs) if pool else map(selective_search.worker, jobs)
@@ -434,11 +436,15 @@ def _public(content: dict) -> list[str]:
     return [k for k in content if not k.startswith("__")]
 
 
-def propose_image(image_id: str, path: Path, options: ProposalOptions = ProposalOptions()) -> np.ndarray:
-    """Selective search on one image, in this process: (K, 4) float32 boxes (``rcnn detect``)."""
-    _, found, problem = selective_search.worker(
-        (image_id, str(path), options.mode, options.max_side, options.seed)
-    )
-    if problem is not None:
-        raise UserError(problem)
-    return filter_boxes(to_boxes(*found), options.min_size, options.max_boxes)
+def propose_images(
+    images: Sequence[tuple[str, Path]], options: ProposalOptions = ProposalOptions()
+) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """Selective search on (image id, path) pairs for ``rcnn detect``: (image id, (K, 4) float32 boxes or
+    None, problem or None), in completion order. Several images are searched by ``options.workers``
+    spawned processes (default: one a core; the caller's network work is the smaller share), ahead of
+    the caller; one image is searched here."""
+    jobs = [(image_id, str(path), options.mode, options.max_side, options.seed) for image_id, path in images]
+    workers = min(options.workers or os.cpu_count() or 1, len(jobs))
+    for image_id, found, problem in search_many(jobs, workers, background=len(jobs) > 1):
+        boxes = None if found is None else filter_boxes(found, options.min_size, options.max_boxes)
+        yield image_id, boxes, problem

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -234,6 +235,31 @@ def test_unusual_images_are_detected(trained, tmp_path, kind, suffix):
         assert (out / f"{kind}.json").is_file() and cv2.imread(str(out / f"{kind}.png")) is not None
         if kind == "1x1":
             assert "no proposals" in result.output
+
+
+def test_detect_takes_a_folder_and_writes_one_json_for_all(trained, tmp_path):
+    data, run = trained
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for image in sorted((data / "JPEGImages").glob("*.jpg"))[:3]:
+        shutil.copy(image, folder)
+    everything = tmp_path / "all.json"
+    result = rcnn(
+        "detect",
+        folder,
+        "--run",
+        run,
+        "--out",
+        tmp_path / "out",
+        "--save-json",
+        everything,
+        "--score-thresh",
+        "0",
+    )
+    assert result.exit_code == 0, result.output
+    found = json.loads(everything.read_text())
+    each = [json.loads((tmp_path / "out" / f"{p.stem}.json").read_text()) for p in sorted(folder.iterdir())]
+    assert found and found == [d for image in each for d in image]  # the same, in the folder's order
 
 
 def test_the_detect_memory_bench_runs_detect_on_each_size(trained, tmp_path):
