@@ -42,9 +42,7 @@ def detect(
     save_json: Annotated[
         Path | None, typer.Option(help="Also write every image's detections in one exchange-format file.")
     ] = None,
-    workers: Annotated[
-        int, typer.Option(min=0, help="Selective-search processes (0: one a core).")
-    ] = 0,
+    workers: Annotated[int, typer.Option(min=0, help="Selective-search processes (0: one a core).")] = 0,
 ) -> None:
     """Detect objects: selective search, then the detector, per-class NMS (0.3).
 
