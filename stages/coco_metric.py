@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.datasets.coco import read_json
 from stages.datasets.records import Dataset
 from stages.detections import Detections
 
@@ -43,9 +44,7 @@ def ground_truth(dataset: Dataset) -> dict[str, Any]:
     """The split as a COCO annotation dict: from the dataset's own file for COCO datasets."""
     ids, categories = image_ids(dataset), category_ids(dataset)
     if dataset.format == "coco" and dataset.source is not None:
-        import json
-
-        content = json.loads(dataset.source.read_text(encoding="utf-8"))
+        content = read_json(dataset.source)
         wanted_images, wanted_categories = set(ids.values()), set(categories)
         return {
             "images": [i for i in content["images"] if i["id"] in wanted_images],

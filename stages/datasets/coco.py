@@ -34,7 +34,7 @@ def read_json(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: annotation file not found{hint}")
     try:
         with open(path, "rb") as file:
-            content = json.load(file)
+            content = json.load(file, object_hook=_without_segmentation)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{path}: not a JSON file ({exc})") from None
     if not isinstance(content, dict) or not isinstance(content.get("images"), list):
@@ -42,6 +42,13 @@ def read_json(path: Path) -> dict[str, Any]:
     if not all(isinstance(content.get(key, []), list) for key in ("categories", "annotations")):
         raise UserError(f"{path}: not a COCO annotation file (categories and annotations must be lists)")
     return content
+
+
+def _without_segmentation(entry: dict[str, Any]) -> dict[str, Any]:
+    """Drop an annotation's outline as soon as it is parsed: boxes are all the toolkit uses, and the
+    polygons are most of a COCO file (and of its memory as Python objects)."""
+    entry.pop("segmentation", None)
+    return entry
 
 
 def read_coco(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad: bool) -> Dataset:
