@@ -18,11 +18,13 @@ from rcnn_cli.options import (
     CachedMethod,
     CachedMethodOption,
     DataRoot,
+    DatasetFormat,
     Device,
     Method,
     MethodOption,
     RunDir,
     Split,
+    layout_name,
     parse_sizes,
 )
 from rcnn_cli.propose import MaxSide, Mode
@@ -55,6 +57,7 @@ def _machine() -> str:
 @app.command("proposals")
 def proposals(
     data: DataRoot,
+    layout: DatasetFormat = None,
     split: Split = "test",
     images: Annotated[int, typer.Option(min=1, help="Images to search.")] = 40,
     mode: Mode = ProposalOptions.mode,
@@ -64,7 +67,7 @@ def proposals(
 
     Example: rcnn bench proposals --data data/demo --split test --images 40
     """
-    dataset = load_dataset(data, split)
+    dataset = load_dataset(data, split, format=layout_name(layout))
     rows = bench_proposals(
         dataset, images, ProposalOptions(mode=mode, max_side=max_side), progress=RichProgress()
     )
@@ -178,6 +181,7 @@ def svm_memory(
 @app.command("features")
 def features(
     data: DataRoot,
+    layout: DatasetFormat = None,
     split: Split = "test",
     backbone: BenchBackbone = "zf5",
     images: BenchImages = 5,
@@ -199,7 +203,7 @@ def features(
     groups = scales or ["688", "480,576,688,864,1200"]
     scale_sets = [parse_sizes(group, "--scales") for group in groups]
     rows = bench_features(
-        load_dataset(data, split),
+        load_dataset(data, split, format=layout_name(layout)),
         backbone,
         images,
         proposals,
@@ -227,6 +231,7 @@ def features(
 @app.command("methods")
 def methods(
     data: DataRoot,
+    layout: DatasetFormat = None,
     split: Split = "test",
     backbone: BenchBackbone = "tiny",
     images: BenchImages = 3,
@@ -246,7 +251,7 @@ def methods(
     Example: rcnn bench methods --data data/demo --backbone alexnet --images 2
     """
     rows = bench_methods(
-        load_dataset(data, split),
+        load_dataset(data, split, format=layout_name(layout)),
         backbone,
         images,
         proposals,
