@@ -48,8 +48,8 @@ def ground_truth(dataset: Dataset) -> dict[str, Any]:
         wanted_images, wanted_categories = set(ids.values()), set(categories)
         return {
             "images": [i for i in content["images"] if i["id"] in wanted_images],
-            "annotations": [
-                a
+            "annotations": [  # copies: COCOeval marks the ones it ignores, and the file is shared
+                dict(a)
                 for a in content["annotations"]
                 if a["image_id"] in wanted_images and a["category_id"] in wanted_categories
             ],

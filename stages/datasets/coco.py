@@ -9,6 +9,7 @@ in increasing order, and ``Dataset.category_ids`` maps them back.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -26,22 +27,31 @@ def annotation_file(root: Path, split: str) -> Path:
 
 
 def read_json(path: Path) -> dict[str, Any]:
-    """A COCO annotation file, checked to hold its three lists."""
+    """A COCO annotation file, checked to hold its three lists. Parsed once a process: the reader and
+    the COCO metric share it (a train2017-size file takes 10 s), until the file changes. Callers must not
+    modify it."""
     if not path.is_file():
         folder = path.parent
         available = sorted(p.stem.removeprefix("instances_") for p in folder.glob("instances_*.json"))
         hint = f" (splits available: {', '.join(available)})" if available else ""
         raise UserError(f"{path}: annotation file not found{hint}")
-    try:
-        with open(path, "rb") as file:
-            content = json.load(file, object_hook=_without_segmentation)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path}: not a JSON file ({exc})") from None
+    stat = path.stat()
+    content = _parsed(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if not isinstance(content, dict) or not isinstance(content.get("images"), list):
         raise UserError(f"{path}: not a COCO annotation file (no list of images)")
     if not all(isinstance(content.get(key, []), list) for key in ("categories", "annotations")):
         raise UserError(f"{path}: not a COCO annotation file (categories and annotations must be lists)")
     return content
+
+
+@functools.lru_cache(maxsize=1)
+def _parsed(path: str, mtime_ns: int, size: int) -> Any:
+    """The JSON at ``path`` as it was at (``mtime_ns``, ``size``)."""
+    try:
+        with open(path, "rb") as file:
+            return json.load(file, object_hook=_without_segmentation)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a JSON file ({exc})") from None
 
 
 def _without_segmentation(entry: dict[str, Any]) -> dict[str, Any]:
