@@ -3,12 +3,12 @@
 Boxes leave the toolkit's convention once, here: VOC's 1-based inclusive pixels, COCO's ``[x, y, width,
 height]``, YOLO's centre and size normalised by the image. Images are hard-linked where the file system
 allows (no copy on disk), copied elsewhere. Difficult objects are COCO's crowd regions (both are ignored by
-evaluation); YOLO has no such flag, so they are written as ordinary objects and counted in a warning.
+evaluation); YOLO has no such flag, so they go to the file beside the labels that
+``stages.datasets.yolo.DIFFICULT_SUFFIX`` describes.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 from dataclasses import dataclass
@@ -22,12 +22,10 @@ from stages.atomic import atomic_path, ensure_folder, write_json
 from stages.datasets.coco import annotation_file
 from stages.datasets.records import Dataset, ImageRecord
 from stages.datasets.voc import split_file
-from stages.datasets.yolo import DATA_FILE
+from stages.datasets.yolo import DATA_FILE, DIFFICULT_SUFFIX
 from stages.errors import UserError
 from stages.geometry import boxes_to_voc
 from stages.progress import SILENT, Progress
-
-log = logging.getLogger("rcnn")
 
 
 @dataclass(frozen=True)
@@ -134,23 +132,26 @@ def _write_coco(dataset: Dataset, out: Path, progress: Progress) -> None:
 
 def _write_yolo(dataset: Dataset, out: Path, progress: Progress) -> None:
     images, labels = out / "images" / dataset.split, out / "labels" / dataset.split
-    flattened = 0
     with progress.task("writing YOLO", len(dataset), "img") as advance:
         for record in dataset.images:
             _place_image(record, images)
             scale = np.array([record.width, record.height] * 2, np.float64)
-            rows = []
+            rows: dict[bool, list[str]] = {False: [], True: []}
             for box, label, difficult in zip(record.boxes, record.labels, record.difficult, strict=True):
                 x1, y1, x2, y2 = np.asarray(box, np.float64) / scale
                 centre_size = ((x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1)
-                rows.append(f"{label - 1} " + " ".join(f"{v:.6f}" for v in centre_size) + "\n")
-                flattened += bool(difficult)
-            _write_text(labels / f"{record.image_id}.txt", "".join(rows))
+                rows[bool(difficult)].append(
+                    f"{label - 1} " + " ".join(f"{v:.6f}" for v in centre_size) + "\n"
+                )
+            _write_text(labels / f"{record.image_id}.txt", "".join(rows[False]))
+            hard = labels / f"{record.image_id}{DIFFICULT_SUFFIX}"
+            if rows[True]:
+                _write_text(hard, "".join(rows[True]))
+            else:
+                hard.unlink(missing_ok=True)
             advance()
     data_file = out / DATA_FILE
     content = yaml.safe_load(data_file.read_text(encoding="utf-8")) if data_file.is_file() else {}
     content = content if isinstance(content, dict) else {}
     content.update({dataset.split: f"images/{dataset.split}", "names": list(dataset.classes)})
     _write_text(data_file, yaml.safe_dump(content, sort_keys=False, allow_unicode=True))
-    if flattened:
-        log.warning("YOLO has no difficult flag: %d difficult objects written as ordinary ones", flattened)

@@ -1,6 +1,7 @@
 """The YOLO layout (Ultralytics): ``ROOT/data.yaml`` naming the classes and each split's image folder,
 ``images/<split>/*.jpg`` and ``labels/<split>/*.txt`` beside them, one ``class cx cy w h`` row an object,
-normalised to [0, 1] by the image's width and height. An image without a label file has no objects.
+normalised to [0, 1] by the image's width and height. An image without a label file has no objects;
+difficult objects, which YOLO cannot mark, live in a file beside it (``DIFFICULT_SUFFIX``).
 
 Rows become toolkit boxes here: ``x1 = (cx - w / 2) W`` and so on, in continuous pixels.
 """
@@ -19,6 +20,10 @@ from stages.image_files import stored_size
 
 DATA_FILE = "data.yaml"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+DIFFICULT_SUFFIX = ".difficult.txt"
+"""YOLO has no difficult flag: this toolkit keeps difficult objects in ``labels/<split>/<stem>.difficult.txt``
+beside the label file. Ultralytics does not read it, so it trains without them, as its own VOC conversion
+does; this toolkit reads them back as difficult (out of training, ignored by evaluation)."""
 
 
 def read_data_file(root: Path) -> dict[str, Any]:
@@ -110,8 +115,25 @@ def _record(
     path: Path, label_file: Path, names: tuple[str, ...], label_of: dict[int, int], repairs: Repairs
 ) -> ImageRecord:
     height, width = stored_size(path)
-    boxes, labels = [], []
+    rows = [(row, False) for row in _rows(label_file, names)]
+    rows += [(row, True) for row in _rows(label_file.with_suffix(DIFFICULT_SUFFIX), names)]
+    boxes, labels, difficult = [], [], []
+    for (class_id, cx, cy, w, h), hard in rows:
+        if class_id not in label_of:
+            repairs.unknown_class[names[class_id]] += 1
+            continue
+        boxes.append((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2))
+        labels.append(label_of[class_id])
+        difficult.append(hard)
+    scaled = np.array(boxes, np.float64).reshape(-1, 4) * (width, height, width, height)
+    fitted = repairs.fit(scaled, labels, difficult, height, width, label_file)
+    return ImageRecord(path.stem, path, height, width, *fitted)
+
+
+def _rows(label_file: Path, names: tuple[str, ...]) -> list[tuple[int, float, float, float, float]]:
+    """The ``class cx cy w h`` rows of a label file (none when it does not exist)."""
     lines = label_file.read_text(encoding="utf-8").splitlines() if label_file.is_file() else []
+    rows = []
     for number, line in enumerate(lines, start=1):
         fields = line.split()
         if not fields:
@@ -121,21 +143,10 @@ def _record(
         except (ValueError, IndexError):
             raise UserError(f"{label_file} line {number}: not 'class cx cy w h'") from None
         if len(fields) != 5:
-            raise UserError(
-                f"{label_file} line {number}: {len(fields)} fields, not 5 (polygons are not boxes)"
-            )
+            raise UserError(f"{label_file} line {number}: {len(fields)} fields, not 5 (a polygon?)")
         if not 0 <= class_id < len(names):
             raise UserError(
                 f"{label_file} line {number}: class {class_id}, but data.yaml names {len(names)} classes"
             )
-        if class_id not in label_of:
-            repairs.unknown_class[names[class_id]] += 1
-            continue
-        boxes.append(
-            ((cx - w / 2) * width, (cy - h / 2) * height, (cx + w / 2) * width, (cy + h / 2) * height)
-        )
-        labels.append(label_of[class_id])
-    fitted = repairs.fit(
-        np.array(boxes, np.float32), labels, np.zeros(len(labels), bool), height, width, label_file
-    )
-    return ImageRecord(path.stem, path, height, width, *fitted)
+        rows.append((class_id, cx, cy, w, h))
+    return rows
