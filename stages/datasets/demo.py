@@ -1,4 +1,5 @@
-"""The embedded demo dataset: synthetic VOC-layout images that the whole lineage trains on in minutes.
+"""The embedded demo dataset: synthetic images that the whole lineage trains on in minutes, written in the
+VOC layout (or converted to COCO's or YOLO's).
 
 Ten classes of flat shapes at 20 to 200 px, varied aspect ratios and positions, several an image, some
 overlapping or cut by the border, tiny ones marked difficult, on textured backgrounds with distractor
