@@ -165,23 +165,15 @@ def bench_detect_memory(
                 path = Path(scratch) / f"{side}.jpg"
                 size = (round(width * factor), round(height * factor))
                 cv2.imwrite(str(path), cv2.resize(source, size, interpolation=cv2.INTER_CUBIC))
-            log_path = Path(scratch) / "detect.log"
-            command = [sys.executable, "-m", "rcnn_cli", "detect", str(path), "--run", str(run.root)]
-            command += ["--method", method, "--out", str(Path(scratch) / "out")]
+            command = ["-m", "rcnn_cli", "detect", str(path), "--run", str(run.root), "--method", method]
             started = time.perf_counter()
-            with open(log_path, "w") as log_file:
-                process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
-                _, status, usage = os.wait4(process.pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise UserError(
-                    f"{path}: rcnn detect failed: {log_path.read_text().strip().splitlines()[-1]}"
-                )
+            _, peak_mb = _in_fresh_process([*command, "--out", str(Path(scratch) / "out")], path)
             rows.append(
                 DetectMemoryRow(
                     round(width * factor),
                     round(height * factor),
                     path.stat().st_size,
-                    usage.ru_maxrss / 1024,  # kilobytes on Linux
+                    peak_mb,
                     time.perf_counter() - started,
                 )
             )
@@ -242,13 +234,26 @@ def bench_coco_read(images: int, annotations: int, polygon_points: int = 24, see
             "import time; from stages.datasets.formats import load_dataset; t = time.perf_counter(); "
             f"d = load_dataset({str(root)!r}, 'train', format='coco'); print(time.perf_counter() - t, len(d))"
         )
-        process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-        output = process.stdout.read() if process.stdout else ""
+        output, peak_mb = _in_fresh_process(["-c", code], path)
+        seconds, _ = output.strip().splitlines()[-1].split()  # after any warnings
+        return CocoReadRow(images, annotations, path.stat().st_size, float(seconds), peak_mb)
+
+
+def _in_fresh_process(arguments: list[str], subject: Path) -> tuple[str, float]:
+    """Run ``python ARGUMENTS`` in a fresh process: (its standard output, its peak resident memory in
+    MiB, as the kernel reports it when the process ends: ``wait4``). UserError naming ``subject`` with
+    the process's last line if it fails."""
+    with tempfile.TemporaryFile("w+") as output:
+        process = subprocess.Popen(
+            [sys.executable, *arguments], stdout=output, stderr=subprocess.STDOUT, text=True
+        )
         _, status, usage = os.wait4(process.pid, 0)
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise UserError(f"{path}: reading it failed")
-        seconds, _ = output.split()
-        return CocoReadRow(images, annotations, path.stat().st_size, float(seconds), usage.ru_maxrss / 1024)
+        output.seek(0)
+        text = output.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        last = text.strip().splitlines()[-1] if text.strip() else "no output"
+        raise UserError(f"{subject}: the measured process failed: {last}")
+    return text, usage.ru_maxrss / 1024  # kilobytes on Linux
 
 
 @dataclass(frozen=True)

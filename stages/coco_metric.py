@@ -105,6 +105,7 @@ def coco_evaluate(dataset: Dataset, detections: Detections):
     from pycocotools.cocoeval import COCOeval
 
     found = results(dataset, detections)
+    ids = sorted(image_ids(dataset).values())
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
         truth = COCO()
         truth.dataset = ground_truth(dataset)
@@ -112,7 +113,7 @@ def coco_evaluate(dataset: Dataset, detections: Detections):
         if not found:
             return None
         evaluator = COCOeval(truth, truth.loadRes(found), "bbox")
-        evaluator.params.imgIds = sorted(image_ids(dataset).values())
+        evaluator.params.imgIds = ids
         evaluator.params.catIds = list(category_ids(dataset))
         evaluator.evaluate()
         evaluator.accumulate()

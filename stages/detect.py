@@ -20,6 +20,7 @@ from stages.devices import pick_device
 from stages.draw import draw_detections, write_png
 from stages.errors import UserError
 from stages.evaluation import Evaluation, evaluate, plot_pr_curves
+from stages.image_files import is_image_name
 from stages.images import read_image
 from stages.methods.base import Method
 from stages.postprocess import DetectOptions, ImageDetections
@@ -124,22 +125,19 @@ class DetectedImage:
     seconds: float
 
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
 def image_paths(arguments: Sequence[str | Path]) -> list[Path]:
     """The images that ``rcnn detect``'s arguments name: files as given, a folder's images (sorted), and
     glob patterns (``photos/*.jpg``, ``**`` for subfolders) for shells that do not expand them."""
     paths: list[Path] = []
     for argument in map(str, arguments):
         if Path(argument).is_dir():
-            found = sorted(p for p in Path(argument).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in Path(argument).iterdir() if is_image_name(p))
             if not found:
                 raise UserError(f"{argument}: no images (.jpg, .png, ...) in this folder")
             paths += found
         elif glob.has_magic(argument):
             matched = sorted(Path(p) for p in glob.glob(argument, recursive=True))
-            found = [p for p in matched if p.suffix.lower() in IMAGE_SUFFIXES]
+            found = [p for p in matched if is_image_name(p)]
             if not found:
                 raise UserError(f"{argument}: matches no image")
             paths += found

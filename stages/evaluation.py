@@ -184,9 +184,11 @@ def _coco(dataset: Dataset, detections: Detections) -> Evaluation:
     evaluator = coco_evaluate(dataset, detections)
     num_classes = len(dataset.classes)
     per_class = class_results(evaluator, num_classes) if evaluator is not None else None
+    counted = np.concatenate([r.labels[~r.difficult] for r in dataset.images])
+    positives_of = np.bincount(counted, minlength=num_classes + 1)
     results = []
     for label, name in enumerate(dataset.classes, start=1):
-        positives = sum(int(((r.labels == label) & ~r.difficult).sum()) for r in dataset.images)
+        positives = int(positives_of[label])
         count = int((detections.classes == name).sum())
         if per_class is None:
             results.append(

@@ -18,6 +18,14 @@ from PIL import Image, UnidentifiedImageError
 
 from stages.errors import UserError, first_line
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+"""File name endings (lower-cased) that name an image when a folder is listed."""
+
+
+def is_image_name(path: Path) -> bool:
+    """Whether ``path``'s name ends as an image file's does (any case)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
 
 def stored_size(path: Path) -> tuple[int, int]:
     """(height, width) of the image file at ``path`` as stored, from its header alone."""

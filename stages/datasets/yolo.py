@@ -15,11 +15,10 @@ import numpy as np
 import yaml
 
 from stages.datasets.records import Dataset, ImageRecord, Repairs, check_plain_name, check_relative_path
-from stages.errors import UserError
-from stages.image_files import stored_size
+from stages.errors import UserError, first_line
+from stages.image_files import is_image_name, stored_size
 
 DATA_FILE = "data.yaml"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 DIFFICULT_SUFFIX = ".difficult.txt"
 """YOLO has no difficult flag: this toolkit keeps difficult objects in ``labels/<split>/<stem>.difficult.txt``
 beside the label file. Ultralytics does not read it, so it trains without them, as its own VOC conversion
@@ -56,8 +55,9 @@ def class_names(content: dict[str, Any], path: Path) -> tuple[str, ...]:
 
 
 def split_folders(root: Path, split: str, content: dict[str, Any]) -> tuple[Path, Path]:
-    """(images folder, labels folder) of ``split``: data.yaml's entry for it (relative to its ``path:``, or
-    to ROOT), else ``images/<split>``; labels where Ultralytics looks, ``images`` replaced by ``labels``."""
+    """(images folder, labels folder) of ``split``: data.yaml's entry for it, relative to ROOT (its
+    ``path:`` key is not read: the root is given), else ``images/<split>``; the labels where Ultralytics
+    looks for them, ``images`` replaced by ``labels``."""
     check_plain_name(split, "--split")
     base = Path(root)
     entry = content.get(split, f"images/{split}")
@@ -82,7 +82,7 @@ def read_yolo(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad:
         raise UserError(f"{data_file}: no class named {', '.join(unknown)}")
     label_of = {names.index(name): label for label, name in enumerate(chosen, start=1)}
     image_folder, label_folder = split_folders(root, split, content)
-    paths = sorted(p for p in image_folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in image_folder.iterdir() if is_image_name(p))
     if not paths:
         raise UserError(f"{image_folder}: no images (.jpg, .png, ...) in split {split!r}")
     stems = [p.stem for p in paths]
@@ -132,7 +132,12 @@ def _record(
 
 def _rows(label_file: Path, names: tuple[str, ...]) -> list[tuple[int, float, float, float, float]]:
     """The ``class cx cy w h`` rows of a label file (none when it does not exist)."""
-    lines = label_file.read_text(encoding="utf-8").splitlines() if label_file.is_file() else []
+    if not label_file.is_file():
+        return []
+    try:
+        lines = label_file.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{label_file}: unreadable label file ({first_line(exc)})") from None
     rows = []
     for number, line in enumerate(lines, start=1):
         fields = line.split()

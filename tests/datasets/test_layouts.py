@@ -199,3 +199,10 @@ def test_the_chain_gives_the_same_proposals_and_map_in_every_layout(tiny_run, tm
         for image_id, boxes in proposals["voc"].items():
             np.testing.assert_array_equal(proposals[layout][image_id], boxes)
     assert maps["coco"] == maps["voc"] and maps["yolo"] == pytest.approx(maps["voc"], abs=0.01)
+
+
+def test_a_yolo_label_file_that_is_not_text_names_the_file(tmp_path):
+    root = yolo_root(tmp_path, ["cat"], {"a": ""})
+    (root / "labels" / "train" / "a.txt").write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(UserError, match=r"a\.txt: unreadable label file"):
+        load_dataset(root, "train")
