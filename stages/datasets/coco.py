@@ -81,10 +81,17 @@ def read_coco(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad:
     label_of = {category_id: label for label, (category_id, _) in enumerate(categories, start=1)}
     folder = _image_folder(Path(root), split)
     objects: dict[Any, list[dict]] = {}
-    for annotation in content.get("annotations", []):
-        objects.setdefault(annotation.get("image_id") if isinstance(annotation, dict) else None, []).append(
-            annotation
+    for number, annotation in enumerate(content.get("annotations", []), start=1):
+        keys = (
+            (annotation.get("image_id"), annotation.get("category_id"))
+            if isinstance(annotation, dict)
+            else ()
         )
+        if not all(isinstance(key, (int, str)) for key in keys) or not keys:
+            raise UserError(
+                f"{path}: annotation {number} lacks an image_id or a category_id (a number or a string)"
+            )
+        objects.setdefault(annotation["image_id"], []).append(annotation)
     repairs, images, skipped = Repairs(), [], {}
     stems: dict[str, Any] = {}
     for number, image in enumerate(content["images"], start=1):

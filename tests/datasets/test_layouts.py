@@ -107,6 +107,10 @@ def test_coco_sparse_category_ids_crowds_and_boxes(tmp_path):
         (lambda c: c["images"][0].update(file_name="missing.jpg"), "missing.jpg: image not found"),
         (lambda c: c["annotations"][0].update(bbox="wide"), "has no [x, y, width, height] bbox"),
         (lambda c: c["categories"][0].pop("name"), "a category without a numeric id and a name"),
+        (
+            lambda c: c["annotations"][0].update(image_id=[42]),
+            "annotation 1 lacks an image_id or a category_id",
+        ),
     ],
 )
 def test_coco_problems_name_the_file(tmp_path, change, problem):
