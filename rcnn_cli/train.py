@@ -31,7 +31,7 @@ from rcnn_cli.options import (
 )
 from stages.datasets.formats import load_dataset
 from stages.methods import get_method
-from stages.methods.fast.compress import compress_run
+from stages.methods.fast.compress import CompressOptions, compress_run
 from stages.pretrain import PretrainOptions
 from stages.pretrain import pretrain as run_pretrain
 from stages.runs import RunLayout
@@ -224,7 +224,7 @@ def compress(
 
     Example: rcnn compress --run runs/demo --fc6-rank 128 --fc7-rank 32
     """
-    summary = compress_run(RunLayout(run), (fc6_rank, fc7_rank))
+    summary = compress_run(RunLayout(run), CompressOptions(fc6_rank, fc7_rank))
     _table(
         f"compressed: {summary.path}",
         {

@@ -28,9 +28,9 @@ METRICS = ("voc07", "voc10", "coco")
 0.50:0.95 with its eleven companions (``stages.coco_metric``, by pycocotools)."""
 
 
-def default_metric(dataset: Dataset) -> str:
-    """COCO's metric for a COCO dataset, VOC2007's for the others."""
-    return "coco" if dataset.format == "coco" else "voc07"
+def default_metric(dataset_format: str) -> str:
+    """COCO's metric for a dataset in COCO's layout, VOC2007's for the others."""
+    return "coco" if dataset_format == "coco" else "voc07"
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ def evaluate(
 ) -> Evaluation:
     """Evaluate ``detections`` on the annotated ``dataset``; classes must be the dataset's. ``metric``
     defaults to the dataset's own (``default_metric``); ``iou_threshold`` is the VOC metrics'."""
-    metric = metric or default_metric(dataset)
+    metric = metric or default_metric(dataset.format)
     if not dataset.annotated:
         raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to evaluate on")
     if metric not in METRICS:

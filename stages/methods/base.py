@@ -86,8 +86,10 @@ class Method(ABC, Generic[FinetuneT]):
     """The paper's test settings (NMS, detections kept)."""
     display_threshold: ClassVar[float]
     """``rcnn detect``'s default score threshold: what is worth drawing on a picture."""
-    compressible: ClassVar[bool] = False
-    """Whether ``rcnn compress`` makes a truncated-SVD form of its network."""
+    finetunes_distributed: ClassVar[bool] = False
+    """Whether its fine-tuning is data-parallel under ``torchrun`` (every process takes part)."""
+    compress_options_type: ClassVar[type | None] = None
+    """The options of its compressed form (``rcnn compress``), None for a method that has none."""
     finetune_options_type: ClassVar[type[TrainingOptions]]
     """Its fine-tuning options (``FinetuneT``), with the paper's defaults."""
     option_hints: ClassVar[Mapping[str, str]] = {}
@@ -96,6 +98,15 @@ class Method(ABC, Generic[FinetuneT]):
     def files(self, run: RunLayout) -> MethodLayout:
         """Where this method keeps its artifacts in ``run``."""
         return run.method(self.name)
+
+    @property
+    def compressible(self) -> bool:
+        """Whether ``rcnn compress`` makes a truncated-SVD form of its network."""
+        return self.compress_options_type is not None
+
+    def compress(self, run: RunLayout, options: Any) -> Any:
+        """Write the compressed form of ``run``'s trained network (methods with ``compress_options_type``)."""
+        raise UserError(f"{self.label} has no compressed model")
 
     def check_compressed(self, compressed: bool) -> None:
         """UserError when a compressed model is asked of a method that has none."""
@@ -159,6 +170,9 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
     """The feature the box regressors read: the last pooled conv features before fc6."""
     extract_options_type: ClassVar[type]
     """Its feature-extraction options (``ExtractT``)."""
+    finetunes_on_features: ClassVar[bool] = False
+    """Whether fine-tuning reads the training split's feature cache (SPP-net's fc layers on cached
+    pyramids), so the cache is made before fine-tuning and completed after it."""
     test_options = DetectOptions()
     display_threshold = 0.0  # the SVM margin
 

@@ -19,6 +19,7 @@ import torch
 from stages.datasets.records import Dataset
 from stages.images import read_image
 from stages.methods.base import ImageDetector, Method, SplitDetections
+from stages.methods.fast.compress import CompressOptions, CompressSummary, compress_run
 from stages.methods.fast.detector import fast_detector
 from stages.methods.fast.finetune import FastFinetuneOptions, finetune
 from stages.methods.fast.network import NAME
@@ -35,8 +36,9 @@ class FastRCNN(Method[FastFinetuneOptions]):
     label = "Fast R-CNN"
     test_options = DetectOptions(per_image=100)
     display_threshold = 0.5  # the softmax probability
-    compressible = True
     finetune_options_type = FastFinetuneOptions
+    finetunes_distributed = True
+    compress_options_type = CompressOptions
 
     def finetune_options(self, given: Mapping[str, Any]) -> FastFinetuneOptions:
         """``scales`` and ``max_size`` set the sampling; one scale caps the longer side at 1000, several
@@ -49,6 +51,9 @@ class FastRCNN(Method[FastFinetuneOptions]):
                 scales=scales, max_size=max_size or (1000 if len(scales) == 1 else 2000)
             )
         return super().finetune_options(given)
+
+    def compress(self, run: RunLayout, options: CompressOptions) -> CompressSummary:
+        return compress_run(run, options)
 
     def finetune(
         self,

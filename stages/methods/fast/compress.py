@@ -3,11 +3,25 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from stages.errors import UserError
 from stages.methods.fast.network import NAME, FastRcnn, compress, default_ranks, load_trained, save_fast
 from stages.runs import RunLayout, write_manifest
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """Singular values kept of fc6 and fc7; None: the paper's VGG16 ratios of the width (1024 and 256 of
+    4096, ``default_ranks``)."""
+
+    fc6_rank: int | None = None
+    fc7_rank: int | None = None
+
+    def __post_init__(self) -> None:
+        if min(r for r in (self.fc6_rank, self.fc7_rank, 1) if r is not None) < 1:
+            raise UserError("ranks: give positive numbers of singular values")
 
 
 @dataclass(frozen=True)
@@ -19,14 +33,13 @@ class CompressSummary:
     seconds: float
 
 
-def compress_run(run: RunLayout, ranks: tuple[int | None, int | None] = (None, None)) -> CompressSummary:
-    """Replace fc6 and fc7 of the run's Fast R-CNN by truncated SVDs and write the compressed model; ranks
-    default to the paper's VGG16 ratios of the fc width (``default_ranks``)."""
+def compress_run(run: RunLayout, options: CompressOptions = CompressOptions()) -> CompressSummary:
+    """Replace fc6 and fc7 of the run's Fast R-CNN by truncated SVDs and write the compressed model."""
     started = time.perf_counter()
     files = run.method(NAME)
     trained = load_trained(run)
     defaults = default_ranks(trained.module)
-    chosen = (ranks[0] or defaults[0], ranks[1] or defaults[1])
+    chosen = (options.fc6_rank or defaults[0], options.fc7_rank or defaults[1])
     smaller = compress(trained.module, chosen)
     extra = {k: trained.meta[k] for k in ("scales", "max_size", "test_scale")}
     save_fast(files.compressed, smaller, trained.classes, **extra)
@@ -35,7 +48,7 @@ def compress_run(run: RunLayout, ranks: tuple[int | None, int | None] = (None, N
     write_manifest(
         files.compressed,
         stage="compress",
-        options={"fc6_rank": chosen[0], "fc7_rank": chosen[1]},
+        options={**asdict(options), "ranks": list(chosen)},
         inputs=[trained.path],
         seconds=summary.seconds,
         results={"fc_parameters_before": before, "fc_parameters_after": after},

@@ -37,6 +37,7 @@ class SPPNet(CachedFeatureMethod[SppFinetuneOptions, SppExtractOptions]):
     region_feature = "pyramid"
     finetune_options_type = SppFinetuneOptions
     extract_options_type = SppExtractOptions
+    finetunes_on_features = True
     option_hints: ClassVar[Mapping[str, str]] = {"backbone": _CONV_LAYERS, "weights": _CONV_LAYERS}
 
     def finetune(

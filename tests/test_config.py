@@ -1,0 +1,96 @@
+"""Run configs: every shipped config is made of options that exist, and a resolved config reads back
+as the same config; mistakes are one-line errors naming the file and the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stages.config import load_config, resolved_toml
+from stages.errors import UserError
+from stages.methods.fast.compress import CompressOptions
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
+
+
+def test_configs_are_shipped():
+    assert {p.name for p in CONFIGS} >= {
+        "demo.toml",
+        "voc07_rcnn_alexnet.toml",
+        "voc07_spp_zf5.toml",
+        "voc07_fast_vgg16.toml",
+    }
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_key_of_a_shipped_config_is_an_option(path, tmp_path):
+    config = load_config(path)  # raises on any key that is no option, or a value of the wrong type
+    again = tmp_path / "config.toml"
+    again.write_text(resolved_toml(config), encoding="utf-8")
+    assert load_config(again) == config
+
+
+@pytest.mark.parametrize("path", [p for p in CONFIGS if p.name.startswith("voc07")], ids=lambda p: p.name)
+def test_paper_configs_carry_the_papers_figures(path):
+    config = load_config(path)
+    for settings in config.methods.values():
+        assert settings.paper is not None and settings.paper.map is not None and settings.paper.source
+
+
+def test_demo_config_holds_the_demo_settings():
+    config = load_config(CONFIGS[0].with_name("demo.toml"))
+    assert config.pretrain is not None and config.pretrain.iterations == 300
+    fast = config.methods["fast"]
+    assert fast.finetune.sampling.max_size == 1666 and fast.finetune.test_scale == 1000
+    assert fast.compress == CompressOptions(128, 32)
+    assert config.methods["spp"].cache.features.scales == (640, 1280)
+
+
+def _config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[fast.finetune]\nitrations = 3\n",
+            "[fast.finetune] itrations: not an option; did you mean iterations?",
+        ),
+        ("[propose]\nmax_boxes = 'many'\n", "propose.max_boxes: expected an integer, got 'many'"),
+        ("[propose]\nmode = 'slow'\n", "[propose] --mode 'slow': choose fast or quality"),
+        ("[spp.features]\nscales = 640\n", "spp.features.scales: expected a list, got 640"),
+        ("[run]\nmethods = ['yolo']\n", "methods ['yolo']: choose among rcnn, spp, fast"),
+        ("[fast.svm]\nC = 1.0\n", "[fast] svm: not an option"),
+        ("[detect]\nmethod = 'spp'\n[run]\nmethods = ['fast']\n", "[detect] method 'spp' is not one of"),
+        ("[data\nroot = 1\n", "not valid TOML"),
+    ],
+)
+def test_mistakes_are_one_line_errors_naming_file_and_key(tmp_path, text, message):
+    path = _config(tmp_path, text)
+    with pytest.raises(UserError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_settings_override_the_file_and_the_run_device_fills_every_stage(tmp_path):
+    path = _config(tmp_path, "[run]\ndevice = 'cpu'\n[fast.finetune]\niterations = 7\ndevice = 'auto'\n")
+    config = load_config(
+        path,
+        ["fast.finetune.sampling.scales=[480, 576]", "data.train=train", "rcnn.finetune.learning_rate=1"],
+        data_root="elsewhere",
+    )
+    fast = config.methods["fast"].finetune
+    assert fast.iterations == 7 and fast.device == "auto"  # its own table wins over [run]
+    assert fast.sampling.scales == (480, 576)
+    assert config.methods["rcnn"].finetune.learning_rate == 1.0
+    assert config.methods["rcnn"].finetune.device == "cpu"
+    assert config.methods["spp"].cache.features.device == "cpu"
+    assert (config.data.root, config.data.train) == ("elsewhere", "train")
+    with pytest.raises(UserError, match=r"give table\.key=value"):
+        load_config(path, ["iterations"])
