@@ -1,34 +1,71 @@
-"""`rcnn report`: a run's results table and where its time went."""
+"""`rcnn report`: each run's results table and where its time went, and the HTML page of them all."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rcnn_cli.console import out
-from rcnn_cli.options import DEFAULT_RUN, RunDir
+from rcnn_cli.options import DEFAULT_RUN
+from stages.report import RunReport
 from stages.report import report as collect
+from stages.report_page import write_report_page
 from stages.runs import RunLayout
 
 
 def _score(value: float | None) -> str:
+    """An mAP to three decimals; a dash when unknown."""
     return "-" if value is None else f"{value:.3f}"
 
 
 def _number(value: float | None, digits: int) -> str:
+    """A time to ``digits`` decimals; a dash when unknown."""
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def report(run: RunDir = DEFAULT_RUN) -> None:
+def report(
+    run: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--run", help="Run folder (default: runs/default); repeat it to compare runs side by side."
+        ),
+    ] = None,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", help="Where to write the HTML page (default: RUN/report.html of the first --run)."
+        ),
+    ] = None,
+) -> None:
     """Print each method's mAP (with and without box regression), test seconds an image and training
-    seconds, and the time of every stage.
+    seconds, and the time of every stage; write all of it, with per-class AP, PR curves, training curves,
+    accuracy against test time and the detection grid, to one self-contained HTML page.
 
-    Reads only what the stages recorded (eval JSON files and manifests); runs nothing. Test time excludes
-    proposals; training time counts each method's own stages (not the shared proposals and pre-training).
+    Reads only what the stages recorded (eval JSON files, detections, logs and manifests); runs nothing.
+    Test time excludes proposals; training time counts each method's own stages (not the shared proposals
+    and pre-training). The paper's figures appear beside the measured ones when the run's config.toml
+    (written by `rcnn run`) has them. The page opens offline in any browser.
 
-    Example: rcnn report --run runs/demo
+    Examples:
+
+      rcnn report --run runs/demo
+
+      rcnn report --run runs/a --run runs/b --html compare.html
     """
-    found = collect(RunLayout(run))
-    results = Table(title=f"results: {run}")
+    layouts = [RunLayout(folder) for folder in run or [DEFAULT_RUN]]
+    for layout, found in [(layout, collect(layout)) for layout in layouts]:
+        print_report(found, str(layout))
+    page = write_report_page(layouts, html or layouts[0].report_page)
+    out.print(f"page: {escape(str(page))}")
+
+
+def print_report(found: RunReport, title: str) -> None:
+    """The terminal tables of one run: its results and the time of each stage."""
+    results = Table(title=f"results: {escape(title)}")
     columns = ("method", "split", "metric", "mAP", "mAP without box regression", "test s/image", "training s")
     for column in columns:
         results.add_column(column, justify="left" if column in ("method", "split", "metric") else "right")

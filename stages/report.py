@@ -28,6 +28,12 @@ class MethodResult:
     map_without_box_regression: float | None
     test_seconds_per_image: float | None = None
     training_seconds: float | None = None
+    method: str = ""
+    """The method's name: its folder ``RUN/<method>/``."""
+    compressed: bool = False
+    """Whether this is the method's truncated-SVD model."""
+    class_ap: tuple[tuple[str, float | None], ...] = ()
+    """(class, AP) in the dataset's class order; None for a class without positives."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,9 @@ def report(run: RunLayout) -> RunReport:
                 content.get("map_without_box_regression"),
                 method.test_seconds(run, split, content),
                 method.training_seconds(run, compressed),
+                method.name,
+                compressed,
+                tuple(content.get("ap", {}).items()),
             )
             found.append((split, compressed, result))
         results += [result for *_, result in sorted(found, key=lambda item: item[:2])]

@@ -13,6 +13,8 @@ Layout (``RUN`` defaults to ``runs/default``)::
     RUN/<method>/detections/<split>.json     detections of a split; <split>.svd.json for the compressed model
     RUN/<method>/eval/<split>.json           their evaluation, and <split>.pr.png
     RUN/<method>/detect/                     ``rcnn detect``'s pictures and JSON
+    RUN/config.toml                          the resolved config of ``rcnn run``
+    RUN/report.html                          the report page
     <every artifact>.manifest.json           how it was made
 
 A manifest records the resolved options, the inputs read (size and mtime), library versions, timings and
@@ -135,6 +137,16 @@ class RunLayout:
     def method(self, name: str) -> MethodLayout:
         """``<name>/``: the artifacts of one detector."""
         return MethodLayout(self.root, name)
+
+    @property
+    def config(self) -> Path:
+        """``config.toml``: the resolved config ``rcnn run`` ran."""
+        return self.root / "config.toml"
+
+    @property
+    def report_page(self) -> Path:
+        """``report.html``: the page ``rcnn report`` and ``rcnn run`` write."""
+        return self.root / "report.html"
 
     def manifests(self) -> list[Path]:
         """Every manifest in the run folder."""
