@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from rcnn_cli import bench, classifiers, data, detect, evaluate, export, features, propose, report, train
+from rcnn_cli import bench, classifiers, data, detect, evaluate, export, features, propose, report, run, train
 from rcnn_cli.console import err, setup_logging
 from stages.errors import UserError
 
@@ -67,6 +67,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("run")(run.run)
 app.add_typer(data.app, name="data")
 app.command("propose")(propose.propose)
 app.command("pretrain")(train.pretrain)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import TypeVar
 
 import torch
@@ -34,9 +35,12 @@ def synchronize(device: torch.device) -> None:
 
 
 @contextmanager
-def distributed(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
+def distributed(
+    device_name: str, timeout: timedelta | None = None
+) -> Iterator[tuple[int, int, torch.device]]:
     """(rank, world size, device) of this process. Under ``torchrun`` (WORLD_SIZE > 1) it joins the
-    process group: NCCL with one GPU a process (LOCAL_RANK) when CUDA is used, gloo on CPUs."""
+    process group: NCCL with one GPU a process (LOCAL_RANK) when CUDA is used, gloo on CPUs; a group an
+    enclosing caller joined (``rcnn run``) is used as it is. ``timeout``: of its collectives."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     device = pick_device(device_name)
     if world_size == 1:
@@ -47,7 +51,10 @@ def distributed(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
     if device.type == "cuda":
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.is_initialized():
+        yield dist.get_rank(), world_size, device
+        return
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     try:
         yield dist.get_rank(), world_size, device
         dist.barrier()  # no process tears the group down while another is still in a collective with it

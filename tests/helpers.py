@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -24,6 +27,19 @@ BILLION_LAUGHS = """<?xml version="1.0"?>
 EXTERNAL_ENTITY = """<?xml version="1.0"?>
 <!DOCTYPE foo [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>
 <annotation><object><name>&xxe;</name></object></annotation>"""
+
+
+ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT_SAVED = "stages.training:_save"
+"""The call after which a training stage's checkpoint is on disk."""
+
+
+def killed(target: str, times: int, *args, settings: tuple[str, ...] = ()) -> None:
+    """Run ``rcnn ARGS`` in a subprocess that is SIGKILLed once ``target`` has returned ``times`` times
+    (``tests.kill_midway``)."""
+    command = [sys.executable, "-m", "tests.kill_midway", target, str(times), *settings, "--"]
+    done = subprocess.run([*command, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
 
 
 def rcnn(*args):

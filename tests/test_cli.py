@@ -35,7 +35,7 @@ def test_version_and_every_command_has_help_with_an_example():
     assert result.exit_code == 0 and result.output.startswith("rcnn ")
     commands = every_command(typer.main.get_command(app))
     assert {("compress",), ("bench", "methods"), ("data", "demo"), ("finetune",)} <= set(commands)
-    assert len(commands) == 20
+    assert len(commands) == 21
     for command in commands:
         result = rcnn(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command

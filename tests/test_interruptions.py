@@ -9,9 +9,6 @@ same point on any machine.
 from __future__ import annotations
 
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import h5py
@@ -21,18 +18,9 @@ import torch
 
 from stages.proposals import read_proposals
 from stages.runs import RunLayout
-from tests.helpers import rcnn, run_steps
+from tests.helpers import CHECKPOINT_SAVED, killed, rcnn, run_steps
 
-ROOT = Path(__file__).resolve().parent.parent
 TRAINING = ("--iterations", "6", "--checkpoint-every", "3")
-CHECKPOINT_SAVED = "stages.training:_save"
-
-
-def killed(target: str, times: int, *args, settings: tuple[str, ...] = ()) -> None:
-    """Run ``rcnn ARGS`` in a subprocess that is SIGKILLed once ``target`` has returned ``times`` times."""
-    command = [sys.executable, "-m", "tests.kill_midway", target, str(times), *settings, "--"]
-    done = subprocess.run([*command, *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert done.returncode == -signal.SIGKILL, done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")

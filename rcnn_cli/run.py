@@ -1,0 +1,95 @@
+"""`rcnn run`: every stage a config file asks for, in one process, skipping what is up to date."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rcnn_cli.console import RichProgress, err, out
+from rcnn_cli.report import print_report
+from stages.config import load_config
+from stages.pipeline import PlannedStep, State, plan, run_config
+from stages.report import report as collect
+from stages.runs import RunLayout
+
+_STATE_STYLE = {State.RUN: "bold", State.RESUME: "yellow", State.UP_TO_DATE: "dim"}
+
+
+def run(
+    config: Annotated[Path, typer.Argument(help="The run's TOML config (see configs/).")],
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset root (overrides [data] root).")] = None,
+    run_folder: Annotated[
+        Path | None, typer.Option("--run", help="Run folder (overrides [run] folder).")
+    ] = None,
+    settings: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="table.key=value, TOML syntax (repeatable): fast.finetune.iterations=500"),
+    ] = None,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="Start interrupted stages over instead of resuming them.")
+    ] = False,
+    plan_only: Annotated[bool, typer.Option("--plan", help="Print the plan and stop.")] = False,
+) -> None:
+    """Run every stage the config asks for, in dependency order, then print the results and write
+    RUN/report.html.
+
+    First prints the plan: each stage, and whether it will run, resume (interrupted earlier) or is up to
+    date (its artifact's manifest records the same options and unchanged inputs), which skips it. A
+    changed option reruns its stage and the stages that read from it. The resolved config is written to
+    RUN/config.toml: `rcnn run RUN/config.toml` remakes the run. Options a config leaves out take the
+    papers' settings. Under torchrun, put `--` before `run`; data-parallel stages use every process.
+
+    Examples:
+
+      rcnn run configs/demo.toml
+
+      rcnn run configs/demo.toml --set fast.finetune.iterations=500 --run runs/demo-500
+
+      rcnn run configs/voc07_fast_vgg16.toml --data ~/data/VOCdevkit/VOC2007 --run runs/voc07-fast
+
+      torchrun --nproc_per_node=2 -m rcnn_cli -- run configs/demo.toml
+    """
+    started = time.perf_counter()
+    chosen = load_config(
+        config,
+        settings or [],
+        data_root=None if data is None else str(data),
+        run_folder=None if run_folder is None else str(run_folder),
+    )
+    if plan_only:
+        print_plan(plan(chosen, restart))
+        return
+    outcome = run_config(
+        chosen, restart=restart, progress=RichProgress(), show_plan=print_plan, on_step=_done
+    )
+    if outcome.rank != 0:
+        return
+    folder = RunLayout(Path(chosen.run.folder))
+    print_report(collect(folder), str(folder))
+    ran = f"{len(outcome.ran)} of {len(outcome.planned)} stages run"
+    out.print(f"{ran}; report: {folder.report_page}; {time.perf_counter() - started:.1f} s")
+
+
+def print_plan(planned: list[PlannedStep]) -> None:
+    """The plan as a table: each stage, its artifact, what will happen to it and why."""
+    table = Table(title="plan")
+    for column in ("stage", "artifact", "will", "because"):
+        table.add_column(column)
+    for item in planned:
+        style = _STATE_STYLE[item.state]
+        table.add_row(
+            item.step.name,
+            str(item.step.artifact),
+            f"[{style}]{item.state.value}[/]",
+            item.reason,
+            style=None,
+        )
+    out.print(table)
+
+
+def _done(item: PlannedStep, seconds: float) -> None:
+    err.print(f"[green]done[/] {item.step.name} ({seconds:.1f} s)")

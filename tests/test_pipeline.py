@@ -1,0 +1,233 @@
+"""`rcnn run`: a config's stages in order through the staged commands' library functions; a finished
+run is up to date, a changed option reruns its stage and those after it, an interrupted stage resumes,
+and RUN/config.toml remakes the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stages.config import load_config
+from stages.pipeline import State, plan, run_config
+from stages.runs import RunLayout
+from tests.helpers import CHECKPOINT_SAVED, killed, rcnn, run_steps
+
+CONFIG = """
+[data]
+root = "{data}"
+
+[run]
+folder = "{run}"
+
+[propose]
+workers = 1
+max_side = 160
+
+[pretrain]
+iterations = 100
+batch_size = 32
+checkpoint_every = 50
+
+[rcnn.finetune]
+iterations = 4
+checkpoint_every = 2
+
+[spp.features]
+scales = [96, 160]
+
+[spp.finetune]
+iterations = 4
+
+[fast.finetune]
+iterations = 4
+learning_rate = 0.01
+checkpoint_every = 2
+
+[fast.finetune.sampling]
+scales = [96]
+
+[fast.compress]
+
+[detect]
+images = 2
+"""
+FAST_STEPS = {
+    "fast finetune",
+    "fast evaluate test",
+    "fast compress",
+    "fast evaluate test (SVD)",
+    "fast detect",
+}
+
+
+def _make(tiny_run, folder: Path) -> tuple[Path, Path]:
+    """(config, run folder) of a finished `rcnn run` in ``folder`` that started from the tiny run's
+    proposals and backbone."""
+    data, base = tiny_run
+    run = folder / "run"
+    shutil.copytree(base, run)
+    config = folder / "config.toml"
+    config.write_text(CONFIG.format(data=data, run=run), encoding="utf-8")
+    result = rcnn("run", config)
+    assert result.exit_code == 0, result.output
+    return config, run
+
+
+@pytest.fixture(scope="module")
+def made(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
+    """A finished run (``_make``), read-only for the tests: a copy would not do, as its manifests name
+    the files of the run they were made in."""
+    return _make(tiny_run, tmp_path_factory.mktemp("pipeline"))
+
+
+def _states(config: Path, *overrides: str) -> dict[str, State]:
+    return {item.step.name: item.state for item in plan(load_config(config, overrides))}
+
+
+def _running(states: dict[str, State]) -> set[str]:
+    return {name for name, state in states.items() if state is State.RUN}
+
+
+def test_the_run_made_what_the_staged_commands_make(made, tiny_run, tmp_path):
+    """The same options through the staged commands give byte-identical detections."""
+    data, base = tiny_run
+    _, made_run = made
+    run = tmp_path / "staged"
+    shutil.copytree(base, run)
+    on = ("--data", data)
+    run_steps(
+        run,
+        ("finetune", "--method", "rcnn", *on, "--iterations", "4", "--checkpoint-every", "2"),
+        ("extract-features", "--method", "rcnn", *on, "--split", "trainval"),
+        ("extract-features", "--method", "rcnn", *on, "--split", "test"),
+        ("train-svm", "--method", "rcnn"),
+        ("train-bbox", "--method", "rcnn"),
+        ("evaluate", "--method", "rcnn", *on, "--split", "test"),
+        (
+            "finetune",
+            "--method",
+            "fast",
+            *on,
+            "--iterations",
+            "4",
+            "--learning-rate",
+            "0.01",
+            "--scales",
+            "96",
+            "--checkpoint-every",
+            "2",
+        ),
+        ("evaluate", "--method", "fast", *on, "--split", "test"),
+    )
+    for method in ("rcnn", "fast"):
+        staged = RunLayout(run).method(method).detections("test")
+        assert staged.read_bytes() == RunLayout(made_run).method(method).detections("test").read_bytes()
+    for name in ("config.toml", "report.html", "fast/detect/grid.png", "spp/eval/test.json"):
+        assert (made_run / name).is_file(), name
+
+
+def test_a_finished_run_is_up_to_date_and_a_rerun_changes_nothing(made):
+    config, run = made
+    assert set(_states(config).values()) == {State.UP_TO_DATE}
+    before = {p: p.stat().st_mtime_ns for p in run.rglob("*")}
+    outcome = run_config(load_config(config))
+    assert outcome.ran == []
+    assert {p: p.stat().st_mtime_ns for p in run.rglob("*")} == before
+
+
+def test_a_changed_option_reruns_its_stage_and_those_after_it_only(made):
+    config, _ = made
+    assert _running(_states(config, "fast.finetune.iterations=5")) == FAST_STEPS
+    assert _running(_states(config, "spp.bbox.alpha=10.0")) == {"spp train-bbox", "spp evaluate test"}
+    states = _states(config, "propose.max_boxes=100")
+    assert states.pop("pretrain") is State.UP_TO_DATE  # it reads the annotations' boxes, not proposals
+    assert set(states.values()) == {State.RUN}
+
+
+def test_changed_inputs_rerun_what_read_them_and_an_interrupted_stage_resumes(tiny_run, tmp_path):
+    config, run = _make(tiny_run, tmp_path)
+    svm = run / "rcnn" / "svm.npz"
+    svm.write_bytes(svm.read_bytes())  # same bytes, a new modification time
+    assert _running(_states(config)) == {"rcnn evaluate test"}
+    fast = RunLayout(run).method("fast")
+    expected = fast.detections("test").read_bytes()
+    fast.finetune.model.unlink()  # as if killed after its last checkpoint
+    fast.finetune.model.with_suffix(".manifest.json").unlink()
+    states = _states(config)
+    assert states["fast finetune"] is State.RESUME
+    assert _running(states) == {"rcnn evaluate test"} | FAST_STEPS - {"fast finetune"}
+    restarted = {item.step.name: item.state for item in plan(load_config(config), restart=True)}
+    assert restarted["fast finetune"] is State.RUN
+    outcome = run_config(load_config(config))
+    assert {item.step.name for item in outcome.ran} == _running(states) | {"fast finetune"}
+    assert fast.detections("test").read_bytes() == expected
+    assert set(_states(config).values()) == {State.UP_TO_DATE}
+
+
+def test_a_killed_run_resumes_where_it_stopped_to_the_same_result(made, tiny_run, tmp_path):
+    """SIGKILLed right after R-CNN's first checkpoint, then rerun: the plan resumes that stage, and every
+    detections file equals the uninterrupted run's."""
+    data, base = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.format(data=data, run=run), encoding="utf-8")
+    killed(CHECKPOINT_SAVED, 1, "run", config)
+    assert _states(config)["rcnn finetune"] is State.RESUME
+    result = rcnn("run", config)
+    assert result.exit_code == 0, result.output
+    for method, compressed in (("rcnn", False), ("spp", False), ("fast", False), ("fast", True)):
+        resumed = RunLayout(run).method(method).detections("test", compressed)
+        assert (
+            resumed.read_bytes()
+            == RunLayout(made[1]).method(method).detections("test", compressed).read_bytes()
+        )
+
+
+def test_the_resolved_config_remakes_the_run(made):
+    config, run = made
+    resolved = load_config(run / "config.toml")
+    assert resolved == load_config(config)
+    assert set(_states(run / "config.toml").values()) == {State.UP_TO_DATE}
+
+
+def test_the_plan_is_printed_and_a_bad_config_is_one_line(made, tmp_path):
+    config, _ = made
+    result = rcnn("run", config, "--plan", "--set", "spp.svm.C=0.01")
+    assert result.exit_code == 0, result.output
+    assert "spp train-svm" in result.output and "C changed" in result.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[rcnn.finetune]\nbackbone = 3\n", encoding="utf-8")
+    result = rcnn("run", bad)
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {bad}: rcnn.finetune.backbone: expected text, got 3"
+
+
+def test_under_torchrun_fine_tuning_uses_every_process_and_the_rest_runs_once(tiny_run, tmp_path):
+    """Two gloo processes: Fast R-CNN's fine-tuning is data-parallel; evaluation runs on rank 0 alone
+    while the other waits; the plan and the results are printed once."""
+    data, base = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    text = CONFIG.format(data=data, run=run).replace("[detect]\nimages = 2\n", "")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        text.replace("[run]\n", '[run]\nmethods = ["fast"]\ndevice = "cpu"\n'), encoding="utf-8"
+    )
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+        "-m", "rcnn_cli", "--", "run", str(config),
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, cwd=Path.cwd())
+    assert result.returncode == 0, result.stdout + result.stderr
+    manifest = json.loads((run / "fast" / "finetune" / "model.manifest.json").read_text())
+    assert manifest["results"]["world_size"] == 2
+    assert (run / "fast" / "eval" / "test.svd.json").is_file()
+    assert result.stdout.count("plan") == 1 and result.stdout.count("stages run") == 1
