@@ -1,12 +1,17 @@
-"""Items made in DataLoader worker processes, with a user's error kept as the one line it was.
+"""Items made in DataLoader worker processes, or ahead in a thread, with a user's error kept as the one
+line it was.
 
 A DataLoader raises a worker's exception again with the worker's whole traceback as its message, so an
 unreadable image (a UserError in a worker) would reach the user as a page of text. Here items travel as
 ``(item, None)`` or ``(None, message)``, and the message is raised again in the main process as it was.
+Without worker processes, items can be made by a thread a few ahead of the caller (``ahead``): decoding,
+resizing and sampling (OpenCV, numpy) then overlap the network's work (torch); all release the GIL.
 """
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,12 +41,17 @@ def _as_made(pair):
     return pair
 
 
-def loaded(items: TorchDataset, workers: int, *, convert: bool = False, pin_memory: bool = False) -> Iterator:
+def loaded(
+    items: TorchDataset, workers: int, *, convert: bool = False, pin_memory: bool = False, ahead: bool = False
+) -> Iterator:
     """``items[0], items[1], ...`` made by ``workers`` DataLoader processes (0: here), in order.
 
     ``convert`` turns numpy arrays into tensors as a DataLoader does by default; a UserError raised while
     making an item is raised here, unchanged. The loader's iterator is made at the call, when it draws its
     seed from torch's global generator (a resumed training run restores that generator after this call).
+    With no workers and ``ahead``, a thread makes the items, at most ``AHEAD`` before they are asked for:
+    for items made without torch (whose work would compete with the network's for the cores), and that
+    do not draw from torch's global generator (the network's dropout does, in this thread).
     """
     loader = DataLoader(
         _Carrying(items, convert),
@@ -50,7 +60,49 @@ def loaded(items: TorchDataset, workers: int, *, convert: bool = False, pin_memo
         pin_memory=pin_memory,
         collate_fn=_as_made,
     )
-    return _unwrapped(iter(loader))
+    pairs = iter(loader)
+    return _unwrapped(_made_ahead(pairs) if ahead and not workers else pairs)
+
+
+AHEAD = 2
+"""Items a thread makes before they are asked for (``loaded`` without worker processes)."""
+
+
+def _made_ahead(items: Iterator) -> Iterator:
+    """``items``, made by a thread that stays at most ``AHEAD`` items ahead; its exceptions are raised
+    here. Closing the generator (the caller stopped early) stops the thread."""
+    ready: queue.Queue = queue.Queue(maxsize=AHEAD)
+    stop = threading.Event()
+    end = object()
+
+    def make() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        ready.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as exc:  # raised again in the caller's thread
+            ready.put((end, exc))
+            return
+        ready.put((end, None))
+
+    thread = threading.Thread(target=make, name="rcnn-loading", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, failure = ready.get()
+            if item is end:
+                if failure is not None:
+                    raise failure
+                return
+            yield item
+    finally:
+        stop.set()
 
 
 def _unwrapped(pairs: Iterator[tuple[Any, str | None]]) -> Iterator:

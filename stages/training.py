@@ -135,10 +135,16 @@ class _Iterations(TorchDataset):
 
 
 def iteration_batches(
-    make: Callable[[int], object], start: int, stop: int, workers: int, pin_memory: bool = False
+    make: Callable[[int], object],
+    start: int,
+    stop: int,
+    workers: int,
+    pin_memory: bool = False,
+    ahead: bool = False,
 ) -> Iterator:
-    """The batches ``make(start) .. make(stop - 1)``, made by ``workers`` DataLoader processes (0: here)."""
-    return loaded(_Iterations(make, start, stop), workers, convert=True, pin_memory=pin_memory)
+    """The batches ``make(start) .. make(stop - 1)``, made by ``workers`` DataLoader processes (0: here;
+    with ``ahead`` in a thread, ahead of the training step: ``stages.loading.loaded``)."""
+    return loaded(_Iterations(make, start, stop), workers, convert=True, pin_memory=pin_memory, ahead=ahead)
 
 
 def train(

@@ -126,7 +126,7 @@ def finetune(
             model,
             parameter_groups([(model, 1.0, 2.0)], options.weight_decay),
             lambda start: iteration_batches(
-                batches, start, options.iterations, options.workers, device.type == "cuda"
+                batches, start, options.iterations, options.workers, device.type == "cuda", ahead=True
             ),
             _multitask_step(runner, device, options.box_weight),
             stamp={
