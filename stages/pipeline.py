@@ -147,6 +147,10 @@ def _method_steps(
     finetune = f"{name} finetune"
     found = []
 
+    def reading_backbone(options: Any) -> tuple[str, ...]:
+        """The pre-training step, for options that start from the run's backbone (no ``weights``)."""
+        return backbone if options.weights is None else ()
+
     def training(after: tuple[str, ...]) -> Step:
         options = settings.finetune
         return Step(
@@ -196,11 +200,11 @@ def _method_steps(
         if method.finetunes_on_features:
             pyramids = f"{cache_train} (before fine-tuning)"
             found += [
-                features(train, (f"propose {train}", *backbone), " (before fine-tuning)"),
+                features(train, (f"propose {train}", *reading_backbone(extract)), " (before fine-tuning)"),
                 training((pyramids,)),
             ]
         else:
-            found.append(training((f"propose {train}", *backbone)))
+            found.append(training((f"propose {train}", *reading_backbone(settings.finetune))))
         found.append(features(train, (finetune,), replaces=not method.finetunes_on_features))
         if test != train:
             found.append(features(test, (finetune, f"propose {test}")))
@@ -223,7 +227,10 @@ def _method_steps(
             evaluation((cache_test, f"{name} train-svm", f"{name} train-bbox")),
         ]
         return found
-    found += [training((f"propose {train}", *backbone)), evaluation((finetune, f"propose {test}"))]
+    found += [
+        training((f"propose {train}", *reading_backbone(settings.finetune))),
+        evaluation((finetune, f"propose {test}")),
+    ]
     if settings.compress is not None:
         compress = settings.compress
         found += [
@@ -294,6 +301,8 @@ def plan(config: RunConfig, restart: bool = False) -> list[PlannedStep]:
 def _state(step: Step, restart: bool, made_later: set[Path]) -> tuple[State, str]:
     manifest = read_manifest(step.artifact) if step.artifact.exists() else None
     if manifest is not None:
+        if manifest.get("location") != str(step.artifact.resolve()):
+            return State.RUN, "made elsewhere (a copied or moved run folder)"
         recorded = manifest.get("options", {})
         expected = _json(step.expects)
         changed = [key for key, value in expected.items() if _json(recorded.get(key)) != value]

@@ -17,8 +17,9 @@ Layout (``RUN`` defaults to ``runs/default``)::
     RUN/report.html                          the report page
     <every artifact>.manifest.json           how it was made
 
-A manifest records the resolved options, the inputs read (size and mtime), library versions, timings and
-results, so a later stage can tell whether its inputs exist and the report can add up the time spent.
+A manifest records where the artifact was made (its absolute path), the resolved options, the inputs read
+(size and mtime), library versions, timings and results, so a later stage can tell whether its inputs
+exist, ``rcnn run`` whether an artifact is up to date, and the report can add up the time spent.
 """
 
 from __future__ import annotations
@@ -201,6 +202,7 @@ def write_manifest(
     payload = {
         "stage": stage,
         "artifact": Path(artifact).name,
+        "location": str(Path(artifact).resolve()),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "options": resolved,
         "inputs": [describe_input(p) for p in inputs],

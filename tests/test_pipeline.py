@@ -66,12 +66,9 @@ FAST_STEPS = {
 }
 
 
-def _make(tiny_run, folder: Path) -> tuple[Path, Path]:
-    """(config, run folder) of a finished `rcnn run` in ``folder`` that started from the tiny run's
-    proposals and backbone."""
-    data, base = tiny_run
+def _make(data: Path, folder: Path) -> tuple[Path, Path]:
+    """(config, run folder) of a finished `rcnn run` of ``CONFIG`` on ``data`` in ``folder``."""
     run = folder / "run"
-    shutil.copytree(base, run)
     config = folder / "config.toml"
     config.write_text(CONFIG.format(data=data, run=run), encoding="utf-8")
     result = rcnn("run", config)
@@ -80,10 +77,10 @@ def _make(tiny_run, folder: Path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def made(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
-    """A finished run (``_make``), read-only for the tests: a copy would not do, as its manifests name
-    the files of the run they were made in."""
-    return _make(tiny_run, tmp_path_factory.mktemp("pipeline"))
+def made(tiny_demo, tmp_path_factory) -> tuple[Path, Path]:
+    """A finished run (``_make``), read-only for the tests: a copy would not do, as its manifests say
+    where it was made (``test_a_copied_run_folder_is_planned_anew``)."""
+    return _make(tiny_demo, tmp_path_factory.mktemp("pipeline"))
 
 
 def _states(config: Path, *overrides: str) -> dict[str, State]:
@@ -95,7 +92,8 @@ def _running(states: dict[str, State]) -> set[str]:
 
 
 def test_the_run_made_what_the_staged_commands_make(made, tiny_run, tmp_path):
-    """The same options through the staged commands give byte-identical detections."""
+    """The same options through the staged commands give byte-identical detections (the tiny run's
+    proposals and backbone were made by them with the config's settings)."""
     data, base = tiny_run
     _, made_run = made
     run = tmp_path / "staged"
@@ -148,10 +146,25 @@ def test_a_changed_option_reruns_its_stage_and_those_after_it_only(made):
     states = _states(config, "propose.max_boxes=100")
     assert states.pop("pretrain") is State.UP_TO_DATE  # it reads the annotations' boxes, not proposals
     assert set(states.values()) == {State.RUN}
+    # a network that starts from other weights than the run's backbone does not wait for pre-training
+    planned = plan(load_config(config, ["pretrain.iterations=50", "fast.finetune.weights=random"]))
+    reasons = {item.step.name: item.reason for item in planned}
+    assert reasons["rcnn finetune"] == "after pretrain" and reasons["fast finetune"] == "weights changed"
 
 
-def test_changed_inputs_rerun_what_read_them_and_an_interrupted_stage_resumes(tiny_run, tmp_path):
-    config, run = _make(tiny_run, tmp_path)
+def test_a_copied_run_folder_is_planned_anew(made, tmp_path):
+    config, run = made
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    planned = plan(load_config(config, [f"run.folder={copy}"]))
+    assert {item.reason for item in planned if item.step.after == ()} == {
+        "made elsewhere (a copied or moved run folder)"
+    }
+    assert {item.state for item in planned} == {State.RUN}
+
+
+def test_changed_inputs_rerun_what_read_them_and_an_interrupted_stage_resumes(tiny_demo, tmp_path):
+    config, run = _make(tiny_demo, tmp_path)
     svm = run / "rcnn" / "svm.npz"
     svm.write_bytes(svm.read_bytes())  # same bytes, a new modification time
     assert _running(_states(config)) == {"rcnn evaluate test"}
@@ -170,15 +183,13 @@ def test_changed_inputs_rerun_what_read_them_and_an_interrupted_stage_resumes(ti
     assert set(_states(config).values()) == {State.UP_TO_DATE}
 
 
-def test_a_killed_run_resumes_where_it_stopped_to_the_same_result(made, tiny_run, tmp_path):
-    """SIGKILLed right after R-CNN's first checkpoint, then rerun: the plan resumes that stage, and every
-    detections file equals the uninterrupted run's."""
-    data, base = tiny_run
+def test_a_killed_run_resumes_where_it_stopped_to_the_same_result(made, tiny_demo, tmp_path):
+    """SIGKILLed right after R-CNN's first checkpoint (pre-training's two come before it), then rerun:
+    the plan resumes that stage, and every detections file equals the uninterrupted run's."""
     run = tmp_path / "run"
-    shutil.copytree(base, run)
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG.format(data=data, run=run), encoding="utf-8")
-    killed(CHECKPOINT_SAVED, 1, "run", config)
+    config.write_text(CONFIG.format(data=tiny_demo, run=run), encoding="utf-8")
+    killed(CHECKPOINT_SAVED, 3, "run", config)
     assert _states(config)["rcnn finetune"] is State.RESUME
     result = rcnn("run", config)
     assert result.exit_code == 0, result.output
@@ -209,13 +220,11 @@ def test_the_plan_is_printed_and_a_bad_config_is_one_line(made, tmp_path):
     assert result.output.strip() == f"error: {bad}: rcnn.finetune.backbone: expected text, got 3"
 
 
-def test_under_torchrun_fine_tuning_uses_every_process_and_the_rest_runs_once(tiny_run, tmp_path):
-    """Two gloo processes: Fast R-CNN's fine-tuning is data-parallel; evaluation runs on rank 0 alone
-    while the other waits; the plan and the results are printed once."""
-    data, base = tiny_run
+def test_under_torchrun_fine_tuning_uses_every_process_and_the_rest_runs_once(tiny_demo, tmp_path):
+    """Two gloo processes: Fast R-CNN's fine-tuning is data-parallel; the other stages run on rank 0
+    alone while the other process waits; the plan and the results are printed once."""
     run = tmp_path / "run"
-    shutil.copytree(base, run)
-    text = CONFIG.format(data=data, run=run).replace("[detect]\nimages = 2\n", "")
+    text = CONFIG.format(data=tiny_demo, run=run).replace("[detect]\nimages = 2\n", "")
     config = tmp_path / "config.toml"
     config.write_text(
         text.replace("[run]\n", '[run]\nmethods = ["fast"]\ndevice = "cpu"\n'), encoding="utf-8"
