@@ -8,8 +8,8 @@ colour in every table and chart; in charts each run keeps one line style or mark
 Self-contained: pictures are base64 PNGs in ``data:`` URIs and the style sheet is inline, so the file
 opens offline and can be sent on its own. Like ``stages.report`` it runs no stage: every figure comes
 from the artifacts. The results JSON keeps only each class's AP, so the PR curves are scored again from
-the detections file by ``stages.evaluation``, on the split found from ``config.toml`` or from the
-proposals' manifest; without the dataset the page says so and leaves them out.
+the detections file by ``stages.evaluation``, on the split named by ``config.toml`` or by the
+proposals file; without the dataset the page says so and leaves them out.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ from typing import Any
 
 from stages.atomic import atomic_path
 from stages.config import PaperFigures, RunConfig, load_config
-from stages.datasets.formats import detect_format, load_dataset
+from stages.datasets.formats import load_dataset
 from stages.datasets.records import Dataset
 from stages.detections import read_detections
 from stages.errors import UserError
 from stages.evaluation import Evaluation, evaluate
 from stages.methods import METHODS
+from stages.proposals import proposals_dataset
 from stages.report import MethodResult, RunReport, report
-from stages.runs import RunLayout, read_manifest
+from stages.runs import RunLayout
 
 log = logging.getLogger("rcnn")
 
@@ -189,42 +190,13 @@ def _evaluations(
 
 
 def _split(run: RunLayout, config: RunConfig | None, split: str, classes: tuple[str, ...] | None) -> Dataset:
-    """The annotated split the evaluations scored: from the config's ``[data]`` when the run has one and
-    its root is there, else from the dataset holding the split file that the split's proposals manifest
-    names. UserError when it cannot be read (moved, removed)."""
-    data = None if config is None else config.data
-    root = None if data is None else _located(Path(data.root), run)
-    if data is not None and root is not None:
-        return load_dataset(root, split, classes, data.skip_bad, format=data.format)
-    proposals = run.proposals(split)
-    inputs = (read_manifest(proposals) or {}).get("inputs", [])
-    if not inputs:
-        raise UserError(f"{proposals}: no manifest naming the dataset")
-    listed = _located(Path(inputs[0]["path"]), run)
-    if listed is None:
-        raise UserError(f"{inputs[0]['path']}: not found (the dataset was moved or removed)")
-    return load_dataset(_dataset_root(listed), split, classes)
-
-
-def _located(path: Path, run: RunLayout) -> Path | None:
-    """``path`` as a stage recorded it (relative to where it ran: usually the project folder above the run
-    folder) found from here or from a folder above the run folder; None when it is nowhere."""
-    for base in (Path.cwd(), *run.root.resolve().parents):
-        if (base / path).exists():
-            return base / path
-    return None
-
-
-def _dataset_root(listed: Path) -> Path:
-    """The dataset root holding ``listed`` (a split file, COCO JSON or data.yaml): the nearest folder above
-    it in a layout the toolkit reads."""
-    for folder in listed.parents:
-        try:
-            detect_format(folder)
-        except UserError:
-            continue
-        return folder
-    raise UserError(f"{listed}: no dataset folder above it")
+    """The annotated split the evaluations scored: the config's ``[data]`` when the run has one, else the
+    dataset the split's proposals were made from. UserError when it cannot be read (moved, removed)."""
+    if config is not None:
+        data = config.data
+        return load_dataset(Path(data.root), split, classes, data.skip_bad, format=data.format)
+    root, layout = proposals_dataset(run.proposals(split))
+    return load_dataset(root, split, classes, format=layout)
 
 
 def _score_again(run: RunLayout, result: MethodResult, dataset: Dataset) -> Evaluation:

@@ -17,6 +17,7 @@ from stages.datasets.formats import load_dataset
 from stages.detections import Detections, write_detections
 from stages.evaluation import evaluate
 from stages.methods import METHODS
+from stages.proposals import write_proposals
 from stages.report_page import write_report_page
 from stages.runs import RunLayout, write_manifest
 from tests.helpers import make_voc, rcnn, voc_object, voc_xml
@@ -92,6 +93,9 @@ def run_folder(tmp_path, dataset_root) -> Path:
     """A finished run of R-CNN and Fast R-CNN (and its SVD model) on ``dataset_root``'s test split."""
     run = RunLayout(tmp_path / "run")
     dataset = load_dataset(dataset_root, "test")
+    boxes = {r.image_id: np.zeros((0, 4), np.float32) for r in dataset.images}
+    attrs = {"dataset_root": str(dataset.root), "dataset_format": dataset.format}
+    write_proposals(run.proposals("test"), dataset.images, boxes, attrs)
     write_manifest(run.proposals("test"), stage="propose", options={}, inputs=[dataset.source], seconds=2.0)
     _write_evaluation(run, "rcnn", dataset, shift=1.0)
     _write_evaluation(run, "fast", dataset, shift=0.0)
