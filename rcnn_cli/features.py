@@ -38,6 +38,10 @@ def extract_features(
     method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
     dtype: Annotated[str, typer.Option(help="Stored precision: float16 or float32.")] = CacheOptions.dtype,
+    compression: Annotated[
+        str,
+        typer.Option(help="Column compression: lzf (fast), gzip (smallest: caches of tens of GB) or none."),
+    ] = CacheOptions.compression,
     batch_size: Annotated[
         int | None, typer.Option(help=f"R-CNN: regions a forward pass (default {ExtractOptions.batch_size}).")
     ] = None,
@@ -84,6 +88,7 @@ def extract_features(
     options = chosen.extract_options(
         given(
             dtype=dtype,
+            compression=compression,
             batch_size=batch_size,
             scales=None if scales is None else parse_sizes(scales, "--scales"),
             window_size=window_size,

@@ -99,11 +99,16 @@ def make_voc(root: Path, annotations: dict[str, str | None], split: str = "train
     return root
 
 
-def write_cache(path: Path, images: list[tuple[LabelledRegions, np.ndarray, np.ndarray]], stamp=None) -> Path:
+def write_cache(
+    path: Path,
+    images: list[tuple[LabelledRegions, np.ndarray, np.ndarray]],
+    stamp=None,
+    compression: str = "lzf",
+) -> Path:
     """A finished feature cache of classes a and b: each image's regions, fc7 and pool5."""
     dims = {"fc7": images[0][1].shape[1], "pool5": images[0][2].shape[1]}
     ids = [str(i) for i in range(len(images))]
-    writer = CacheWriter(path, stamp or {"test": 1}, ["a", "b"], dims, "float32", ids)
+    writer = CacheWriter(path, stamp or {"test": 1}, ["a", "b"], dims, "float32", ids, compression)
     for i, (regions, fc7, pool5) in enumerate(images[writer.images_done :], start=writer.images_done):
         writer.append(str(i), regions, {"fc7": fc7, "pool5": pool5})
     return writer.finish({})

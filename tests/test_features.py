@@ -2,8 +2,10 @@
 
 import h5py
 import numpy as np
+import pytest
 
-from stages.features import CacheWriter, FeatureCache
+from stages.errors import UserError
+from stages.features import COMPRESSIONS, CacheOptions, CacheWriter, FeatureCache
 from tests.helpers import separable_images, write_cache
 
 
@@ -18,14 +20,22 @@ def test_cache_reads_stay_within_the_block_size(tmp_path):
         assert ids == [str(i) for i in range(7)]
 
 
-def test_cache_schema(tmp_path):
-    path = write_cache(tmp_path / "c.h5", separable_images(num_images=2, per_image=10))
+@pytest.mark.parametrize("compression", COMPRESSIONS)
+def test_cache_schema(tmp_path, compression):
+    images = separable_images(num_images=2, per_image=10)
+    path = write_cache(tmp_path / "c.h5", images, compression=compression)
     with h5py.File(path) as h5:
         assert h5.attrs["format"] == "rcnn-toolkit/features" and h5.attrs["complete"]
         assert h5["offsets"][:].tolist() == [0, 12, 24]
         assert h5["boxes"].shape == (24, 4) and h5["class_iou"].shape == (24, 2)
         assert h5["gt_labels"].dtype == np.int16 and h5["fc7"].chunks[0] > 1
-        assert h5["fc7"].compression == "gzip"
+        assert h5["fc7"].compression == {"none": None}.get(compression, compression)
+        np.testing.assert_array_equal(h5["fc7"][:], np.concatenate([fc7 for _, fc7, _ in images]))
+
+
+def test_unknown_compression_is_a_user_error():
+    with pytest.raises(UserError, match="--compression zstd"):
+        CacheOptions(compression="zstd")
 
 
 def test_cache_resumes_after_an_interruption(tmp_path):

@@ -93,6 +93,7 @@ def extract_features(
         },
         feature_dims={"fc7": spec.fc_dim, "pool5": spec.pool5_dim},
         dtype=options.dtype,
+        compression=options.compression,
         attrs={"backbone": spec.name},
         options={"method": NAME, **asdict(options)},
         inputs=[trained.path, proposals_file],

@@ -128,6 +128,7 @@ def extract_features(
         stamp=stamp,
         feature_dims={"pyramid": net.pyramid_dim, **({"fc7": net.spec.fc_dim} if with_fc7 else {})},
         dtype=options.dtype,
+        compression=options.compression,
         attrs={"backbone": net.spec.name, "with_fc7": with_fc7},
         options={"method": NAME, **asdict(options)},
         inputs=[*([model_path] if model_path else []), proposals_file],
