@@ -10,7 +10,8 @@
   over w cells covers cells [floor(i w / n), ceil((i + 1) w / n)) (0-based), the paper's
   [floor((i - 1) w / n), ceil(i w / n)]. On integer cell windows this is exactly the bin rule of
   ``torchvision.ops.roi_pool``, which does the pooling (and its backward: each cell's gradient is the sum
-  of the output gradients of the bins that took it as their max).
+  of the output gradients of the bins that took it as their max) at the finest level; the levels that
+  divide it are maxima over blocks of its bins.
 """
 
 from __future__ import annotations
@@ -76,11 +77,24 @@ def spatial_pyramid_pool(
     """Pool (B, C, H, W) ``features`` over (R, 4) inclusive ``cells`` of images ``image_index`` (R,).
 
     Returns (R, C * sum(n^2)): for each level in order, the (C, n, n) maxima flattened channel-major.
+
+    A level n that divides the finest level m is taken from the finest one's bins: bin i of n is the union
+    of bins k i .. k i + k - 1 of m = k n (their edges meet at floor(k i w / m) = floor(i w / n)), so its
+    maximum is theirs, and one ``roi_pool`` pass serves the paper's four levels.
     """
     from torchvision.ops import roi_pool
 
     rois = torch.cat([image_index[:, None].to(features.dtype), cells.to(features.dtype)], dim=1)
-    pooled = [roi_pool(features, rois, (n, n), spatial_scale=1.0).flatten(1) for n in levels]
+    finest = max(levels)
+    fine = roi_pool(features, rois, (finest, finest), spatial_scale=1.0)  # (R, C, m, m)
+    pooled = []
+    for n in levels:
+        if finest % n:
+            grid = roi_pool(features, rois, (n, n), spatial_scale=1.0)
+        else:
+            k = finest // n
+            grid = fine.unflatten(3, (n, k)).unflatten(2, (n, k)).amax(dim=(3, 5))
+        pooled.append(grid.flatten(1))
     return torch.cat(pooled, dim=1)
 
 

@@ -134,6 +134,24 @@ def test_roi_pool_agrees_on_cell_windows_and_differs_on_image_boxes():
     assert not torch.equal(on_image_box, spatial_pyramid_pool(features, paper, zero, levels=(3,)))
 
 
+@pytest.mark.parametrize("levels", [PYRAMID, (1, 2, 4)])
+def test_coarse_levels_from_the_finest_equal_roi_pool_at_every_window_size(levels):
+    """The levels taken from the finest one's bins equal roi_pool run at each level, for windows of every
+    width and height from 1 to 150 cells."""
+    from torchvision.ops import roi_pool
+
+    generator = torch.Generator().manual_seed(4)
+    features = torch.randn(1, 2, 160, 160, generator=generator)
+    sizes = torch.arange(1, 151)
+    starts = torch.randint(0, 10, (2, len(sizes)), generator=generator)
+    for heights in (sizes, sizes.flip(0)):
+        cells = torch.stack([starts[0], starts[1], starts[0] + sizes - 1, starts[1] + heights - 1], dim=1)
+        rois = torch.cat([torch.zeros(len(cells), 1), cells.float()], dim=1)
+        expected = torch.cat([roi_pool(features, rois, (n, n), 1.0).flatten(1) for n in levels], dim=1)
+        pooled = spatial_pyramid_pool(features, cells, torch.zeros(len(cells), dtype=torch.long), levels)
+        torch.testing.assert_close(pooled, expected, rtol=0, atol=0)
+
+
 def test_pooling_backward_routes_each_bin_to_its_maximum():
     """dL/dx_i = sum over windows r and bins j of [i = argmax(r, j)] dL/dy_rj (SPP-net, Fast R-CNN 2.1)."""
     features = torch.randn(1, 2, 6, 7, generator=torch.Generator().manual_seed(2), requires_grad=True)
