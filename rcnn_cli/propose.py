@@ -25,7 +25,9 @@ from stages.proposals import ProposalOptions, import_mat
 from stages.proposals import propose as run_propose
 from stages.runs import RunLayout
 
-Mode = Annotated[str, typer.Option(help="Selective search strategy: fast or quality.")]
+Mode = Annotated[
+    str, typer.Option(help="Selective search strategy: single, fast (R-CNN's, the default) or quality.")
+]
 MaxSide = Annotated[int, typer.Option(help="Images with a longer side are shrunk for the search (px).")]
 
 

@@ -51,8 +51,8 @@ class ProposalOptions:
     workers: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in ("fast", "quality"):
-            raise UserError(f"--mode {self.mode!r}: choose fast or quality")
+        if self.mode not in selective_search.STRATEGIES:
+            raise UserError(f"--mode {self.mode!r}: choose {', '.join(selective_search.STRATEGIES)}")
         for name in ("max_boxes", "min_size", "max_side"):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")

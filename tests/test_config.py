@@ -61,7 +61,7 @@ def _config(tmp_path: Path, text: str) -> Path:
             "[fast.finetune] itrations: not an option; did you mean iterations?",
         ),
         ("[propose]\nmax_boxes = 'many'\n", "propose.max_boxes: expected an integer, got 'many'"),
-        ("[propose]\nmode = 'slow'\n", "[propose] --mode 'slow': choose fast or quality"),
+        ("[propose]\nmode = 'slow'\n", "[propose] --mode 'slow': choose single, fast, quality"),
         ("[spp.features]\nscales = 640\n", "spp.features.scales: expected a list, got 640"),
         ("[run]\nmethods = ['yolo']\n", "methods ['yolo']: choose among rcnn, spp, fast"),
         ("[fast.svm]\nC = 1.0\n", "[fast] svm: not an option"),

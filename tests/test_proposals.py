@@ -54,6 +54,16 @@ def test_boxes_map_back_from_the_shrunk_image(tiny_demo):
     assert boxes[:, 2].max() > 0.8 * record.width and (boxes[:, 2] <= record.width).all()
 
 
+def test_single_strategy_finds_fewer_boxes_than_fast_mode(tiny_demo):
+    """One hierarchical grouping against fast mode's twelve."""
+    record = load_dataset(tiny_demo, "test").images[0]
+    counts = {}
+    for mode in ("single", "fast"):
+        selective_search.seed_ranking(record.image_id, 0)
+        counts[mode] = len(selective_search.search(record.path, mode, 200)[0])
+    assert 0 < counts["single"] < counts["fast"]
+
+
 def test_worker_pool_gives_the_same_boxes(searched, tmp_path):
     dataset, run, _ = searched
     propose(dataset, RunLayout(tmp_path), ProposalOptions(workers=2, max_side=200))
