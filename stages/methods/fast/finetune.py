@@ -104,6 +104,7 @@ def finetune(
         means, stds = target_statistics(regions, len(dataset.classes), options.sampling)
         batches = ImageBatches(
             [r.path for r in dataset.images],
+            [(r.height, r.width) for r in dataset.images],
             regions,
             means,
             stds,

@@ -5,7 +5,9 @@ labelled with its class), the rest background (best IoU in [0.1, 0.5)), drawn wi
 release (``stages.matching.Matcher``, ``stages.sampling.BalancedSampler``). Each image is flipped
 horizontally with probability 0.5 and resized so its shorter side is one of
 ``scales`` (a random one per image when there are several) unless its longer side would pass ``max_size``.
-Images of a batch are padded to a common size, not resized to one.
+Images of a batch are padded to a common size, not resized to one; with ``aspect_grouping`` (the
+release's TRAIN.ASPECT_GROUPING, py-faster-rcnn) a batch's images are all wide or all tall, so that little
+of the padded batch is padding.
 
 Batch k of rank r is a pure function of (seed, k, r): images come from a seeded permutation per epoch, the
 ranks of a data-parallel run taking disjoint slices of it, so a resumed run sees what an uninterrupted one
@@ -30,7 +32,8 @@ from stages.sampling import BalancedSampler
 
 @dataclass(frozen=True)
 class SamplingOptions:
-    """The paper's sampling: N = 2 images, R = 128 RoIs, 25% foreground; shorter side 600, longer <= 1000."""
+    """The paper's sampling: N = 2 images, R = 128 RoIs, 25% foreground; shorter side 600, longer <= 1000;
+    the images of a batch all wide or all tall (``aspect_grouping``)."""
 
     images_per_batch: int = 2
     rois_per_batch: int = 128
@@ -40,6 +43,7 @@ class SamplingOptions:
     scales: tuple[int, ...] = (600,)
     max_size: int = 1000
     mirror: bool = True
+    aspect_grouping: bool = True
 
     @property
     def matcher(self) -> Matcher:
@@ -93,12 +97,14 @@ def target_statistics(
 
 
 class ImageBatches:
-    """Hierarchical mini-batches: calling with an iteration gives (images (N, 3, H, W) padded, rois (R, 5),
-    labels (R,) int64, targets (R, 4) normalised by ``means``/``stds`` (K + 1, 4))."""
+    """Hierarchical mini-batches of the images at ``paths``, of (height, width) ``shapes``: calling with an
+    iteration gives (images (N, 3, H, W) padded, rois (R, 5), labels (R,) int64, targets (R, 4) normalised
+    by ``means``/``stds`` (K + 1, 4))."""
 
     def __init__(
         self,
         paths: Sequence[Path],
+        shapes: Sequence[tuple[int, int]],
         regions: Sequence[LabelledRegions],
         means: np.ndarray,
         stds: np.ndarray,
@@ -115,18 +121,46 @@ class ImageBatches:
         self.rows = [matcher.split(r.class_iou) for r in self.regions]
         """Each image's (labels, foreground rows, background rows)."""
         self.usable = [i for i, (_, fg, bg) in enumerate(self.rows) if len(fg) or len(bg)]
+        self.wide = np.array([shapes[i][1] >= shapes[i][0] for i in self.usable], dtype=bool)
         self.sampler = options.sampler
         self.cache = ImageCache()
+        self._order: tuple[int, np.ndarray] | None = None
+
+    @property
+    def epoch_length(self) -> int:
+        """Images an epoch: every usable one, or with aspect grouping whole batches of them."""
+        if not self.options.aspect_grouping:
+            return len(self.usable)
+        count = self.options.images_per_batch
+        return max(1, len(self.usable) // count) * count
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """Positions in ``usable`` of epoch ``epoch``'s images: a seeded permutation. With aspect grouping,
+        the wide and the tall images are permuted apart, one after the other, cut into batches of N and
+        the whole batches permuted; the images left over (fewer than N) wait for another epoch, so that
+        every batch of every epoch is one group."""
+        if self._order is None or self._order[0] != epoch:
+            rng = np.random.default_rng([self.seed, epoch])
+            if self.options.aspect_grouping:
+                count = self.options.images_per_batch
+                grouped = np.concatenate(
+                    [rng.permutation(np.flatnonzero(self.wide)), rng.permutation(np.flatnonzero(~self.wide))]
+                )
+                batches = np.resize(grouped, (self.epoch_length // count, count))  # < N images: repeated
+                order = batches[rng.permutation(len(batches))].reshape(-1)
+            else:
+                order = rng.permutation(len(self.usable))
+            self._order = (epoch, order)
+        return self._order[1]
 
     def image_indices(self, iteration: int) -> list[int]:
-        """The images of this rank's batch ``iteration``: consecutive slices of per-epoch permutations."""
+        """The images of this rank's batch ``iteration``: consecutive slices of the epochs' orders."""
         count = self.options.images_per_batch
         first = (iteration * self.world_size + self.rank) * count
         chosen = []
         for position in range(first, first + count):
-            epoch, offset = divmod(position, len(self.usable))
-            order = np.random.default_rng([self.seed, epoch]).permutation(len(self.usable))
-            chosen.append(self.usable[order[offset]])
+            epoch, offset = divmod(position, self.epoch_length)
+            chosen.append(self.usable[self.epoch_order(epoch)[offset]])
         return chosen
 
     def __call__(self, iteration: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
