@@ -141,6 +141,13 @@ def finetune(
     test_scale: Annotated[
         int | None, typer.Option(help="Fast R-CNN: test scale (default: the training scale, or 600).")
     ] = None,
+    aspect_grouping: Annotated[
+        bool | None,
+        typer.Option(
+            "--aspect-grouping/--no-aspect-grouping",
+            help="Fast R-CNN: a mini-batch's images all wide or all tall (default: yes, as py-faster-rcnn).",
+        ),
+    ] = None,
     seed: Seed = DEFAULT_SEED,
     checkpoint_every: Annotated[
         int | None,
@@ -191,6 +198,7 @@ def finetune(
             scales=None if scales is None else parse_sizes(scales, "--scales"),
             max_size=max_size,
             test_scale=test_scale,
+            aspect_grouping=aspect_grouping,
             seed=seed,
             checkpoint_every=checkpoint_every,
             workers=workers,

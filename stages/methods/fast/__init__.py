@@ -41,14 +41,16 @@ class FastRCNN(Method[FastFinetuneOptions]):
     compress_options_type = CompressOptions
 
     def finetune_options(self, given: Mapping[str, Any]) -> FastFinetuneOptions:
-        """``scales`` and ``max_size`` set the sampling; one scale caps the longer side at 1000, several
-        at 2000 (section 4, "multi-scale")."""
+        """``scales``, ``max_size`` and ``aspect_grouping`` set the sampling; one scale caps the longer side
+        at 1000, several at 2000 (section 4, "multi-scale")."""
         given = dict(given)
-        scales, max_size = given.pop("scales", None), given.pop("max_size", None)
-        if scales is not None or max_size is not None:
-            scales = tuple(scales or SamplingOptions.scales)
+        sampling = {k: given.pop(k) for k in ("scales", "max_size", "aspect_grouping") if k in given}
+        if sampling:
+            scales = tuple(sampling.get("scales") or SamplingOptions.scales)
             given["sampling"] = SamplingOptions(
-                scales=scales, max_size=max_size or (1000 if len(scales) == 1 else 2000)
+                scales=scales,
+                max_size=sampling.get("max_size") or (1000 if len(scales) == 1 else 2000),
+                aspect_grouping=sampling.get("aspect_grouping", SamplingOptions.aspect_grouping),
             )
         return super().finetune_options(given)
 
