@@ -116,15 +116,17 @@ def _match_class(
     for rank, index in enumerate(order):
         by_image.setdefault(image_ids[index], []).append(rank)
     for image_id, ranks in by_image.items():  # one IoU matrix an image
-        ious = box_iou(boxes[order[ranks]], gt[image_id][0])
-        for overlaps, rank in zip(ious, ranks, strict=True):
-            if overlaps.size == 0 or overlaps.max() < iou_threshold:
-                continue
-            best = int(overlaps.argmax())
-            if gt[image_id][1][best]:
+        objects, difficult = gt[image_id]
+        if not len(objects):
+            continue
+        ious = box_iou(boxes[order[ranks]], objects)
+        best = ious.argmax(axis=1)
+        matched = ious[np.arange(len(ranks)), best] >= iou_threshold
+        for rank, obj in zip(np.asarray(ranks)[matched].tolist(), best[matched].tolist(), strict=True):
+            if difficult[obj]:
                 counted[rank] = False
-            elif not taken[image_id][best]:
-                taken[image_id][best] = True
+            elif not taken[image_id][obj]:
+                taken[image_id][obj] = True
                 hit[rank] = True
     return hit, counted, positives
 
