@@ -40,11 +40,13 @@ def test_paper_configs_carry_the_papers_figures(path):
 
 def test_demo_config_holds_the_demo_settings():
     config = load_config(CONFIGS[0].with_name("demo.toml"))
-    assert config.pretrain is not None and config.pretrain.iterations == 300
+    assert config.propose.mode == "single"
+    assert config.pretrain is not None and config.pretrain.iterations == 600
     fast = config.methods["fast"]
     assert fast.finetune.sampling.max_size == 1666 and fast.finetune.test_scale == 1000
     assert fast.compress == CompressOptions(128, 32)
-    assert config.methods["spp"].cache.features.scales == (640, 1280)
+    spp = config.methods["spp"].cache
+    assert spp is not None and spp.features.scales == (640, 1280) and spp.features.compression == "none"
 
 
 def _config(tmp_path: Path, text: str) -> Path:
