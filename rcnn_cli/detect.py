@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -9,11 +10,20 @@ import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_DEVICE, DEFAULT_RUN, Device, Method, MethodOption, RunDir, SkipBad
+from rcnn_cli.options import (
+    DEFAULT_DEVICE,
+    DEFAULT_RUN,
+    Device,
+    Method,
+    MethodOption,
+    RunDir,
+    SkipBad,
+    given,
+)
 from stages.detect import detect_images
 from stages.draw import write_grid
 from stages.methods import get_method
-from stages.proposals import ProposalOptions
+from stages.proposals import searched_with
 from stages.runs import RunLayout
 
 
@@ -43,6 +53,10 @@ def detect(
         Path | None, typer.Option(help="Also write every image's detections in one exchange-format file.")
     ] = None,
     workers: Annotated[int, typer.Option(min=0, help="Selective-search processes (0: one a core).")] = 0,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="Selective search: single, fast or quality (default: as the run's proposals)."),
+    ] = None,
 ) -> None:
     """Detect objects: selective search, then the detector, per-class NMS (0.3).
 
@@ -50,7 +64,7 @@ def detect(
     detections an image. R-CNN and SPP-net: features, SVM scores, box regression, NMS again.
     Writes OUT/<stem>.png (boxes, class names, scores drawn) and OUT/<stem>.json (the detections format)
     for each image, and prints what it found. Selective search runs in worker processes ahead of the
-    network (--workers; default one a core).
+    network (--workers; default one a core), with the settings the run's proposals were made with.
 
     Examples:
 
@@ -60,9 +74,10 @@ def detect(
 
       rcnn detect 'photos/**/*.jpg' --run runs/demo --save-json photos.json
     """
+    layout = RunLayout(run)
     results = detect_images(
         images,
-        RunLayout(run),
+        layout,
         get_method(method.value),
         out_dir,
         score_thresh,
@@ -70,7 +85,7 @@ def detect(
         compressed=compressed,
         skip_bad=skip_bad,
         save_json=save_json,
-        proposal_options=ProposalOptions(workers=workers),
+        proposal_options=replace(searched_with(layout), workers=workers, **given(mode=mode)),
         progress=RichProgress(),
     )
     if grid is not None:

@@ -25,7 +25,7 @@ from stages.images import read_image
 from stages.methods.base import Method
 from stages.postprocess import DetectOptions, ImageDetections
 from stages.progress import SILENT, Progress
-from stages.proposals import ProposalOptions, propose_images
+from stages.proposals import ProposalOptions, propose_images, searched_with
 from stages.runs import RunLayout, write_manifest
 
 log = logging.getLogger("rcnn")
@@ -152,7 +152,7 @@ def detect_images(
     method: Method[Any],
     out: Path | None = None,
     score_thresh: float | None = None,
-    proposal_options: ProposalOptions = ProposalOptions(),
+    proposal_options: ProposalOptions | None = None,
     device: str = "auto",
     compressed: bool = False,
     skip_bad: bool = False,
@@ -166,9 +166,11 @@ def detect_images(
     method's display threshold) are dropped. An unreadable image is a UserError naming it, or with
     ``skip_bad`` is skipped, counted and listed in a warning.
 
-    Selective search runs in worker processes ahead of the network (``propose_images``): each image is
-    detected as soon as its proposals arrive. Results come back in the order of ``paths``.
+    Selective search runs in worker processes ahead of the network (``propose_images``), with
+    ``proposal_options`` (default: the settings of the run's own proposals, ``searched_with``): each image
+    is detected as soon as its proposals arrive. Results come back in the order of ``paths``.
     """
+    proposal_options = proposal_options or searched_with(run)
     out = Path(out) if out is not None else method.files(run).detect
     paths = image_paths(images)
     stems = [p.stem for p in paths]

@@ -262,6 +262,7 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
             ctx.run,
             method,
             score_thresh=settings.score_thresh,
+            proposal_options=config.propose,
             device=config.run.device,
             compressed=settings.compressed,
             progress=ctx.progress,

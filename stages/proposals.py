@@ -29,7 +29,7 @@ from stages.datasets.records import Dataset, ImageRecord
 from stages.errors import UserError
 from stages.geometry import box_iou, clip_boxes, first_unique, nonempty, xywh_to_boxes
 from stages.progress import SILENT, Progress
-from stages.runs import RunLayout, require_artifact, write_manifest
+from stages.runs import RunLayout, read_manifest, require_artifact, write_manifest
 
 log = logging.getLogger("rcnn")
 
@@ -195,6 +195,21 @@ def proposals_dataset(path: Path) -> tuple[Path, str]:
             return Path(str(h5.attrs["dataset_root"])), str(h5.attrs.get("dataset_format", "voc"))
     except (OSError, KeyError) as exc:
         raise UserError(f"{path}: unreadable proposals file ({exc})") from None
+
+
+def searched_with(run: RunLayout) -> ProposalOptions:
+    """The selective-search settings of the run's proposals (``rcnn detect`` proposes as they were), when
+    every searched split agrees; the defaults otherwise (no proposals, or splits searched differently)."""
+    found = set()
+    for path in sorted((run.root / "proposals").glob("*.h5")):
+        options = (read_manifest(path) or {}).get("options", {})
+        if options.get("source") == "selective_search":
+            found.add(
+                tuple((name, options.get(name)) for name in ("mode", "max_boxes", "min_size", "max_side"))
+            )
+    if len(found) != 1:
+        return ProposalOptions()
+    return ProposalOptions(**dict(found.pop()))
 
 
 def load_proposals(run: RunLayout, dataset: Dataset) -> tuple[Dataset, dict[str, np.ndarray]]:

@@ -1,4 +1,5 @@
 import json
+from dataclasses import asdict
 
 import h5py
 import numpy as np
@@ -9,7 +10,7 @@ from stages import proposals, selective_search
 from stages.datasets.formats import load_dataset
 from stages.errors import UserError
 from stages.proposals import ProposalOptions, import_mat, propose, read_proposals
-from stages.runs import RunLayout, manifest_path
+from stages.runs import RunLayout, manifest_path, write_manifest
 from tests.helpers import make_voc, voc_object, voc_xml
 
 FAST = ProposalOptions(workers=1, max_side=200)
@@ -186,3 +187,22 @@ def test_options_are_checked():
         ProposalOptions(mode="slow")
     with pytest.raises(UserError, match="--max-boxes must be at least 1"):
         ProposalOptions(max_boxes=0)
+
+
+def test_detect_proposes_as_the_run_did(tmp_path):
+    """``searched_with``: the settings every searched split of the run agrees on, else the defaults."""
+    run = RunLayout(tmp_path)
+    assert proposals.searched_with(run) == ProposalOptions()
+
+    def searched(split: str, **options) -> None:
+        path = run.proposals(split)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch()
+        settings = {**asdict(ProposalOptions(**options)), "source": "selective_search"}
+        write_manifest(path, stage="propose", options=settings, inputs=[], seconds=0.0)
+
+    searched("trainval", mode="single", max_boxes=500, workers=2)
+    searched("test", mode="single", max_boxes=500)
+    assert proposals.searched_with(run) == ProposalOptions(mode="single", max_boxes=500)
+    searched("val", mode="fast")
+    assert proposals.searched_with(run) == ProposalOptions()
