@@ -29,6 +29,9 @@ def ensure_folder(folder: Path) -> Path:
     return folder
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)  # reading the umask sets it: set straight back, at import, before any thread runs
+
 FULL_BELOW_BYTES = 1 << 20
 """A write that fails with less free space than this on its file system failed for want of space."""
 
@@ -64,7 +67,8 @@ def writing(target: Path) -> Iterator[None]:
 
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success it replaces ``target``, on error it is removed."""
+    """Yield a temporary path beside ``target``; on success it replaces ``target`` (readable as any new file
+    would be, so that others sharing a run folder can read it), on error it is removed."""
     target = Path(target)
     try:
         fd, tmp_name = tempfile.mkstemp(
@@ -77,6 +81,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     try:
         with writing(target):
             yield tmp
+        if tmp.exists():  # mkstemp's file is private (0600); an artifact gets the mode open() would give it
+            tmp.chmod(0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

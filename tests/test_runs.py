@@ -1,6 +1,7 @@
 """The run folder: every artifact's path, atomic writes, manifests, and the check of a stage's inputs."""
 
 import json
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,15 @@ def test_atomic_write_replaces_on_success_and_keeps_the_old_file_on_failure(tmp_
         tmp.write_bytes(b"half")
         raise RuntimeError("killed")
     assert target.read_bytes() == b"first" and list(target.parent.iterdir()) == [target]
+
+
+def test_an_artifact_is_as_readable_as_a_file_open_would_make(tmp_path):
+    """Not mkstemp's private 0600: processes of other users sharing a run folder read it."""
+    target, plain = tmp_path / "artifact.bin", tmp_path / "plain.bin"
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(b"x")
+    plain.write_bytes(b"x")
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE(plain.stat().st_mode)
 
 
 def test_manifest_records_options_inputs_and_versions(tmp_path):
