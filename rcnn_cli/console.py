@@ -1,9 +1,14 @@
-"""Terminal output: one rich console for logs and progress (stderr), one for tables (stdout)."""
+"""Terminal output: one rich console for logs and progress (stderr), one for tables (stdout).
+
+Under ``torchrun`` only rank 0 prints tables: the other processes' ``out`` is quiet (each process's
+warnings and errors still reach stderr).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +28,7 @@ from rich.text import Text
 from stages.progress import Advance, Progress
 
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False)
+out = Console(highlight=False, quiet=int(os.environ.get("RANK", "0")) != 0)
 
 
 class _RateColumn(ProgressColumn):

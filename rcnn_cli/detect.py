@@ -12,10 +12,12 @@ from rich.table import Table
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
     DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
     DEFAULT_RUN,
     Device,
     Method,
     MethodOption,
+    Precision,
     RunDir,
     SkipBad,
     given,
@@ -48,6 +50,7 @@ def detect(
         Path | None, typer.Option(help="Also save the annotated images side by side in one PNG.")
     ] = None,
     device: Device = DEFAULT_DEVICE,
+    precision: Precision = DEFAULT_PRECISION,
     skip_bad: SkipBad = False,
     save_json: Annotated[
         Path | None, typer.Option(help="Also write every image's detections in one exchange-format file.")
@@ -83,6 +86,7 @@ def detect(
         score_thresh,
         device=device,
         compressed=compressed,
+        precision=precision.value,
         skip_bad=skip_bad,
         save_json=save_json,
         proposal_options=replace(searched_with(layout), workers=workers, **given(mode=mode)),

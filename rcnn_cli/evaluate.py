@@ -12,11 +12,13 @@ from rich.table import Table
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
     DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
     Classes,
     DataRoot,
     DatasetFormat,
     Device,
     Method,
+    Precision,
     SkipBad,
     Split,
     layout_name,
@@ -57,6 +59,7 @@ def evaluate(
         bool, typer.Option("--compressed", help="Fast R-CNN: the truncated-SVD model of `rcnn compress`.")
     ] = False,
     device: Device = DEFAULT_DEVICE,
+    precision: Precision = DEFAULT_PRECISION,
     classes: Classes = None,
     layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
@@ -88,6 +91,7 @@ def evaluate(
             metric,
             compressed=compressed,
             device=device,
+            precision=precision.value,
             progress=RichProgress(),
         )
         label = f"{chosen.label}{' + SVD' if compressed else ''}"

@@ -8,6 +8,7 @@ import typer
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
+    DEFAULT_PRECISION,
     DEFAULT_RUN,
     CachedMethod,
     CachedMethodOption,
@@ -15,6 +16,7 @@ from rcnn_cli.options import (
     DataRoot,
     DatasetFormat,
     Device,
+    Precision,
     RunDir,
     SkipBad,
     Split,
@@ -66,6 +68,7 @@ def extract_features(
     ] = None,
     workers: Workers = CacheOptions.workers,
     device: Device = CacheOptions.device,
+    precision: Precision = DEFAULT_PRECISION,
     classes: Classes = None,
     layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
@@ -96,6 +99,7 @@ def extract_features(
             weights=weights,
             workers=workers,
             device=device,
+            precision=precision.value,
         )
     )
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))

@@ -11,6 +11,7 @@ import typer
 
 from stages.datasets.formats import FORMATS
 from stages.methods import CACHED_METHODS, METHODS
+from stages.precision import PRECISIONS
 from stages.training import TrainingOptions
 
 RunDir = Annotated[Path, typer.Option("--run", help="Run folder: every stage's artifacts live here.")]
@@ -89,6 +90,15 @@ Resume = Annotated[
     ),
 ]
 Seed = Annotated[int, typer.Option(help="Seed of sampling and initialisation.")]
+PrecisionName = Enum("PrecisionName", {name: name for name in PRECISIONS}, type=str)  # type: ignore[misc]
+Precision = Annotated[
+    PrecisionName,
+    typer.Option(
+        help="The network's arithmetic: fp32, bf16 (CPUs with AVX-512 BF16 or AMX, recent GPUs) or fp16 "
+        "(CUDA; training scales the loss)."
+    ),
+]
+DEFAULT_PRECISION = PrecisionName.fp32  # type: ignore[attr-defined]
 DEFAULT_SEED, DEFAULT_DEVICE = TrainingOptions.seed, TrainingOptions.device
 
 

@@ -10,6 +10,7 @@ from rich.table import Table
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
     DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
     DEFAULT_RUN,
     DEFAULT_SEED,
     Classes,
@@ -18,6 +19,7 @@ from rcnn_cli.options import (
     Device,
     Method,
     MethodOption,
+    Precision,
     Resume,
     RunDir,
     Seed,
@@ -159,6 +161,7 @@ def finetune(
         int | None, typer.Option(help="R-CNN, Fast R-CNN: DataLoader worker processes (default 0: none).")
     ] = None,
     device: Device = DEFAULT_DEVICE,
+    precision: Precision = DEFAULT_PRECISION,
     resume: Resume = True,
     classes: Classes = None,
     layout: DatasetFormat = None,
@@ -203,6 +206,7 @@ def finetune(
             checkpoint_every=checkpoint_every,
             workers=workers,
             device=device,
+            precision=precision.value,
         )
     )
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))

@@ -13,7 +13,7 @@ A config's tables are the stages' own options dataclasses, key for key::
     [<method>.compress]    present: Fast R-CNN's truncated-SVD model too      (method.compress_options_type)
     [<method>.paper]       the paper's figures for this setting, for the report (PaperFigures);
                            [<method>.compress.paper] those of the compressed model
-    [evaluate]             metric                                             (EvaluateSettings)
+    [evaluate]             metric, precision                                  (EvaluateSettings)
     [detect]               present: draw detections on the test split's first images (DetectSettings)
 
 A key left out takes the stage's default (the paper's setting); a key that is no option is an error that
@@ -41,6 +41,7 @@ from stages.errors import UserError
 from stages.evaluation import METRICS
 from stages.methods import METHODS, Method
 from stages.methods.base import CachedFeatureMethod
+from stages.precision import check_precision
 from stages.pretrain import PretrainOptions
 from stages.proposals import ProposalOptions
 from stages.svm import SvmOptions
@@ -88,11 +89,14 @@ class PaperFigures:
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    """``metric``: voc07, voc10 or coco (default: coco for COCO datasets, voc07 otherwise)."""
+    """``metric``: voc07, voc10 or coco (default: coco for COCO datasets, voc07 otherwise);
+    ``precision``: of the networks run at evaluation (``stages.precision``)."""
 
     metric: str | None = None
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.metric is not None and self.metric not in METRICS:
             raise UserError(f"metric {self.metric!r}: choose one of {', '.join(METRICS)}")
 
@@ -100,14 +104,17 @@ class EvaluateSettings:
 @dataclass(frozen=True)
 class DetectSettings:
     """``rcnn detect`` on the test split's first ``images`` images with ``method`` (its compressed model
-    with ``compressed``); their pictures side by side in ``RUN/<method>/detect/grid.png``."""
+    with ``compressed``, its network in ``precision``); their pictures side by side in
+    ``RUN/<method>/detect/grid.png``."""
 
     method: str = "fast"
     images: int = 4
     score_thresh: float | None = None
     compressed: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.method not in METHODS:
             raise UserError(f"method {self.method!r}: choose one of {', '.join(METHODS)}")
         if self.images < 1:

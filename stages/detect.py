@@ -7,26 +7,30 @@ from __future__ import annotations
 
 import glob
 import logging
+import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stages.atomic import write_json
 from stages.datasets.records import Dataset
 from stages.detections import detections_of, write_detections
-from stages.devices import pick_device
 from stages.draw import draw_detections, write_png
 from stages.errors import UserError
 from stages.evaluation import Evaluation, evaluate, plot_pr_curves
 from stages.image_files import is_image_name
 from stages.images import read_image
-from stages.methods.base import Method
+from stages.methods.base import ImageDetector, ImageResult, Method
 from stages.postprocess import DetectOptions, ImageDetections
-from stages.progress import SILENT, Progress
+from stages.precision import check_precision
+from stages.progress import SILENT, Advance, Progress
 from stages.proposals import ProposalOptions, propose_images, searched_with
-from stages.runs import RunLayout, write_manifest
+from stages.runs import RunLayout, describe_input, parts_of, write_manifest
+from stages.sharding import ImageParts, processes, shared_task, spread
 
 log = logging.getLogger("rcnn")
 
@@ -54,34 +58,128 @@ def evaluate_run(
     *,
     compressed: bool = False,
     device: str = "auto",
+    precision: str = "fp32",
     progress: Progress = SILENT,
 ) -> RunEvaluation:
     """Detect on the split and score the detections; write detections, results JSON and PR curves.
 
     ``options`` default to the method's test settings; ``compressed`` asks for the method's truncated-SVD
-    model (results beside the others as ``<split>.svd.*``).
+    model (results beside the others as ``<split>.svd.*``); ``precision``: of a network run here (Fast
+    R-CNN's; R-CNN's and SPP-net's features were computed at ``extract-features``). Each image's
+    detections are kept in parts as they come (``RUN/<method>/detections/.<split>.parts/``), so an
+    interrupted evaluation continues where it stopped; under ``torchrun`` each process detects on its
+    shard of the split (``stages.sharding``) and rank 0 scores them all.
     """
     started = time.perf_counter()
     method.check_compressed(compressed)
+    check_precision(precision)
     options = options or method.test_options
-    found = method.detect_split(
-        dataset, run, options, compressed=compressed, device=pick_device(device), progress=progress
-    )
-    seconds_per_image = (time.perf_counter() - started) / max(1, len(found.image_ids))
-    detected = set(found.image_ids)
-    left_out = {r.image_id: f"{r.path}: left out" for r in dataset.images if r.image_id not in detected}
+    detections_path = method.files(run).detections(dataset.split, compressed)
+    inputs = method.test_inputs(run, dataset.split, compressed=compressed)
+    with processes(device) as procs:
+        stamp = {
+            "method": method.name,
+            "compressed": compressed,
+            "precision": precision,
+            "options": asdict(options),
+            "inputs": [describe_input(path) for path in inputs],
+        }
+        parts = ImageParts(parts_of(detections_path), stamp, procs)
+        finished = parts.load()
+        todo = tuple(r for r in spread(dataset.images, procs) if r.image_id not in finished)
+        done = sum(r.image_id in finished for r in dataset.images)
+        label = f"detecting ({method.name}{' + SVD' if compressed else ''})"
+        board = parts.folder / "progress"
+        with shared_task(progress, procs, board, label, len(dataset), "img", done) as advance:
+            results = method.detect_split(
+                replace(dataset, images=todo),
+                run,
+                options,
+                compressed=compressed,
+                device=procs.device,
+                precision=precision,
+            )
+            try:
+                clock = time.perf_counter()
+                for result in results:  # an image's seconds: since the one before (the first: loading too)
+                    parts.add(result.image_id, _as_arrays(result, time.perf_counter() - clock))
+                    advance()
+                    clock = time.perf_counter()
+            finally:
+                parts.flush()
+        evaluation = None
+        if procs.writer:
+            evaluation = _score(
+                dataset, run, method, metric, options, compressed, precision, parts.load(), inputs, started
+            )
+            parts.remove()
+        scored = procs.from_writer(evaluation)
+    assert scored is not None  # rank 0's
+    return scored
+
+
+_FIELDS = ("boxes", "scores", "labels")
+
+
+def _as_arrays(result: ImageResult, seconds: float) -> dict[str, np.ndarray]:
+    """An image's detections (and seconds) as the named arrays ``ImageParts`` keeps."""
+    arrays = {"seconds": np.array([seconds])}
+    for name, found in (("plain", result.plain), ("regressed", result.regressed)):
+        if found is not None:
+            arrays |= {
+                f"{name}.boxes": found.boxes,
+                f"{name}.scores": found.scores,
+                f"{name}.labels": found.labels,
+            }
+    for part, value in (result.timing or {}).items():
+        arrays[f"timing.{part}"] = np.array([value])
+    return arrays
+
+
+def _detections(arrays: dict[str, np.ndarray], name: str) -> ImageDetections:
+    return ImageDetections(*(arrays[f"{name}.{field}"] for field in _FIELDS))
+
+
+def _score(
+    dataset: Dataset,
+    run: RunLayout,
+    method: Method[Any],
+    metric: str | None,
+    options: DetectOptions,
+    compressed: bool,
+    precision: str,
+    found: dict[str, dict[str, np.ndarray]],
+    inputs: list[Path],
+    started: float,
+) -> RunEvaluation:
+    """Score every image's detections ``found`` (image id -> ``_as_arrays``) and write the results."""
+    left_out = {r.image_id: f"{r.path}: left out" for r in dataset.images if r.image_id not in found}
     if left_out:  # images an earlier stage skipped as unreadable (propose --skip-bad)
-        log.warning("scoring %d of the split's %d images", len(detected), len(dataset))
+        log.warning("scoring %d of the split's %d images", len(dataset) - len(left_out), len(dataset))
         dataset = dataset.without(left_out)
-    best = found.plain if found.regressed is None else found.regressed
-    primary = detections_of(found.image_ids, best, dataset.classes)
+    image_ids = [r.image_id for r in dataset.images]
+    images = [found[i] for i in image_ids]
+    plain = [_detections(arrays, "plain") for arrays in images]
+    regressed = (
+        [_detections(arrays, "regressed") for arrays in images]
+        if images and all("regressed.boxes" in arrays for arrays in images)
+        else None
+    )
+    primary = detections_of(image_ids, plain if regressed is None else regressed, dataset.classes)
     evaluation = evaluate(dataset, primary, metric)
     metric = evaluation.metric
     without = (
         None
-        if found.regressed is None
-        else evaluate(dataset, detections_of(found.image_ids, found.plain, dataset.classes), metric)
+        if regressed is None
+        else evaluate(dataset, detections_of(image_ids, plain, dataset.classes), metric)
     )
+    seconds_per_image = float(np.mean([arrays["seconds"][0] for arrays in images])) if images else 0.0
+    parts = sorted(
+        {key.removeprefix("timing.") for arrays in images for key in arrays if key.startswith("timing.")}
+    )
+    timing = {
+        part: float(np.mean([arrays[f"timing.{part}"][0] for arrays in images])) for part in parts
+    } or None
     files = method.files(run)
     detections_path = files.detections(dataset.split, compressed)
     results_path = files.results(dataset.split, compressed)
@@ -91,24 +189,31 @@ def evaluate_run(
         **evaluation.to_json(),
         "method": method.name,
         "compressed": compressed,
+        "precision": precision,
         "split": dataset.split,
-        "box_regression": found.regressed is not None,
+        "box_regression": regressed is not None,
         "map_without_box_regression": None if without is None else round(without.map, 6),
         "seconds_per_image": round(seconds_per_image, 4),
-        **({f"{k}_seconds_per_image": round(v, 4) for k, v in found.timing.items()} if found.timing else {}),
+        **({f"{k}_seconds_per_image": round(v, 4) for k, v in timing.items()} if timing else {}),
     }
     write_json(results_path, results)
     plot_pr_curves(evaluation, plot_path)
     write_manifest(
         results_path,
         stage="evaluate",
-        options={"method": method.name, "metric": metric, "compressed": compressed, **asdict(options)},
-        inputs=found.inputs,
+        options={
+            "method": method.name,
+            "metric": metric,
+            "compressed": compressed,
+            "precision": precision,
+            **asdict(options),
+        },
+        inputs=inputs,
         seconds=time.perf_counter() - started,
         results={"map": results["map"], "map_without_box_regression": results["map_without_box_regression"]},
     )
     return RunEvaluation(
-        evaluation, without, detections_path, results_path, plot_path, seconds_per_image, found.timing
+        evaluation, without, detections_path, results_path, plot_path, seconds_per_image, timing
     )
 
 
@@ -155,6 +260,7 @@ def detect_images(
     proposal_options: ProposalOptions | None = None,
     device: str = "auto",
     compressed: bool = False,
+    precision: str = "fp32",
     skip_bad: bool = False,
     save_json: Path | None = None,
     progress: Progress = SILENT,
@@ -178,47 +284,72 @@ def detect_images(
         raise UserError("two images share a file name stem; their outputs would collide (detect them apart)")
     threshold = method.display_threshold if score_thresh is None else score_thresh
     options = replace(method.test_options, score_thresh=threshold)
-    detector = method.detector(run, options, pick_device(device), compressed=compressed)
-    path_of = dict(zip(stems, paths, strict=True))
-    found_by_stem: dict[str, DetectedImage] = {}
-    skipped = []
-    with progress.task(f"detecting ({method.name})", len(paths), "img") as advance:
-        for stem, boxes, problem in propose_images(list(path_of.items()), proposal_options):
-            started = time.perf_counter()
-            path = path_of[stem]
-            try:
-                if boxes is None:
-                    raise UserError(problem or f"{path}: selective search failed")
-                image = read_image(path)
-            except UserError as exc:
-                if not skip_bad:
-                    raise
-                skipped.append(str(exc))
-                advance()
-                continue
-            if len(boxes) == 0:
-                log.warning(
-                    "%s: no proposals (too small for a %d-pixel box?), so no detections",
-                    path,
-                    proposal_options.min_size,
-                )
-            found = detector.find(image, boxes)
-            picture, json_path = out / f"{stem}.png", out / f"{stem}.json"
-            write_png(
-                picture, draw_detections(image, found.boxes, found.labels, found.scores, detector.classes)
-            )
-            write_detections(json_path, detections_of([stem], [found], detector.classes))
-            seconds = time.perf_counter() - started
-            found_by_stem[stem] = DetectedImage(
-                path, found, detector.classes, len(boxes), picture, json_path, seconds
-            )
-            advance()
+    with processes(device) as procs:
+        detector = method.detector(run, options, procs.device, compressed=compressed, precision=precision)
+        board = out / ".progress"
+        mine = spread(list(zip(stems, paths, strict=True)), procs)
+        searching = replace(proposal_options, workers=proposal_options.workers or procs.cores)
+        label = f"detecting ({method.name})"
+        with shared_task(progress, procs, board, label, len(paths), "img") as advance:
+            found, skipped = _detect_each(mine, detector, out, searching, skip_bad, advance)
+        gathered = procs.gather((found, skipped))
+        if procs.writer:
+            shutil.rmtree(board, ignore_errors=True)
+    found_by_stem = {stem: image for found, _ in gathered for stem, image in found.items()}
+    skipped = [problem for _, problems in gathered for problem in problems]
     if skipped:
         log.warning("skipped %d unreadable images (--skip-bad): %s", len(skipped), "; ".join(skipped))
     results = [found_by_stem[stem] for stem in stems if stem in found_by_stem]
-    if save_json is not None:
+    if save_json is not None and procs.writer:
         detected = [r.path.stem for r in results]
         write_detections(
             save_json, detections_of(detected, [r.detections for r in results], detector.classes)
         )
     return results
+
+
+def _detect_each(
+    images: list[tuple[str, Path]],
+    detector: ImageDetector,
+    out: Path,
+    proposal_options: ProposalOptions,
+    skip_bad: bool,
+    advance: Advance,
+) -> tuple[dict[str, DetectedImage], list[str]]:
+    """``detect_images`` on this process's ``images`` (stem, path): each image's results by stem, and the
+    problems of the unreadable ones skipped."""
+    found: dict[str, DetectedImage] = {}
+    skipped: list[str] = []
+    path_of = dict(images)
+    for stem, boxes, problem in propose_images(images, proposal_options):
+        started = time.perf_counter()
+        path = path_of[stem]
+        try:
+            if boxes is None:
+                raise UserError(problem or f"{path}: selective search failed")
+            image = read_image(path)
+        except UserError as exc:
+            if not skip_bad:
+                raise
+            skipped.append(str(exc))
+            advance()
+            continue
+        if len(boxes) == 0:
+            log.warning(
+                "%s: no proposals (too small for a %d-pixel box?), so no detections",
+                path,
+                proposal_options.min_size,
+            )
+        detections = detector.find(image, boxes)
+        picture, json_path = out / f"{stem}.png", out / f"{stem}.json"
+        drawn = draw_detections(
+            image, detections.boxes, detections.labels, detections.scores, detector.classes
+        )
+        write_png(picture, drawn)
+        write_detections(json_path, detections_of([stem], [detections], detector.classes))
+        seconds = time.perf_counter() - started
+        found[stem] = DetectedImage(
+            path, detections, detector.classes, len(boxes), picture, json_path, seconds
+        )
+        advance()
+    return found, skipped

@@ -22,7 +22,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,10 @@ from stages.errors import UserError
 from stages.images import read_image
 from stages.loading import loaded
 from stages.matching import LabelledRegions, label_regions
+from stages.precision import check_precision
 from stages.progress import Progress
-from stages.runs import MethodLayout, write_manifest
+from stages.runs import MethodLayout, parts_of, write_manifest
+from stages.sharding import SINGLE, Processes, shared_task, spread
 
 log = logging.getLogger("rcnn")
 
@@ -361,14 +363,16 @@ about twice as fast as gzip for a quarter more disk; gzip suits caches of tens o
 class CacheOptions:
     """What every feature extraction's options share: the stored precision (float16 by default: half the
     disk, and the SVMs and regressors do not notice), the compression (``COMPRESSIONS``), DataLoader
-    workers and the device."""
+    workers, the device and the precision the network computes in (``stages.precision``)."""
 
     dtype: str = "float16"
     compression: str = "lzf"
     workers: int = 0
     device: str = "auto"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        check_precision(self.precision)
         if self.dtype not in ("float16", "float32"):
             raise UserError(f"--dtype {self.dtype}: choose float16 or float32")
         if self.compression not in COMPRESSIONS:
@@ -424,11 +428,67 @@ def fill_cache(
     workers: int,
     description: str,
     progress: Progress,
+    procs: Processes = SINGLE,
 ) -> tuple[int, float]:
     """Write every image's regions through ``extractor`` to the cache ``target``, images decoded and
     labelled by ``workers`` DataLoader processes, one image at a time, resuming after the last complete
-    one. Returns (images computed now, their seconds)."""
+    one. Returns (images computed now, their seconds), summed over the processes.
 
+    Under ``torchrun`` each process fills its own part (``<folder>/.<split>.parts/<rank>-of-<n>.h5``, a
+    cache of its shard of the images, resumable the same way) and rank 0 then merges the parts into
+    ``target``: the arrays one process writes, in the same order.
+    """
+    if procs.world_size == 1:
+        return _fill(dataset, proposals, target, recipe, extractor, workers, description, progress)
+    folder = parts_of(target)
+    mine = folder / f"{procs.rank}-of-{procs.world_size}.h5"
+    if procs.writer and folder.exists():  # parts of a run with another number of processes
+        for stale in folder.iterdir():
+            if stale.is_file() and f"-of-{procs.world_size}." not in stale.name:
+                stale.unlink()
+    procs.wait()
+    shard = replace(dataset, images=tuple(spread(dataset.images, procs)))
+    done = sum(procs.gather(_images_in(mine)))  # every process's images cached before an interruption
+    if mine.exists():  # this process's part was finished before the interruption
+        computed, seconds = 0, 0.0
+        with shared_task(progress, procs, folder / "progress", description, len(dataset), "img", done):
+            pass
+    else:
+        computed, seconds = _fill(
+            shard,
+            proposals,
+            mine,
+            recipe,
+            extractor,
+            workers,
+            description,
+            progress,
+            procs,
+            (len(dataset), done),
+        )
+    outcomes = procs.gather((computed, seconds))
+    if procs.writer:
+        parts = [folder / f"{rank}-of-{procs.world_size}.h5" for rank in range(procs.world_size)]
+        merge_caches(parts, target)
+        shutil.rmtree(folder)
+    procs.wait()
+    return sum(c for c, _ in outcomes), max(s for _, s in outcomes)
+
+
+def _fill(
+    dataset: Dataset,
+    proposals: Mapping[str, np.ndarray],
+    target: Path,
+    recipe: CacheRecipe,
+    extractor: RegionFeatures,
+    workers: int,
+    description: str,
+    progress: Progress,
+    procs: Processes = SINGLE,
+    shown: tuple[int, int] | None = None,
+) -> tuple[int, float]:
+    """``fill_cache`` of one process: ``dataset``'s images into ``target``; ``shown``: (images, images
+    done) of every process, for the progress display, when ``dataset`` is this process's shard."""
     writer = CacheWriter(
         target,
         recipe.stamp,
@@ -441,11 +501,13 @@ def fill_cache(
     first = writer.images_done
     if first:
         log.info("resuming: %d of %d images already cached", first, len(dataset))
+    total, done = shown or (len(dataset), first)
     loader = loaded(_LabelledImages(dataset, proposals, first), workers)
     started = time.perf_counter()
     try:
-        with progress.task(description, len(dataset), "img") as advance:
-            advance(first)
+        with shared_task(
+            progress, procs, target.parent / "progress", description, total, "img", done
+        ) as advance:
             for index, image, regions in loader:
                 features = extractor(image, regions.boxes)
                 writer.append(
@@ -459,6 +521,60 @@ def fill_cache(
         raise
     writer.finish(recipe.attrs)
     return len(dataset) - first, time.perf_counter() - started
+
+
+def merge_caches(parts: Sequence[Path], target: Path, block_rows: int = 65536) -> Path:
+    """Write the finished caches ``parts`` one after the other into the cache ``target`` (atomically): each
+    column their rows in order, offsets shifted, the first part's attributes and column layout."""
+    handles = [h5py.File(part, "r") for part in parts]
+    try:
+        first = handles[0]
+        with atomic_path(target) as tmp, writing(target), h5py.File(tmp, "w") as h5:
+            h5.attrs.update(dict(first.attrs))
+            h5.attrs["images_done"] = sum(int(part.attrs["images_done"]) for part in handles)
+            for name, column in first.items():
+                h5.create_dataset(
+                    name,
+                    (0, *column.shape[1:]),
+                    maxshape=(None, *column.shape[1:]),
+                    dtype=column.dtype,
+                    chunks=column.chunks,
+                    compression=column.compression,
+                    compression_opts=column.compression_opts,
+                    shuffle=column.shuffle,
+                )
+            h5["offsets"].resize(1, axis=0)
+            h5["offsets"][0] = 0
+            for part in handles:
+                base = int(h5["offsets"][-1])
+                _append_rows(h5["offsets"], part["offsets"][1:] + base)
+                for name, column in part.items():
+                    if name == "offsets":
+                        continue
+                    for start in range(0, len(column), block_rows):
+                        _append_rows(h5[name], column[start : start + block_rows])
+    finally:
+        for handle in handles:
+            handle.close()
+    return target
+
+
+def _append_rows(column: h5py.Dataset, rows: np.ndarray) -> None:
+    start = len(column)
+    column.resize(start + len(rows), axis=0)
+    column[start:] = rows
+
+
+def _images_in(path: Path) -> int:
+    """Images in the cache ``path``, finished or partial (0 when there is none)."""
+    for candidate in (path, path.with_name(f".{path.name}.partial")):
+        if candidate.exists():
+            try:
+                with h5py.File(candidate, "r") as h5:
+                    return int(h5.attrs.get("images_done", 0))
+            except OSError:
+                return 0
+    return 0
 
 
 def finish_cache(

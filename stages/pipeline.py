@@ -38,7 +38,7 @@ from stages.methods.base import CachedFeatureMethod, Method
 from stages.pretrain import pretrain
 from stages.progress import SILENT, Progress
 from stages.proposals import ProposalOptions, propose
-from stages.runs import RunLayout, manifest_path, read_manifest, write_manifest
+from stages.runs import RunLayout, manifest_path, parts_of, read_manifest, write_manifest
 from stages.svm import train_svms
 
 
@@ -80,11 +80,13 @@ class PlannedStep:
 @dataclass
 class Context:
     """What the steps share while a plan executes: the config, the run folder, the datasets (loaded once
-    each, when first asked for) and the progress display."""
+    each, when first asked for), the progress display, and whether this process writes the artifacts of
+    the steps that run on every process (rank 0 under ``torchrun``)."""
 
     config: RunConfig
     run: RunLayout
     progress: Progress = SILENT
+    writer: bool = True
     datasets: dict[str, Dataset] = field(default_factory=dict)
 
     def dataset(self, split: str) -> Dataset:
@@ -134,6 +136,7 @@ def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad
         asdict(options),
         lambda ctx: propose(ctx.dataset(split), ctx.run, options, skip_bad=skip_bad, progress=ctx.progress),
         partial=(run.proposal_shards(split),),
+        everywhere=True,
     )
 
 
@@ -168,7 +171,13 @@ def _method_steps(
         return Step(
             f"{name} evaluate {test}{' (SVD)' if compressed else ''}",
             files.results(test, compressed),
-            {"method": name, "metric": metric, "compressed": compressed, **asdict(method.test_options)},
+            {
+                "method": name,
+                "metric": metric,
+                "compressed": compressed,
+                "precision": config.evaluate.precision,
+                **asdict(method.test_options),
+            },
             lambda ctx: evaluate_run(
                 ctx.dataset(test),
                 ctx.run,
@@ -176,9 +185,12 @@ def _method_steps(
                 metric,
                 compressed=compressed,
                 device=config.run.device,
+                precision=config.evaluate.precision,
                 progress=ctx.progress,
             ),
             after=after,
+            partial=(parts_of(files.detections(test, compressed)),),
+            everywhere=True,
         )
 
     if isinstance(method, CachedFeatureMethod) and settings.cache is not None:
@@ -192,8 +204,9 @@ def _method_steps(
                 {"method": name, **asdict(extract)},
                 lambda ctx: method.extract_features(ctx.dataset(split), ctx.run, extract, ctx.progress),
                 after=after,
-                partial=(target.with_name(f".{target.name}.partial"),),
+                partial=(target.with_name(f".{target.name}.partial"), parts_of(target)),
                 replaces=replaces,
+                everywhere=True,
             )
 
         cache_train = f"{name} extract-features {train}"
@@ -265,8 +278,11 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
             proposal_options=config.propose,
             device=config.run.device,
             compressed=settings.compressed,
+            precision=settings.precision,
             progress=ctx.progress,
         )
+        if not ctx.writer:
+            return
         write_grid(grid, [r.picture for r in found])
         write_manifest(
             grid,
@@ -277,7 +293,7 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
             results={"detections": [len(r.detections) for r in found]},
         )
 
-    return Step(f"{method.name} detect", grid, asdict(settings), execute, after=(evaluated,))
+    return Step(f"{method.name} detect", grid, asdict(settings), execute, after=(evaluated,), everywhere=True)
 
 
 def plan(config: RunConfig, restart: bool = False) -> list[PlannedStep]:
@@ -370,7 +386,7 @@ def run_config(
             for item in outcome.ran:  # all at once: no step may read what an earlier run of another left
                 if item.state is State.RUN and item.step.replaces:
                     _remove(item.step)
-        context = Context(config, run, progress if rank == 0 else SILENT)
+        context = Context(config, run, progress if rank == 0 else SILENT, writer=rank == 0)
         for item in outcome.ran:
             wait()
             started = time.perf_counter()

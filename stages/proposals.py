@@ -1,20 +1,19 @@
 """Stage `propose`: selective-search boxes for every image of a split, or imported precomputed ones.
 
-Artifact ``RUN/proposals/<split>.h5`` (schema in the README): boxes in the toolkit's convention
+Artifact ``RUN/proposals/<split>.h5`` (schema in docs/run-folder.md): boxes in the toolkit's convention
 (``stages.geometry``), float32, rows of image i at ``boxes[offsets[i]:offsets[i + 1]]`` in selective
-search's ranking. Work is saved in shards as it goes (``RUN/proposals/.<split>.parts/``), each written
+search's ranking. Work is saved in parts as it goes (``RUN/proposals/.<split>.parts/``), each written
 atomically, so a rerun after an interruption computes only the missing images; the final file is written
-to a temporary name and renamed, so a killed run never leaves a corrupt one.
+to a temporary name and renamed, so a killed run never leaves a corrupt one. Under ``torchrun`` the
+processes share the images (``stages.sharding``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import multiprocessing
 import os
-import shutil
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,19 +23,19 @@ import h5py
 import numpy as np
 
 from stages import selective_search
-from stages.atomic import atomic_path, ensure_folder, write_json
+from stages.atomic import atomic_path
 from stages.datasets.records import Dataset, ImageRecord
 from stages.errors import UserError
 from stages.geometry import box_iou, clip_boxes, first_unique, nonempty, xywh_to_boxes
 from stages.progress import SILENT, Progress
 from stages.runs import RunLayout, read_manifest, require_artifact, write_manifest
+from stages.sharding import SINGLE, ImageParts, Processes, processes, shared_task, spread
 
 log = logging.getLogger("rcnn")
 
 FORMAT = "rcnn.proposals"
 SCHEMA_VERSION = 1
 BOX_CONVENTION = "x1,y1,x2,y2; 0-based continuous pixels (pixel i spans [i, i+1)); VOC xmin-1, xmax"
-_SHARD_IMAGES = 16
 
 
 @dataclass(frozen=True)
@@ -106,50 +105,6 @@ def search_many(jobs: Sequence[tuple[str, str, str, int, int]], workers: int, ba
         )
         for image_id, found, problem in results:
             yield image_id, None if found is None else to_boxes(*found), problem
-
-
-class _Shards:
-    """Finished images saved in small .npz shards, so an interrupted run resumes where it stopped."""
-
-    def __init__(self, folder: Path, options: dict):
-        self.folder = folder
-        stamp = folder / "options.json"
-        ensure_folder(folder.parent)
-        if folder.exists() and (not stamp.is_file() or json.loads(stamp.read_text()) != options):
-            log.info("%s: discarding partial work made with other options", folder)
-            shutil.rmtree(folder)
-        ensure_folder(folder)
-        write_json(stamp, options)
-        self.pending: dict[str, np.ndarray] = {}
-
-    def load(self) -> dict[str, np.ndarray]:
-        done: dict[str, np.ndarray] = {}
-        for shard in sorted(self.folder.glob("shard-*.npz")):
-            with np.load(shard) as data:
-                ids, offsets, boxes = data["image_ids"], data["offsets"], data["boxes"]
-                for i, image_id in enumerate(ids.tolist()):
-                    done[image_id] = boxes[offsets[i] : offsets[i + 1]]
-        return done
-
-    def add(self, image_id: str, boxes: np.ndarray) -> None:
-        self.pending[image_id] = boxes
-        if len(self.pending) >= _SHARD_IMAGES:
-            self.flush()
-
-    def flush(self) -> None:
-        if not self.pending:
-            return
-        ids = list(self.pending)
-        offsets = np.cumsum([0] + [len(self.pending[i]) for i in ids])
-        shard = self.folder / f"shard-{time.time_ns()}.npz"
-        with atomic_path(shard) as tmp, open(tmp, "wb") as handle:
-            np.savez(
-                handle,
-                image_ids=np.array(ids),
-                offsets=offsets,
-                boxes=np.concatenate([self.pending[i] for i in ids]).reshape(-1, 4),
-            )
-        self.pending.clear()
 
 
 def write_proposals(
@@ -272,35 +227,61 @@ def propose(
     skip_bad: bool = False,
     progress: Progress = SILENT,
 ) -> ProposalSummary:
-    """Run selective search on every image of ``dataset`` and write the run's proposals of its split."""
+    """Run selective search on every image of ``dataset`` and write the run's proposals of its split.
+
+    Finished images are kept in parts (``RUN/proposals/.<split>.parts/``) as they come, so a rerun
+    searches only the missing ones. Under ``torchrun`` each process searches its own shard of the images
+    with its share of the machine's cores (``stages.sharding``), and rank 0 writes the file one process
+    would write.
+    """
     started = time.perf_counter()
-    shard_options = {**asdict(options), "workers": None, "root": str(dataset.root)}
-    shards = _Shards(run.proposal_shards(dataset.split), shard_options)
-    boxes = shards.load()
-    todo = [r for r in dataset.images if r.image_id not in boxes]
-    if boxes:
-        log.info("resuming: %d of %d images already done", len(dataset) - len(todo), len(dataset))
-    workers = min(options.workers or os.cpu_count() or 1, max(1, len(todo)))
-    jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in todo]
-    skipped: dict[str, str] = {}
-    search_started = time.perf_counter()
-    with progress.task(f"selective search ({workers} workers)", len(jobs), "img") as advance:
-        try:
-            for image_id, found, problem in search_many(jobs, workers):
-                if problem is not None:
-                    if not skip_bad:
-                        raise UserError(problem)
-                    skipped[image_id] = problem
-                else:
-                    boxes[image_id] = filter_boxes(found, options.min_size, options.max_boxes)
-                    shards.add(image_id, boxes[image_id])
-                advance()
-        finally:
-            shards.flush()
-    found = _Found(boxes, skipped, len(todo) - len(skipped), time.perf_counter() - search_started)
-    summary = _finish(run, dataset, options, found, started, source="selective_search")
-    shutil.rmtree(shards.folder, ignore_errors=True)
-    return summary
+    with processes() as procs:
+        stamp = {**asdict(options), "workers": None, "root": str(dataset.root)}
+        parts = ImageParts(run.proposal_shards(dataset.split), stamp, procs)
+        finished = {image_id for image_id in parts.load()}
+        todo = [r for r in spread(dataset.images, procs) if r.image_id not in finished]
+        done = sum(r.image_id in finished for r in dataset.images)
+        if done and procs.writer:
+            log.info("resuming: %d of %d images already done", done, len(dataset))
+        workers = min(options.workers or procs.cores, max(1, len(todo)))
+        jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in todo]
+        skipped: dict[str, str] = {}
+        search_started = time.perf_counter()
+        label = f"{procs.world_size} x {workers}" if procs.world_size > 1 else str(workers)
+        board = parts.folder / "progress"
+        with shared_task(
+            progress, procs, board, f"selective search ({label} workers)", len(dataset), "img", done
+        ) as advance:
+            try:
+                for image_id, found, problem in search_many(jobs, workers):
+                    if problem is not None:
+                        if not skip_bad:
+                            raise UserError(problem)
+                        skipped[image_id] = problem
+                    else:
+                        parts.add(
+                            image_id, {"boxes": filter_boxes(found, options.min_size, options.max_boxes)}
+                        )
+                    advance()
+            finally:
+                parts.flush()
+        outcomes = procs.gather((skipped, len(todo) - len(skipped), time.perf_counter() - search_started))
+        summary: ProposalSummary | None = None
+        if procs.writer:
+            boxes = {image_id: arrays["boxes"] for image_id, arrays in parts.load().items()}
+            found_all = _Found(
+                boxes,
+                {k: v for problems, _, _ in outcomes for k, v in problems.items()},
+                sum(computed for _, computed, _ in outcomes),
+                max(seconds for _, _, seconds in outcomes),
+            )
+            summary = _finish(
+                run, dataset, options, found_all, started, source="selective_search", procs=procs
+            )
+            parts.remove()
+        merged = procs.from_writer(summary)
+    assert merged is not None  # rank 0's
+    return merged
 
 
 def _finish(
@@ -312,6 +293,7 @@ def _finish(
     *,
     source: str,
     inputs: Sequence[Path] = (),
+    procs: Processes = SINGLE,
 ) -> ProposalSummary:
     """Write the proposals file of the images with boxes, in split order, and its manifest."""
     target = run.proposals(dataset.split)
@@ -356,6 +338,7 @@ def _finish(
         "images_per_second": round(rate, 3),
         "skipped": {**dataset.skipped, **found.skipped},
         "without_proposals": empty,
+        "processes": procs.world_size,
     }
     write_manifest(
         target,

@@ -4,7 +4,7 @@ written beside each.
 Layout (``RUN`` defaults to ``runs/default``)::
 
     RUN/proposals/<split>.h5                 selective-search (or imported) boxes
-    RUN/proposals/.<split>.parts/            finished shards of an interrupted search
+    RUN/proposals/.<split>.parts/            finished parts of an interrupted search
     RUN/backbone.pt                          the pre-trained backbone; RUN/pretrain/ its checkpoint and log
     RUN/<method>/finetune/model.pt           a detector's network; checkpoint.pt and log.csv beside it
     RUN/<method>/compressed/model.pt         its truncated-SVD form (Fast R-CNN)
@@ -16,6 +16,7 @@ Layout (``RUN`` defaults to ``runs/default``)::
     RUN/config.toml                          the resolved config of ``rcnn run``
     RUN/report.html                          the report page
     <every artifact>.manifest.json           how it was made
+    .<artifact stem>.parts/                  what the processes of an unfinished stage saved (``parts_of``)
 
 A manifest records where the artifact was made (its absolute path), the resolved options, the inputs read
 (size and mtime), library versions, timings and results, so a later stage can tell whether its inputs
@@ -113,6 +114,12 @@ def _evaluation_name(split: str, compressed: bool) -> str:
     return f"{split}.svd" if compressed else split
 
 
+def parts_of(artifact: Path) -> Path:
+    """``.<stem>.parts/`` beside ``artifact``: the parts that the processes of its stage save as they go,
+    for a rerun to continue from, until the artifact is merged from them."""
+    return artifact.with_name(f".{artifact.stem}.parts")
+
+
 @dataclass(frozen=True)
 class RunLayout:
     """A run folder: every artifact path of a run is a property or method of this object."""
@@ -127,8 +134,8 @@ class RunLayout:
         return self.root / "proposals" / f"{split}.h5"
 
     def proposal_shards(self, split: str) -> Path:
-        """``proposals/.<split>.parts/``: finished shards of an interrupted search."""
-        return self.root / "proposals" / f".{split}.parts"
+        """``proposals/.<split>.parts/``: finished parts of an interrupted search."""
+        return parts_of(self.proposals(split))
 
     @property
     def pretrain(self) -> TrainingFiles:

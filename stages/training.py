@@ -25,6 +25,7 @@ from stages.devices import all_gather, pick_device
 from stages.errors import UserError
 from stages.loading import loaded
 from stages.models import read_weights
+from stages.precision import autocast, check_precision, check_supported, grad_scaler
 from stages.progress import SILENT, Progress
 from stages.runs import TrainingFiles, write_manifest
 
@@ -53,7 +54,8 @@ class Solver:
 
 @dataclass(frozen=True)
 class TrainingOptions:
-    """What every training stage's options share: the solver's settings, checkpoints, seed and device.
+    """What every training stage's options share: the solver's settings, checkpoints, seed, device and
+    the precision of the forward and backward passes (``stages.precision``).
 
     Each stage subclasses it with its paper's iterations, learning rate and step, and its own fields.
     """
@@ -67,6 +69,7 @@ class TrainingOptions:
     checkpoint_every: int = 1000
     seed: int = 0
     device: str = "auto"
+    precision: str = "fp32"
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device")
     """Fields (of the stage's, where it has them) that do not shape the weights a run ends with: a
@@ -74,6 +77,7 @@ class TrainingOptions:
 
     def __post_init__(self) -> None:
         self.solver()  # the solver checks its settings: bad ones fail here, before any work
+        check_precision(self.precision)
 
     def solver(self) -> Solver:
         return Solver(
@@ -161,6 +165,8 @@ def train(
     description: str = "training",
     rank: int = 0,
     world_size: int = 1,
+    precision: str = "fp32",
+    device: torch.device = torch.device("cpu"),
 ) -> list[dict]:
     """Run ``solver`` on ``model``; return the log rows (iteration, lr, loss and metrics, averaged).
 
@@ -171,14 +177,17 @@ def train(
     result) is continued bit for bit: the checkpoint keeps every process's random generators (dropout),
     restored once the batches' iterator exists (a DataLoader draws its seed from the global generator).
     In a data-parallel run (``rank``, ``world_size``) every process trains and only rank 0 writes files.
+    ``precision``: of the forward pass on ``device`` (``stages.precision``); fp16 scales the loss.
     """
+    check_supported(precision, device)
     optimizer = torch.optim.SGD(groups, lr=solver.learning_rate, momentum=solver.momentum)
+    scaler = grad_scaler(precision, device)
     progress = progress if rank == 0 else SILENT
     checkpoint = files.checkpoint
     stamp = {**dict(stamp), "solver": {k: v for k, v in asdict(solver).items() if k != "iterations"}}
     resumed = None
     if resume and checkpoint.exists():
-        resumed = _restore(checkpoint, model, optimizer, stamp, world_size)
+        resumed = _restore(checkpoint, model, optimizer, scaler, stamp, world_size)
     start, rows, window = (resumed.iteration, resumed.rows, resumed.window) if resumed else (0, [], [])
     if resumed:
         log.info(
@@ -194,12 +203,14 @@ def train(
             rate = solver.learning_rate * solver.gamma ** (iteration // solver.step)
             for group in optimizer.param_groups:
                 group["lr"] = rate * group["lr_mult"]
-            loss, metrics = step(next(iterator))
+            with autocast(precision, device):
+                loss, metrics = step(next(iterator))
             if not torch.isfinite(loss):
                 raise RuntimeError(f"{description}: the loss became {loss.item()} at iteration {iteration}")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             window.append({"loss": loss.item(), **metrics})
             done = iteration + 1
             if done % 20 == 0 or done == solver.iterations:
@@ -211,7 +222,8 @@ def train(
             if done % solver.checkpoint_every == 0 or done == solver.iterations:
                 generators = all_gather(_generators(), world_size)  # every process takes part
                 if rank == 0:
-                    _save(checkpoint, model, optimizer, stamp, _TrainingState(done, rows, window, generators))
+                    state = _TrainingState(done, rows, window, generators)
+                    _save(checkpoint, model, optimizer, scaler, stamp, state)
                     _write_log(files.log, rows)
     return rows
 
@@ -244,18 +256,21 @@ def _set_generators(state: Mapping[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _save(path: Path, model: nn.Module, optimizer, stamp: Mapping, resumed: _TrainingState) -> None:
+def _save(path: Path, model: nn.Module, optimizer, scaler, stamp: Mapping, resumed: _TrainingState) -> None:
     content = {
         "stamp": dict(stamp),
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
         **asdict(resumed),
     }
     with atomic_path(path) as tmp:
         torch.save(content, tmp)
 
 
-def _restore(path: Path, model: nn.Module, optimizer, stamp: Mapping, world_size: int) -> _TrainingState:
+def _restore(
+    path: Path, model: nn.Module, optimizer, scaler, stamp: Mapping, world_size: int
+) -> _TrainingState:
     content = read_weights(path, hint="rerun with --restart")
     try:
         resumed = _TrainingState(**{f.name: content[f.name] for f in fields(_TrainingState)})
@@ -276,6 +291,8 @@ def _restore(path: Path, model: nn.Module, optimizer, stamp: Mapping, world_size
         )
     model.load_state_dict(content["model"])
     optimizer.load_state_dict(content["optimizer"])
+    if content.get("scaler"):  # fp16's loss scale, where it grew or shrank
+        scaler.load_state_dict(content["scaler"])
     return resumed
 
 
@@ -377,6 +394,8 @@ class TrainingStage:
             description=description,
             rank=self.rank,
             world_size=self.world_size,
+            precision=self.options.precision,
+            device=self.device,
         )
         return self.rows
 

@@ -353,7 +353,7 @@ def test_a_full_disk_is_a_user_error_and_the_rerun_resumes(tiny_demo, tmp_path, 
         return savez(file, *args, **kwargs)
 
     propose = (*PROPOSE, "--data", tiny_demo)
-    monkeypatch.setattr("stages.proposals._SHARD_IMAGES", 1)
+    monkeypatch.setattr("stages.sharding.PART_IMAGES", 1)
     monkeypatch.setattr(np, "savez", full_after_two)
     run = tmp_path / "run"
     result = rcnn(*propose, "--run", run)

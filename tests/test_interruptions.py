@@ -88,12 +88,12 @@ def test_a_killed_propose_resumes_to_the_same_proposals(base, tmp_path):
     data, interrupted, straight = twins(base, tmp_path)
     stage = ("propose", "--data", data, "--split", "test", "--workers", "1", "--max-side", "160")
     killed(
-        "stages.proposals:_Shards.flush",
+        "stages.sharding:ImageParts.flush",
         2,
         *stage,
         "--run",
         interrupted,
-        settings=("stages.proposals:_SHARD_IMAGES=1",),
+        settings=("stages.sharding:PART_IMAGES=1",),
     )
     result = rcnn(*stage, "--run", interrupted)
     assert result.exit_code == 0 and "2 of 3 images already done" in result.output, result.output

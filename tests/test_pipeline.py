@@ -220,9 +220,10 @@ def test_the_plan_is_printed_and_a_bad_config_is_one_line(made, tmp_path):
     assert result.output.strip() == f"error: {bad}: rcnn.finetune.backbone: expected text, got 3"
 
 
-def test_under_torchrun_fine_tuning_uses_every_process_and_the_rest_runs_once(tiny_demo, tmp_path):
-    """Two gloo processes: Fast R-CNN's fine-tuning is data-parallel; the other stages run on rank 0
-    alone while the other process waits; the plan and the results are printed once."""
+def test_under_torchrun_the_data_parallel_stages_use_every_process_and_the_rest_run_once(tiny_demo, tmp_path):
+    """Two gloo processes: proposals, Fast R-CNN's fine-tuning and the evaluations are shared by both;
+    compression runs on rank 0 alone while the other process waits; the plan and the results are printed
+    once."""
     run = tmp_path / "run"
     text = CONFIG.format(data=tiny_demo, run=run).replace("[detect]\nimages = 2\n", "")
     config = tmp_path / "config.toml"
@@ -238,5 +239,7 @@ def test_under_torchrun_fine_tuning_uses_every_process_and_the_rest_runs_once(ti
     assert result.returncode == 0, result.stdout + result.stderr
     manifest = json.loads((run / "fast" / "finetune" / "model.manifest.json").read_text())
     assert manifest["results"]["world_size"] == 2
+    proposals = json.loads((run / "proposals" / "test.manifest.json").read_text())
+    assert proposals["results"]["processes"] == 2
     assert (run / "fast" / "eval" / "test.svd.json").is_file()
     assert result.stdout.count("plan") == 1 and result.stdout.count("stages run") == 1

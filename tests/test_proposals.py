@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.io
 
-from stages import proposals, selective_search
+from stages import proposals, selective_search, sharding
 from stages.datasets.formats import load_dataset
 from stages.errors import UserError
 from stages.proposals import ProposalOptions, import_mat, propose, read_proposals
@@ -86,7 +86,7 @@ def _interrupt_after(monkeypatch, calls: list, n: int):
         return real(job)
 
     monkeypatch.setattr(selective_search, "worker", worker)
-    monkeypatch.setattr(proposals, "_SHARD_IMAGES", 1)
+    monkeypatch.setattr(sharding, "PART_IMAGES", 1)
 
 
 def test_rerun_after_interruption_searches_only_the_missing_images(searched, tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -62,17 +62,16 @@ class ImageDetector:
     find: Callable[[np.ndarray, np.ndarray], ImageDetections]
 
 
-@dataclass
-class SplitDetections:
-    """A method's detections of a split, image by image: of the proposals' own boxes (``plain``) and
-    after box regression (``regressed``, None without regressors); the artifacts read, and for a method
-    that times its parts, their seconds an image (``timing``)."""
+@dataclass(frozen=True)
+class ImageResult:
+    """A method's detections of one image of a split: of the proposals' own boxes (``plain``) and after
+    box regression (``regressed``, None without regressors); for a method that times its parts, their
+    seconds on this image (``timing``)."""
 
-    image_ids: list[str] = field(default_factory=list)
-    plain: list[ImageDetections] = field(default_factory=list)
-    regressed: list[ImageDetections] | None = None
-    inputs: list[Path] = field(default_factory=list)
-    timing: dict[str, float] | None = None
+    image_id: str
+    plain: ImageDetections
+    regressed: ImageDetections | None
+    timing: Mapping[str, float] | None = None
 
 
 class Method(ABC, Generic[FinetuneT]):
@@ -132,10 +131,20 @@ class Method(ABC, Generic[FinetuneT]):
 
     @abstractmethod
     def detector(
-        self, run: RunLayout, options: DetectOptions, device: torch.device, *, compressed: bool = False
+        self,
+        run: RunLayout,
+        options: DetectOptions,
+        device: torch.device,
+        *,
+        compressed: bool = False,
+        precision: str = "fp32",
     ) -> ImageDetector:
         """The trained detector of ``run`` with test settings ``options``, for images with proposals of
-        their own."""
+        their own; its network computes in ``precision`` (``stages.precision``)."""
+
+    @abstractmethod
+    def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
+        """The artifacts that ``detect_split`` reads for ``split``: what its detections depend on."""
 
     @abstractmethod
     def detect_split(
@@ -146,10 +155,11 @@ class Method(ABC, Generic[FinetuneT]):
         *,
         compressed: bool = False,
         device: torch.device,
-        progress: Progress = SILENT,
-    ) -> SplitDetections:
-        """Detections of every image of ``dataset`` (its proposals from ``run``), with and without box
-        regression."""
+        precision: str = "fp32",
+    ) -> Iterator[ImageResult]:
+        """The detections of every image of ``dataset`` (its proposals from ``run``), with and without box
+        regression, image by image in split order (a generator: nothing is read before the first); a
+        network run here computes in ``precision``."""
 
     @abstractmethod
     def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
@@ -189,18 +199,24 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
 
     @abstractmethod
     def region_features(
-        self, run: RunLayout, classes: tuple[str, ...], device: torch.device
+        self, run: RunLayout, classes: tuple[str, ...], device: torch.device, precision: str = "fp32"
     ) -> RegionFeatures:
         """The trained network's features of any image's regions, as the cache holds them."""
 
     def detector(
-        self, run: RunLayout, options: DetectOptions, device: torch.device, *, compressed: bool = False
+        self,
+        run: RunLayout,
+        options: DetectOptions,
+        device: torch.device,
+        *,
+        compressed: bool = False,
+        precision: str = "fp32",
     ) -> ImageDetector:
         self.check_compressed(compressed)
         files = self.files(run)
         svm = load_svms(files)
         bbox = load_bbox(files, svm.classes)
-        extractor = self.region_features(run, svm.classes, device)
+        extractor = self.region_features(run, svm.classes, device, precision)
 
         def find(image: np.ndarray, boxes: np.ndarray) -> ImageDetections:
             features = {k: v.numpy() for k, v in extractor(image, boxes).items()}
@@ -215,6 +231,10 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
 
         return ImageDetector(svm.classes, find)
 
+    def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
+        files = self.files(run)
+        return [files.features(split), files.svm, *([files.bbox] if files.bbox.exists() else [])]
+
     def detect_split(
         self,
         dataset: Dataset,
@@ -223,8 +243,10 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
         *,
         compressed: bool = False,
         device: torch.device,
-        progress: Progress = SILENT,
-    ) -> SplitDetections:
+        precision: str = "fp32",
+    ) -> Iterator[ImageResult]:
+        """The SVMs and regressors on the cached features (made at ``extract-features``'s precision:
+        ``precision`` has nothing to run here)."""
         self.check_compressed(compressed)
         files = self.files(run)
         svm = load_svms(files, dataset.classes)
@@ -233,7 +255,6 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
             log.warning("no box regressors in %s; evaluating without box regression", files.root)
         sizes = {r.image_id: (r.height, r.width) for r in dataset.images}
         source = files.features(dataset.split)
-        found = SplitDetections(inputs=[source, files.svm], regressed=[] if bbox else None)
         with FeatureCache.of(files, dataset.split, dataset.root) as cache:
             missing = sorted(set(sizes) - set(cache.image_ids))
             if missing:
@@ -243,23 +264,17 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
                     f"--split {dataset.split} --run {run}"
                 )
             columns = ["boxes", "gt_labels", svm.feature, *([bbox.feature] if bbox else [])]
-            with progress.task(f"detecting ({self.name})", len(cache.image_ids), "img") as advance:
-                for image in cache.images(list(dict.fromkeys(columns))):
-                    if image.image_id not in sizes:
-                        continue
-                    proposals = image.proposals
-                    boxes = image.columns["boxes"][proposals]
-                    scores = svm.scores(image.columns[svm.feature][proposals])
-                    pooled = image.columns[bbox.feature][proposals] if bbox else None
-                    plain, moved = detect_from_scores(
-                        boxes, scores, sizes[image.image_id], options, _regressor(bbox, pooled)
-                    )
-                    found.image_ids.append(image.image_id)
-                    found.plain.append(plain)
-                    if found.regressed is not None and moved is not None:
-                        found.regressed.append(moved)
-                    advance()
-        return found
+            for image in cache.images(list(dict.fromkeys(columns))):
+                if image.image_id not in sizes:
+                    continue
+                proposals = image.proposals
+                boxes = image.columns["boxes"][proposals]
+                scores = svm.scores(image.columns[svm.feature][proposals])
+                pooled = image.columns[bbox.feature][proposals] if bbox else None
+                plain, moved = detect_from_scores(
+                    boxes, scores, sizes[image.image_id], options, _regressor(bbox, pooled)
+                )
+                yield ImageResult(image.image_id, plain, moved)
 
     def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
         """Fine-tuning, the training split's features (SPP-net's include the pyramid pass fine-tuning

@@ -10,7 +10,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 
 from stages.datasets.records import Dataset
 from stages.images import read_image
-from stages.methods.base import ImageDetector, Method, SplitDetections
+from stages.methods.base import ImageDetector, ImageResult, Method
 from stages.methods.fast.compress import CompressOptions, CompressSummary, compress_run
 from stages.methods.fast.detector import fast_detector
 from stages.methods.fast.finetune import FastFinetuneOptions, finetune
@@ -69,15 +70,25 @@ class FastRCNN(Method[FastFinetuneOptions]):
         return finetune(dataset, run, options, resume, progress)
 
     def detector(
-        self, run: RunLayout, options: DetectOptions, device: torch.device, *, compressed: bool = False
+        self,
+        run: RunLayout,
+        options: DetectOptions,
+        device: torch.device,
+        *,
+        compressed: bool = False,
+        precision: str = "fp32",
     ) -> ImageDetector:
-        detector, trained = fast_detector(run, device, compressed)
+        detector, trained = fast_detector(run, device, compressed, precision=precision)
 
         def find(image: np.ndarray, boxes: np.ndarray) -> ImageDetections:
             scores, class_boxes = detector(image, boxes)
             return detect_from_class_boxes(class_boxes, scores, options)
 
         return ImageDetector(trained.classes, find)
+
+    def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
+        files = self.files(run)
+        return [files.compressed if compressed else files.finetune.model, run.proposals(split)]
 
     def detect_split(
         self,
@@ -87,27 +98,21 @@ class FastRCNN(Method[FastFinetuneOptions]):
         *,
         compressed: bool = False,
         device: torch.device,
-        progress: Progress = SILENT,
-    ) -> SplitDetections:
+        precision: str = "fp32",
+    ) -> Iterator[ImageResult]:
         """The network on every image; each image's conv and fc seconds are timed."""
-        detector, trained = fast_detector(run, device, compressed, dataset.classes)
+        detector, _ = fast_detector(run, device, compressed, dataset.classes, precision)
         dataset, proposals = load_proposals(run, dataset)
-        regressed: list[ImageDetections] = []
-        found = SplitDetections(inputs=[trained.path, run.proposals(dataset.split)], regressed=regressed)
-        conv = fc = 0.0
-        label = f"detecting (fast{' + SVD' if compressed else ''})"
-        with progress.task(label, len(dataset), "img") as advance:
-            for record in dataset.images:
-                boxes = proposals[record.image_id]
-                scores, class_boxes = detector(read_image(record.path), boxes)
-                conv, fc = conv + detector.last_timing[0], fc + detector.last_timing[1]
-                unmoved = np.broadcast_to(boxes[:, None], class_boxes.shape)
-                found.image_ids.append(record.image_id)
-                found.plain.append(detect_from_class_boxes(unmoved, scores, options))
-                regressed.append(detect_from_class_boxes(class_boxes, scores, options))
-                advance()
-        found.timing = {"conv": conv / max(1, len(dataset)), "fc": fc / max(1, len(dataset))}
-        return found
+        for record in dataset.images:
+            boxes = proposals[record.image_id]
+            scores, class_boxes = detector(read_image(record.path), boxes)
+            unmoved = np.broadcast_to(boxes[:, None], class_boxes.shape)
+            yield ImageResult(
+                record.image_id,
+                detect_from_class_boxes(unmoved, scores, options),
+                detect_from_class_boxes(class_boxes, scores, options),
+                {"conv": detector.last_timing[0], "fc": detector.last_timing[1]},
+            )
 
     def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
         """Its one training run, and the compression for the compressed model."""

@@ -15,16 +15,21 @@ from stages.images import resized_input
 from stages.methods.fast.network import FastRcnn, load_trained, pooling_rois
 from stages.methods.fast.sampling import scale_factor
 from stages.models import TrainedModel
+from stages.precision import autocast, check_supported
 from stages.runs import RunLayout
 
 
 class FastDetector:
     """``(image, boxes (N, 4)) -> (probabilities (N, K), class boxes (N, K, 4))``, boxes clipped to the
-    image. ``last_timing`` holds the seconds of the conv and the RoI-pooling + fc parts of the last call."""
+    image. ``last_timing`` holds the seconds of the conv and the RoI-pooling + fc parts of the last call.
+    The network computes in ``precision`` (``stages.precision``); softmax and box decoding in float32."""
 
-    def __init__(self, model: FastRcnn, scale: int, max_size: int, device: torch.device):
+    def __init__(
+        self, model: FastRcnn, scale: int, max_size: int, device: torch.device, precision: str = "fp32"
+    ):
+        check_supported(precision, device)
         self.model = model.to(device).eval()
-        self.scale, self.max_size, self.device = scale, max_size, device
+        self.scale, self.max_size, self.device, self.precision = scale, max_size, device, precision
         self.last_timing = (0.0, 0.0)
 
     @torch.no_grad()
@@ -32,12 +37,15 @@ class FastDetector:
         height, width = image.shape[:2]
         factor = scale_factor(height, width, self.scale, self.max_size)
         started = time.perf_counter()
-        conv5 = self.model.conv5(resized_input(image, factor, self.device)[None])
+        with autocast(self.precision, self.device):
+            conv5 = self.model.conv5(resized_input(image, factor, self.device)[None])
         synchronize(self.device)
         middle = time.perf_counter()
         proposals = torch.as_tensor(np.asarray(boxes, np.float32), device=self.device)
         rois = pooling_rois(proposals, torch.zeros(len(proposals), device=self.device), factor)
-        scores, deltas = self.model.head(self.model.pool(conv5, rois))
+        with autocast(self.precision, self.device):
+            scores, deltas = self.model.head(self.model.pool(conv5, rois))
+        scores, deltas = scores.float(), deltas.float()
         probabilities = torch.softmax(scores, dim=1)[:, 1:]
         classes = deltas.shape[1] - 1
         moved = decode_boxes(proposals.repeat_interleave(classes, 0), deltas[:, 1:].reshape(-1, 4))
@@ -48,9 +56,14 @@ class FastDetector:
 
 
 def fast_detector(
-    run: RunLayout, device: torch.device, compressed: bool = False, classes: Sequence[str] | None = None
+    run: RunLayout,
+    device: torch.device,
+    compressed: bool = False,
+    classes: Sequence[str] | None = None,
+    precision: str = "fp32",
 ) -> tuple[FastDetector, TrainedModel[FastRcnn]]:
     """The run's Fast R-CNN as a detector at its test scale, with the model it runs."""
     trained = load_trained(run, compressed, classes)
-    detector = FastDetector(trained.module, trained.meta["test_scale"], trained.meta["max_size"], device)
+    meta = trained.meta
+    detector = FastDetector(trained.module, meta["test_scale"], meta["max_size"], device, precision)
     return detector, trained

@@ -27,6 +27,7 @@ from torch import nn
 from stages.backbones import Backbone, BackboneSpec, build_backbone, conv5_maps
 from stages.errors import UserError
 from stages.models import TrainedModel, load_model, save_model
+from stages.precision import pooling_input
 from stages.runs import RunLayout
 
 NAME = "fast"
@@ -117,6 +118,7 @@ class FastRcnn(nn.Module):
         from torchvision.ops import roi_pool
 
         size = (self.pool_size, self.pool_size)
+        conv5 = pooling_input(conv5)
         return roi_pool(conv5, rois.to(conv5.dtype), size, self.spatial_scale).flatten(1)
 
     def head(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -44,6 +44,6 @@ class RCNN(CachedFeatureMethod[FinetuneOptions, ExtractOptions]):
         return extract_features(dataset, run, options, progress)
 
     def region_features(
-        self, run: RunLayout, classes: tuple[str, ...], device: torch.device
+        self, run: RunLayout, classes: tuple[str, ...], device: torch.device, precision: str = "fp32"
     ) -> RegionFeatures:
-        return RegionExtractor(load_finetuned(run, classes).module, device)
+        return RegionExtractor(load_finetuned(run, classes).module, device, precision=precision)

@@ -11,13 +11,14 @@ import torch
 
 from stages.backbones import Classifier
 from stages.datasets.records import Dataset
-from stages.devices import pick_device
 from stages.features import CacheOptions, CacheRecipe, ExtractSummary, fill_cache, finish_cache
 from stages.images import to_network_input
 from stages.models import TrainedModel, load_model
+from stages.precision import autocast, check_supported
 from stages.progress import SILENT, Progress
 from stages.proposals import load_proposals
 from stages.runs import RunLayout, describe_input
+from stages.sharding import processes
 from stages.warp import REGION_PIXELS, warp_batch, warp_regions
 
 NAME = "rcnn"
@@ -35,11 +36,15 @@ def load_finetuned(run: RunLayout, classes: tuple[str, ...] | None = None) -> Tr
 
 
 class RegionExtractor:
-    """pool5 and fc7 of warped regions: the R-CNN feature pipeline, ``batch_size`` windows at a time."""
+    """pool5 and fc7 of warped regions: the R-CNN feature pipeline, ``batch_size`` windows at a time,
+    the network in ``precision`` (``stages.precision``)."""
 
-    def __init__(self, model: Classifier, device: torch.device, batch_size: int = 256):
+    def __init__(
+        self, model: Classifier, device: torch.device, batch_size: int = 256, precision: str = "fp32"
+    ):
+        check_supported(precision, device)
         self.backbone = model.backbone.to(device).eval()
-        self.device, self.batch_size = device, batch_size
+        self.device, self.batch_size, self.precision = device, batch_size, precision
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
@@ -58,9 +63,10 @@ class RegionExtractor:
                     {0: image}, on_image, chunk.cpu().numpy(), spec.input_size, spec.context_padding
                 )
                 crops = crops.to(self.device)
-            pooled, features = self.backbone(crops)
-            pool5.append(pooled.cpu())
-            fc7.append(features.cpu())
+            with autocast(self.precision, self.device):
+                pooled, features = self.backbone(crops)
+            pool5.append(pooled.float().cpu())
+            fc7.append(features.float().cpu())
         if not pool5:
             return {"pool5": torch.zeros(0, spec.pool5_dim), "fc7": torch.zeros(0, spec.fc_dim)}
         return {"pool5": torch.cat(pool5), "fc7": torch.cat(fc7)}
@@ -76,44 +82,52 @@ class ExtractOptions(CacheOptions):
 def extract_features(
     dataset: Dataset, run: RunLayout, options: ExtractOptions = ExtractOptions(), progress: Progress = SILENT
 ) -> ExtractSummary:
-    """Cache pool5 and fc7 of every ground-truth box and proposal of the split to the method's HDF5 file."""
+    """Cache pool5 and fc7 of every ground-truth box and proposal of the split to the method's HDF5 file;
+    under ``torchrun`` each process its shard of the images, rank 0 merging them (``fill_cache``)."""
     started = time.perf_counter()
-    device = pick_device(options.device)
-    trained = load_finetuned(run, dataset.classes)
-    dataset, proposals = load_proposals(run, dataset)
-    spec = trained.module.backbone.spec
-    proposals_file = run.proposals(dataset.split)
-    recipe = CacheRecipe(
-        stamp={
-            "method": NAME,
-            "dtype": options.dtype,
-            "model": describe_input(trained.path),
-            "proposals": describe_input(proposals_file),
-            "root": str(dataset.root),
-        },
-        feature_dims={"fc7": spec.fc_dim, "pool5": spec.pool5_dim},
-        dtype=options.dtype,
-        compression=options.compression,
-        attrs={"backbone": spec.name},
-        options={"method": NAME, **asdict(options)},
-        inputs=[trained.path, proposals_file],
-    )
-    target = run.method(NAME).features(dataset.split)
-    computed, seconds = fill_cache(
-        dataset,
-        proposals,
-        target,
-        recipe,
-        RegionExtractor(trained.module, device, options.batch_size),
-        workers=options.workers,
-        description=f"R-CNN features ({spec.name}, {device.type})",
-        progress=progress,
-    )
-    return finish_cache(
-        target,
-        dataset,
-        recipe,
-        computed=computed,
-        extract_seconds=seconds,
-        seconds=time.perf_counter() - started,
-    )
+    with processes(options.device) as procs:
+        trained = load_finetuned(run, dataset.classes)
+        dataset, proposals = load_proposals(run, dataset)
+        spec = trained.module.backbone.spec
+        proposals_file = run.proposals(dataset.split)
+        recipe = CacheRecipe(
+            stamp={
+                "method": NAME,
+                "dtype": options.dtype,
+                "precision": options.precision,
+                "model": describe_input(trained.path),
+                "proposals": describe_input(proposals_file),
+                "root": str(dataset.root),
+            },
+            feature_dims={"fc7": spec.fc_dim, "pool5": spec.pool5_dim},
+            dtype=options.dtype,
+            compression=options.compression,
+            attrs={"backbone": spec.name},
+            options={"method": NAME, **asdict(options)},
+            inputs=[trained.path, proposals_file],
+        )
+        target = run.method(NAME).features(dataset.split)
+        computed, seconds = fill_cache(
+            dataset,
+            proposals,
+            target,
+            recipe,
+            RegionExtractor(trained.module, procs.device, options.batch_size, options.precision),
+            workers=options.workers,
+            description=f"R-CNN features ({spec.name}, {procs.device.type}, {options.precision})",
+            progress=progress,
+            procs=procs,
+        )
+        summary = None
+        if procs.writer:
+            summary = finish_cache(
+                target,
+                dataset,
+                recipe,
+                computed=computed,
+                extract_seconds=seconds,
+                seconds=time.perf_counter() - started,
+            )
+        written = procs.from_writer(summary)
+    assert written is not None  # rank 0's
+    return written

@@ -57,9 +57,9 @@ class SPPNet(CachedFeatureMethod[SppFinetuneOptions, SppExtractOptions]):
         return extract_features(dataset, run, options, progress)
 
     def region_features(
-        self, run: RunLayout, classes: tuple[str, ...], device: torch.device
+        self, run: RunLayout, classes: tuple[str, ...], device: torch.device, precision: str = "fp32"
     ) -> RegionFeatures:
         """fc7 and the pyramid at the scales and window size of the cache fine-tuning read."""
         trained = load_spp(run, classes)
         made = trained.meta["trained_on"]
-        return SppExtractor(trained.module.net, made["scales"], made["window_size"], device, with_fc7=True)
+        return SppExtractor(trained.module.net, made["scales"], made["window_size"], device, True, precision)

@@ -17,7 +17,6 @@ import torch
 
 from stages.backbones import resolve_backbone
 from stages.datasets.records import Dataset
-from stages.devices import pick_device
 from stages.errors import UserError
 from stages.features import (
     CacheOptions,
@@ -30,9 +29,11 @@ from stages.features import (
 )
 from stages.methods.spp.network import NAME, WINDOW_SIZE, SppNet, load_spp, scale_factors
 from stages.methods.spp.pooling import PYRAMID
+from stages.precision import autocast, check_supported
 from stages.progress import SILENT, Progress
 from stages.proposals import load_proposals
 from stages.runs import RunLayout, describe_input, read_manifest
+from stages.sharding import Processes, processes
 
 log = logging.getLogger("rcnn")
 
@@ -61,23 +62,32 @@ class SppExtractor:
     """Pyramid features (and fc7 once the fc layers are fine-tuned) of windows, conv5 once a scale."""
 
     def __init__(
-        self, net: SppNet, scales: Sequence[int], window_size: int, device: torch.device, with_fc7: bool
+        self,
+        net: SppNet,
+        scales: Sequence[int],
+        window_size: int,
+        device: torch.device,
+        with_fc7: bool,
+        precision: str = "fp32",
     ):
+        check_supported(precision, device)
         self.net = net.to(device).eval()
         self.scales, self.window_size = tuple(scales), window_size
-        self.device, self.with_fc7 = device, with_fc7
+        self.device, self.with_fc7, self.precision = device, with_fc7, precision
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
         """(H, W, 3) uint8 image, (N, 4) boxes -> {"pyramid": (N, P)[, "fc7": (N, D)]} on the CPU."""
         height, width = image.shape[:2]
         factors = scale_factors(height, width, self.scales)
-        maps = self.net.conv5(image, factors, self.device)
         boxes_t = torch.as_tensor(np.asarray(boxes, np.float32), device=self.device)
-        pyramid = self.net.pyramid(maps, boxes_t, factors, self.window_size)
-        found = {"pyramid": pyramid.cpu()}
-        if self.with_fc7:
-            found["fc7"] = self.net.head(pyramid).cpu()
+        with autocast(self.precision, self.device):
+            maps = self.net.conv5(image, factors, self.device)
+            pyramid = self.net.pyramid(maps, boxes_t, factors, self.window_size)
+            fc7 = self.net.head(pyramid) if self.with_fc7 else None
+        found = {"pyramid": pyramid.float().cpu()}
+        if fc7 is not None:
+            found["fc7"] = fc7.float().cpu()
         return found
 
 
@@ -90,10 +100,27 @@ def extract_features(
     """Cache the pyramid (and, after ``rcnn finetune --method spp``, fc7) of every region of the split.
 
     After fine-tuning, a pyramid-only cache of the split made by the same conv layers with the same
-    settings (the one fine-tuning read) is reused: only fc7 is computed, from its stored pyramids.
+    settings (the one fine-tuning read) is reused: only fc7 is computed, from its stored pyramids (by rank
+    0 alone under ``torchrun``; conv5 passes are spread over the processes, ``fill_cache``).
     """
     started = time.perf_counter()
-    device = pick_device(options.device)
+    with processes(options.device) as procs:
+        summary = _extract(dataset, run, options, progress, procs, started)
+        written = procs.from_writer(summary)
+    assert written is not None  # rank 0's
+    return written
+
+
+def _extract(
+    dataset: Dataset,
+    run: RunLayout,
+    options: SppExtractOptions,
+    progress: Progress,
+    procs: Processes,
+    started: float,
+) -> ExtractSummary | None:
+    """``extract_features`` in one of the run's processes; the summary on rank 0, None elsewhere."""
+    device = procs.device
     trained_on = None
     model_path: Path | None
     conv: dict[str, str | None]
@@ -110,7 +137,10 @@ def extract_features(
         backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
         net, with_fc7, model_path = SppNet(backbone, options.levels), False, weights_file
         conv = {"backbone": backbone.spec.name, "weights": str(model_path) if model_path else options.weights}
-        log.info("no fine-tuned SPP-net yet: caching pyramids only; fc7 follows `rcnn finetune --method spp`")
+        if procs.writer:
+            log.info(
+                "no fine-tuned SPP-net yet: caching pyramids only; fc7 follows `rcnn finetune --method spp`"
+            )
     dataset, proposals = load_proposals(run, dataset)
     proposals_file = run.proposals(dataset.split)
     stamp = {
@@ -119,6 +149,7 @@ def extract_features(
         "window_size": options.window_size,
         "levels": list(options.levels),
         "dtype": options.dtype,
+        "precision": options.precision,
         "conv": conv,
         "model": describe_input(model_path) if model_path else None,
         "proposals": describe_input(proposals_file),
@@ -135,20 +166,23 @@ def extract_features(
     )
     target = run.method(NAME).features(dataset.split)
     if trained_on and _holds_pyramids(target, stamp, trained_on):
+        if not procs.writer:
+            procs.wait()
+            return None
         earlier = read_manifest(target)
         net.to(device).eval()
         add_feature_point(
             target,
             "fc7",
             net.spec.fc_dim,
-            lambda pyramid: _fc7(net, pyramid, device),
+            lambda pyramid: _fc7(net, pyramid, device, options.precision),
             "pyramid",
             {"stamp": json.dumps(stamp, sort_keys=True, default=str), **recipe.attrs},
             progress,
             f"SPP-net fc7 from the cached pyramids ({net.spec.name}, {device.type})",
         )
         seconds = time.perf_counter() - started
-        return finish_cache(
+        summary = finish_cache(
             target,
             dataset,
             recipe,
@@ -156,18 +190,24 @@ def extract_features(
             extract_seconds=seconds,
             seconds=seconds + (earlier["seconds"] if earlier else 0.0),
         )
+        procs.wait()
+        return summary
     computed, extract_seconds = fill_cache(
         dataset,
         proposals,
         target,
         recipe,
-        SppExtractor(net, options.scales, options.window_size, device, with_fc7),
+        SppExtractor(net, options.scales, options.window_size, device, with_fc7, options.precision),
         workers=options.workers,
         description=(
-            f"SPP-net features ({net.spec.name}, scales {','.join(map(str, options.scales))}, {device.type})"
+            f"SPP-net features ({net.spec.name}, scales {','.join(map(str, options.scales))}, "
+            f"{device.type}, {options.precision})"
         ),
         progress=progress,
+        procs=procs,
     )
+    if not procs.writer:
+        return None
     return finish_cache(
         target,
         dataset,
@@ -193,7 +233,9 @@ def _holds_pyramids(path: Path, stamp: Mapping[str, Any], trained_on: Mapping[st
 
 
 @torch.no_grad()
-def _fc7(net: SppNet, pyramid: np.ndarray, device: torch.device) -> np.ndarray:
-    """(n, pyramid_dim) stored pyramids -> (n, fc_dim) fc7, in the stored precision."""
-    found = net.head(torch.from_numpy(pyramid.astype(np.float32)).to(device))
-    return found.cpu().numpy().astype(pyramid.dtype)
+def _fc7(net: SppNet, pyramid: np.ndarray, device: torch.device, precision: str) -> np.ndarray:
+    """(n, pyramid_dim) stored pyramids -> (n, fc_dim) fc7 computed in ``precision``, stored as the
+    pyramids are."""
+    with autocast(precision, device):
+        found = net.head(torch.from_numpy(pyramid.astype(np.float32)).to(device))
+    return found.float().cpu().numpy().astype(pyramid.dtype)

@@ -24,6 +24,7 @@ from stages.methods.spp.pooling import (
     spatial_pyramid_pool,
 )
 from stages.models import TrainedModel, load_model
+from stages.precision import pooling_dtype
 from stages.runs import RunLayout
 
 NAME = "spp"
@@ -90,7 +91,8 @@ class SppNet(nn.Module):
         """(R, 4) image boxes -> (R, pyramid_dim): each pooled on the map of the scale where its area is
         closest to ``window_size`` squared (``pick_scales``)."""
         chosen = pick_scales(boxes, factors, window_size)
-        pooled = torch.empty(len(boxes), self.pyramid_dim, device=boxes.device, dtype=maps[0].dtype)
+        dtype = pooling_dtype(maps[0].dtype)
+        pooled = torch.empty(len(boxes), self.pyramid_dim, device=boxes.device, dtype=dtype)
         for index, (conv5, factor) in enumerate(zip(maps, factors, strict=True)):
             rows = torch.nonzero(chosen == index).flatten()
             if len(rows):

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from stages.backbones import Layer
+from stages.precision import pooling_input
 
 PYRAMID = (1, 2, 3, 6)
 
@@ -84,6 +85,7 @@ def spatial_pyramid_pool(
     """
     from torchvision.ops import roi_pool
 
+    features = pooling_input(features)
     rois = torch.cat([image_index[:, None].to(features.dtype), cells.to(features.dtype)], dim=1)
     finest = max(levels)
     fine = roi_pool(features, rois, (finest, finest), spatial_scale=1.0)  # (R, C, m, m)
