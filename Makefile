@@ -35,11 +35,12 @@ demo: setup
 test: setup lint
 	$(VENV)/bin/pytest
 
-bench: setup
-	$(RCNN) data demo --out $(DEMO_DATA) --seed 0
+# bench scaling times the demo run's networks under torchrun: the demo comes first (seconds when it is made).
+bench: demo
 	$(RCNN) bench proposals --data $(DEMO_DATA) --split test --images 40
 	$(RCNN) bench features --data $(DEMO_DATA) --backbone zf5 --images 2
 	$(RCNN) bench methods --data $(DEMO_DATA) --backbone tiny
+	$(RCNN) bench scaling --data $(DEMO_DATA) --run $(DEMO_RUN)
 	$(RCNN) bench methods --data $(DEMO_DATA) --backbone alexnet --images 2
 
 lint: setup

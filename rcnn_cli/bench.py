@@ -14,6 +14,7 @@ from rich.table import Table
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
     DEFAULT_DEVICE,
+    DEFAULT_PRECISION,
     DEFAULT_RUN,
     CachedMethod,
     CachedMethodOption,
@@ -22,6 +23,7 @@ from rcnn_cli.options import (
     Device,
     Method,
     MethodOption,
+    Precision,
     RunDir,
     Split,
     layout_name,
@@ -29,11 +31,15 @@ from rcnn_cli.options import (
 )
 from rcnn_cli.propose import MaxSide, Mode
 from stages.bench import (
+    MATMUL_SHAPE,
     PAPER_VGG16,
+    PEER,
     bench_coco_read,
     bench_detect_memory,
     bench_features,
+    bench_growth,
     bench_methods,
+    bench_processes,
     bench_proposals,
     bench_svm_memory,
 )
@@ -243,14 +249,22 @@ def methods(
     fc7_rank: Annotated[int | None, typer.Option(help="SVD rank of fc7 (default: width / 16).")] = None,
     steps: Annotated[int, typer.Option(min=1, help="Timed training mini-batches a method.")] = 3,
     device: Device = DEFAULT_DEVICE,
+    precision: Precision = DEFAULT_PRECISION,
 ) -> None:
     """The lineage side by side: test seconds an image (conv, fc, total) and seconds a training
     mini-batch of R-CNN, SPP-net (one scale), Fast R-CNN and Fast R-CNN + SVD, on the same images,
-    proposals, backbone and machine, with the speed-ups over R-CNN and the paper's VGG16 figures beside.
+    proposals, backbone and machine, with the speed-ups over R-CNN and the paper's VGG16 figures beside;
+    torchvision's RoI heads on Fast R-CNN's conv5 and fc weights as a peer. Then the work (multiply-adds
+    of the conv and fc layers) against this machine's matrix-product rate at the precision, and where
+    Fast R-CNN's test pass spends its time.
 
-    Example: rcnn bench methods --data data/demo --backbone alexnet --images 2
+    Examples:
+
+      rcnn bench methods --data data/demo --backbone alexnet --images 2
+
+      rcnn bench methods --data data/demo --backbone alexnet --images 2 --precision bf16
     """
-    rows = bench_methods(
+    bench = bench_methods(
         load_dataset(data, split, format=layout_name(layout)),
         backbone,
         images,
@@ -259,13 +273,17 @@ def methods(
         (fc6_rank, fc7_rank),
         steps,
         device,
+        precision=precision.value,
         progress=RichProgress(),
     )
+    rows = bench.rows
     table = Table(
         title=f"{proposals} proposals an image, {backbone}, shorter side {image_size}: "
-        + f"{_machine()}, {device}",
+        + f"{_machine()}, {device}, {precision.value}",
         caption="test seconds an image (proposals excluded); train: seconds a mini-batch; paper: Fast R-CNN "
-        "table 4, VGG16, one GPU (test s an image, speed-up, training hours)",
+        "table 4, VGG16, one GPU (test s an image, speed-up, training hours); "
+        f"{PEER}: its RoI heads (MultiScaleRoIAlign, TwoMLPHead, FastRCNNPredictor, post-processing) on "
+        "Fast R-CNN's conv5 with its weights",
         box=box.SIMPLE_HEAD,  # no column rules or edges: nine columns fit 80 characters
         show_edge=False,
         pad_edge=False,
@@ -285,17 +303,149 @@ def methods(
     for column in columns[1:]:
         table.add_column(column, justify="right")
     for row in rows:
-        paper_test, paper_speedup, paper_hours = PAPER_VGG16[row.method]
+        figures = PAPER_VGG16.get(row.method)
+        paper = [f"{figures[0]:.2f}", f"{figures[1]}x", f"{figures[2]:g}"] if figures else ["", "", ""]
         table.add_row(
             row.method,
             *(_seconds(value) for value in (row.conv, row.fc, row.total)),
             _times(rows[0].total / row.total),
-            _seconds(row.training_step),
-            f"{paper_test:.2f}",
-            f"{paper_speedup}x",
-            f"{paper_hours:g}",
+            "" if row.training_step is None else _seconds(row.training_step),
+            *paper,
         )
     out.print(table)
+    rate = bench.macs_per_second
+    floor = Table(
+        title=f"the work against the floor: {rate / 1e9:.0f} G multiply-adds a second "
+        f"({'x'.join(map(str, MATMUL_SHAPE))} matrix product, {precision.value})",
+        caption="G: 10^9 multiply-adds an image; floor: seconds at the matrix-product rate",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    floor.add_column("method", no_wrap=True)
+    for column in ("conv\nG", "fc\nG", "conv\nfloor s", "fc\nfloor s", "test\ns", "of the\nfloor"):
+        floor.add_column(column, justify="right")
+    for row in rows:
+        floor.add_row(
+            row.method,
+            f"{row.conv_macs / 1e9:.3g}",
+            f"{row.fc_macs / 1e9:.3g}",
+            _seconds(row.conv_macs / rate),
+            _seconds(row.fc_macs / rate),
+            _seconds(row.total),
+            f"{row.floor_fraction(rate):.0%}",
+        )
+    out.print(floor)
+    spent = Table(
+        title="where Fast R-CNN's test pass spends its time (torch profiler, post-processing included)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    spent.add_column("ops")
+    spent.add_column("s an image", justify="right")
+    spent.add_column("share", justify="right")
+    whole = sum(bench.fast_breakdown.values())
+    for kind, seconds in bench.fast_breakdown.items():
+        spent.add_row(kind, _seconds(seconds), f"{seconds / whole:.0%}")
+    out.print(spent)
+
+
+@app.command("scaling")
+def scaling(
+    data: DataRoot,
+    layout: DatasetFormat = None,
+    split: Split = "test",
+    run: Annotated[
+        Path, typer.Option(help="A run with the method's network (its fine-tuned model or backbone.pt).")
+    ] = Path("runs/demo"),
+    method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
+    processes: Annotated[
+        str,
+        typer.Option(help="Process counts to run the stages with, comma-separated (default: 1 to cores)."),
+    ] = "",
+    mode: Mode = ProposalOptions.mode,
+    max_side: MaxSide = ProposalOptions.max_side,
+    backbone: BenchBackbone = "tiny",
+    images: Annotated[int, typer.Option(min=1, help="Images a size and count of the growth table.")] = 2,
+    sides: Annotated[str, typer.Option(help="Shorter sides of the growth table (px).")] = "300,600,900,1200",
+    counts: Annotated[str, typer.Option(help="Proposal counts of the growth table.")] = "500,1000,2000,4000",
+    device: Device = DEFAULT_DEVICE,
+    precision: Precision = DEFAULT_PRECISION,
+) -> None:
+    """How cost grows: images a second of `rcnn propose` and `rcnn extract-features` on the whole split
+    with 1, 2, ... processes (torchrun), then the seconds an image of selective search and of each
+    method's test pass as images grow (at 2,000 proposals) and as proposals grow (at shorter side 600):
+    enough to predict the cost of a dataset.
+
+    Examples:
+
+      rcnn bench scaling --data data/demo --run runs/demo
+
+      rcnn bench scaling --data data/demo --run runs/demo --backbone alexnet --images 1 --processes 1,2
+    """
+    counts_of = (
+        parse_sizes(processes, "--processes") if processes else tuple(range(1, (os.cpu_count() or 1) + 1))
+    )
+    rows = bench_processes(
+        data,
+        split,
+        RunLayout(run),
+        get_cached_method(method.value),
+        counts_of,
+        ProposalOptions(mode=mode, max_side=max_side),
+        layout_name(layout),
+        progress=RichProgress(),
+    )
+    table = Table(
+        title=f"the stages under torchrun on {data}/{split}: {_machine()}",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    for column in ("stage", "processes", "images", "seconds", "images/s", "speed-up"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    first = {row.stage: row for row in reversed(rows)}
+    for row in rows:
+        table.add_row(
+            row.stage,
+            str(row.processes),
+            str(row.images),
+            f"{row.seconds:.1f}",
+            f"{row.images_per_second:.2f}",
+            _times(row.images_per_second / first[row.stage].images_per_second),
+        )
+    out.print(table)
+    grown = bench_growth(
+        load_dataset(data, split, format=layout_name(layout)),
+        backbone,
+        images,
+        parse_sizes(sides, "--sides"),
+        parse_sizes(counts, "--counts"),
+        device,
+        mode=mode,
+        precision=precision.value,
+        progress=RichProgress(),
+    )
+    growth = Table(
+        title=f"seconds an image as images and proposals grow: {backbone}, {device}, {precision.value}",
+        caption=f"selective search: {mode} mode, one process, at the image's size; test passes: proposals "
+        "excluded, SPP-net at one scale (the side)",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        pad_edge=False,
+    )
+    names = list(grown[0].methods)
+    for column in ("shorter side", "proposals", "selective search", *names):
+        growth.add_column(column, justify="right")
+    for grew in grown:
+        growth.add_row(
+            str(grew.side),
+            str(grew.proposals),
+            "" if grew.search is None else _seconds(grew.search),
+            *(_seconds(grew.methods[name]) for name in names),
+        )
+    out.print(growth)
 
 
 def _seconds(value: float) -> str:

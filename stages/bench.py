@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -24,14 +27,17 @@ from stages.features import CacheWriter, FeatureCache
 from stages.image_files import read_bgr
 from stages.images import read_image, to_network_input
 from stages.matching import LabelledRegions
+from stages.methods import get_method
 from stages.methods.base import CachedFeatureMethod
 from stages.methods.fast.detector import FastDetector
 from stages.methods.fast.network import FastRcnn, compress, default_ranks, multitask_loss, pooling_rois
 from stages.methods.fast.sampling import pad_images
 from stages.methods.spp.network import SppClassifier, SppNet, scale_factors
+from stages.postprocess import detect_from_class_boxes
+from stages.precision import autocast, check_supported
 from stages.progress import SILENT, Progress
 from stages.proposals import ProposalOptions, search_many
-from stages.runs import RunLayout, manifest_path
+from stages.runs import RunLayout, manifest_path, read_manifest, require_artifact
 from stages.warp import warp_regions
 
 
@@ -391,17 +397,142 @@ training hours, as the paper prints them."""
 
 @dataclass(frozen=True)
 class MethodTiming:
-    """One method's test seconds an image (conv and fc parts, proposals excluded) and seconds a
-    fine-tuning mini-batch (forward, backward and SGD step of the layers the method trains)."""
+    """One method's test seconds an image (conv and fc parts, proposals excluded), the multiply-adds of
+    its conv layers and of its fc layers an image, and seconds a fine-tuning mini-batch (forward,
+    backward and SGD step of the layers the method trains; None for the peer, which is not trained)."""
 
     method: str
     conv: float
     fc: float
-    training_step: float
+    training_step: float | None
+    conv_macs: float
+    fc_macs: float
 
     @property
     def total(self) -> float:
         return self.conv + self.fc
+
+    def floor_fraction(self, macs_per_second: float) -> float:
+        """The share of the machine's matrix-product rate reached: seconds the multiply-adds would take at
+        that rate over the seconds they took."""
+        return (self.conv_macs + self.fc_macs) / macs_per_second / self.total
+
+
+@dataclass(frozen=True)
+class MethodsBench:
+    """``bench_methods``'s measurements: a row a method, then torchvision's RoI heads (the peer); the
+    machine's matrix-product rate at the precision (multiply-adds a second); and where Fast R-CNN's test
+    pass spends its time (seconds an image by kind of op, post-processing included)."""
+
+    rows: list[MethodTiming]
+    macs_per_second: float
+    fast_breakdown: dict[str, float]
+
+
+PEER = "torchvision"
+"""The peer's row: torchvision's ``RoIHeads`` (``MultiScaleRoIAlign``, ``TwoMLPHead``,
+``FastRCNNPredictor``, its post-processing) on Fast R-CNN's conv5, with Fast R-CNN's fc weights."""
+
+MATMUL_SHAPE = (2000, 9216, 4096)
+"""The matrix product the floor is measured with: AlexNet's fc6 over 2,000 RoIs."""
+
+
+def matmul_rate(precision: str, device: torch.device, shape: tuple[int, int, int] = MATMUL_SHAPE) -> float:
+    """Multiply-adds a second of one (m x k) by (k x n) matrix product in ``precision`` on ``device``: the
+    best of three after a warm-up."""
+    m, k, n = shape
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(m, k, generator=generator).to(device)
+    b = torch.randn(k, n, generator=generator).to(device)
+    best = float("inf")
+    with torch.no_grad(), autocast(precision, device):
+        for attempt in range(4):
+            synchronize(device)
+            started = time.perf_counter()
+            a @ b
+            synchronize(device)
+            if attempt:
+                best = min(best, time.perf_counter() - started)
+    return m * k * n / best
+
+
+_MATMULS = {"mm", "addmm", "bmm", "matmul"}
+
+
+def counted_macs(run: Callable[[], object]) -> tuple[float, float]:
+    """(conv, fc) multiply-adds of ``run()``, as ``torch.utils.flop_counter`` counts them: convolutions,
+    and matrix products (the fc layers)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        run()
+    conv = fc = 0
+    for op, flops in counter.get_flop_counts()["Global"].items():
+        name = str(op).split(".")[-1] if "." in str(op) else str(op)
+        if "convolution" in name:
+            conv += flops
+        elif name in _MATMULS:
+            fc += flops
+    return conv / 2, fc / 2  # a multiply-add is two floating-point operations
+
+
+_OP_KINDS = {
+    "convolutions": ("convolution",),
+    "fc layers (matrix products)": ("addmm", "::mm", "bmm"),
+    "max pooling and ReLU": ("max_pool", "relu", "threshold"),
+    "RoI pooling": ("roi_pool", "roi_align"),
+    "NMS": ("nms",),
+}
+
+
+@contextlib.contextmanager
+def _native_stderr_to_null() -> Iterator[None]:
+    """Send what C++ code writes to standard error to /dev/null meanwhile: the profiler library prints
+    its start and stop, and on machines without a GPU a failed device count, whatever its log level."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def time_by_op(run: Callable[[], object], repeats: int = 1) -> dict[str, float]:
+    """Seconds of ``run()`` by kind of op (``_OP_KINDS``, the rest as "other"), from torch's profiler
+    (self time, so nothing is counted twice), averaged over ``repeats`` calls."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with _native_stderr_to_null(), torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            run()
+    found = dict.fromkeys([*_OP_KINDS, "other"], 0.0)
+    for event in prof.key_averages():
+        kind = next((k for k, names in _OP_KINDS.items() if any(n in event.key for n in names)), "other")
+        found[kind] += event.self_cpu_time_total / 1e6 / repeats
+    return found
+
+
+def torchvision_heads(fast: FastRcnn, score_thresh: float, nms_iou: float, per_image: int) -> torch.nn.Module:
+    """torchvision's own RoI heads with ``fast``'s fc6, fc7, score and box layers: RoIAlign to the same
+    grid on the one conv5 map, its two-layer head, its predictor and its post-processing (its box coder
+    weights are 10, 10, 5, 5 where ours are 1: the boxes differ, the work does not)."""
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.models.detection.roi_heads import RoIHeads
+    from torchvision.ops import MultiScaleRoIAlign
+
+    spec = fast.spec
+    fc6, fc7 = (block[spec.fc_linear_index] for block in (fast.fc6, fast.fc7))
+    head = TwoMLPHead(fc6.in_features, fc6.out_features)
+    head.fc6.load_state_dict(fc6.state_dict())
+    head.fc7.load_state_dict(fc7.state_dict())
+    predictor = FastRCNNPredictor(fc7.out_features, fast.scores.out_features)
+    predictor.cls_score.load_state_dict(fast.scores.state_dict())
+    predictor.bbox_pred.load_state_dict(fast.deltas.state_dict())
+    pool = MultiScaleRoIAlign(["0"], output_size=fast.pool_size, sampling_ratio=2)
+    return RoIHeads(pool, head, predictor, 0.5, 0.5, 128, 0.25, None, score_thresh, nms_iou, per_image)
 
 
 def bench_methods(
@@ -414,11 +545,16 @@ def bench_methods(
     steps: int,
     device: str,
     seed: int = 0,
+    precision: str = "fp32",
     progress: Progress = SILENT,
-) -> list[MethodTiming]:
-    """R-CNN, SPP-net (one scale), Fast R-CNN and Fast R-CNN + SVD on the same images (shorter side
-    ``image_size``), proposals, backbone and machine, with random weights (speed does not depend on them).
+) -> MethodsBench:
+    """R-CNN, SPP-net (one scale), Fast R-CNN, Fast R-CNN + SVD and torchvision's RoI heads on Fast
+    R-CNN's conv5 on the same images (shorter side ``image_size``), proposals, backbone and machine, with
+    random weights (speed does not depend on them), the networks in ``precision``.
 
+    Test time: conv and fc parts an image, and their multiply-adds (``counted_macs``) against the
+    machine's matrix-product rate (``matmul_rate``). The peer's fc part is its whole heads with
+    post-processing; Fast R-CNN's breakdown by op (``time_by_op``) includes its post-processing too.
     Training: the mean of ``steps`` timed mini-batches after one untimed: R-CNN 128 warped windows
     through the whole network; SPP-net 128 cached pyramids through fc6, fc7 and the scores; Fast R-CNN
     2 images and 128 RoIs end to end (conv2 and up). SPP-net's training also needs the pyramid cache of
@@ -426,6 +562,7 @@ def bench_methods(
     """
     torch.manual_seed(seed)
     chosen = pick_device(device)
+    check_supported(precision, chosen)
     work = _prepared_images(dataset, images, image_size, proposals, seed)
     classes = 20
     net = build_backbone(backbone).to(chosen).eval()
@@ -434,9 +571,19 @@ def bench_methods(
     defaults = default_ranks(fast)
     smaller = compress(fast.cpu(), (ranks[0] or defaults[0], ranks[1] or defaults[1]))
     fast, smaller = fast.to(chosen), smaller.to(chosen).eval()
+    options = get_method("fast").test_options
+    peer = torchvision_heads(fast, options.score_thresh or 0.0, options.nms_iou, options.per_image or 100)
+    peer = peer.to(chosen).eval()
+
+    def in_precision(measure):
+        def measured(image, boxes):
+            with autocast(precision, chosen):
+                return measure(image, boxes)
+
+        return measured
 
     def fast_seconds(model):
-        detector = FastDetector(model, image_size, 10 * image_size, chosen)
+        detector = FastDetector(model, image_size, 10 * image_size, chosen, precision)
 
         def measure(image, boxes):
             detector(image, boxes)
@@ -444,11 +591,21 @@ def bench_methods(
 
         return measure
 
+    def peer_seconds(image, boxes):
+        started = time.perf_counter()
+        conv5 = fast.conv5(to_network_input(image, chosen)[None])
+        synchronize(chosen)
+        middle = time.perf_counter()
+        peer({"0": conv5}, [torch.as_tensor(boxes, device=chosen)], [image.shape[:2]])
+        synchronize(chosen)
+        return middle - started, time.perf_counter() - middle
+
     tests = {
-        "R-CNN": lambda i, b: _rcnn_seconds(net, i, b, chosen),
-        "SPP-net": lambda i, b: _spp_seconds(spp, i, b, (image_size,), chosen),
+        "R-CNN": in_precision(lambda i, b: _rcnn_seconds(net, i, b, chosen)),
+        "SPP-net": in_precision(lambda i, b: _spp_seconds(spp, i, b, (image_size,), chosen)),
         "Fast R-CNN": fast_seconds(fast),
         "Fast R-CNN + SVD": fast_seconds(smaller),
+        PEER: in_precision(peer_seconds),
     }
     timings = {name: _timed(measure, work, f"test: {name}", progress) for name, measure in tests.items()}
 
@@ -494,10 +651,188 @@ def bench_methods(
                     synchronize(chosen)
                     started = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)
-                step().backward()
+                with autocast(precision, chosen):
+                    loss = step()
+                loss.backward()
                 optimizer.step()
                 advance()
             synchronize(chosen)
         training[name] = (time.perf_counter() - started) / steps
     training["Fast R-CNN + SVD"] = training["Fast R-CNN"]
-    return [MethodTiming(name, *timings[name], training[name]) for name in tests]
+    image, boxes = work[0]
+    macs = {name: counted_macs(partial(measure, image, boxes)) for name, measure in tests.items()}
+    detector = FastDetector(fast, image_size, 10 * image_size, chosen, precision)
+
+    def fast_test() -> None:
+        for image, boxes in work:
+            scores, class_boxes = detector(image, boxes)
+            detect_from_class_boxes(class_boxes, scores, options)
+
+    breakdown = time_by_op(fast_test)
+    rows = [MethodTiming(name, *timings[name], training.get(name), *macs[name]) for name in tests]
+    per_image = {kind: seconds / len(work) for kind, seconds in breakdown.items()}
+    return MethodsBench(rows, matmul_rate(precision, chosen), per_image)
+
+
+@dataclass(frozen=True)
+class ScalingRow:
+    """A stage run by ``processes`` processes under torchrun: its images and seconds (from its manifest:
+    the stage's own time, without the start of Python and torch)."""
+
+    stage: str
+    processes: int
+    images: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images / self.seconds
+
+
+def bench_processes(
+    data: Path,
+    split: str,
+    run: RunLayout,
+    method: CachedFeatureMethod,
+    counts: Sequence[int],
+    options: ProposalOptions,
+    data_format: str | None = None,
+    progress: Progress = SILENT,
+) -> list[ScalingRow]:
+    """``rcnn propose`` and ``rcnn extract-features --method METHOD`` on the whole split, under
+    ``torchrun --nproc_per_node=N`` for each N of ``counts``, each in a fresh run folder that holds only
+    the method's network from ``run`` (fine-tuned, or for SPP-net's pyramids the pre-trained backbone).
+
+    torchrun gives each of several processes one thread (OMP_NUM_THREADS=1) unless the environment
+    sets it; one process uses every core.
+    """
+    files = method.files(run)
+    network = files.finetune.model if files.finetune.model.exists() else run.pretrain.model
+    require_artifact(network, f"rcnn finetune --method {method.name} --run {run.root}")
+    rows = []
+    with (
+        tempfile.TemporaryDirectory(prefix="rcnn-scaling-") as scratch,
+        progress.task("torchrun stages", 2 * len(counts), "run") as advance,
+    ):
+        for count in counts:
+            target = RunLayout(Path(scratch) / str(count))
+            copy = target.root / network.relative_to(run.root)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            for source, made in ((network, copy), (manifest_path(network), manifest_path(copy))):
+                if source.exists():
+                    shutil.copy2(source, made)
+            common = ["--data", str(data), "--split", split, "--run", str(target.root)]
+            common += ["--format", data_format] if data_format else []
+            search = ["--mode", options.mode, "--max-side", str(options.max_side)]
+            for stage, arguments, artifact in (
+                ("propose", ["propose", *common, *search], target.proposals(split)),
+                (
+                    f"extract-features ({method.name})",
+                    ["extract-features", "--method", method.name, *common],
+                    method.files(target).features(split),
+                ),
+            ):
+                manifest = _torchrun(count, arguments, artifact)
+                rows.append(ScalingRow(stage, count, manifest["results"]["images"], manifest["seconds"]))
+                advance()
+    return rows
+
+
+def _torchrun(processes: int, arguments: list[str], artifact: Path) -> dict:
+    """``torchrun --standalone --nproc_per_node=PROCESSES -m rcnn_cli -- ARGUMENTS``; the manifest of the
+    ``artifact`` it makes. UserError with the run's last line if it fails."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    command += [f"--nproc_per_node={processes}", "-m", "rcnn_cli", "--", *arguments]
+    done = subprocess.run(command, capture_output=True, text=True)
+    manifest = read_manifest(artifact) if artifact.exists() else None
+    if done.returncode != 0 or manifest is None:
+        lines = (done.stderr or done.stdout).strip().splitlines()
+        raise UserError(f"{' '.join(arguments[:3])}: failed under torchrun: {lines[-1] if lines else ''}")
+    return manifest
+
+
+@dataclass(frozen=True)
+class GrowthRow:
+    """Seconds an image at one image size and proposal count: selective search (None where the count
+    is the variable: search decides it) and each method's test pass (proposals excluded)."""
+
+    side: int
+    proposals: int
+    search: float | None
+    methods: dict[str, float]
+
+
+def bench_growth(
+    dataset: Dataset,
+    backbone: str,
+    images: int,
+    sides: Sequence[int],
+    counts: Sequence[int],
+    device: str,
+    *,
+    side_at: int = 600,
+    proposals_at: int = 2000,
+    mode: str = "fast",
+    precision: str = "fp32",
+    seed: int = 0,
+    progress: Progress = SILENT,
+) -> list[GrowthRow]:
+    """How an image's cost grows: for each shorter side of ``sides`` (``proposals_at`` proposals),
+    selective search (``mode``, at the image's own size) and the test pass of R-CNN, SPP-net (one scale:
+    the side) and Fast R-CNN; then for each count of ``counts`` proposals (side ``side_at``), the test
+    passes. Random weights, the first ``images`` images of the split resized, seeded random boxes."""
+    torch.manual_seed(seed)
+    chosen = pick_device(device)
+    check_supported(precision, chosen)
+    net = build_backbone(backbone).to(chosen).eval()
+    spp = SppNet(build_backbone(backbone)).to(chosen).eval()
+    fast = FastRcnn(build_backbone(backbone), 20).to(chosen).eval()
+
+    def passes(side: int) -> dict[str, Callable]:
+        detector = FastDetector(fast, side, 10 * side, chosen, precision)
+
+        def fast_seconds(image, boxes):
+            detector(image, boxes)
+            return detector.last_timing
+
+        def in_precision(measure):
+            def measured(image, boxes):
+                with autocast(precision, chosen):
+                    return measure(image, boxes)
+
+            return measured
+
+        return {
+            "R-CNN": in_precision(lambda i, b: _rcnn_seconds(net, i, b, chosen)),
+            "SPP-net": in_precision(lambda i, b: _spp_seconds(spp, i, b, (side,), chosen)),
+            "Fast R-CNN": fast_seconds,
+        }
+
+    def measured(side: int, count: int) -> dict[str, float]:
+        work = _prepared_images(dataset, images, side, count, seed)
+        found = {}
+        for name, measure in passes(side).items():
+            found[name] = sum(_timed(measure, work, f"{name}: side {side}, {count} boxes", SILENT))
+            advance()
+        return found
+
+    rows = []
+    with (
+        tempfile.TemporaryDirectory(prefix="rcnn-growth-") as scratch,
+        progress.task("image sizes and proposal counts", 4 * len(sides) + 3 * len(counts), "pass") as advance,
+    ):
+        for side in sides:
+            work = _prepared_images(dataset, images, side, 1, seed)
+            jobs = []
+            for k, (image, _) in enumerate(work):
+                path = Path(scratch) / f"{side}-{k}.png"
+                cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+                jobs.append((str(k), str(path), mode, max(image.shape[:2]), seed))
+            started = time.perf_counter()
+            for _ in search_many(jobs, 1):
+                pass
+            search = (time.perf_counter() - started) / len(jobs)
+            advance()
+            rows.append(GrowthRow(side, proposals_at, search, measured(side, proposals_at)))
+        rows += [GrowthRow(side_at, count, None, measured(side_at, count)) for count in counts]
+    return rows

@@ -35,7 +35,7 @@ def test_version_and_every_command_has_help_with_an_example():
     assert result.exit_code == 0 and result.output.startswith("rcnn ")
     commands = every_command(typer.main.get_command(app))
     assert {("compress",), ("bench", "methods"), ("data", "demo"), ("finetune",)} <= set(commands)
-    assert len(commands) == 21
+    assert len(commands) == 22
     for command in commands:
         result = rcnn(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
@@ -150,14 +150,26 @@ def test_bench_methods_times_the_lineage_beside_the_paper(tiny_demo):
     sizes = ("--images", "1", "--proposals", "40", "--image-size", "128", "--steps", "1")
     result = rcnn("bench", "methods", "--data", tiny_demo, "--backbone", "tiny", *sizes)
     assert result.exit_code == 0, result.output
-    methods = re.compile(r"^(R-CNN|SPP-net|Fast R-CNN \+ SVD|Fast R-CNN) +(\S.*)$")
-    found = [methods.match(line) for line in result.output.splitlines()]
-    rows = [[match[1], *match[2].split()] for match in found if match]
-    assert [cells[0] for cells in rows] == ["R-CNN", "SPP-net", "Fast R-CNN", "Fast R-CNN + SVD"]
-    for cells in rows:
+    first, second, spent = re.split(r"the work against the floor|where Fast R-CNN", result.output)
+    timing, floor = _rows(first), _rows(second)
+    lineage = ["R-CNN", "SPP-net", "Fast R-CNN", "Fast R-CNN + SVD", "torchvision"]
+    assert [cells[0] for cells in timing] == [cells[0] for cells in floor] == lineage
+    for cells in timing:
         conv, fc, total = (float(c) for c in cells[1:4])
         assert total == pytest.approx(conv + fc, abs=2e-3) and total > 0
-    assert rows[0][4] == "1.0x" and [cells[7] for cells in rows] == ["1x", "20x", "146x", "213x"]
+    assert timing[0][4] == "1.0x" and [cells[7] for cells in timing[:4]] == ["1x", "20x", "146x", "213x"]
+    for cells in floor:  # G multiply-adds (conv, fc), their floor seconds, the test seconds, the share
+        conv_macs, fc_macs = float(cells[1]), float(cells[2])
+        assert conv_macs > 0 and fc_macs > 0 and 0 < float(cells[6].rstrip("%")) <= 200
+    shares = [float(line.split()[-1].rstrip("%")) for line in spent.splitlines() if line.endswith("%")]
+    assert len(shares) == 6 and sum(shares) == pytest.approx(100, abs=3)
+
+
+def _rows(table: str) -> list[list[str]]:
+    """The rows of a bench table that start with a method's name: the name, then the cells."""
+    methods = re.compile(r"^(R-CNN|SPP-net|Fast R-CNN \+ SVD|Fast R-CNN|torchvision) +(\d.*)$")
+    found = [methods.match(line) for line in table.splitlines()]
+    return [[match[1], *match[2].split()] for match in found if match]
 
 
 def test_bench_features_times_both_methods(tiny_demo):
@@ -224,3 +236,22 @@ def test_the_console_script_loads_no_library_before_it_runs():
 def test_bench_coco_read_reads_a_generated_split():
     result = rcnn("bench", "coco-read", "--images", "20", "--annotations", "50")
     assert result.exit_code == 0 and "│     20 │          50 │" in result.output, result.output
+
+
+def test_bench_scaling_runs_the_stages_under_torchrun_and_times_growth(tiny_run):
+    """SPP-net's pyramids need only the run's backbone; two processes on the tiny test split's 3 images."""
+    data, run = tiny_run
+    growth = ("--sides", "64,96", "--counts", "20,40", "--images", "1")
+    result = rcnn(
+        "bench", "scaling", "--data", data, "--run", run, "--method", "spp", "--processes", "2",
+        "--max-side", "160", *growth,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    staged = re.findall(
+        r"^(propose|extract-features \(spp\)) +2 +3 +[\d.]+ +[\d.]+ +1\.0x", result.output, re.M
+    )
+    assert staged == ["propose", "extract-features (spp)"]
+    grown = re.findall(r"^ *(\d+) +(\d+) +([\d.]*) +[\d.]+ +[\d.]+ +[\d.]+ *$", result.output, re.M)
+    assert [(side, count, bool(search)) for side, count, search in grown] == [
+        ("64", "2000", True), ("96", "2000", True), ("600", "20", False), ("600", "40", False),
+    ]  # fmt: skip
