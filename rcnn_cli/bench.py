@@ -328,8 +328,8 @@ def methods(
     for row in rows:
         floor.add_row(
             row.method,
-            f"{row.conv_macs / 1e9:.3g}",
-            f"{row.fc_macs / 1e9:.3g}",
+            f"{row.conv_macs / 1e9:.4g}",
+            f"{row.fc_macs / 1e9:.4g}",
             _seconds(row.conv_macs / rate),
             _seconds(row.fc_macs / rate),
             _seconds(row.total),
@@ -337,17 +337,21 @@ def methods(
         )
     out.print(floor)
     spent = Table(
-        title="where Fast R-CNN's test pass spends its time (torch profiler, post-processing included)",
+        title="where the test passes spend their time (torch profiler, post-processing included)",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
     )
     spent.add_column("ops")
-    spent.add_column("s an image", justify="right")
-    spent.add_column("share", justify="right")
-    whole = sum(bench.fast_breakdown.values())
-    for kind, seconds in bench.fast_breakdown.items():
-        spent.add_row(kind, _seconds(seconds), f"{seconds / whole:.0%}")
+    for name in bench.breakdowns:
+        spent.add_column(f"{name}\ns an image", justify="right")
+        spent.add_column("\nshare", justify="right")
+    wholes = {name: sum(parts.values()) for name, parts in bench.breakdowns.items()}
+    for kind in next(iter(bench.breakdowns.values())):
+        cells = []
+        for name, parts in bench.breakdowns.items():
+            cells += [_seconds(parts[kind]), f"{parts[kind] / wholes[name]:.0%}"]
+        spent.add_row(kind, *cells)
     out.print(spent)
 
 
@@ -364,6 +368,9 @@ def scaling(
         str,
         typer.Option(help="Process counts to run the stages with, comma-separated (default: 1 to cores)."),
     ] = "",
+    cores: Annotated[
+        int, typer.Option(min=1, help="Cores a process (selective-search workers, torch threads).")
+    ] = 1,
     mode: Mode = ProposalOptions.mode,
     max_side: MaxSide = ProposalOptions.max_side,
     backbone: BenchBackbone = "tiny",
@@ -374,9 +381,10 @@ def scaling(
     precision: Precision = DEFAULT_PRECISION,
 ) -> None:
     """How cost grows: images a second of `rcnn propose` and `rcnn extract-features` on the whole split
-    with 1, 2, ... processes (torchrun), then the seconds an image of selective search and of each
-    method's test pass as images grow (at 2,000 proposals) and as proposals grow (at shorter side 600):
-    enough to predict the cost of a dataset.
+    with 1, 2, ... processes (torchrun; --cores each, one by default, so that the counts compare
+    processes as if each had a machine or GPU of its own), then the seconds an image of selective search
+    and of each method's test pass as images grow (at 2,000 proposals) and as proposals grow (at shorter
+    side 600): enough to predict the cost of a dataset.
 
     Examples:
 
@@ -395,10 +403,11 @@ def scaling(
         counts_of,
         ProposalOptions(mode=mode, max_side=max_side),
         layout_name(layout),
+        cores,
         progress=RichProgress(),
     )
     table = Table(
-        title=f"the stages under torchrun on {data}/{split}: {_machine()}",
+        title=f"the stages under torchrun on {data}/{split}, {cores} core(s) a process: {_machine()}",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,

@@ -421,12 +421,13 @@ class MethodTiming:
 @dataclass(frozen=True)
 class MethodsBench:
     """``bench_methods``'s measurements: a row a method, then torchvision's RoI heads (the peer); the
-    machine's matrix-product rate at the precision (multiply-adds a second); and where Fast R-CNN's test
-    pass spends its time (seconds an image by kind of op, post-processing included)."""
+    machine's matrix-product rate at the precision (multiply-adds a second); and where the test passes
+    of Fast R-CNN and of the peer spend their time (seconds an image by kind of op, post-processing
+    included)."""
 
     rows: list[MethodTiming]
     macs_per_second: float
-    fast_breakdown: dict[str, float]
+    breakdowns: dict[str, dict[str, float]]
 
 
 PEER = "torchvision"
@@ -668,10 +669,16 @@ def bench_methods(
             scores, class_boxes = detector(image, boxes)
             detect_from_class_boxes(class_boxes, scores, options)
 
-    breakdown = time_by_op(fast_test)
+    def peer_test() -> None:
+        for image, boxes in work:
+            tests[PEER](image, boxes)
+
+    breakdowns = {
+        name: {kind: seconds / len(work) for kind, seconds in time_by_op(run).items()}
+        for name, run in (("Fast R-CNN", fast_test), (PEER, peer_test))
+    }
     rows = [MethodTiming(name, *timings[name], training.get(name), *macs[name]) for name in tests]
-    per_image = {kind: seconds / len(work) for kind, seconds in breakdown.items()}
-    return MethodsBench(rows, matmul_rate(precision, chosen), per_image)
+    return MethodsBench(rows, matmul_rate(precision, chosen), breakdowns)
 
 
 @dataclass(frozen=True)
@@ -697,14 +704,15 @@ def bench_processes(
     counts: Sequence[int],
     options: ProposalOptions,
     data_format: str | None = None,
+    cores: int = 1,
     progress: Progress = SILENT,
 ) -> list[ScalingRow]:
     """``rcnn propose`` and ``rcnn extract-features --method METHOD`` on the whole split, under
     ``torchrun --nproc_per_node=N`` for each N of ``counts``, each in a fresh run folder that holds only
     the method's network from ``run`` (fine-tuned, or for SPP-net's pyramids the pre-trained backbone).
 
-    torchrun gives each of several processes one thread (OMP_NUM_THREADS=1) unless the environment
-    sets it; one process uses every core.
+    Each process uses ``cores`` cores (selective-search workers, torch threads), so that the counts
+    compare processes, as on machines or GPUs of their own, and not how one process shares a machine.
     """
     files = method.files(run)
     network = files.finetune.model if files.finetune.model.exists() else run.pretrain.model
@@ -723,7 +731,7 @@ def bench_processes(
                     shutil.copy2(source, made)
             common = ["--data", str(data), "--split", split, "--run", str(target.root)]
             common += ["--format", data_format] if data_format else []
-            search = ["--mode", options.mode, "--max-side", str(options.max_side)]
+            search = ["--mode", options.mode, "--max-side", str(options.max_side), "--workers", str(cores)]
             for stage, arguments, artifact in (
                 ("propose", ["propose", *common, *search], target.proposals(split)),
                 (
@@ -732,18 +740,20 @@ def bench_processes(
                     method.files(target).features(split),
                 ),
             ):
-                manifest = _torchrun(count, arguments, artifact)
+                manifest = _torchrun(count, arguments, artifact, cores)
                 rows.append(ScalingRow(stage, count, manifest["results"]["images"], manifest["seconds"]))
                 advance()
     return rows
 
 
-def _torchrun(processes: int, arguments: list[str], artifact: Path) -> dict:
-    """``torchrun --standalone --nproc_per_node=PROCESSES -m rcnn_cli -- ARGUMENTS``; the manifest of the
-    ``artifact`` it makes. UserError with the run's last line if it fails."""
+def _torchrun(processes: int, arguments: list[str], artifact: Path, threads: int) -> dict:
+    """``torchrun --standalone --nproc_per_node=PROCESSES -m rcnn_cli -- ARGUMENTS`` with ``threads``
+    torch threads a process; the manifest of the ``artifact`` it makes. UserError with the run's last
+    line if it fails."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += [f"--nproc_per_node={processes}", "-m", "rcnn_cli", "--", *arguments]
-    done = subprocess.run(command, capture_output=True, text=True)
+    environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    done = subprocess.run(command, capture_output=True, text=True, env=environment)
     manifest = read_manifest(artifact) if artifact.exists() else None
     if done.returncode != 0 or manifest is None:
         lines = (done.stderr or done.stdout).strip().splitlines()
