@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import timedelta
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,6 @@ from stages.config import RunConfig, resolved_toml
 from stages.datasets.formats import detect_format, load_dataset
 from stages.datasets.records import Dataset
 from stages.detect import detect_images, evaluate_run
-from stages.devices import distributed
 from stages.draw import write_grid
 from stages.evaluation import default_metric
 from stages.methods.base import CachedFeatureMethod, Method
@@ -39,6 +36,7 @@ from stages.pretrain import pretrain
 from stages.progress import SILENT, Progress
 from stages.proposals import ProposalOptions, propose
 from stages.runs import RunLayout, manifest_path, parts_of, read_manifest, write_manifest
+from stages.sharding import processes
 from stages.svm import train_svms
 
 
@@ -377,26 +375,26 @@ def run_config(
     The resolved config is written to ``RUN/config.toml`` first. Files are written by rank 0 only.
     """
     run = RunLayout(Path(config.run.folder))
-    with _processes(config.run.device) as (rank, wait):
+    with processes(config.run.device) as procs:  # held for the whole run; the stages join it
         planned = plan(config, restart)
-        outcome = RunOutcome(planned, rank)
-        if rank == 0:
+        outcome = RunOutcome(planned, procs.rank)
+        if procs.writer:
             show_plan(planned)
             _write_config(config, run.config)
             for item in outcome.ran:  # all at once: no step may read what an earlier run of another left
                 if item.state is State.RUN and item.step.replaces:
                     _remove(item.step)
-        context = Context(config, run, progress if rank == 0 else SILENT, writer=rank == 0)
+        context = Context(config, run, progress if procs.writer else SILENT, writer=procs.writer)
         for item in outcome.ran:
-            wait()
+            procs.wait()
             started = time.perf_counter()
-            if item.step.everywhere or rank == 0:
+            if item.step.everywhere or procs.writer:  # the others wait for rank 0 at the next barrier
                 item.step.execute(context)
-            wait()
-            if rank == 0:
+            procs.wait()
+            if procs.writer:
                 on_step(item, time.perf_counter() - started)
         page = run.report_page
-        if rank == 0 and (outcome.ran or not page.exists()):
+        if procs.writer and (outcome.ran or not page.exists()):
             from stages.report_page import write_report_page  # matplotlib: only when a page is due
 
             write_report_page([run], page)
@@ -424,19 +422,3 @@ def _write_config(config: RunConfig, target: Path) -> None:
     ensure_folder(target.parent)
     with atomic_path(target) as tmp:
         tmp.write_text(text, encoding="utf-8")
-
-
-@contextmanager
-def _processes(device: str) -> Iterator[tuple[int, Callable[[], None]]]:
-    """(rank, wait): one process, or under ``torchrun`` the process group held for the whole run, with a
-    barrier the processes meet at between steps (a day's timeout: rank 0 may run long stages alone)."""
-    with distributed(device, timeout=timedelta(days=1)) as (rank, world_size, _):
-        if world_size == 1:
-            yield 0, lambda: None
-            return
-        import torch.distributed as dist
-
-        def wait() -> None:
-            dist.barrier()
-
-        yield rank, wait
