@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import shutil
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -275,6 +274,10 @@ def detect_images(
     Selective search runs in worker processes ahead of the network (``propose_images``), with
     ``proposal_options`` (default: the settings of the run's own proposals, ``searched_with``): each image
     is detected as soon as its proposals arrive. Results come back in the order of ``paths``.
+
+    Each image's detections are kept in parts as they come (``OUT/.detect.parts/``), so a rerun of an
+    interrupted call with the same images and settings detects only the rest; under ``torchrun`` each
+    process takes its shard of the images (``stages.sharding``) and rank 0 writes ``save_json``.
     """
     proposal_options = proposal_options or searched_with(run)
     out = Path(out) if out is not None else method.files(run).detect
@@ -286,17 +289,45 @@ def detect_images(
     options = replace(method.test_options, score_thresh=threshold)
     with processes(device) as procs:
         detector = method.detector(run, options, procs.device, compressed=compressed, precision=precision)
-        board = out / ".progress"
-        mine = spread(list(zip(stems, paths, strict=True)), procs)
+        stamp = {
+            "method": method.name,
+            "compressed": compressed,
+            "precision": precision,
+            "options": asdict(options),
+            "proposals": asdict(replace(proposal_options, workers=0)),
+            "inputs": [describe_input(path) for path in method.detector_inputs(run, compressed=compressed)],
+            "images": [str(path.resolve()) for path in paths],
+        }
+        parts = ImageParts(parts_of(out / "detect"), stamp, procs)
+        finished = parts.load()
+        mine = [job for job in spread(list(zip(stems, paths, strict=True)), procs) if job[0] not in finished]
         searching = replace(proposal_options, workers=proposal_options.workers or procs.cores)
         label = f"detecting ({method.name})"
-        with shared_task(progress, procs, board, label, len(paths), "img") as advance:
-            found, skipped = _detect_each(mine, detector, out, searching, skip_bad, advance)
-        gathered = procs.gather((found, skipped))
+        board = parts.folder / "progress"
+        with shared_task(progress, procs, board, label, len(paths), "img", len(finished)) as advance:
+            try:
+                skipped = _detect_each(mine, detector, out, searching, skip_bad, parts, advance)
+            finally:
+                parts.flush()
+        gathered = procs.gather(skipped)
+        found = parts.load()
+        procs.wait()  # every process has read the parts
         if procs.writer:
-            shutil.rmtree(board, ignore_errors=True)
-    found_by_stem = {stem: image for found, _ in gathered for stem, image in found.items()}
-    skipped = [problem for _, problems in gathered for problem in problems]
+            parts.remove()
+    path_of = dict(zip(stems, paths, strict=True))
+    found_by_stem = {
+        stem: DetectedImage(
+            path_of[stem],
+            ImageDetections(arrays["boxes"], arrays["scores"], arrays["labels"]),
+            detector.classes,
+            int(arrays["proposals"][0]),
+            out / f"{stem}.png",
+            out / f"{stem}.json",
+            float(arrays["seconds"][0]),
+        )
+        for stem, arrays in found.items()
+    }
+    skipped = [problem for problems in gathered for problem in problems]
     if skipped:
         log.warning("skipped %d unreadable images (--skip-bad): %s", len(skipped), "; ".join(skipped))
     results = [found_by_stem[stem] for stem in stems if stem in found_by_stem]
@@ -314,11 +345,11 @@ def _detect_each(
     out: Path,
     proposal_options: ProposalOptions,
     skip_bad: bool,
+    parts: ImageParts,
     advance: Advance,
-) -> tuple[dict[str, DetectedImage], list[str]]:
-    """``detect_images`` on this process's ``images`` (stem, path): each image's results by stem, and the
-    problems of the unreadable ones skipped."""
-    found: dict[str, DetectedImage] = {}
+) -> list[str]:
+    """``detect_images`` on this process's ``images`` (stem, path): each image's pictures written and
+    its detections added to ``parts``; returns the problems of the unreadable images skipped."""
     skipped: list[str] = []
     path_of = dict(images)
     for stem, boxes, problem in propose_images(images, proposal_options):
@@ -340,16 +371,20 @@ def _detect_each(
                 path,
                 proposal_options.min_size,
             )
-        detections = detector.find(image, boxes)
-        picture, json_path = out / f"{stem}.png", out / f"{stem}.json"
-        drawn = draw_detections(
-            image, detections.boxes, detections.labels, detections.scores, detector.classes
-        )
-        write_png(picture, drawn)
-        write_detections(json_path, detections_of([stem], [detections], detector.classes))
+        found = detector.find(image, boxes)
+        drawn = draw_detections(image, found.boxes, found.labels, found.scores, detector.classes)
+        write_png(out / f"{stem}.png", drawn)
+        write_detections(out / f"{stem}.json", detections_of([stem], [found], detector.classes))
         seconds = time.perf_counter() - started
-        found[stem] = DetectedImage(
-            path, detections, detector.classes, len(boxes), picture, json_path, seconds
+        parts.add(
+            stem,
+            {
+                "boxes": found.boxes,
+                "scores": found.scores,
+                "labels": found.labels,
+                "proposals": np.array([len(boxes)]),
+                "seconds": np.array([seconds]),
+            },
         )
         advance()
-    return found, skipped
+    return skipped

@@ -19,7 +19,7 @@ import pytest
 
 from stages.runs import RunLayout, read_manifest
 from stages.sharding import Processes
-from tests.helpers import ROOT, rcnn, run_steps
+from tests.helpers import ROOT, killed, rcnn, run_steps
 
 SEARCH = ("--workers", "1", "--max-side", "160")
 """The tiny run's selective-search settings (``tiny_run``)."""
@@ -199,3 +199,20 @@ def test_shards_are_exact_and_in_order():
             shards = [Processes(rank, world).shard(count) for rank in range(world)]
             assert [i for shard in shards for i in shard] == list(range(count))
             assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+
+def test_a_killed_detect_on_many_images_resumes_to_the_same_detections(trained, tmp_path):
+    """One process killed once two images are saved (one-image parts): the rerun detects the third only."""
+    data, run, _ = copied(trained, tmp_path)
+    images = sorted((data / "JPEGImages").glob("*.jpg"))[:3]
+    common = ("detect", *images, "--run", run, "--method", "fast", "--score-thresh", "-100")
+    killed(
+        "stages.sharding:ImageParts.flush", 2, *common, "--out", tmp_path / "killed",
+        settings=("stages.sharding:PART_IMAGES=1",),
+    )  # fmt: skip
+    assert len(list((tmp_path / "killed" / ".detect.parts").glob("part-*.npz"))) == 2
+    for name, out in (("resumed", "killed"), ("straight", "straight")):
+        done = rcnn(*common, "--out", tmp_path / out, "--save-json", tmp_path / f"{name}.json")
+        assert done.exit_code == 0, done.output
+    assert (tmp_path / "resumed.json").read_bytes() == (tmp_path / "straight.json").read_bytes()
+    assert not (tmp_path / "killed" / ".detect.parts").exists()

@@ -143,6 +143,10 @@ class Method(ABC, Generic[FinetuneT]):
         their own; its network computes in ``precision`` (``stages.precision``)."""
 
     @abstractmethod
+    def detector_inputs(self, run: RunLayout, *, compressed: bool = False) -> list[Path]:
+        """The artifacts that ``detector`` reads: what its detections of any image depend on."""
+
+    @abstractmethod
     def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
         """The artifacts that ``detect_split`` reads for ``split``: what its detections depend on."""
 
@@ -230,6 +234,10 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
             return moved if moved is not None else plain
 
         return ImageDetector(svm.classes, find)
+
+    def detector_inputs(self, run: RunLayout, *, compressed: bool = False) -> list[Path]:
+        files = self.files(run)
+        return [files.finetune.model, files.svm, *([files.bbox] if files.bbox.exists() else [])]
 
     def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
         files = self.files(run)

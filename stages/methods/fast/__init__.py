@@ -86,9 +86,12 @@ class FastRCNN(Method[FastFinetuneOptions]):
 
         return ImageDetector(trained.classes, find)
 
-    def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
+    def detector_inputs(self, run: RunLayout, *, compressed: bool = False) -> list[Path]:
         files = self.files(run)
-        return [files.compressed if compressed else files.finetune.model, run.proposals(split)]
+        return [files.compressed if compressed else files.finetune.model]
+
+    def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
+        return [*self.detector_inputs(run, compressed=compressed), run.proposals(split)]
 
     def detect_split(
         self,
