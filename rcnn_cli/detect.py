@@ -23,7 +23,6 @@ from rcnn_cli.options import (
     given,
 )
 from stages.detect import detect_images
-from stages.draw import write_grid
 from stages.methods import get_method
 from stages.proposals import searched_with
 from stages.runs import RunLayout
@@ -89,11 +88,11 @@ def detect(
         precision=precision.value,
         skip_bad=skip_bad,
         save_json=save_json,
+        grid=grid,
         proposal_options=replace(searched_with(layout), workers=workers, **given(mode=mode)),
         progress=RichProgress(),
     )
     if grid is not None:
-        write_grid(grid, [r.picture for r in results])
         out.print(f"grid of {len(results)} images: {grid}")
     for result in results:
         found = result.detections

@@ -18,7 +18,7 @@ import numpy as np
 from stages.atomic import write_json
 from stages.datasets.records import Dataset
 from stages.detections import detections_of, write_detections
-from stages.draw import draw_detections, write_png
+from stages.draw import draw_detections, write_grid, write_png
 from stages.errors import UserError
 from stages.evaluation import Evaluation, evaluate, plot_pr_curves
 from stages.image_files import is_image_name
@@ -262,12 +262,14 @@ def detect_images(
     precision: str = "fp32",
     skip_bad: bool = False,
     save_json: Path | None = None,
+    grid: Path | None = None,
     progress: Progress = SILENT,
 ) -> list[DetectedImage]:
     """Selective search, then the method's detector on each image of ``images`` (files, folders and glob
     patterns: ``image_paths``); writes ``OUT/<stem>.png`` (the
     annotated image) and ``OUT/<stem>.json`` (the exchange format), and with ``save_json`` every image's
-    detections in one exchange-format file. Detections scoring below ``score_thresh`` (default: the
+    detections in one exchange-format file, with ``grid`` the annotated images side by side in one PNG.
+    Detections scoring below ``score_thresh`` (default: the
     method's display threshold) are dropped. An unreadable image is a UserError naming it, or with
     ``skip_bad`` is skipped, counted and listed in a warning.
 
@@ -277,7 +279,8 @@ def detect_images(
 
     Each image's detections are kept in parts as they come (``OUT/.detect.parts/``), so a rerun of an
     interrupted call with the same images and settings detects only the rest; under ``torchrun`` each
-    process takes its shard of the images (``stages.sharding``) and rank 0 writes ``save_json``.
+    process takes its shard of the images (``stages.sharding``) and rank 0 writes ``save_json`` and
+    ``grid``.
     """
     proposal_options = proposal_options or searched_with(run)
     out = Path(out) if out is not None else method.files(run).detect
@@ -336,6 +339,8 @@ def detect_images(
         write_detections(
             save_json, detections_of(detected, [r.detections for r in results], detector.classes)
         )
+    if grid is not None and procs.writer:
+        write_grid(grid, [r.picture for r in results])
     return results
 
 

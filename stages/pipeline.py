@@ -29,7 +29,6 @@ from stages.config import RunConfig, resolved_toml
 from stages.datasets.formats import detect_format, load_dataset
 from stages.datasets.records import Dataset
 from stages.detect import detect_images, evaluate_run
-from stages.draw import write_grid
 from stages.evaluation import default_metric
 from stages.methods.base import CachedFeatureMethod, Method
 from stages.pretrain import pretrain
@@ -277,11 +276,11 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
             device=config.run.device,
             compressed=settings.compressed,
             precision=settings.precision,
+            grid=grid,
             progress=ctx.progress,
         )
         if not ctx.writer:
             return
-        write_grid(grid, [r.picture for r in found])
         write_manifest(
             grid,
             stage="detect",

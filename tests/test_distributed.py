@@ -159,8 +159,17 @@ def test_detect_on_many_images_with_two_processes_equals_one_process_s(trained, 
     common = ("detect", *images, "--run", run, "--method", "fast", "--score-thresh", "-100")
     single = rcnn(*common, "--out", tmp_path / "one", "--save-json", tmp_path / "one.json")
     assert single.exit_code == 0, single.output
-    torchrun(*common, "--out", tmp_path / "two", "--save-json", tmp_path / "two.json")
+    torchrun(
+        *common,
+        "--out",
+        tmp_path / "two",
+        "--save-json",
+        tmp_path / "two.json",
+        "--grid",
+        tmp_path / "grid.png",
+    )
     assert (tmp_path / "two.json").read_bytes() == (tmp_path / "one.json").read_bytes()
+    assert (tmp_path / "grid.png").is_file()
     for image in images:
         for suffix in (".png", ".json"):
             name = image.stem + suffix
