@@ -25,7 +25,7 @@ from stages.image_files import is_image_name
 from stages.images import read_image
 from stages.methods.base import ImageDetector, ImageResult, Method
 from stages.postprocess import DetectOptions, ImageDetections
-from stages.precision import check_precision
+from stages.precision import check_supported
 from stages.progress import SILENT, Advance, Progress
 from stages.proposals import ProposalOptions, propose_images, searched_with
 from stages.runs import RunLayout, describe_input, parts_of, write_manifest
@@ -71,11 +71,11 @@ def evaluate_run(
     """
     started = time.perf_counter()
     method.check_compressed(compressed)
-    check_precision(precision)
     options = options or method.test_options
     detections_path = method.files(run).detections(dataset.split, compressed)
     inputs = method.test_inputs(run, dataset.split, compressed=compressed)
     with processes(device) as procs:
+        check_supported(precision, procs.device)
         stamp = {
             "method": method.name,
             "compressed": compressed,
@@ -84,7 +84,7 @@ def evaluate_run(
             "inputs": [describe_input(path) for path in inputs],
         }
         parts = ImageParts(parts_of(detections_path), stamp, procs)
-        finished = parts.load()
+        finished = parts.image_ids()
         todo = tuple(r for r in spread(dataset.images, procs) if r.image_id not in finished)
         done = sum(r.image_id in finished for r in dataset.images)
         label = f"detecting ({method.name}{' + SVD' if compressed else ''})"
@@ -112,9 +112,7 @@ def evaluate_run(
                 dataset, run, method, metric, options, compressed, precision, parts.load(), inputs, started
             )
             parts.remove()
-        scored = procs.from_writer(evaluation)
-    assert scored is not None  # rank 0's
-    return scored
+        return procs.from_writer(evaluation)
 
 
 _FIELDS = ("boxes", "scores", "labels")
@@ -266,12 +264,11 @@ def detect_images(
     progress: Progress = SILENT,
 ) -> list[DetectedImage]:
     """Selective search, then the method's detector on each image of ``images`` (files, folders and glob
-    patterns: ``image_paths``); writes ``OUT/<stem>.png`` (the
-    annotated image) and ``OUT/<stem>.json`` (the exchange format), and with ``save_json`` every image's
-    detections in one exchange-format file, with ``grid`` the annotated images side by side in one PNG.
-    Detections scoring below ``score_thresh`` (default: the
-    method's display threshold) are dropped. An unreadable image is a UserError naming it, or with
-    ``skip_bad`` is skipped, counted and listed in a warning.
+    patterns: ``image_paths``); writes ``OUT/<stem>.png`` (the annotated image) and ``OUT/<stem>.json``
+    (the exchange format), with ``save_json`` every image's detections in one exchange-format file, and
+    with ``grid`` the annotated images side by side in one PNG. Detections scoring below
+    ``score_thresh`` (default: the method's display threshold) are dropped. An unreadable image is a
+    UserError naming it, or with ``skip_bad`` is skipped, counted and listed in a warning.
 
     Selective search runs in worker processes ahead of the network (``propose_images``), with
     ``proposal_options`` (default: the settings of the run's own proposals, ``searched_with``): each image
@@ -302,7 +299,7 @@ def detect_images(
             "images": [str(path.resolve()) for path in paths],
         }
         parts = ImageParts(parts_of(out / "detect"), stamp, procs)
-        finished = parts.load()
+        finished = parts.image_ids()
         mine = [job for job in spread(list(zip(stems, paths, strict=True)), procs) if job[0] not in finished]
         searching = replace(proposal_options, workers=proposal_options.workers or procs.cores)
         label = f"detecting ({method.name})"

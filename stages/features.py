@@ -523,46 +523,47 @@ def _fill(
     return len(dataset) - first, time.perf_counter() - started
 
 
-def merge_caches(parts: Sequence[Path], target: Path, block_rows: int = 65536) -> Path:
-    """Write the finished caches ``parts`` one after the other into the cache ``target`` (atomically): each
-    column their rows in order, offsets shifted, the first part's attributes and column layout."""
+MERGE_BLOCK_BYTES = 64 << 20
+"""How much of a column ``merge_caches`` holds in memory at a time."""
+
+
+def merge_caches(parts: Sequence[Path], target: Path) -> Path:
+    """Write the finished caches ``parts`` one after the other into the cache ``target`` (atomically):
+    each column the parts' rows in order, offsets shifted, with the first part's attributes and column
+    layout; copied in blocks of about ``MERGE_BLOCK_BYTES``."""
     handles = [h5py.File(part, "r") for part in parts]
     try:
         first = handles[0]
         with atomic_path(target) as tmp, writing(target), h5py.File(tmp, "w") as h5:
             h5.attrs.update(dict(first.attrs))
             h5.attrs["images_done"] = sum(int(part.attrs["images_done"]) for part in handles)
-            for name, column in first.items():
-                h5.create_dataset(
+            for name, layout in first.items():
+                sources = [part[name][1:] if name == "offsets" else part[name] for part in handles]
+                leading = 1 if name == "offsets" else 0  # offsets start with one 0 for all the parts
+                merged = h5.create_dataset(
                     name,
-                    (0, *column.shape[1:]),
-                    maxshape=(None, *column.shape[1:]),
-                    dtype=column.dtype,
-                    chunks=column.chunks,
-                    compression=column.compression,
-                    compression_opts=column.compression_opts,
-                    shuffle=column.shuffle,
+                    (leading + sum(len(source) for source in sources), *layout.shape[1:]),
+                    maxshape=(None, *layout.shape[1:]),
+                    dtype=layout.dtype,
+                    chunks=layout.chunks,
+                    compression=layout.compression,
+                    compression_opts=layout.compression_opts,
+                    shuffle=layout.shuffle,
                 )
-            h5["offsets"].resize(1, axis=0)
-            h5["offsets"][0] = 0
-            for part in handles:
-                base = int(h5["offsets"][-1])
-                _append_rows(h5["offsets"], part["offsets"][1:] + base)
-                for name, column in part.items():
-                    if name == "offsets":
-                        continue
-                    for start in range(0, len(column), block_rows):
-                        _append_rows(h5[name], column[start : start + block_rows])
+                merged[:leading] = 0
+                row_bytes = layout.dtype.itemsize * int(np.prod(layout.shape[1:], dtype=np.int64))
+                block = max(1, MERGE_BLOCK_BYTES // row_bytes)
+                row, shift = leading, 0
+                for part, source in zip(handles, sources, strict=True):
+                    for start in range(0, len(source), block):
+                        rows = source[start : start + block]
+                        merged[row : row + len(rows)] = rows + shift if name == "offsets" else rows
+                        row += len(rows)
+                    shift += int(part["offsets"][-1])
     finally:
         for handle in handles:
             handle.close()
     return target
-
-
-def _append_rows(column: h5py.Dataset, rows: np.ndarray) -> None:
-    start = len(column)
-    column.resize(start + len(rows), axis=0)
-    column[start:] = rows
 
 
 def _images_in(path: Path) -> int:

@@ -132,7 +132,7 @@ def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad
         run.proposals(split),
         asdict(options),
         lambda ctx: propose(ctx.dataset(split), ctx.run, options, skip_bad=skip_bad, progress=ctx.progress),
-        partial=(run.proposal_shards(split),),
+        partial=(run.proposal_parts(split),),
         everywhere=True,
     )
 

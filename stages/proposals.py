@@ -237,8 +237,8 @@ def propose(
     started = time.perf_counter()
     with processes() as procs:
         stamp = {**asdict(options), "workers": None, "root": str(dataset.root)}
-        parts = ImageParts(run.proposal_shards(dataset.split), stamp, procs)
-        finished = {image_id for image_id in parts.load()}
+        parts = ImageParts(run.proposal_parts(dataset.split), stamp, procs)
+        finished = parts.image_ids()
         todo = [r for r in spread(dataset.images, procs) if r.image_id not in finished]
         done = sum(r.image_id in finished for r in dataset.images)
         if done and procs.writer:
@@ -279,9 +279,7 @@ def propose(
                 run, dataset, options, found_all, started, source="selective_search", procs=procs
             )
             parts.remove()
-        merged = procs.from_writer(summary)
-    assert merged is not None  # rank 0's
-    return merged
+        return procs.from_writer(summary)
 
 
 def _finish(

@@ -133,7 +133,7 @@ class RunLayout:
         """``proposals/<split>.h5``."""
         return self.root / "proposals" / f"{split}.h5"
 
-    def proposal_shards(self, split: str) -> Path:
+    def proposal_parts(self, split: str) -> Path:
         """``proposals/.<split>.parts/``: finished parts of an interrupted search."""
         return parts_of(self.proposals(split))
 

@@ -75,9 +75,11 @@ class Processes:
         """Every process's ``value``, in rank order."""
         return all_gather(value, self.world_size)
 
-    def from_writer(self, value: T) -> T:
-        """Rank 0's ``value``, on every process."""
-        return self.gather(value)[0]
+    def from_writer(self, value: T | None) -> T:
+        """Rank 0's ``value`` on every process (the others pass None): what the stage returns."""
+        found = self.gather(value)[0]
+        assert found is not None, "rank 0 passes its result"
+        return found
 
 
 SINGLE = Processes()
@@ -116,6 +118,14 @@ class ImageParts:
             with atomic_path(recorded) as tmp:
                 tmp.write_text(json.dumps(stamp, sort_keys=True, default=str))
         procs.wait()
+
+    def image_ids(self) -> set[str]:
+        """The finished images, whichever process made them (their arrays are not read)."""
+        done: set[str] = set()
+        for part in self.folder.glob("part-*.npz"):
+            with np.load(part) as data:
+                done.update(data["image_ids"].tolist())
+        return done
 
     def load(self) -> dict[str, dict[str, np.ndarray]]:
         """Every finished image's arrays, whichever process made them."""

@@ -120,7 +120,7 @@ def test_proposals_of_two_processes_equal_one_process_s(trained, tmp_path):
     assert_same_manifest(target, single.proposals("trainval"), differ=("processes", "images_per_second"))
     assert read_manifest(target)["results"]["processes"] == 2
     assert "2 x 1 workers" in done.stdout + done.stderr  # rank 0's progress counts both shards
-    assert not RunLayout(run).proposal_shards("trainval").exists()
+    assert not RunLayout(run).proposal_parts("trainval").exists()
 
 
 @pytest.mark.parametrize("method", ["rcnn", "spp"])
@@ -186,7 +186,7 @@ def test_a_killed_two_process_search_resumes_to_one_process_s_proposals(trained,
     stage = ("propose", "--data", data, "--split", "test", "--run", run, *SEARCH)
     kill = ("stages.sharding:ImageParts.flush", "1", "stages.sharding:PART_IMAGES=1")
     torchrun(*kill, "--", *stage, module="tests.kill_midway", expect=1)
-    assert any(layout.proposal_shards("test").glob("part-*.npz"))
+    assert any(layout.proposal_parts("test").glob("part-*.npz"))
     torchrun(*stage)
     assert_same_cache(layout.proposals("test"), single.proposals("test"))
 

@@ -4,8 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
+from stages import features
 from stages.errors import UserError
-from stages.features import COMPRESSIONS, CacheOptions, CacheWriter, FeatureCache
+from stages.features import COMPRESSIONS, CacheOptions, CacheWriter, FeatureCache, merge_caches
 from tests.helpers import separable_images, write_cache
 
 
@@ -62,3 +63,27 @@ def test_cache_resumes_after_an_interruption(tmp_path):
     fresh = CacheWriter(tmp_path / "d.h5", {"s": 2}, ["a", "b"], {"fc7": 8, "pool5": 4}, "float32", ids)
     assert fresh.images_done == 0
     fresh.close()
+
+
+def test_merged_parts_equal_the_cache_one_writer_makes(tmp_path, monkeypatch):
+    """rank 0's merge under torchrun: two parts' rows one after the other, offsets shifted, copied here
+    one row a block; the same columns and attributes as one cache of all the images."""
+    images = separable_images(num_images=5, per_image=10)
+    whole = write_cache(tmp_path / "whole.h5", images)
+    ids = [str(i) for i in range(len(images))]
+    dims = {"fc7": images[0][1].shape[1], "pool5": images[0][2].shape[1]}
+    parts = []
+    for k, chosen in enumerate(((0, 1, 2), (3, 4))):
+        writer = CacheWriter(
+            tmp_path / f"{k}.h5", {"test": 1}, ["a", "b"], dims, "float32", [ids[i] for i in chosen]
+        )
+        for i in chosen:
+            writer.append(ids[i], images[i][0], {"fc7": images[i][1], "pool5": images[i][2]})
+        parts.append(writer.finish({}))
+    monkeypatch.setattr(features, "MERGE_BLOCK_BYTES", 1)
+    merged = merge_caches(parts, tmp_path / "merged.h5")
+    with h5py.File(merged) as made, h5py.File(whole) as expected:
+        assert sorted(made) == sorted(expected)
+        for name in expected:
+            np.testing.assert_array_equal(made[name][:], expected[name][:], err_msg=name)
+        assert dict(made.attrs) == dict(expected.attrs)

@@ -44,7 +44,7 @@ def test_file_schema_and_manifest(searched):
     manifest = json.loads(manifest_path(path).read_text())
     assert manifest["stage"] == "propose" and manifest["options"]["mode"] == "fast"
     assert manifest["results"]["recall"] == summary.recall and 0 < summary.recall["0.5"] <= 1
-    assert not RunLayout(run).proposal_shards("test").exists()
+    assert not RunLayout(run).proposal_parts("test").exists()
 
 
 def test_boxes_map_back_from_the_shrunk_image(tiny_demo):

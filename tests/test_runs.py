@@ -74,7 +74,7 @@ def test_the_layout_owns_every_path_of_a_run():
     spp = run.method("spp")
     paths = {
         run.proposals("test"): "proposals/test.h5",
-        run.proposal_shards("test"): "proposals/.test.parts",
+        run.proposal_parts("test"): "proposals/.test.parts",
         run.pretrain.model: "backbone.pt",
         run.pretrain.checkpoint: "pretrain/checkpoint.pt",
         run.pretrain.log: "pretrain/log.csv",

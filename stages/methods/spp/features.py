@@ -106,9 +106,7 @@ def extract_features(
     started = time.perf_counter()
     with processes(options.device) as procs:
         summary = _extract(dataset, run, options, progress, procs, started)
-        written = procs.from_writer(summary)
-    assert written is not None  # rank 0's
-    return written
+        return procs.from_writer(summary)
 
 
 def _extract(
@@ -121,6 +119,7 @@ def _extract(
 ) -> ExtractSummary | None:
     """``extract_features`` in one of the run's processes; the summary on rank 0, None elsewhere."""
     device = procs.device
+    check_supported(options.precision, device)
     trained_on = None
     model_path: Path | None
     conv: dict[str, str | None]
