@@ -8,9 +8,6 @@ needs the loss scaled during training (``grad_scaler``), which torch does on GPU
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-
 import torch
 
 from stages.errors import UserError
@@ -34,26 +31,26 @@ def check_supported(name: str, device: torch.device) -> None:
 
 
 def bf16_supported(device: torch.device) -> bool:
-    """Whether ``device`` computes in bfloat16 natively (CPUs: AVX-512 BF16 or AMX, as oneDNN reports)."""
+    """Whether ``device`` computes in bfloat16 natively: GPUs from Ampere on (not emulated), CPUs with
+    AVX-512 BF16 or AMX, as oneDNN reports."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        with torch.cuda.device(device):
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-@contextlib.contextmanager
-def autocast(name: str, device: torch.device) -> Iterator[None]:
-    """Run the enclosed forward passes in ``name`` on ``device`` (nothing changes for fp32)."""
-    if name == "fp32":
-        yield
-        return
-    check_supported(name, device)
-    with torch.autocast(device.type, dtype=PRECISIONS[name]):
-        yield
+def autocast(name: str, device: torch.device) -> torch.autocast:
+    """Run the enclosed forward passes in ``name`` on ``device`` (nothing changes for fp32); the caller
+    has checked the pair once (``check_supported``), not at every batch."""
+    return torch.autocast(device.type, dtype=PRECISIONS[name], enabled=name != "fp32")
 
 
 def grad_scaler(name: str, device: torch.device) -> torch.amp.GradScaler:
-    """The loss scaler of a training step: active for fp16 on CUDA, a pass-through otherwise."""
-    return torch.amp.GradScaler(device.type, enabled=name == "fp16" and device.type == "cuda")
+    """The loss scaler of a training step: active for fp16 (CUDA only: ``check_supported``), a
+    pass-through otherwise."""
+    return torch.amp.GradScaler(device.type, enabled=name == "fp16")
 
 
 def pooling_dtype(dtype: torch.dtype) -> torch.dtype:

@@ -203,8 +203,9 @@ def train(
             rate = solver.learning_rate * solver.gamma ** (iteration // solver.step)
             for group in optimizer.param_groups:
                 group["lr"] = rate * group["lr_mult"]
+            batch = next(iterator)
             with autocast(precision, device):
-                loss, metrics = step(next(iterator))
+                loss, metrics = step(batch)
             if not torch.isfinite(loss):
                 raise RuntimeError(f"{description}: the loss became {loss.item()} at iteration {iteration}")
             optimizer.zero_grad(set_to_none=True)
@@ -291,7 +292,7 @@ def _restore(
         )
     model.load_state_dict(content["model"])
     optimizer.load_state_dict(content["optimizer"])
-    if content.get("scaler"):  # fp16's loss scale, where it grew or shrank
+    if scaler.is_enabled():  # fp16's loss scale, where it grew or shrank
         scaler.load_state_dict(content["scaler"])
     return resumed
 
@@ -363,6 +364,7 @@ class TrainingStage:
         self.rank, self.world_size = rank, world_size
         torch.manual_seed(options.seed)
         self.device = device if device is not None else pick_device(options.device)
+        check_supported(options.precision, self.device)  # before any data is read
         self.rows: list[dict] = []
 
     @property

@@ -16,7 +16,14 @@ from stages.methods.fast.network import FastRcnn
 from stages.methods.rcnn.features import RegionExtractor
 from stages.methods.spp.features import SppExtractor
 from stages.methods.spp.network import SppNet
-from stages.precision import autocast, bf16_supported, check_precision, grad_scaler, pooling_input
+from stages.precision import (
+    autocast,
+    bf16_supported,
+    check_precision,
+    check_supported,
+    grad_scaler,
+    pooling_input,
+)
 from stages.runs import TrainingFiles
 from stages.training import Solver, parameter_groups, train
 from tests.helpers import assert_one_line_error, rcnn
@@ -38,8 +45,8 @@ def test_unknown_precisions_are_user_errors():
         check_precision("fp8")
     with pytest.raises(UserError, match="--precision"):
         CacheOptions(precision="half")
-    with pytest.raises(UserError, match="fp16 needs a CUDA device"), autocast("fp16", CPU):
-        pass
+    with pytest.raises(UserError, match="fp16 needs a CUDA device"):
+        check_supported("fp16", CPU)
 
 
 def test_fp16_training_on_a_cpu_is_a_one_line_error(tiny_run, tmp_path):
@@ -59,7 +66,7 @@ def test_float32_is_left_exactly_as_it_is():
     with autocast("fp32", CPU):
         y = layer(x)
     assert y.dtype == torch.float32 and torch.equal(y, layer(x))
-    assert not grad_scaler("fp32", CPU).is_enabled() and not grad_scaler("fp16", CPU).is_enabled()
+    assert not grad_scaler("fp32", CPU).is_enabled() and not grad_scaler("bf16", CPU).is_enabled()
     double = torch.randn(2, 3, dtype=torch.float64)
     assert pooling_input(double) is double and pooling_input(double.bfloat16()).dtype == torch.float32
 
