@@ -366,7 +366,7 @@ def scaling(
     method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     processes: Annotated[
         str,
-        typer.Option(help="Process counts to run the stages with, comma-separated (default: 1 to cores)."),
+        typer.Option(help="Process counts, comma-separated (default: 1, 2, 4, ... up to the cores)."),
     ] = "",
     cores: Annotated[
         int, typer.Option(min=1, help="Cores a process (selective-search workers, torch threads).")
@@ -392,9 +392,9 @@ def scaling(
 
       rcnn bench scaling --data data/demo --run runs/demo --backbone alexnet --images 1 --processes 1,2
     """
-    counts_of = (
-        parse_sizes(processes, "--processes") if processes else tuple(range(1, (os.cpu_count() or 1) + 1))
-    )
+    cores_here = os.cpu_count() or 1
+    doublings = tuple(2**k for k in range(cores_here.bit_length()) if 2**k <= cores_here)
+    counts_of = parse_sizes(processes, "--processes") if processes else doublings
     rows = bench_processes(
         data,
         split,
@@ -404,17 +404,21 @@ def scaling(
         ProposalOptions(mode=mode, max_side=max_side),
         layout_name(layout),
         cores,
+        device,
+        precision.value,
         progress=RichProgress(),
     )
     table = Table(
-        title=f"the stages under torchrun on {data}/{split}, {cores} core(s) a process: {_machine()}",
+        title=f"the stages under torchrun on {data}/{split}, {cores} core(s) a process, features on "
+        f"{device} in {precision.value}: {_machine()}",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
     )
-    for column in ("stage", "processes", "images", "seconds", "images/s", "speed-up"):
+    base = counts_of[0]
+    for column in ("stage", "processes", "images", "seconds", "images/s", f"speed-up over {base}"):
         table.add_column(column, justify="left" if column == "stage" else "right")
-    first = {row.stage: row for row in reversed(rows)}
+    first = {row.stage: row for row in rows if row.processes == base}
     for row in rows:
         table.add_row(
             row.stage,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,8 +33,8 @@ from stages.methods.fast.network import FastRcnn, compress, default_ranks, multi
 from stages.methods.fast.sampling import pad_images
 from stages.methods.spp.network import SppClassifier, SppNet, scale_factors
 from stages.postprocess import detect_from_class_boxes
-from stages.precision import autocast, check_supported
-from stages.progress import SILENT, Progress
+from stages.precision import PRECISIONS, autocast, check_supported, grad_scaler
+from stages.progress import SILENT, Advance, Progress
 from stages.proposals import ProposalOptions, search_many
 from stages.runs import RunLayout, manifest_path, read_manifest, require_artifact
 from stages.warp import warp_regions
@@ -440,14 +439,16 @@ MATMUL_SHAPE = (2000, 9216, 4096)
 
 def matmul_rate(precision: str, device: torch.device, shape: tuple[int, int, int] = MATMUL_SHAPE) -> float:
     """Multiply-adds a second of one (m x k) by (k x n) matrix product in ``precision`` on ``device``: the
-    best of three after a warm-up."""
+    best of five after a warm-up, the matrices made in ``precision`` beforehand (no cast is timed)."""
+    check_supported(precision, device)
     m, k, n = shape
     generator = torch.Generator().manual_seed(0)
-    a = torch.randn(m, k, generator=generator).to(device)
-    b = torch.randn(k, n, generator=generator).to(device)
+    a, b = (
+        torch.randn(*size, generator=generator).to(device, PRECISIONS[precision]) for size in ((m, k), (k, n))
+    )
     best = float("inf")
-    with torch.no_grad(), autocast(precision, device):
-        for attempt in range(4):
+    with torch.no_grad():
+        for attempt in range(6):
             synchronize(device)
             started = time.perf_counter()
             a @ b
@@ -469,7 +470,7 @@ def counted_macs(run: Callable[[], object]) -> tuple[float, float]:
         run()
     conv = fc = 0
     for op, flops in counter.get_flop_counts()["Global"].items():
-        name = str(op).split(".")[-1] if "." in str(op) else str(op)
+        name = str(op).split(".")[-1]
         if "convolution" in name:
             conv += flops
         elif name in _MATMULS:
@@ -478,9 +479,9 @@ def counted_macs(run: Callable[[], object]) -> tuple[float, float]:
 
 
 _OP_KINDS = {
-    "convolutions": ("convolution",),
+    "convolutions": ("convolution", "conv2d"),
     "fc layers (matrix products)": ("addmm", "::mm", "bmm"),
-    "max pooling and ReLU": ("max_pool", "relu", "threshold"),
+    "max pooling and ReLU": ("max_pool", "relu", "clamp_min", "threshold"),
     "RoI pooling": ("roi_pool", "roi_align"),
     "NMS": ("nms",),
 }
@@ -501,18 +502,22 @@ def _native_stderr_to_null() -> Iterator[None]:
         os.close(saved)
 
 
-def time_by_op(run: Callable[[], object], repeats: int = 1) -> dict[str, float]:
+def time_by_op(run: Callable[[], object], device: torch.device, repeats: int = 1) -> dict[str, float]:
     """Seconds of ``run()`` by kind of op (``_OP_KINDS``, the rest as "other"), from torch's profiler
-    (self time, so nothing is counted twice), averaged over ``repeats`` calls."""
+    (self time, so nothing is counted twice; on a GPU the kernels' time), averaged over ``repeats``
+    calls."""
     from torch.profiler import ProfilerActivity, profile
 
-    with _native_stderr_to_null(), torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
+    with _native_stderr_to_null(), torch.no_grad(), profile(activities=activities) as prof:
         for _ in range(repeats):
             run()
     found = dict.fromkeys([*_OP_KINDS, "other"], 0.0)
     for event in prof.key_averages():
         kind = next((k for k, names in _OP_KINDS.items() if any(n in event.key for n in names)), "other")
-        found[kind] += event.self_cpu_time_total / 1e6 / repeats
+        spent = event.self_device_time_total if on_gpu else event.self_cpu_time_total
+        found[kind] += spent / 1e6 / repeats
     return found
 
 
@@ -534,6 +539,39 @@ def torchvision_heads(fast: FastRcnn, score_thresh: float, nms_iou: float, per_i
     predictor.bbox_pred.load_state_dict(fast.deltas.state_dict())
     pool = MultiScaleRoIAlign(["0"], output_size=fast.pool_size, sampling_ratio=2)
     return RoIHeads(pool, head, predictor, 0.5, 0.5, 128, 0.25, None, score_thresh, nms_iou, per_image)
+
+
+def _in_precision(measure: Callable, device: torch.device, precision: str) -> Callable:
+    """``measure(image, boxes)`` with its networks in ``precision``."""
+
+    def measured(image: np.ndarray, boxes: np.ndarray) -> tuple[float, float]:
+        with autocast(precision, device):
+            return measure(image, boxes)
+
+    return measured
+
+
+def _fast_measure(model: FastRcnn, side: int, device: torch.device, precision: str) -> Callable:
+    """(conv, fc) seconds of Fast R-CNN's test pass of ``model`` at shorter side ``side``."""
+    detector = FastDetector(model, side, 10 * side, device, precision)
+
+    def measure(image: np.ndarray, boxes: np.ndarray) -> tuple[float, float]:
+        detector(image, boxes)
+        return detector.last_timing
+
+    return measure
+
+
+def _test_passes(
+    net: Backbone, spp: SppNet, fast: FastRcnn, side: int, device: torch.device, precision: str
+) -> dict[str, Callable]:
+    """The (conv, fc) seconds of each method's test pass on an image of shorter side ``side``: R-CNN's
+    warped crops, SPP-net at that one scale, Fast R-CNN at that scale."""
+    return {
+        "R-CNN": _in_precision(lambda i, b: _rcnn_seconds(net, i, b, device), device, precision),
+        "SPP-net": _in_precision(lambda i, b: _spp_seconds(spp, i, b, (side,), device), device, precision),
+        "Fast R-CNN": _fast_measure(fast, side, device, precision),
+    }
 
 
 def bench_methods(
@@ -576,22 +614,6 @@ def bench_methods(
     peer = torchvision_heads(fast, options.score_thresh or 0.0, options.nms_iou, options.per_image or 100)
     peer = peer.to(chosen).eval()
 
-    def in_precision(measure):
-        def measured(image, boxes):
-            with autocast(precision, chosen):
-                return measure(image, boxes)
-
-        return measured
-
-    def fast_seconds(model):
-        detector = FastDetector(model, image_size, 10 * image_size, chosen, precision)
-
-        def measure(image, boxes):
-            detector(image, boxes)
-            return detector.last_timing
-
-        return measure
-
     def peer_seconds(image, boxes):
         started = time.perf_counter()
         conv5 = fast.conv5(to_network_input(image, chosen)[None])
@@ -602,13 +624,15 @@ def bench_methods(
         return middle - started, time.perf_counter() - middle
 
     tests = {
-        "R-CNN": in_precision(lambda i, b: _rcnn_seconds(net, i, b, chosen)),
-        "SPP-net": in_precision(lambda i, b: _spp_seconds(spp, i, b, (image_size,), chosen)),
-        "Fast R-CNN": fast_seconds(fast),
-        "Fast R-CNN + SVD": fast_seconds(smaller),
-        PEER: in_precision(peer_seconds),
+        **_test_passes(net, spp, fast, image_size, chosen, precision),
+        "Fast R-CNN + SVD": _fast_measure(smaller, image_size, chosen, precision),
+        PEER: _in_precision(peer_seconds, chosen, precision),
     }
     timings = {name: _timed(measure, work, f"test: {name}", progress) for name, measure in tests.items()}
+    macs = {  # an image's, averaged as the times are
+        name: tuple(np.mean([counted_macs(partial(measure, *job)) for job in work], axis=0))
+        for name, measure in tests.items()
+    }
 
     rng = np.random.default_rng(seed)
     labels = torch.as_tensor(rng.integers(0, classes + 1, 128), device=chosen)
@@ -646,6 +670,7 @@ def bench_methods(
     ):
         model.train()
         optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6, momentum=0.9)
+        scaler = grad_scaler(precision, chosen)  # as in fine-tuning: fp16 on CUDA scales the loss
         with progress.task(f"training: {name}", steps + 1, "step") as advance:
             for k in range(steps + 1):
                 if k == 1:
@@ -654,14 +679,14 @@ def bench_methods(
                 optimizer.zero_grad(set_to_none=True)
                 with autocast(precision, chosen):
                     loss = step()
-                loss.backward()
-                optimizer.step()
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
                 advance()
             synchronize(chosen)
+        model.eval()
         training[name] = (time.perf_counter() - started) / steps
     training["Fast R-CNN + SVD"] = training["Fast R-CNN"]
-    image, boxes = work[0]
-    macs = {name: counted_macs(partial(measure, image, boxes)) for name, measure in tests.items()}
     detector = FastDetector(fast, image_size, 10 * image_size, chosen, precision)
 
     def fast_test() -> None:
@@ -674,7 +699,7 @@ def bench_methods(
             tests[PEER](image, boxes)
 
     breakdowns = {
-        name: {kind: seconds / len(work) for kind, seconds in time_by_op(run).items()}
+        name: {kind: seconds / len(work) for kind, seconds in time_by_op(run, chosen).items()}
         for name, run in (("Fast R-CNN", fast_test), (PEER, peer_test))
     }
     rows = [MethodTiming(name, *timings[name], training.get(name), *macs[name]) for name in tests]
@@ -705,6 +730,8 @@ def bench_processes(
     options: ProposalOptions,
     data_format: str | None = None,
     cores: int = 1,
+    device: str = "auto",
+    precision: str = "fp32",
     progress: Progress = SILENT,
 ) -> list[ScalingRow]:
     """``rcnn propose`` and ``rcnn extract-features --method METHOD`` on the whole split, under
@@ -713,9 +740,12 @@ def bench_processes(
 
     Each process uses ``cores`` cores (selective-search workers, torch threads), so that the counts
     compare processes, as on machines or GPUs of their own, and not how one process shares a machine.
+    ``device`` and ``precision``: of the feature extraction.
     """
     files = method.files(run)
-    network = files.finetune.model if files.finetune.model.exists() else run.pretrain.model
+    network = files.finetune.model
+    if not network.exists() and method.finetunes_on_features:  # pyramids need only the backbone
+        network = run.pretrain.model
     require_artifact(network, f"rcnn finetune --method {method.name} --run {run.root}")
     rows = []
     with (
@@ -725,18 +755,18 @@ def bench_processes(
         for count in counts:
             target = RunLayout(Path(scratch) / str(count))
             copy = target.root / network.relative_to(run.root)
-            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.parent.mkdir(parents=True)
             for source, made in ((network, copy), (manifest_path(network), manifest_path(copy))):
-                if source.exists():
-                    shutil.copy2(source, made)
+                os.link(source, made)  # a run folder of its own, the same file
             common = ["--data", str(data), "--split", split, "--run", str(target.root)]
             common += ["--format", data_format] if data_format else []
             search = ["--mode", options.mode, "--max-side", str(options.max_side), "--workers", str(cores)]
+            extract = ["--method", method.name, "--device", device, "--precision", precision]
             for stage, arguments, artifact in (
                 ("propose", ["propose", *common, *search], target.proposals(split)),
                 (
                     f"extract-features ({method.name})",
-                    ["extract-features", "--method", method.name, *common],
+                    ["extract-features", *extract, *common],
                     method.files(target).features(split),
                 ),
             ):
@@ -748,16 +778,18 @@ def bench_processes(
 
 def _torchrun(processes: int, arguments: list[str], artifact: Path, threads: int) -> dict:
     """``torchrun --standalone --nproc_per_node=PROCESSES -m rcnn_cli -- ARGUMENTS`` with ``threads``
-    torch threads a process; the manifest of the ``artifact`` it makes. UserError with the run's last
-    line if it fails."""
+    torch threads a process; the manifest of the ``artifact`` it makes. UserError with the stage's own
+    error line (or the last line it printed) if it fails."""
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
     command += [f"--nproc_per_node={processes}", "-m", "rcnn_cli", "--", *arguments]
     environment = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     done = subprocess.run(command, capture_output=True, text=True, env=environment)
     manifest = read_manifest(artifact) if artifact.exists() else None
     if done.returncode != 0 or manifest is None:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        raise UserError(f"{' '.join(arguments[:3])}: failed under torchrun: {lines[-1] if lines else ''}")
+        lines = [line.strip() for line in (done.stderr + done.stdout).splitlines() if line.strip()]
+        said = [line for line in lines if line.startswith(("error:", "internal error:"))]
+        last = said[0] if said else next((line for line in reversed(lines) if "=" * 8 not in line), "")
+        raise UserError(f"rcnn {arguments[0]} under torchrun ({processes} processes) failed: {last}")
     return manifest
 
 
@@ -798,51 +830,36 @@ def bench_growth(
     spp = SppNet(build_backbone(backbone)).to(chosen).eval()
     fast = FastRcnn(build_backbone(backbone), 20).to(chosen).eval()
 
-    def passes(side: int) -> dict[str, Callable]:
-        detector = FastDetector(fast, side, 10 * side, chosen, precision)
+    methods = 3  # the test passes of _test_passes
 
-        def fast_seconds(image, boxes):
-            detector(image, boxes)
-            return detector.last_timing
-
-        def in_precision(measure):
-            def measured(image, boxes):
-                with autocast(precision, chosen):
-                    return measure(image, boxes)
-
-            return measured
-
-        return {
-            "R-CNN": in_precision(lambda i, b: _rcnn_seconds(net, i, b, chosen)),
-            "SPP-net": in_precision(lambda i, b: _spp_seconds(spp, i, b, (side,), chosen)),
-            "Fast R-CNN": fast_seconds,
-        }
-
-    def measured(side: int, count: int) -> dict[str, float]:
+    def seconds_of_passes(side: int, count: int, advance: Advance) -> dict[str, float]:
         work = _prepared_images(dataset, images, side, count, seed)
         found = {}
-        for name, measure in passes(side).items():
+        for name, measure in _test_passes(net, spp, fast, side, chosen, precision).items():
             found[name] = sum(_timed(measure, work, f"{name}: side {side}, {count} boxes", SILENT))
             advance()
         return found
 
     rows = []
+    passes = (methods + 1) * len(sides) + methods * len(counts)
     with (
         tempfile.TemporaryDirectory(prefix="rcnn-growth-") as scratch,
-        progress.task("image sizes and proposal counts", 4 * len(sides) + 3 * len(counts), "pass") as advance,
+        progress.task("image sizes and proposal counts", passes, "pass") as advance,
     ):
         for side in sides:
-            work = _prepared_images(dataset, images, side, 1, seed)
             jobs = []
-            for k, (image, _) in enumerate(work):
+            for k, (image, _) in enumerate(_prepared_images(dataset, images, side, 1, seed)):
                 path = Path(scratch) / f"{side}-{k}.png"
                 cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
                 jobs.append((str(k), str(path), mode, max(image.shape[:2]), seed))
             started = time.perf_counter()
-            for _ in search_many(jobs, 1):
-                pass
+            for _, _, problem in search_many(jobs, 1):
+                if problem is not None:
+                    raise UserError(problem)
             search = (time.perf_counter() - started) / len(jobs)
             advance()
-            rows.append(GrowthRow(side, proposals_at, search, measured(side, proposals_at)))
-        rows += [GrowthRow(side_at, count, None, measured(side_at, count)) for count in counts]
+            rows.append(GrowthRow(side, proposals_at, search, seconds_of_passes(side, proposals_at, advance)))
+        rows += [
+            GrowthRow(side_at, count, None, seconds_of_passes(side_at, count, advance)) for count in counts
+        ]
     return rows
