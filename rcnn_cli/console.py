@@ -28,7 +28,7 @@ from rich.text import Text
 from stages.progress import Advance, Progress
 
 err = Console(stderr=True, highlight=False)
-out = Console(highlight=False, quiet=int(os.environ.get("RANK", "0")) != 0)
+out = Console(highlight=False, quiet=os.environ.get("RANK", "0").strip() not in ("", "0"))
 
 
 class _RateColumn(ProgressColumn):

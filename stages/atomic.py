@@ -76,13 +76,13 @@ def atomic_path(target: Path) -> Iterator[Path]:
         )
     except OSError as exc:
         raise UserError(f"{target}: cannot write here ({exc.strerror or exc})") from None
+    with contextlib.suppress(OSError):  # mkstemp's file is private (0600): give it the mode open() would
+        os.fchmod(fd, 0o666 & ~_UMASK)  # (writers reopen this file, so the mode stays; some mounts refuse)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         with writing(target):
             yield tmp
-        if tmp.exists():  # mkstemp's file is private (0600); an artifact gets the mode open() would give it
-            tmp.chmod(0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)

@@ -100,9 +100,9 @@ def _made_ahead(items: Iterator) -> Iterator:
 
     thread = threading.Thread(target=make, name="rcnn-loading", daemon=True)
     interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
-    thread.start()
     try:
+        sys.setswitchinterval(min(interval, SWITCH_INTERVAL))
+        thread.start()
         while True:
             item, failure = ready.get()
             if item is end:

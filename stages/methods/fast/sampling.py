@@ -137,8 +137,9 @@ class ImageBatches:
     def epoch_order(self, epoch: int) -> np.ndarray:
         """Positions in ``usable`` of epoch ``epoch``'s images: a seeded permutation. With aspect grouping,
         the wide and the tall images are permuted apart, one after the other, cut into batches of N and
-        the whole batches permuted; the images left over (fewer than N) wait for another epoch, so that
-        every batch of every epoch is one group."""
+        the whole batches permuted, as py-faster-rcnn does: every batch is one group but the one batch
+        where the wide images end and the tall begin (when the wide are not a multiple of N); the images
+        left over (fewer than N) wait for another epoch."""
         if self._order is None or self._order[0] != epoch:
             rng = np.random.default_rng([self.seed, epoch])
             if self.options.aspect_grouping:

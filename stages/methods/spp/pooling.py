@@ -11,7 +11,8 @@
   [floor((i - 1) w / n), ceil(i w / n)]. On integer cell windows this is exactly the bin rule of
   ``torchvision.ops.roi_pool``, which does the pooling (and its backward: each cell's gradient is the sum
   of the output gradients of the bins that took it as their max) at the finest level; the levels that
-  divide it are maxima over blocks of its bins.
+  divide it are maxima over blocks of its bins (the same forward; where several finest bins tie for a
+  block's maximum, ``amax`` shares the gradient among them).
 """
 
 from __future__ import annotations
