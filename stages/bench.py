@@ -563,14 +563,22 @@ def _fast_measure(model: FastRcnn, side: int, device: torch.device, precision: s
 
 
 def _test_passes(
-    net: Backbone, spp: SppNet, fast: FastRcnn, side: int, device: torch.device, precision: str
+    net: Backbone,
+    spp: SppNet,
+    fast: FastRcnn,
+    smaller: FastRcnn,
+    side: int,
+    device: torch.device,
+    precision: str,
 ) -> dict[str, Callable]:
     """The (conv, fc) seconds of each method's test pass on an image of shorter side ``side``: R-CNN's
-    warped crops, SPP-net at that one scale, Fast R-CNN at that scale."""
+    warped crops, SPP-net at that one scale, Fast R-CNN at that scale and its compressed form
+    ``smaller``."""
     return {
         "R-CNN": _in_precision(lambda i, b: _rcnn_seconds(net, i, b, device), device, precision),
         "SPP-net": _in_precision(lambda i, b: _spp_seconds(spp, i, b, (side,), device), device, precision),
         "Fast R-CNN": _fast_measure(fast, side, device, precision),
+        "Fast R-CNN + SVD": _fast_measure(smaller, side, device, precision),
     }
 
 
@@ -624,8 +632,7 @@ def bench_methods(
         return middle - started, time.perf_counter() - middle
 
     tests = {
-        **_test_passes(net, spp, fast, image_size, chosen, precision),
-        "Fast R-CNN + SVD": _fast_measure(smaller, image_size, chosen, precision),
+        **_test_passes(net, spp, fast, smaller, image_size, chosen, precision),
         PEER: _in_precision(peer_seconds, chosen, precision),
     }
     timings = {name: _timed(measure, work, f"test: {name}", progress) for name, measure in tests.items()}
@@ -821,21 +828,24 @@ def bench_growth(
 ) -> list[GrowthRow]:
     """How an image's cost grows: for each shorter side of ``sides`` (``proposals_at`` proposals),
     selective search (``mode``, at the image's own size) and the test pass of R-CNN, SPP-net (one scale:
-    the side) and Fast R-CNN; then for each count of ``counts`` proposals (side ``side_at``), the test
-    passes. Random weights, the first ``images`` images of the split resized, seeded random boxes."""
+    the side), Fast R-CNN and Fast R-CNN + SVD (the paper's ratios of ranks); then for each count of
+    ``counts`` proposals (side ``side_at``), the test passes. Random weights, the first ``images``
+    images of the split resized, seeded random boxes."""
     torch.manual_seed(seed)
     chosen = pick_device(device)
     check_supported(precision, chosen)
     net = build_backbone(backbone).to(chosen).eval()
     spp = SppNet(build_backbone(backbone)).to(chosen).eval()
-    fast = FastRcnn(build_backbone(backbone), 20).to(chosen).eval()
+    fast = FastRcnn(build_backbone(backbone), 20).eval()
+    smaller = compress(fast, default_ranks(fast)).to(chosen).eval()
+    fast = fast.to(chosen)
 
-    methods = 3  # the test passes of _test_passes
+    methods = 4  # the test passes of _test_passes
 
     def seconds_of_passes(side: int, count: int, advance: Advance) -> dict[str, float]:
         work = _prepared_images(dataset, images, side, count, seed)
         found = {}
-        for name, measure in _test_passes(net, spp, fast, side, chosen, precision).items():
+        for name, measure in _test_passes(net, spp, fast, smaller, side, chosen, precision).items():
             found[name] = sum(_timed(measure, work, f"{name}: side {side}, {count} boxes", SILENT))
             advance()
         return found

@@ -253,7 +253,7 @@ def test_bench_scaling_runs_the_stages_under_torchrun_and_times_growth(tiny_run)
         r"^(propose|extract-features \(spp\)) +2 +3 +[\d.]+ +[\d.]+ +1\.0x", result.output, re.M
     )
     assert staged == ["propose", "extract-features (spp)"]
-    grown = re.findall(r"^ *(\d+) +(\d+) +([\d.]*) +[\d.]+ +[\d.]+ +[\d.]+ *$", result.output, re.M)
+    grown = re.findall(r"^ *(\d+) +(\d+) +([\d.]*) +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ *$", result.output, re.M)
     assert [(side, count, bool(search)) for side, count, search in grown] == [
         ("64", "2000", True), ("96", "2000", True), ("600", "20", False), ("600", "40", False),
     ]  # fmt: skip

@@ -162,8 +162,9 @@ class Method(ABC, Generic[FinetuneT]):
         precision: str = "fp32",
     ) -> Iterator[ImageResult]:
         """The detections of every image of ``dataset`` (its proposals from ``run``), with and without box
-        regression, image by image in split order (a generator: nothing is read before the first); a
-        network run here computes in ``precision``."""
+        regression, image by image in split order as the iterator is read; what is loaded once (a
+        network) is best loaded by the call, so that the first image's time does not hold it. A network
+        run here computes in ``precision``."""
 
     @abstractmethod
     def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:

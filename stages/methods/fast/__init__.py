@@ -21,7 +21,7 @@ from stages.datasets.records import Dataset
 from stages.images import read_image
 from stages.methods.base import ImageDetector, ImageResult, Method
 from stages.methods.fast.compress import CompressOptions, CompressSummary, compress_run
-from stages.methods.fast.detector import fast_detector
+from stages.methods.fast.detector import FastDetector, fast_detector
 from stages.methods.fast.finetune import FastFinetuneOptions, finetune
 from stages.methods.fast.network import NAME
 from stages.methods.fast.sampling import SamplingOptions
@@ -103,9 +103,16 @@ class FastRCNN(Method[FastFinetuneOptions]):
         device: torch.device,
         precision: str = "fp32",
     ) -> Iterator[ImageResult]:
-        """The network on every image; each image's conv and fc seconds are timed."""
+        """The network on every image; each image's conv and fc seconds are timed. The network and the
+        proposals are loaded before the first image is asked for, so that no image's time holds theirs."""
         detector, _ = fast_detector(run, device, compressed, dataset.classes, precision)
         dataset, proposals = load_proposals(run, dataset)
+        return self._detections(dataset, proposals, detector, options)
+
+    @staticmethod
+    def _detections(
+        dataset: Dataset, proposals: Mapping[str, np.ndarray], detector: FastDetector, options: DetectOptions
+    ) -> Iterator[ImageResult]:
         for record in dataset.images:
             boxes = proposals[record.image_id]
             scores, class_boxes = detector(read_image(record.path), boxes)

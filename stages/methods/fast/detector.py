@@ -28,6 +28,8 @@ class FastDetector:
         self, model: FastRcnn, scale: int, max_size: int, device: torch.device, precision: str = "fp32"
     ):
         check_supported(precision, device)
+        import torchvision.ops  # noqa: F401  (RoI pooling's: 2 s to import, paid here, not by the first image)
+
         self.model = model.to(device).eval()
         self.scale, self.max_size, self.device, self.precision = scale, max_size, device, precision
         self.last_timing = (0.0, 0.0)

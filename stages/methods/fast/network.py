@@ -56,17 +56,23 @@ def _conv_index(conv: nn.Sequential, spec: BackboneSpec, layer: str) -> int:
     return positions[names.index(layer)]
 
 
+def low_rank_shape(layer: nn.Linear, rank: int) -> nn.Sequential:
+    """Linear(v, t, no bias) then Linear(t, u): the shape of ``layer``'s (u x v) rank-t factorisation,
+    for a compressed model's weights to load into."""
+    return nn.Sequential(nn.Linear(layer.in_features, rank, bias=False), nn.Linear(rank, layer.out_features))
+
+
 def low_rank_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     """``layer`` (W: u x v, bias b) as Linear(v, t, no bias) then Linear(t, u, bias b), from the ``rank``
     largest singular values: W ~ U_t (S_t V_t^T), u t + v t weights instead of u v (section 3.1)."""
     u, s, vh = torch.linalg.svd(layer.weight.detach().double(), full_matrices=False)
-    first = nn.Linear(layer.in_features, rank, bias=False)
-    second = nn.Linear(rank, layer.out_features)
+    factors = low_rank_shape(layer, rank)
+    first, second = cast(nn.Linear, factors[0]), cast(nn.Linear, factors[1])
     with torch.no_grad():
         first.weight.copy_(s[:rank, None] * vh[:rank])
         second.weight.copy_(u[:, :rank])
         second.bias.copy_(layer.bias.detach())
-    return nn.Sequential(first, second)
+    return factors
 
 
 class FastRcnn(nn.Module):
@@ -74,7 +80,8 @@ class FastRcnn(nn.Module):
 
     ``forward(images (B, 3, H, W), rois (R, 5))`` -> ``(scores (R, K + 1), deltas (R, K + 1, 4))``: logits
     and class-specific box regression deltas (row 0, background, is not trained). ``ranks`` (fc6, fc7)
-    builds the truncated-SVD form of the fc layers (``compress`` fills it).
+    builds the shape of the truncated-SVD form of the fc layers, for a compressed model's weights
+    (``compress`` makes them).
     """
 
     def __init__(self, backbone: Backbone, num_classes: int, ranks: tuple[int, int] | None = None):
@@ -89,8 +96,9 @@ class FastRcnn(nn.Module):
         nn.init.normal_(self.deltas.weight, std=0.001)
         nn.init.zeros_(self.scores.bias)
         nn.init.zeros_(self.deltas.bias)
-        if ranks is not None:
-            self.factorise(ranks)
+        if ranks is not None:  # no SVD here: the weights that load replace them (AlexNet's took 95 s)
+            for block, rank in zip((self.fc6, self.fc7), ranks, strict=True):
+                block[spec.fc_linear_index] = low_rank_shape(self.fc_linear(block), rank)
 
     def fc_linear(self, block: nn.Sequential) -> nn.Linear:
         """The Linear layer of the fc block ``block`` (fc6 or fc7) of a full-rank network, where the
