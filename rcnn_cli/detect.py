@@ -54,6 +54,9 @@ def detect(
     save_json: Annotated[
         Path | None, typer.Option(help="Also write every image's detections in one exchange-format file.")
     ] = None,
+    recursive: Annotated[
+        bool, typer.Option("--recursive", "-r", help="Also detect on the images in folders' subfolders.")
+    ] = False,
     workers: Annotated[int, typer.Option(min=0, help="Selective-search processes (0: one a core).")] = 0,
     mode: Annotated[
         str | None,
@@ -74,7 +77,9 @@ def detect(
 
       rcnn detect data/demo/JPEGImages/00000[3-6].jpg --run runs/demo --compressed --grid grid.png
 
-      rcnn detect 'photos/**/*.jpg' --run runs/demo --save-json photos.json
+      rcnn detect photos/ --recursive --run runs/demo --save-json photos.json
+
+      rcnn detect 'photos/**/*.jpg' --run runs/demo --skip-bad
     """
     layout = RunLayout(run)
     results = detect_images(
@@ -89,6 +94,7 @@ def detect(
         skip_bad=skip_bad,
         save_json=save_json,
         grid=grid,
+        recursive=recursive,
         proposal_options=replace(searched_with(layout), workers=workers, **given(mode=mode)),
         progress=RichProgress(),
     )

@@ -21,7 +21,10 @@ ResultFormat = Enum("ResultFormat", {name: name for name in EXPORT_FORMATS}, typ
 def export(
     split: Split,
     to: Annotated[
-        ResultFormat, typer.Option("--format", help="coco: one results JSON; voc: the devkit's files.")
+        ResultFormat,
+        typer.Option(
+            "--format", case_sensitive=False, help="coco: one results JSON; voc: the devkit's files."
+        ),
     ],
     out_path: Annotated[
         Path, typer.Option("--out", help="The JSON file (coco) or the folder (voc) to write.")
@@ -29,7 +32,7 @@ def export(
     run: RunDir = DEFAULT_RUN,
     method: MethodOption = Method.fast,  # type: ignore[attr-defined]
     data: Annotated[
-        Path | None, typer.Option(help="Dataset root (default: the one the split's proposals came from).")
+        Path | None, typer.Option(help="Dataset root (default: the one the detections were made on).")
     ] = None,
     compressed: Annotated[
         bool, typer.Option("--compressed", help="Fast R-CNN: the detections of the truncated-SVD model.")

@@ -29,6 +29,17 @@ def ensure_folder(folder: Path) -> Path:
     return folder
 
 
+def file_target(target: Path, example: str = "") -> Path:
+    """``target``, checked to be writable as a file: UserError if it is a folder (say ``--grid out/``), so
+    that a command can refuse it before its work rather than fail at the end. ``example``: a file name to
+    suggest inside it."""
+    target = Path(target)
+    if target.is_dir():
+        suggestion = f" such as {target / example}" if example else ""
+        raise UserError(f"{target}: is a folder; give a file name{suggestion}")
+    return target
+
+
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)  # reading the umask sets it: set straight back, at import, before any thread runs
 
@@ -69,7 +80,7 @@ def writing(target: Path) -> Iterator[None]:
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; on success it replaces ``target`` (readable as any new file
     would be, so that others sharing a run folder can read it), on error it is removed."""
-    target = Path(target)
+    target = file_target(target)
     try:
         fd, tmp_name = tempfile.mkstemp(
             prefix=f".{target.name}.", suffix=".tmp", dir=ensure_folder(target.parent)

@@ -392,7 +392,7 @@ def resolve_backbone(
     path = run.pretrain.model if weights is None else Path(weights)
     if weights is None and not path.exists():
         raise UserError(
-            f"{path}: not found; make it with `rcnn pretrain --run {run}`, or pass --weights imagenet|PATH"
+            f"{path}: not found; make it with `{run.command_for(path)}`, or pass --weights imagenet|PATH"
         )
     content = read_weights(path)
     name = content["backbone"] if is_model_file(content) else None

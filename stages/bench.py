@@ -753,7 +753,7 @@ def bench_processes(
     network = files.finetune.model
     if not network.exists() and method.finetunes_on_features:  # pyramids need only the backbone
         network = run.pretrain.model
-    require_artifact(network, f"rcnn finetune --method {method.name} --run {run.root}")
+    require_artifact(network, run.command_for(network))
     rows = []
     with (
         tempfile.TemporaryDirectory(prefix="rcnn-scaling-") as scratch,

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.atomic import write_json
+from stages.atomic import ensure_folder, file_target, write_json
 from stages.datasets.records import Dataset
 from stages.detections import detections_of, write_detections
 from stages.draw import draw_detections, write_grid, write_png
@@ -74,6 +74,9 @@ def evaluate_run(
     options = options or method.test_options
     detections_path = method.files(run).detections(dataset.split, compressed)
     inputs = method.test_inputs(run, dataset.split, compressed=compressed)
+    missing = next((path for path in inputs if not path.exists()), None)
+    if missing is not None:
+        raise UserError(f"{missing}: not found; make it with `{run.command_for(missing, dataset.root)}`")
     with processes(device) as procs:
         check_supported(precision, procs.device)
         stamp = {
@@ -100,7 +103,7 @@ def evaluate_run(
             )
             try:
                 clock = time.perf_counter()
-                for result in results:  # an image's seconds: since the one before (the first: loading too)
+                for result in results:  # an image's seconds: since the one before
                     parts.add(result.image_id, _as_arrays(result, time.perf_counter() - clock))
                     advance()
                     clock = time.perf_counter()
@@ -150,6 +153,7 @@ def _score(
     started: float,
 ) -> RunEvaluation:
     """Score every image's detections ``found`` (image id -> ``_as_arrays``) and write the results."""
+    scoring = time.perf_counter()
     left_out = {r.image_id: f"{r.path}: left out" for r in dataset.images if r.image_id not in found}
     if left_out:  # images an earlier stage skipped as unreadable (propose --skip-bad)
         log.warning("scoring %d of the split's %d images", len(dataset) - len(left_out), len(dataset))
@@ -195,18 +199,32 @@ def _score(
     }
     write_json(results_path, results)
     plot_pr_curves(evaluation, plot_path)
+    made_with = {
+        "method": method.name,
+        "metric": metric,
+        "compressed": compressed,
+        "precision": precision,
+        **asdict(options),
+    }
+    write_manifest(  # the detection's time here, the scoring's beside the results: each counted once
+        detections_path,
+        stage="evaluate",
+        options=made_with,
+        inputs=inputs,
+        seconds=scoring - started,
+        results={
+            "detections": len(primary),
+            "dataset_root": str(dataset.root),
+            "dataset_format": dataset.format,
+            "split": dataset.split,
+        },
+    )
     write_manifest(
         results_path,
         stage="evaluate",
-        options={
-            "method": method.name,
-            "metric": metric,
-            "compressed": compressed,
-            "precision": precision,
-            **asdict(options),
-        },
+        options=made_with,
         inputs=inputs,
-        seconds=time.perf_counter() - started,
+        seconds=time.perf_counter() - scoring,
         results={"map": results["map"], "map_without_box_regression": results["map_without_box_regression"]},
     )
     return RunEvaluation(
@@ -227,15 +245,21 @@ class DetectedImage:
     seconds: float
 
 
-def image_paths(arguments: Sequence[str | Path]) -> list[Path]:
-    """The images that ``rcnn detect``'s arguments name: files as given, a folder's images (sorted), and
-    glob patterns (``photos/*.jpg``, ``**`` for subfolders) for shells that do not expand them."""
+def image_paths(arguments: Sequence[str | Path], recursive: bool = False) -> list[Path]:
+    """The images that ``rcnn detect``'s arguments name: files as given, a folder's images (sorted; with
+    ``recursive`` those of its subfolders too), and glob patterns (``photos/*.jpg``, ``**`` for
+    subfolders) for shells that do not expand them."""
     paths: list[Path] = []
     for argument in map(str, arguments):
         if Path(argument).is_dir():
-            found = sorted(p for p in Path(argument).iterdir() if is_image_name(p))
+            folder = Path(argument)
+            listed = folder.rglob("*") if recursive else folder.iterdir()
+            found = sorted(p for p in listed if is_image_name(p) and p.is_file())
             if not found:
-                raise UserError(f"{argument}: no images (.jpg, .png, ...) in this folder")
+                where = (
+                    "this folder or its subfolders" if recursive else "this folder (--recursive: and below)"
+                )
+                raise UserError(f"{argument}: no images (.jpg, .png, ...) in {where}")
             paths += found
         elif glob.has_magic(argument):
             matched = sorted(Path(p) for p in glob.glob(argument, recursive=True))
@@ -261,13 +285,15 @@ def detect_images(
     skip_bad: bool = False,
     save_json: Path | None = None,
     grid: Path | None = None,
+    recursive: bool = False,
     progress: Progress = SILENT,
 ) -> list[DetectedImage]:
-    """Selective search, then the method's detector on each image of ``images`` (files, folders and glob
-    patterns: ``image_paths``); writes ``OUT/<stem>.png`` (the annotated image) and ``OUT/<stem>.json``
-    (the exchange format), with ``save_json`` every image's detections in one exchange-format file, and
-    with ``grid`` the annotated images side by side in one PNG. Detections scoring below
-    ``score_thresh`` (default: the method's display threshold) are dropped. An unreadable image is a
+    """Selective search, then the method's detector on each image of ``images`` (files, folders, their
+    subfolders with ``recursive``, and glob patterns: ``image_paths``); writes ``OUT/<stem>.png`` (the
+    annotated image) and ``OUT/<stem>.json`` (the exchange format), with ``save_json`` every image's
+    detections in one exchange-format file, and with ``grid`` the annotated images side by side in one
+    PNG (both checked to be files before any work). Detections scoring below ``score_thresh`` (default:
+    the method's display threshold) are dropped. An unreadable image is a
     UserError naming it, or with ``skip_bad`` is skipped, counted and listed in a warning.
 
     Selective search runs in worker processes ahead of the network (``propose_images``), with
@@ -280,11 +306,19 @@ def detect_images(
     ``grid``.
     """
     proposal_options = proposal_options or searched_with(run)
-    out = Path(out) if out is not None else method.files(run).detect
-    paths = image_paths(images)
-    stems = [p.stem for p in paths]
-    if len(set(stems)) != len(stems):
-        raise UserError("two images share a file name stem; their outputs would collide (detect them apart)")
+    out = ensure_folder(Path(out) if out is not None else method.files(run).detect)
+    for target, example in ((save_json, "detections.json"), (grid, "grid.png")):
+        if target is not None:  # refused now, not after the work
+            file_target(target, example)
+    paths = image_paths(images, recursive)
+    first_of: dict[str, Path] = {}
+    for path in paths:
+        if first_of.setdefault(path.stem, path) != path:
+            raise UserError(
+                f"{first_of[path.stem]} and {path} share the file name stem {path.stem!r}, which names "
+                f"their outputs in {out}; detect them apart (say with another --out)"
+            )
+    stems, paths = list(first_of), list(first_of.values())
     threshold = method.display_threshold if score_thresh is None else score_thresh
     options = replace(method.test_options, score_thresh=threshold)
     with processes(device) as procs:
@@ -363,7 +397,7 @@ def _detect_each(
             image = read_image(path)
         except UserError as exc:
             if not skip_bad:
-                raise
+                raise UserError(f"{exc} (--skip-bad skips unreadable images)") from None
             skipped.append(str(exc))
             advance()
             continue

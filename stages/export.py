@@ -17,10 +17,10 @@ from stages.atomic import atomic_path, ensure_folder, write_json
 from stages.coco_metric import results
 from stages.datasets.formats import load_dataset
 from stages.detections import read_detections
+from stages.errors import UserError
 from stages.geometry import boxes_to_voc
 from stages.methods.base import Method
-from stages.proposals import proposals_dataset
-from stages.runs import RunLayout, require_artifact
+from stages.runs import RunLayout, manifest_path, require_artifact
 
 EXPORT_FORMATS = ("coco", "voc")
 
@@ -43,15 +43,16 @@ def export(
     data: Path | None = None,
     compressed: bool = False,
 ) -> Export:
-    """Write ``method``'s detections of ``split`` (from ``rcnn evaluate --run``) in format ``to`` to
-    ``out`` (a file for coco, a folder for voc). The dataset is the one the split's proposals were made
-    from, unless ``data`` names it."""
+    """Write ``method``'s detections of ``split`` (from ``rcnn evaluate --run`` or ``rcnn run``) in format
+    ``to`` to ``out`` (a file for coco, a folder for voc). The dataset is the one the detections were
+    made on (their manifest records it), unless ``data`` names it."""
     source = method.files(run).detections(split, compressed)
-    command = f"rcnn evaluate --run {run} --method {method.name} --split {split}"
-    require_artifact(source, command + (" --compressed" if compressed else ""))
+    made_on = require_artifact(source, run.command_for(source, data)).get("results", {})
+    root = data or made_on.get("dataset_root")
+    if root is None:
+        raise UserError(f"{manifest_path(source)}: does not say which dataset it was made on; pass --data")
     detections = read_detections(source)
-    root, layout = proposals_dataset(run.proposals(split)) if data is None else (Path(data), None)
-    dataset = load_dataset(root, split, format=layout)
+    dataset = load_dataset(Path(root), split, format=None if data else made_on.get("dataset_format"))
     if to == "coco":
         found = results(dataset, detections)
         write_json(Path(out), found)

@@ -39,7 +39,7 @@ from stages.loading import loaded
 from stages.matching import LabelledRegions, label_regions
 from stages.precision import check_precision
 from stages.progress import Progress
-from stages.runs import MethodLayout, parts_of, write_manifest
+from stages.runs import MethodLayout, RunLayout, parts_of, write_manifest
 from stages.sharding import SINGLE, Processes, shared_task, spread
 
 log = logging.getLogger("rcnn")
@@ -254,11 +254,8 @@ class FeatureCache:
     def of(cls, method: MethodLayout, split: str, data: Path | None = None) -> FeatureCache:
         """The method's cache of ``split``; a missing file names the command that makes it (from the
         dataset at ``data``, when known)."""
-        command = (
-            f"rcnn extract-features --method {method.name} --data {data or 'ROOT'} --split {split} "
-            f"--run {method.run}"
-        )
-        return cls(method.features(split), command)
+        path = method.features(split)
+        return cls(path, RunLayout(method.run).command_for(path, data))
 
     def __enter__(self) -> FeatureCache:
         return self

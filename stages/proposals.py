@@ -171,9 +171,7 @@ def load_proposals(run: RunLayout, dataset: Dataset) -> tuple[Dataset, dict[str,
     """The split's proposals, checked to cover every image of ``dataset``, and the split less the images
     that ``propose --skip-bad`` skipped as unreadable (with a warning that lists them)."""
     path = run.proposals(dataset.split)
-    manifest = require_artifact(
-        path, f"rcnn propose --data {dataset.root} --split {dataset.split} --run {run}"
-    )
+    manifest = require_artifact(path, run.command_for(path, dataset.root))
     proposals = read_proposals(path)
     skipped = manifest.get("results", {}).get("skipped", {})
     left_out = {r.image_id: skipped[r.image_id] for r in dataset.images if r.image_id in skipped}
@@ -337,6 +335,8 @@ def _finish(
         "skipped": {**dataset.skipped, **found.skipped},
         "without_proposals": empty,
         "processes": procs.world_size,
+        "dataset_root": str(dataset.root),
+        "dataset_format": dataset.format,
     }
     write_manifest(
         target,
@@ -392,6 +392,8 @@ def _read_mat(path: Path) -> tuple[list[str] | None, list[np.ndarray]]:
     """(ids or None, box matrices) from a MATLAB v5 file, or a v7.3 (HDF5) one."""
     import scipy.io
 
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the .mat file of the split's boxes")
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     if h5py.is_hdf5(path):  # MATLAB v7.3 files are HDF5

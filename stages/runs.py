@@ -160,6 +160,38 @@ class RunLayout:
         """Every manifest in the run folder."""
         return sorted(self.root.rglob(f"*{MANIFEST_SUFFIX}"))
 
+    def command_for(self, artifact: Path, data: Path | str | None = None) -> str:
+        """The command that makes ``artifact`` of this run, as an error's hint prints it: runnable as
+        printed, with the stage's defaults and ``--data`` as ``data_option`` gives it."""
+        parts = Path(artifact).relative_to(self.root).parts
+        stem = Path(parts[-1]).stem.removesuffix(".svd")
+        on, run = self.data_option(data), f"--run {self}"
+        if parts[0] == "proposals":
+            return f"rcnn propose {on} --split {stem} {run}"
+        if parts == ("backbone.pt",):
+            return f"rcnn pretrain {on} {run}"
+        method, kind = parts[0], parts[1]
+        commands = {
+            "finetune": f"rcnn finetune --method {method} {on} {run}",
+            "compressed": f"rcnn compress {run}",
+            "features": f"rcnn extract-features --method {method} {on} --split {stem} {run}",
+            "svm.npz": f"rcnn train-svm --method {method} {run}",
+            "bbox.npz": f"rcnn train-bbox --method {method} {run}",
+        }
+        compressed = " --compressed" if parts[-1].startswith(f"{stem}.svd") else ""
+        evaluate = f"rcnn evaluate {on} --split {stem} {run} --method {method}{compressed}"
+        return commands.get(kind, evaluate)
+
+    def data_option(self, root: Path | str | None = None) -> str:
+        """``--data ROOT`` for a command a hint prints: ``root`` when the caller knows the dataset, else
+        the one the run's proposals were made from (their manifests record it), else a placeholder."""
+        if root is None:
+            for proposals in sorted((self.root / "proposals").glob("*.h5")):
+                root = (read_manifest(proposals) or {}).get("results", {}).get("dataset_root")
+                if root:
+                    break
+        return f"--data {root or 'ROOT'}"
+
     def __str__(self) -> str:
         return str(self.root)
 

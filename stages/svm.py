@@ -27,7 +27,7 @@ from stages.atomic import atomic_path
 from stages.errors import UserError
 from stages.features import FeatureCache, feature_scale
 from stages.progress import SILENT, Progress
-from stages.runs import MethodLayout, write_manifest
+from stages.runs import MethodLayout, RunLayout, write_manifest
 
 log = logging.getLogger("rcnn")
 
@@ -244,9 +244,7 @@ def load_svms(method: MethodLayout, classes: tuple[str, ...] | None = None) -> S
     """The SVMs ``rcnn train-svm`` wrote for ``method``, checked against ``classes`` when given."""
     path = method.svm
     if not path.exists():
-        raise UserError(
-            f"{path}: not found; make it with `rcnn train-svm --method {method.name} --run {method.run}`"
-        )
+        raise UserError(f"{path}: not found; make it with `{RunLayout(method.run).command_for(path)}`")
     try:
         with np.load(path, allow_pickle=False) as content:
             svms = SvmModel(

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import settings
 
 from stages.datasets.demo import generate_demo
-from tests.helpers import TINY, rcnn
+from tests.helpers import TINY, make_run, rcnn
 
 # No per-example deadline: the first example pays for importing torchvision (seconds).
 settings.register_profile("rcnn", deadline=None)
@@ -44,3 +44,11 @@ def tiny_run(tiny_demo, tmp_path_factory) -> tuple[Path, Path]:
         result = rcnn(*step, "--data", tiny_demo, "--run", run)
         assert result.exit_code == 0, result.output
     return tiny_demo, run
+
+
+@pytest.fixture(scope="session")
+def made(tiny_demo, tmp_path_factory) -> tuple[Path, Path]:
+    """(config, run folder) of a finished ``rcnn run`` of ``RUN_CONFIG`` on the tiny demo, read-only for
+    the tests: a copy would not do for ``rcnn run``, as its manifests say where it was made
+    (``test_a_copied_run_folder_is_planned_anew``)."""
+    return make_run(tiny_demo, tmp_path_factory.mktemp("pipeline"))

@@ -34,6 +34,58 @@ CHECKPOINT_SAVED = "stages.training:_save"
 """The call after which a training stage's checkpoint is on disk."""
 
 
+RUN_CONFIG = """
+[data]
+root = "{data}"
+
+[run]
+folder = "{run}"
+
+[propose]
+workers = 1
+max_side = 160
+
+[pretrain]
+iterations = 100
+batch_size = 32
+checkpoint_every = 50
+
+[rcnn.finetune]
+iterations = 4
+checkpoint_every = 2
+
+[spp.features]
+scales = [96, 160]
+
+[spp.finetune]
+iterations = 4
+
+[fast.finetune]
+iterations = 4
+learning_rate = 0.01
+checkpoint_every = 2
+
+[fast.finetune.sampling]
+scales = [96]
+
+[fast.compress]
+
+[detect]
+images = 2
+"""
+"""A small run of every method on the tiny demo: ``RUN_CONFIG.format(data=..., run=...)``."""
+
+
+def make_run(data: Path, folder: Path) -> tuple[Path, Path]:
+    """(config, run folder) of a finished `rcnn run` of ``RUN_CONFIG`` on ``data`` in ``folder``."""
+    run = folder / "run"
+    config = folder / "config.toml"
+    config.write_text(RUN_CONFIG.format(data=data, run=run), encoding="utf-8")
+    result = rcnn("run", config)
+    assert result.exit_code == 0, result.output
+    return config, run
+
+
 def killed(target: str, times: int, *args, settings: tuple[str, ...] = ()) -> None:
     """Run ``rcnn ARGS`` in a subprocess that is SIGKILLed once ``target`` has returned ``times`` times
     (``tests.kill_midway``)."""

@@ -11,52 +11,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from stages.config import load_config
 from stages.pipeline import State, plan, run_config
 from stages.runs import RunLayout
-from tests.helpers import CHECKPOINT_SAVED, killed, rcnn, run_steps
+from tests.helpers import CHECKPOINT_SAVED, RUN_CONFIG, killed, make_run, rcnn, run_steps
 
-CONFIG = """
-[data]
-root = "{data}"
-
-[run]
-folder = "{run}"
-
-[propose]
-workers = 1
-max_side = 160
-
-[pretrain]
-iterations = 100
-batch_size = 32
-checkpoint_every = 50
-
-[rcnn.finetune]
-iterations = 4
-checkpoint_every = 2
-
-[spp.features]
-scales = [96, 160]
-
-[spp.finetune]
-iterations = 4
-
-[fast.finetune]
-iterations = 4
-learning_rate = 0.01
-checkpoint_every = 2
-
-[fast.finetune.sampling]
-scales = [96]
-
-[fast.compress]
-
-[detect]
-images = 2
-"""
 FAST_STEPS = {
     "fast finetune",
     "fast evaluate test",
@@ -64,23 +23,6 @@ FAST_STEPS = {
     "fast evaluate test (SVD)",
     "fast detect",
 }
-
-
-def _make(data: Path, folder: Path) -> tuple[Path, Path]:
-    """(config, run folder) of a finished `rcnn run` of ``CONFIG`` on ``data`` in ``folder``."""
-    run = folder / "run"
-    config = folder / "config.toml"
-    config.write_text(CONFIG.format(data=data, run=run), encoding="utf-8")
-    result = rcnn("run", config)
-    assert result.exit_code == 0, result.output
-    return config, run
-
-
-@pytest.fixture(scope="module")
-def made(tiny_demo, tmp_path_factory) -> tuple[Path, Path]:
-    """A finished run (``_make``), read-only for the tests: a copy would not do, as its manifests say
-    where it was made (``test_a_copied_run_folder_is_planned_anew``)."""
-    return _make(tiny_demo, tmp_path_factory.mktemp("pipeline"))
 
 
 def _states(config: Path, *overrides: str) -> dict[str, State]:
@@ -164,7 +106,7 @@ def test_a_copied_run_folder_is_planned_anew(made, tmp_path):
 
 
 def test_changed_inputs_rerun_what_read_them_and_an_interrupted_stage_resumes(tiny_demo, tmp_path):
-    config, run = _make(tiny_demo, tmp_path)
+    config, run = make_run(tiny_demo, tmp_path)
     svm = run / "rcnn" / "svm.npz"
     svm.write_bytes(svm.read_bytes())  # same bytes, a new modification time
     assert _running(_states(config)) == {"rcnn evaluate test"}
@@ -188,7 +130,7 @@ def test_a_killed_run_resumes_where_it_stopped_to_the_same_result(made, tiny_dem
     the plan resumes that stage, and every detections file equals the uninterrupted run's."""
     run = tmp_path / "run"
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG.format(data=tiny_demo, run=run), encoding="utf-8")
+    config.write_text(RUN_CONFIG.format(data=tiny_demo, run=run), encoding="utf-8")
     killed(CHECKPOINT_SAVED, 3, "run", config)
     assert _states(config)["rcnn finetune"] is State.RESUME
     result = rcnn("run", config)
@@ -225,7 +167,7 @@ def test_under_torchrun_the_data_parallel_stages_use_every_process_and_the_rest_
     compression runs on rank 0 alone while the other process waits; the plan and the results are printed
     once."""
     run = tmp_path / "run"
-    text = CONFIG.format(data=tiny_demo, run=run).replace("[detect]\nimages = 2\n", "")
+    text = RUN_CONFIG.format(data=tiny_demo, run=run).replace("[detect]\nimages = 2\n", "")
     config = tmp_path / "config.toml"
     config.write_text(
         text.replace("[run]\n", '[run]\nmethods = ["fast"]\ndevice = "cpu"\n'), encoding="utf-8"

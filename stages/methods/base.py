@@ -268,9 +268,8 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
             missing = sorted(set(sizes) - set(cache.image_ids))
             if missing:
                 raise UserError(
-                    f"{source}: no features for {len(missing)} images (first: {missing[0]}); rerun "
-                    f"rcnn extract-features --method {self.name} --data {dataset.root} "
-                    f"--split {dataset.split} --run {run}"
+                    f"{source}: no features for {len(missing)} images (first: {missing[0]}); remake it "
+                    f"with `{run.command_for(source, dataset.root)}`"
                 )
             columns = ["boxes", "gt_labels", svm.feature, *([bbox.feature] if bbox else [])]
             for image in cache.images(list(dict.fromkeys(columns))):

@@ -185,9 +185,8 @@ def load_trained(
 ) -> TrainedModel[FastRcnn]:
     """The run's trained Fast R-CNN, or its truncated-SVD form (``rcnn compress``)."""
     files = run.method(NAME)
-    if compressed:
-        return load_fast(files.compressed, f"rcnn compress --run {run}", classes)
-    return load_fast(files.finetune.model, f"rcnn finetune --method {NAME} --run {run}", classes)
+    path = files.compressed if compressed else files.finetune.model
+    return load_fast(path, run.command_for(path), classes)
 
 
 def _untrained(meta: Mapping[str, Any]) -> FastRcnn:

@@ -30,7 +30,7 @@ def load_finetuned(run: RunLayout, classes: tuple[str, ...] | None = None) -> Tr
         run.method(NAME).finetune.model,
         NAME,
         lambda meta: Classifier.from_meta(meta, len(meta["classes"]) + 1),
-        command=f"rcnn finetune --method {NAME} --run {run}",
+        command=run.command_for(run.method(NAME).finetune.model),
         classes=classes,
     )
 

@@ -128,7 +128,7 @@ def load_spp(run: RunLayout, classes: Sequence[str] | None = None) -> TrainedMod
         run.method(NAME).finetune.model,
         NAME,
         _untrained,
-        command=f"rcnn finetune --method {NAME} --run {run}",
+        command=run.command_for(run.method(NAME).finetune.model),
         classes=classes,
     )
 
