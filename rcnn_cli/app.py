@@ -25,6 +25,9 @@ class _ErrorEdge(TyperGroup):
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as exc:  # Typer words a bad choice as pydantic's "Value error, 'x' is ..."
+            exc.message = exc.message.removeprefix("Value error, ")
+            raise
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
         except KeyboardInterrupt:

@@ -7,6 +7,7 @@ warnings and errors still reach stderr).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 from collections.abc import Iterator
@@ -18,9 +19,9 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     ProgressColumn,
+    Task,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.progress import Progress as RichBar
 from rich.text import Text
@@ -31,19 +32,40 @@ err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, quiet=os.environ.get("RANK", "0").strip() not in ("", "0"))
 
 
-class _RateColumn(ProgressColumn):
-    """Items a second, with the task's unit."""
+def _rate(task: Task) -> float | None:
+    """Items a second since the task started, those done before it (a resumed run's) left out. Not
+    rich's own speed, taken over the last seconds: items that finish in bursts (a pool's) inflate it."""
+    made = task.completed - task.fields["done_before"]
+    elapsed = task.finished_time if task.finished else task.elapsed
+    return made / elapsed if made > 0 and elapsed else None
 
-    def render(self, task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text(f"{speed:.2f} {task.fields['unit']}/s" if speed else "", style="cyan")
+
+class _RateColumn(ProgressColumn):
+    """Items a second with the task's unit, or seconds an item when slower than one a second."""
+
+    def render(self, task: Task) -> Text:
+        rate, unit = _rate(task), task.fields["unit"]
+        if rate is None:
+            return Text("")
+        return Text(f"{rate:.2f} {unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{unit}", style="cyan")
+
+
+class _RemainingColumn(ProgressColumn):
+    """The time left at the task's rate so far (``_rate``)."""
+
+    def render(self, task: Task) -> Text:
+        rate = _rate(task)
+        if task.total is None or rate is None:
+            return Text("-:--:--", style="progress.remaining")
+        left = max(0.0, task.total - task.completed) / rate
+        return Text(str(datetime.timedelta(seconds=round(left))), style="progress.remaining")
 
 
 class RichProgress(Progress):
     """Progress bars with count, rate, elapsed time and ETA, and live fields such as the loss."""
 
     @contextlib.contextmanager
-    def task(self, description: str, total: int | None, unit: str = "it") -> Iterator[Advance]:
+    def task(self, description: str, total: int | None, unit: str = "it", done: int = 0) -> Iterator[Advance]:
         bar = RichBar(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -51,12 +73,14 @@ class RichProgress(Progress):
             _RateColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
-            TimeRemainingColumn(),
+            _RemainingColumn(),
             TextColumn("{task.fields[info]}"),
             console=err,
         )
         with bar:
-            task_id = bar.add_task(description, total=total, unit=unit, info="")
+            task_id = bar.add_task(
+                description, total=total, completed=done, unit=unit, info="", done_before=done
+            )
 
             def advance(n: int = 1, **fields: Any) -> None:
                 info = "  ".join(

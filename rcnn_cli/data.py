@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
@@ -27,7 +28,9 @@ def demo(
     num_val: Annotated[int, typer.Option(min=1, help="Images in the val split.")] = DemoOptions.num_val,
     num_test: Annotated[int, typer.Option(min=1, help="Images in the test split.")] = DemoOptions.num_test,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
-    layout: Annotated[Layout, typer.Option("--format", help="Layout to write.")] = Layout.voc,  # type: ignore[attr-defined]
+    layout: Annotated[
+        Layout, typer.Option("--format", case_sensitive=False, help="Layout to write.")
+    ] = Layout.voc,  # type: ignore[attr-defined]
 ) -> None:
     """Generate the demo dataset (splits train, val, trainval, test) in VOC, COCO or YOLO layout.
 
@@ -46,7 +49,7 @@ def demo(
 def convert(
     data: DataRoot,
     split: Split,
-    to: Annotated[Layout, typer.Option("--to", help="Layout to write.")],
+    to: Annotated[Layout, typer.Option("--to", case_sensitive=False, help="Layout to write.")],
     out_dir: Annotated[Path, typer.Option("--out", help="Folder to write it to (other splits there stay).")],
     classes: Classes = None,
     layout: DatasetFormat = None,
@@ -62,34 +65,58 @@ def convert(
 
 @app.command("check")
 def check(
-    data: DataRoot, split: Split = "trainval", classes: Classes = None, layout: DatasetFormat = None
+    data: DataRoot,
+    split: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--split",
+            help="A split to check (repeatable; default: trainval). The first is the one to train on: "
+            "the others' classes are compared with it.",
+        ),
+    ] = None,
+    classes: Classes = None,
+    layout: DatasetFormat = None,
 ) -> None:
     """Validate a dataset (VOC, COCO or YOLO layout): every annotation read, every image decoded; a table
-    of counts and problems, and the layout it was read as. Exits 2 when problems were found.
+    of each split's counts, the problems, and the layout it was read as. With several splits, their class
+    lists must agree, and a class with objects to test but none to train on is a warning. Exits 2 when
+    problems were found.
 
-    Example: rcnn data check --data data/VOCdevkit/VOC2007 --split test
+    Examples:
+
+      rcnn data check --data data/VOCdevkit/VOC2007 --split trainval --split test
+
+      rcnn data check --data my-coco --split train --split val --classes tree
     """
-    report = check_dataset(data, split, parse_classes(classes), RichProgress(), layout_name(layout))
-    dataset = report.dataset
-    table = Table(
-        title=f"{data} / {split} ({dataset.format}): {len(dataset)} images, "
-        f"{report.empty_images} without objects"
+    found = check_dataset(
+        data, split or ["trainval"], parse_classes(classes), RichProgress(), layout_name(layout)
     )
+    first = found.splits[0].dataset
+    title = "; ".join(
+        f"{report.dataset.split}: {len(report.dataset)} images, {report.empty_images} without objects"
+        for report in found.splits
+    )
+    table = Table(title=f"{data} ({first.format}): {title}")
     table.add_column("class")
-    table.add_column("objects", justify="right")
-    table.add_column("difficult", justify="right")
-    for name in dataset.classes:
-        table.add_row(name, str(report.objects[name]), str(report.difficult[name]))
-    table.add_row(
-        "[bold]all[/]",
-        str(sum(report.objects.values())),
-        str(sum(report.difficult.values())),
-        end_section=True,
-    )
+    for report in found.splits:
+        table.add_column(f"{escape(report.dataset.split)}\nobjects", justify="right")
+        table.add_column(f"{escape(report.dataset.split)}\ndifficult", justify="right")
+    names = list(dict.fromkeys(name for report in found.splits for name in report.dataset.classes))
+    for name in names:
+        counts = [
+            (str(report.objects[name]), str(report.difficult[name])) if name in report.objects else ("-", "-")
+            for report in found.splits
+        ]
+        table.add_row(escape(name), *(cell for pair in counts for cell in pair))
+    totals = [(sum(r.objects.values()), sum(r.difficult.values())) for r in found.splits]
+    table.add_row("[bold]all[/]", *(str(n) for pair in totals for n in pair), end_section=True)
     out.print(table)
-    if report.problems:
-        out.print(f"[yellow]{len(report.problems)} problems:[/]")
-        for problem in report.problems:
+    for warning in found.warnings:
+        out.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    if found.problems:
+        count = len(found.problems)
+        out.print(f"[yellow]{count} problem{'s' if count > 1 else ''}:[/]")
+        for problem in found.problems:
             out.print(f"  {problem}", soft_wrap=True, markup=False)
         raise typer.Exit(2)
     out.print("[green]no problems found[/]")

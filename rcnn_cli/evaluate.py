@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
@@ -119,10 +120,17 @@ def print_results(results: Evaluation, title: str) -> None:
     table.add_column("class")
     for column in ("AP", "positives", "detections"):
         table.add_column(column, justify="right")
+    untrained = set(results.untrained)
     for c in results.classes:
-        table.add_row(c.name, "-" if math.isnan(c.ap) else f"{c.ap:.3f}", str(c.positives), str(c.detections))
+        name = escape(c.name) + (" [dim](not trained)[/]" if c.name in untrained else "")
+        table.add_row(name, "-" if math.isnan(c.ap) else f"{c.ap:.3f}", str(c.positives), str(c.detections))
     table.add_row(f"[bold]mAP ({results.metric})[/]", f"[bold]{results.map:.3f}[/]", "", "")
     out.print(table)
+    if untrained:
+        out.print(
+            f"not in the mAP: {escape(', '.join(results.untrained))}, with no object in the training split",
+            soft_wrap=True,
+        )
     if results.summary is not None:
         summary = Table(title="COCO metric (pycocotools)")
         for key in results.summary:

@@ -29,7 +29,9 @@ Split = Annotated[
 Layout = Enum("Layout", {name: name for name in FORMATS}, type=str)  # type: ignore[misc]
 DatasetFormat = Annotated[
     Layout | None,
-    typer.Option("--format", help="Dataset layout (default: found from the root's files)."),
+    typer.Option(
+        "--format", case_sensitive=False, help="Dataset layout (default: found from the root's files)."
+    ),
 ]
 Classes = Annotated[
     str | None,

@@ -81,6 +81,6 @@ def propose(
         str(summary.computed),
         f"{summary.boxes_per_image:.0f}",
         *(f"{recall[t]:.3f}" if t in recall else "-" for t in ("0.5", "0.7")),
-        f"{summary.images_per_second:.2f}" if summary.computed else "-",
+        f"{summary.images_per_second:.3g}" if summary.computed else "-",  # 0.00423, not 0.00
     )
     out.print(table)

@@ -82,6 +82,27 @@ def print_report(found: RunReport, title: str) -> None:
     if not found.results:
         results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", "", "", "", "", "", "")
     out.print(results)
+    if found.proposals:
+        proposals = Table(title="proposals")
+        for column in ("split", "mode", "images", "boxes/image", "recall@0.5", "recall@0.7"):
+            proposals.add_column(column, justify="left" if column in ("split", "mode") else "right")
+        for p in found.proposals:
+            recall = p.recall or {}
+            style = "yellow" if p.low_recall else None
+            proposals.add_row(
+                p.split,
+                p.source,
+                str(p.images),
+                f"{p.boxes_per_image:.0f}",
+                *(_score(recall.get(t)) for t in ("0.5", "0.7")),
+                style=style,
+            )
+        out.print(proposals)
+        if any(p.low_recall for p in found.proposals):
+            out.print(
+                "[yellow]proposals that find fewer than 70% of the objects limit every detector: "
+                'docs/your-own-data.md, "Large images, small objects"[/]'
+            )
     stages = Table(title="time of each stage")
     stages.add_column("stage")
     stages.add_column("artifact")

@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, err, out
+from rcnn_cli.options import parse_classes
 from rcnn_cli.report import print_report
 from stages.config import load_config
 from stages.pipeline import PlannedStep, State, plan, run_config
@@ -21,9 +23,18 @@ _STATE_STYLE = {State.RUN: "bold", State.RESUME: "yellow", State.UP_TO_DATE: "di
 
 def run(
     config: Annotated[Path, typer.Argument(help="The run's TOML config (see configs/).")],
-    data: Annotated[Path | None, typer.Option("--data", help="Dataset root (overrides [data] root).")] = None,
+    data: Annotated[
+        Path | None, typer.Option("--data", help="Dataset root (overrides \\[data] root).")
+    ] = None,
     run_folder: Annotated[
-        Path | None, typer.Option("--run", help="Run folder (overrides [run] folder).")
+        Path | None, typer.Option("--run", help="Run folder (overrides \\[run] folder).")
+    ] = None,
+    classes: Annotated[
+        str | None,
+        typer.Option(
+            "--classes",
+            help="Comma-separated class names, the same for every split (overrides \\[data] classes).",
+        ),
     ] = None,
     settings: Annotated[
         list[str] | None,
@@ -59,6 +70,7 @@ def run(
         settings or [],
         data_root=None if data is None else str(data),
         run_folder=None if run_folder is None else str(run_folder),
+        classes=parse_classes(classes),
     )
     if plan_only:
         print_plan(plan(chosen, restart))
@@ -78,7 +90,7 @@ def print_plan(planned: list[PlannedStep]) -> None:
     """The plan as a table: each stage, its artifact, what will happen to it and why."""
     table = Table(title="plan")
     for column in ("stage", "artifact", "will", "because"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # paths whole, however narrow the terminal
     for item in planned:
         style = _STATE_STYLE[item.state]
         table.add_row(
@@ -91,5 +103,6 @@ def print_plan(planned: list[PlannedStep]) -> None:
     out.print(table)
 
 
-def _done(item: PlannedStep, seconds: float) -> None:
-    err.print(f"[green]done[/] {item.step.name} ({seconds:.1f} s)")
+def _done(item: PlannedStep, seconds: float, summary: str) -> None:
+    said = f": {escape(summary)}" if summary else ""
+    err.print(f"[green]done[/] {item.step.name} ({seconds:.1f} s){said}", soft_wrap=True)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -98,9 +99,9 @@ def results(dataset: Dataset, detections: Detections) -> list[dict[str, Any]]:
     return found
 
 
-def coco_evaluate(dataset: Dataset, detections: Detections):
-    """Run COCOeval (bbox) on the split: the finished evaluator, or None when there is no detection
-    (pycocotools cannot load an empty result list)."""
+def coco_evaluate(dataset: Dataset, detections: Detections, classes: Sequence[str] | None = None):
+    """Run COCOeval (bbox) on the split, over ``classes`` (default: all): the finished evaluator, or None
+    when there is no detection (pycocotools cannot load an empty result list)."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -114,7 +115,8 @@ def coco_evaluate(dataset: Dataset, detections: Detections):
             return None
         evaluator = COCOeval(truth, truth.loadRes(found), "bbox")
         evaluator.params.imgIds = ids
-        evaluator.params.catIds = list(category_ids(dataset))
+        category_of = dict(zip(dataset.classes, category_ids(dataset), strict=True))
+        evaluator.params.catIds = [category_of[name] for name in (classes or dataset.classes)]
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()

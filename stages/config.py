@@ -164,10 +164,18 @@ _CACHE_TABLES = tuple(f.name for f in fields(CacheSettings))
 _TOP_LEVEL = ("data", "run", "propose", "pretrain", "evaluate", "detect", *METHODS)
 
 
-def load_config(path: Path, overrides: Sequence[str] = (), **given: str | None) -> RunConfig:
+def load_config(
+    path: Path,
+    overrides: Sequence[str] = (),
+    *,
+    data_root: str | None = None,
+    run_folder: str | None = None,
+    classes: Sequence[str] | None = None,
+) -> RunConfig:
     """Read the TOML config at ``path``; ``overrides`` are ``table.key=value`` settings (values in TOML
-    syntax, or plain text for strings) applied on top; ``given`` sets ``data_root`` or ``run_folder``.
-    Any unknown key, wrong type or invalid value is a UserError naming the file and the key."""
+    syntax, or plain text for strings) applied on top; ``data_root``, ``run_folder`` and ``classes`` set
+    ``[data] root``, ``[run] folder`` and ``[data] classes``. Any unknown key, wrong type or invalid
+    value is a UserError naming the file and the key."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -179,10 +187,12 @@ def load_config(path: Path, overrides: Sequence[str] = (), **given: str | None) 
         raise UserError(f"{path}: not valid TOML ({exc})") from None
     for override in overrides:
         _apply_override(raw, override)
-    if given.get("data_root"):
-        raw.setdefault("data", {})["root"] = given["data_root"]
-    if given.get("run_folder"):
-        raw.setdefault("run", {})["folder"] = given["run_folder"]
+    if data_root:
+        raw.setdefault("data", {})["root"] = data_root
+    if run_folder:
+        raw.setdefault("run", {})["folder"] = run_folder
+    if classes:
+        raw.setdefault("data", {})["classes"] = list(classes)
     return _resolve(raw, path)
 
 

@@ -28,7 +28,7 @@ from stages.postprocess import DetectOptions, ImageDetections
 from stages.precision import check_supported
 from stages.progress import SILENT, Advance, Progress
 from stages.proposals import ProposalOptions, propose_images, searched_with
-from stages.runs import RunLayout, describe_input, parts_of, write_manifest
+from stages.runs import RunLayout, describe_input, parts_of, read_manifest, write_manifest
 from stages.sharding import ImageParts, processes, shared_task, spread
 
 log = logging.getLogger("rcnn")
@@ -167,12 +167,13 @@ def _score(
         else None
     )
     primary = detections_of(image_ids, plain if regressed is None else regressed, dataset.classes)
-    evaluation = evaluate(dataset, primary, metric)
+    untrained = _untrained(method, run, dataset)
+    evaluation = evaluate(dataset, primary, metric, untrained=untrained)
     metric = evaluation.metric
     without = (
         None
         if regressed is None
-        else evaluate(dataset, detections_of(image_ids, plain, dataset.classes), metric)
+        else evaluate(dataset, detections_of(image_ids, plain, dataset.classes), metric, untrained=untrained)
     )
     seconds_per_image = float(np.mean([arrays["seconds"][0] for arrays in images])) if images else 0.0
     parts = sorted(
@@ -230,6 +231,22 @@ def _score(
     return RunEvaluation(
         evaluation, without, detections_path, results_path, plot_path, seconds_per_image, timing
     )
+
+
+def _untrained(method: Method[Any], run: RunLayout, dataset: Dataset) -> list[str]:
+    """The classes of ``dataset`` with objects here that the method's network had none of to learn from
+    (its fine-tuning's manifest counts them), with a warning: they are left out of the mAP."""
+    manifest = read_manifest(method.files(run).finetune.model) or {}
+    learnt = manifest.get("results", {}).get("class_objects") or {}
+    here = dataset.object_counts()
+    untrained = [name for name in dataset.classes if learnt.get(name) == 0 and here[name]]
+    if untrained:
+        log.warning(
+            "%s learnt nothing of %s (no object in its training split): scored apart from the mAP",
+            method.label,
+            ", ".join(untrained),
+        )
+    return untrained
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,20 @@ def draw_detections(
         boxes = np.asarray(boxes) * factor
     else:
         canvas = np.ascontiguousarray(image).copy()
-    thickness = max(1, round(max(canvas.shape[:2]) / 400))
+    side = max(canvas.shape[:2])
+    thickness = max(1, round(side / 400))
+    # Labels grow with the picture, so that they stay readable where it is shown smaller (a grid's
+    # 400-pixel cells, a screen): a 1000-pixel picture's are 2.5 times a 400-pixel one's.
+    font_scale = max(0.4, side / 1000)
+    font_thickness = max(1, round(font_scale))
     for index in np.argsort(scores, kind="stable"):
         colour = _PALETTE[(int(labels[index]) - 1) % len(_PALETTE)]
         x1, y1, x2, y2 = (round(float(v)) for v in boxes[index])
         cv2.rectangle(canvas, (x1, y1), (max(x1, x2 - 1), max(y1, y2 - 1)), colour, thickness)
         text = f"{classes[int(labels[index]) - 1]} {scores[index]:.2f}"
-        (width, height), baseline = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
+        (width, height), baseline = cv2.getTextSize(
+            text, cv2.FONT_HERSHEY_SIMPLEX, font_scale, font_thickness
+        )
         top = max(0, y1 - height - baseline - 2)
         cv2.rectangle(canvas, (x1, top), (x1 + width + 2, top + height + baseline + 2), colour, -1)
         cv2.putText(
@@ -54,9 +61,9 @@ def draw_detections(
             text,
             (x1 + 1, top + height + 1),
             cv2.FONT_HERSHEY_SIMPLEX,
-            0.4,
+            font_scale,
             (255, 255, 255),
-            1,
+            font_thickness,
             cv2.LINE_AA,
         )
     return canvas

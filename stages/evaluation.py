@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,20 +48,23 @@ class ClassResult:
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Per-class results and their mean over the classes that have positives."""
+    """Per-class results and their mean over the classes that have positives, less the ``untrained``."""
 
     metric: str
     iou_threshold: float
     classes: tuple[ClassResult, ...]
     summary: dict[str, float] | None = None
     """The COCO metric's twelve numbers (``coco_metric.SUMMARY``); None for the VOC metrics."""
+    untrained: tuple[str, ...] = ()
+    """Classes the detector had no object of to learn from: scored, but reported apart from the mAP."""
 
     @property
     def map(self) -> float:
-        """The headline: mean AP over the classes with positives (for ``coco``: AP at IoU 0.50:0.95)."""
+        """The headline: mean AP over the trained classes with positives (for ``coco``: AP at IoU
+        0.50:0.95 over the trained classes)."""
         if self.summary is not None:
             return self.summary["ap"]
-        aps = [c.ap for c in self.classes if not np.isnan(c.ap)]
+        aps = [c.ap for c in self.classes if not np.isnan(c.ap) and c.name not in self.untrained]
         return float(np.mean(aps)) if aps else float("nan")
 
     def to_json(self) -> dict:
@@ -77,6 +81,7 @@ class Evaluation:
             "positives": {c.name: c.positives for c in self.classes},
             "detections": {c.name: c.detections for c in self.classes},
             **({"coco": {k: finite(v) for k, v in self.summary.items()}} if self.summary is not None else {}),
+            **({"untrained_classes": list(self.untrained)} if self.untrained else {}),
         }
 
 
@@ -132,10 +137,17 @@ def _match_class(
 
 
 def evaluate(
-    dataset: Dataset, detections: Detections, metric: str | None = None, iou_threshold: float = 0.5
+    dataset: Dataset,
+    detections: Detections,
+    metric: str | None = None,
+    iou_threshold: float = 0.5,
+    untrained: Sequence[str] = (),
 ) -> Evaluation:
     """Evaluate ``detections`` on the annotated ``dataset``; classes must be the dataset's. ``metric``
-    defaults to the dataset's own (``default_metric``); ``iou_threshold`` is the VOC metrics'."""
+    defaults to the dataset's own (``default_metric``); ``iou_threshold`` is the VOC metrics'. The
+    ``untrained`` classes (none of their objects in the training split) are scored but left out of
+    the mAP: a detector cannot learn them, and their AP would measure nothing but chance."""
+    untrained = tuple(name for name in dataset.classes if name in set(untrained))
     metric = metric or default_metric(dataset.format)
     if not dataset.annotated:
         raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to evaluate on")
@@ -158,7 +170,7 @@ def evaluate(
             next(iter(outside)),
         )
     if metric == "coco":
-        return _coco(dataset, detections)
+        return _coco(dataset, detections, untrained)
     results = []
     for label, name in enumerate(dataset.classes, start=1):
         mine = in_split & (detections.classes == name)
@@ -176,33 +188,32 @@ def evaluate(
         precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
         ap = average_precision(recall, precision, metric) if positives else float("nan")
         results.append(ClassResult(name, ap, positives, int(mine.sum()), recall, precision))
-    return Evaluation(metric, iou_threshold, tuple(results))
+    return Evaluation(metric, iou_threshold, tuple(results), untrained=untrained)
 
 
-def _coco(dataset: Dataset, detections: Detections) -> Evaluation:
-    """COCO's metric by pycocotools; per class, AP at IoU 0.50:0.95 and the PR curve at IoU 0.5."""
+def _coco(dataset: Dataset, detections: Detections, untrained: tuple[str, ...]) -> Evaluation:
+    """COCO's metric by pycocotools over the trained classes; per class, AP at IoU 0.50:0.95 and the PR
+    curve at IoU 0.5 (the untrained classes: their counts, no AP)."""
     from stages.coco_metric import SUMMARY, class_results, coco_evaluate
 
-    evaluator = coco_evaluate(dataset, detections)
-    num_classes = len(dataset.classes)
-    per_class = class_results(evaluator, num_classes) if evaluator is not None else None
-    counted = np.concatenate([r.labels[~r.difficult] for r in dataset.images])
-    positives_of = np.bincount(counted, minlength=num_classes + 1)
+    trained = [name for name in dataset.classes if name not in untrained]
+    evaluator = coco_evaluate(dataset, detections, trained)
+    per_class = dict(zip(trained, class_results(evaluator, len(trained)), strict=True)) if evaluator else {}
+    positives_of = dataset.object_counts()
     results = []
-    for label, name in enumerate(dataset.classes, start=1):
-        positives = int(positives_of[label])
+    for name in dataset.classes:
+        positives = positives_of[name]
         count = int((detections.classes == name).sum())
-        if per_class is None:
-            results.append(
-                ClassResult(name, 0.0 if positives else float("nan"), positives, 0, np.zeros(0), np.zeros(0))
-            )
+        if name not in per_class:
+            ap = 0.0 if positives and evaluator is None and name not in untrained else float("nan")
+            results.append(ClassResult(name, ap, positives, count, np.zeros(0), np.zeros(0)))
             continue
-        ap, recall, precision = per_class[label - 1]
+        ap, recall, precision = per_class[name]
         results.append(ClassResult(name, ap, positives, count, recall, precision))
     stats = evaluator.stats if evaluator is not None else np.zeros(len(SUMMARY))
     # COCOeval writes -1 where a figure is undefined (no ground truth of that size): NaN, null in the JSON
     summary = {k: float("nan") if v < 0 else float(v) for k, v in zip(SUMMARY, stats, strict=True)}
-    return Evaluation("coco", 0.5, tuple(results), summary)
+    return Evaluation("coco", 0.5, tuple(results), summary, untrained)
 
 
 def save_evaluation(evaluation: Evaluation, json_path: Path | None, plot_path: Path | None) -> None:
@@ -215,33 +226,26 @@ def save_evaluation(evaluation: Evaluation, json_path: Path | None, plot_path: P
 
 def plot_pr_curves(evaluation: Evaluation, path: Path) -> None:
     """One PNG with every class's precision-recall curve, AP in the legend."""
-    import matplotlib
+    from stages.plotting import drawing
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5.5), dpi=110)
-    cmap = plt.get_cmap("tab20")
-    for i, result in enumerate(evaluation.classes):
-        if result.positives and len(result.recall):
-            ax.plot(
-                result.recall,
-                result.precision,
-                color=cmap(i % 20),
-                lw=1.5,
-                label=f"{result.name} ({result.ap:.3f})",
-            )
-    ax.set(
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-        title=f"PR curves at IoU {evaluation.iou_threshold:g}; {evaluation.metric} mAP {evaluation.map:.3f}",
-    )
-    ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7, loc="lower left", ncol=2)
-    fig.tight_layout()
-    with atomic_path(Path(path)) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    with drawing(c.name for c in evaluation.classes) as plt:
+        fig, ax = plt.subplots(figsize=(7, 5.5), dpi=110)
+        cmap = plt.get_cmap("tab20")
+        for i, result in enumerate(evaluation.classes):
+            if result.positives and len(result.recall):
+                ax.plot(
+                    result.recall,
+                    result.precision,
+                    color=cmap(i % 20),
+                    lw=1.5,
+                    label=f"{result.name} ({result.ap:.3f})",
+                )
+        title = f"PR curves at IoU {evaluation.iou_threshold:g}; {evaluation.metric} mAP {evaluation.map:.3f}"
+        ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02), title=title)
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower left", ncol=2)
+        fig.tight_layout()
+        with atomic_path(Path(path)) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)

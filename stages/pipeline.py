@@ -15,6 +15,7 @@ fine-tuning that says so) run on every process, the others on rank 0 while the r
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import time
 from collections.abc import Callable, Mapping
@@ -26,9 +27,10 @@ from typing import Any
 from stages.atomic import atomic_path, ensure_folder
 from stages.bbox import train_bbox
 from stages.config import RunConfig, resolved_toml
-from stages.datasets.formats import detect_format, load_dataset
+from stages.datasets.formats import class_findings, detect_format, load_dataset
 from stages.datasets.records import Dataset
 from stages.detect import detect_images, evaluate_run
+from stages.errors import UserError
 from stages.evaluation import default_metric
 from stages.methods.base import CachedFeatureMethod, Method
 from stages.pretrain import pretrain
@@ -37,6 +39,8 @@ from stages.proposals import ProposalOptions, propose
 from stages.runs import RunLayout, manifest_path, parts_of, read_manifest, write_manifest
 from stages.sharding import processes
 from stages.svm import train_svms
+
+log = logging.getLogger("rcnn")
 
 
 class State(Enum):
@@ -53,7 +57,8 @@ class Step:
     artifacts it reads; ``partial``: what an interrupted run of it leaves to resume from; ``stale``:
     further files of an earlier run removed before it runs from the start; ``replaces``: whether it
     makes its artifact anew (SPP-net's second pass over the training cache adds to the first's);
-    ``everywhere``: run on every process under ``torchrun``.
+    ``everywhere``: run on every process under ``torchrun``; ``summary``: what to say of the result of
+    ``execute`` when it is done (say, the proposals' recall).
     """
 
     name: str
@@ -65,6 +70,7 @@ class Step:
     stale: tuple[Path, ...] = ()
     replaces: bool = True
     everywhere: bool = False
+    summary: Callable[[Any], str] = lambda result: ""
 
 
 @dataclass(frozen=True)
@@ -134,6 +140,7 @@ def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad
         lambda ctx: propose(ctx.dataset(split), ctx.run, options, skip_bad=skip_bad, progress=ctx.progress),
         partial=(run.proposal_parts(split),),
         everywhere=True,
+        summary=lambda found: found.headline if found is not None else "",
     )
 
 
@@ -293,9 +300,24 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
     return Step(f"{method.name} detect", grid, asdict(settings), execute, after=(evaluated,), everywhere=True)
 
 
-def plan(config: RunConfig, restart: bool = False) -> list[PlannedStep]:
+def check_splits(context: Context) -> None:
+    """Before any stage runs: the training and test splits read, and their class lists compared
+    (``class_findings``). Different lists are a UserError; a class with nothing to train on, a warning."""
+    data = context.config.data
+    problems, warnings = class_findings(
+        [context.dataset(split) for split in dict.fromkeys((data.train, data.test))]
+    )
+    if problems:
+        raise UserError(f"{problems[0]} (or [data] classes in {context.config.source})")
+    for warning in warnings:
+        log.warning(warning)
+
+
+def plan(config: RunConfig, restart: bool = False, context: Context | None = None) -> list[PlannedStep]:
     """Each step of ``config`` with what ``run_config`` will do with it, and why; with ``restart``
-    nothing is resumed (interrupted steps start over)."""
+    nothing is resumed (interrupted steps start over). The splits are checked first (``check_splits``,
+    reading them into ``context``)."""
+    check_splits(context or Context(config, RunLayout(Path(config.run.folder))))
     planned: list[PlannedStep] = []
     states: dict[str, State] = {}
     found = steps(config)
@@ -366,16 +388,18 @@ def run_config(
     restart: bool = False,
     progress: Progress = SILENT,
     show_plan: Callable[[list[PlannedStep]], None] = lambda planned: None,
-    on_step: Callable[[PlannedStep, float], None] = lambda item, seconds: None,
+    on_step: Callable[[PlannedStep, float, str], None] = lambda item, seconds, summary: None,
 ) -> RunOutcome:
     """Plan ``config`` (``plan``), hand the plan to ``show_plan``, run the steps that are not up to date
-    in order (``on_step`` hears of each one done, with its seconds) and write ``RUN/report.html``.
+    in order (``on_step`` hears of each one done, with its seconds and ``Step.summary``) and write
+    ``RUN/report.html``.
 
     The resolved config is written to ``RUN/config.toml`` first. Files are written by rank 0 only.
     """
     run = RunLayout(Path(config.run.folder))
     with processes(config.run.device) as procs:  # held for the whole run; the stages join it
-        planned = plan(config, restart)
+        context = Context(config, run, progress if procs.writer else SILENT, writer=procs.writer)
+        planned = plan(config, restart, context)
         outcome = RunOutcome(planned, procs.rank)
         if procs.writer:
             show_plan(planned)
@@ -383,15 +407,15 @@ def run_config(
             for item in outcome.ran:  # all at once: no step may read what an earlier run of another left
                 if item.state is State.RUN and item.step.replaces:
                     _remove(item.step)
-        context = Context(config, run, progress if procs.writer else SILENT, writer=procs.writer)
         for item in outcome.ran:
             procs.wait()
             started = time.perf_counter()
+            result = None
             if item.step.everywhere or procs.writer:  # the others wait for rank 0 at the next barrier
-                item.step.execute(context)
+                result = item.step.execute(context)
             procs.wait()
             if procs.writer:
-                on_step(item, time.perf_counter() - started)
+                on_step(item, time.perf_counter() - started, item.step.summary(result))
         page = run.report_page
         if procs.writer and (outcome.ran or not page.exists()):
             from stages.report_page import write_report_page  # matplotlib: only when a page is due

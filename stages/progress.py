@@ -17,8 +17,9 @@ class Progress:
     """A silent progress reporter; subclasses display the tasks."""
 
     @contextlib.contextmanager
-    def task(self, description: str, total: int | None, unit: str = "it") -> Iterator[Advance]:
-        """Open a task of ``total`` items (None when unknown) and yield its ``advance`` function."""
+    def task(self, description: str, total: int | None, unit: str = "it", done: int = 0) -> Iterator[Advance]:
+        """Open a task of ``total`` items (None when unknown), ``done`` of them finished before (a
+        resumed run's: shown, but not counted in the rate), and yield its ``advance`` function."""
 
         def advance(n: int = 1, **fields: Any) -> None:
             return None

@@ -72,6 +72,12 @@ class ProposalSummary:
     images_per_second: float
     skipped: list[str] = field(default_factory=list)
 
+    @property
+    def headline(self) -> str:
+        """One line: images, boxes an image and, for an annotated split, the recall at IoU 0.5."""
+        found = f", recall {self.recall['0.5']:.3f} at IoU 0.5" if self.recall else ""
+        return f"{self.images} images, {self.boxes_per_image:.0f} boxes an image{found}"
+
 
 def to_boxes(rects: np.ndarray, scale: float, size: tuple[int, int]) -> np.ndarray:
     """Selective search's (x, y, w, h) rectangles -> (K, 4) float32 boxes in original-image pixels,
@@ -207,6 +213,46 @@ def proposal_recall(
     return {f"{t:g}": float((best_all >= t).mean()) for t in thresholds}
 
 
+LOW_RECALL = 0.7
+"""Below this share of the objects found at IoU 0.5, proposals are the detectors' limit: say so."""
+
+
+def low_recall_advice(
+    dataset: Dataset, options: ProposalOptions, recall: float, per_image: float, source: str
+) -> str:
+    """What to say when a split's proposals find few of its objects: the recall, why it matters, and
+    the settings worth changing for this split (its image and object sizes), as options of ``rcnn
+    propose`` and keys of a config's ``[propose]``."""
+    said = (
+        f"the proposals of split {dataset.split!r} find {recall:.1%} of its objects at IoU 0.5 "
+        f"(below {LOW_RECALL:.0%}): no detector finds what its proposals miss"
+    )
+    if source != "selective_search":
+        return said + "; import better proposals, or make them with selective search (rcnn propose)"
+    tips = []
+    largest = max(max(r.height, r.width) for r in dataset.images)
+    objects = np.concatenate([r.boxes[~r.difficult] for r in dataset.images])
+    smallest_sides = np.minimum(objects[:, 2] - objects[:, 0], objects[:, 3] - objects[:, 1])
+    if largest > options.max_side:
+        shrunk = float(np.median(smallest_sides)) * options.max_side / largest
+        tips.append(
+            f"a larger max_side (images up to {largest} px are searched at {options.max_side}, where "
+            f"the median object is {shrunk:.0f} px across): --max-side {largest}"
+        )
+    if options.mode != "quality":
+        tips.append("selective search's quality mode (more strategies, more boxes): --mode quality")
+    if per_image >= 0.9 * options.max_boxes:
+        tips.append(f"more boxes than {options.max_boxes} an image: --max-boxes {2 * options.max_boxes}")
+    if float(np.mean(smallest_sides < options.min_size)) > 0.1:
+        tips.append(f"a min_size below {options.min_size} px, the side of many objects: --min-size 4")
+    if not tips:
+        return f"{said}; its objects may be too small or too crowded for selective search"
+    return (
+        f"{said}. Try {'; '.join(tips)} (in a config: the [propose] keys of the same names). Larger "
+        'searches take longer: docs/your-own-data.md, "Large images, small objects"'
+    )
+
+
 @dataclass(frozen=True)
 class _Found:
     """The boxes a stage found (image id -> (K, 4)), the problems it skipped, and how many images it
@@ -312,6 +358,8 @@ def _finish(
         )
     recall = proposal_recall(dataset, found.boxes) if dataset.annotated else None
     per_image = float(np.mean([len(found.boxes[r.image_id]) for r in kept]))
+    if recall and recall["0.5"] < LOW_RECALL:
+        log.warning(low_recall_advice(dataset, options, recall["0.5"], per_image, source))
     write_proposals(
         target,
         kept,

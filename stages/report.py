@@ -13,6 +13,7 @@ from pathlib import Path
 
 from stages.errors import UserError
 from stages.methods import METHODS
+from stages.proposals import LOW_RECALL
 from stages.runs import MANIFEST_SUFFIX, RunLayout
 
 
@@ -34,6 +35,27 @@ class MethodResult:
     """Whether this is the method's truncated-SVD model."""
     class_ap: tuple[tuple[str, float | None], ...] = ()
     """(class, AP) in the dataset's class order; None for a class without positives."""
+    untrained: tuple[str, ...] = ()
+    """Classes with no object in the training split: scored, left out of the mAP."""
+
+
+@dataclass(frozen=True)
+class SplitProposals:
+    """A split's proposals: how they were made (``source``: selective search's mode, or ``imported``),
+    how many, and the share of the split's objects they find at IoU 0.5 and 0.7 (None without
+    annotations)."""
+
+    split: str
+    source: str
+    images: int
+    boxes_per_image: float
+    recall: dict[str, float] | None
+    seconds: float
+
+    @property
+    def low_recall(self) -> bool:
+        """Whether the proposals miss so many objects that they, not the detectors, limit the mAP."""
+        return self.recall is not None and self.recall.get("0.5", 1.0) < LOW_RECALL
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,7 @@ class StageTime:
 class RunReport:
     results: tuple[MethodResult, ...]
     stages: tuple[StageTime, ...]
+    proposals: tuple[SplitProposals, ...] = ()
 
     @property
     def total_seconds(self) -> float:
@@ -82,6 +105,7 @@ def report(run: RunLayout) -> RunReport:
                 method.name,
                 compressed,
                 tuple(content.get("ap", {}).items()),
+                tuple(content.get("untrained_classes", ())),
             )
             found.append((split, compressed, result))
         results += [result for *_, result in sorted(found, key=lambda item: item[:2])]
@@ -93,4 +117,24 @@ def report(run: RunLayout) -> RunReport:
         stage = StageTime(manifest.get("stage", "?"), str(artifact), float(manifest.get("seconds", 0.0)))
         stages.append((manifest.get("created", ""), str(artifact), stage))
     stages.sort(key=lambda item: item[:2])
-    return RunReport(tuple(results), tuple(stage for *_, stage in stages))
+    return RunReport(tuple(results), tuple(stage for *_, stage in stages), _proposals(run))
+
+
+def _proposals(run: RunLayout) -> tuple[SplitProposals, ...]:
+    """Each split's proposals, from their manifests, in split name order."""
+    found = []
+    for path in sorted((run.root / "proposals").glob(f"*{MANIFEST_SUFFIX}")):
+        manifest = _read(path)
+        options, results = manifest.get("options", {}), manifest.get("results", {})
+        source = options.get("source", "?")
+        found.append(
+            SplitProposals(
+                path.name.removesuffix(MANIFEST_SUFFIX),
+                str(options.get("mode")) if source == "selective_search" else "imported",
+                int(results.get("images", 0)),
+                float(results.get("boxes_per_image", 0.0)),
+                results.get("recall") or None,
+                float(manifest.get("seconds", 0.0)),
+            )
+        )
+    return tuple(found)

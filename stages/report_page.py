@@ -34,7 +34,8 @@ from stages.detections import read_detections
 from stages.errors import UserError
 from stages.evaluation import Evaluation, evaluate
 from stages.methods import METHODS
-from stages.proposals import proposals_dataset
+from stages.plotting import drawing, pyplot
+from stages.proposals import LOW_RECALL, proposals_dataset
 from stages.report import MethodResult, RunReport, report
 from stages.runs import RunLayout
 
@@ -120,7 +121,9 @@ def write_report_page(runs: Sequence[RunLayout], target: Path) -> Path:
     if not runs:
         raise UserError("give at least one run folder")
     collected = [_collect(run) for run in runs]
-    page = _page(collected)
+    names = {name for run in collected for item in run.evaluations for name, _ in item.result.class_ap}
+    with drawing(names):  # class names in any script, with a font that has their characters
+        page = _page(collected)
     target = Path(target)
     with atomic_path(target) as tmp:
         tmp.write_text(page, encoding="utf-8")
@@ -243,16 +246,6 @@ def _read_log(path: Path) -> dict[str, list[float]]:
 # ---- pictures ---------------------------------------------------------------------------------------
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot on the Agg backend (no display needed), imported when a page is drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _png_uri(data: bytes) -> str:
     """PNG bytes as a ``data:`` URI for an ``<img src>``."""
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
@@ -262,7 +255,7 @@ def _figure_uri(fig: Any) -> str:
     """A matplotlib figure as a PNG data URI; the figure is closed (pyplot keeps open ones alive)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return _png_uri(buffer.getvalue())
 
 
@@ -290,7 +283,7 @@ def _series_label(run: _Run, label: str, several: bool) -> str:
 def _accuracy_speed_chart(runs: Sequence[_Run]) -> str | None:
     """mAP against test seconds an image (log scale): a filled point an evaluation, a hollow one for the
     paper's figures, each labelled; a marker shape a run. None without a timed evaluation."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6.2, 4.4))
@@ -430,7 +423,7 @@ def _pr_chart(runs: Sequence[_Run]) -> str | None:
     classes = list(dict.fromkeys(name for *_, by_name in series for name in by_name))
     if not classes:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     columns = min(5, len(classes))
     rows = math.ceil(len(classes) / columns)
     fig, axes = plt.subplots(
@@ -472,7 +465,7 @@ def _training_chart(runs: Sequence[_Run]) -> str | None:
     if not logs:
         return None
     metrics = [m for m in ("loss", "accuracy") if any(m in entry.columns for *_, entry in logs)]
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 3.4), squeeze=False)
     legend: dict[str, Any] = {}
     for ax, metric in zip(axes[0], metrics, strict=True):
@@ -519,7 +512,7 @@ def _stage_chart(runs: Sequence[_Run]) -> str | None:
     rows = _stage_rows(runs)
     if not rows:
         return None
-    plt = _pyplot()
+    plt = pyplot()
     height = 0.8 / len(runs)
     fig, ax = plt.subplots(figsize=(6.2, 0.9 + 0.26 * len(rows) * len(runs)))
     for index, run in enumerate(runs):
@@ -564,6 +557,7 @@ td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 td.paper, th.paper { background: #fbf7ea; color: #6b5a1e; }
 tr.total td { font-weight: 600; border-top: 2px solid #cfd5df; }
 td.best { font-weight: 700; }
+tr.low td { background: #fdf0e6; color: #8a3b12; }
 .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; }
 .row { display: flex; flex-wrap: wrap; gap: 24px; align-items: flex-start; }
 .row > figure.chart { flex: 1 1 440px; max-width: 620px; }
@@ -623,6 +617,7 @@ def _page(runs: Sequence[_Run]) -> str:
     names = ", ".join(run.name for run in runs)
     sections = [
         ("results", "Results", _results_section(runs)),
+        ("proposals", "Proposals", _proposals_section(runs)),
         ("classes", "AP of each class", _class_section(runs)),
         ("pr", "PR curves", _pr_section(runs)),
         ("training", "Training curves", _training_section(runs)),
@@ -699,6 +694,44 @@ def _results_section(runs: Sequence[_Run]) -> str:
     return f'<div class="row"><div>{table}{footnotes}</div>{figure}</div>'
 
 
+def _proposals_section(runs: Sequence[_Run]) -> str:
+    """Each split's proposals: how they were made, how many, and the share of the objects they find;
+    a recall below ``LOW_RECALL`` marked, as it caps every method's."""
+    several = len(runs) > 1
+    head = [*(["run"] if several else []), "split", "mode", "images", "boxes an image"]
+    head += ["recall at IoU 0.5", "recall at IoU 0.7", "time"]
+    rows = []
+    for run in runs:
+        for p in run.report.proposals:
+            recall = p.recall or {}
+            cells = [*([run.name] if several else []), p.split, p.source]
+            numbers = [str(p.images), f"{p.boxes_per_image:.0f}"]
+            numbers += [_score(recall.get(t)) for t in ("0.5", "0.7")] + [_duration(p.seconds)]
+            style = ' class="low"' if p.low_recall else ""
+            rows.append(
+                f"<tr{style}>"
+                + "".join(f"<td>{_e(c)}</td>" for c in cells)
+                + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers)
+                + "</tr>"
+            )
+    if not rows:
+        return _notes(["No proposals yet (rcnn propose)."])
+    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+    table = f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    low = any(p.low_recall for run in runs for p in run.report.proposals)
+    said = [
+        "Recall: the share of the split's (non-difficult) objects that a proposal covers at the IoU. "
+        "No detector finds what its proposals miss"
+        + (
+            f"; the highlighted splits' find fewer than {LOW_RECALL:.0%} (docs/your-own-data.md, "
+            '"Large images, small objects").'
+            if low
+            else "."
+        )
+    ]
+    return table + _notes(said)
+
+
 def _paper_cell(text: str, paper: PaperFigures | None, sources: dict[str, int]) -> str:
     """A paper figure, its source as a tooltip and a numbered footnote (``sources`` numbers them)."""
     if paper is None or text == "–" or not paper.source:
@@ -730,14 +763,24 @@ def _class_section(runs: Sequence[_Run]) -> str:
     )
     head += f"<tr><th>class</th>{labels}</tr>"
     rows = []
+    untrained = {name for _, item in columns for name in item.result.untrained}
     for name in classes:
         values = [dict(item.result.class_ap).get(name) for _, item in columns]
         best = max((v for v in values if v is not None), default=None)
         cells = "".join(_ap_cell(v, v is not None and v == best and len(columns) > 1) for v in values)
-        rows.append(f"<tr><td>{_e(name)}</td>{cells}</tr>")
+        mark = " <small>(not trained: not in the mAP)</small>" if name in untrained else ""
+        rows.append(f"<tr><td>{_e(name)}{mark}</td>{cells}</tr>")
     means = "".join(f'<td class="num">{_score(item.result.map)}</td>' for _, item in columns)
     rows.append(f'<tr class="total"><td>mAP</td>{means}</tr>')
-    return f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    table = f"<table><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+    if not untrained:
+        return table
+    return table + _notes(
+        [
+            f"{', '.join(sorted(untrained))}: no object in the training split, so no method learnt them; "
+            "their AP is shown but left out of the mAP."
+        ]
+    )
 
 
 def _ap_cell(value: float | None, best: bool) -> str:

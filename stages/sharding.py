@@ -181,8 +181,7 @@ def shared_task(
     process meets. ``done``: items finished before (a resumed run), counted once.
     """
     if procs.world_size == 1:
-        with progress.task(description, total, unit) as advance:
-            advance(done)
+        with progress.task(description, total, unit, done) as advance:
             yield advance
         return
     mine = ensure_folder(board) / str(procs.rank)
@@ -207,8 +206,7 @@ def shared_task(
         procs.wait()
         return
     others = [board / str(rank) for rank in range(1, procs.world_size)]
-    with progress.task(description, total, unit) as advance:
-        advance(done)
+    with progress.task(description, total, unit, done) as advance:
         lock, shown, stop = threading.Lock(), [0], threading.Event()
 
         def show_others() -> None:

@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset as TorchDataset
 
 from stages.atomic import atomic_path
+from stages.datasets.records import Dataset
 from stages.devices import all_gather, pick_device
 from stages.errors import UserError
 from stages.loading import loaded
@@ -194,8 +195,7 @@ def train(
             "resuming %s from iteration %d of %d (%s)", description, start, solver.iterations, checkpoint
         )
     model.train()
-    with progress.task(description, solver.iterations, "it") as advance:
-        advance(start)
+    with progress.task(description, solver.iterations, "it", start) as advance:
         iterator = batches(start)
         if resumed:
             _set_generators(resumed.generators[rank])
@@ -402,10 +402,15 @@ class TrainingStage:
         return self.rows
 
     def finish(
-        self, *, inputs: list[Path], trained_on: Mapping[str, int], results: Mapping[str, Any] | None = None
+        self,
+        *,
+        inputs: list[Path],
+        trained_on: Mapping[str, int],
+        dataset: Dataset,
+        results: Mapping[str, Any] | None = None,
     ) -> TrainingSummary:
-        """Write the model's manifest (options, inputs, counts, the last loss and accuracy, seconds) and
-        return the summary."""
+        """Write the model's manifest (options, inputs, counts, the objects of each class of ``dataset``
+        it learnt from, the last loss and accuracy, seconds) and return the summary."""
         seconds = time.perf_counter() - self.started
         last = self.rows[-1]
         summary = TrainingSummary(
@@ -428,6 +433,7 @@ class TrainingStage:
                 seconds=seconds,
                 results={
                     **dict(trained_on),
+                    "class_objects": dataset.object_counts(),
                     **dict(results or {}),
                     "final_loss": summary.final_loss,
                     "final_accuracy": summary.final_accuracy,

@@ -262,6 +262,71 @@ def test_detect_takes_a_folder_and_writes_one_json_for_all(trained, tmp_path):
     assert found and found == [d for image in each for d in image]  # the same, in the folder's order
 
 
+def test_a_broken_image_in_a_folder_says_how_to_go_on_and_subfolders_are_searched(trained, tmp_path):
+    data, run = trained
+    folder = tmp_path / "photos"
+    (folder / "deeper").mkdir(parents=True)
+    first, *others = sorted((data / "JPEGImages").glob("*.jpg"))[:3]
+    shutil.copy(first, folder)
+    for image in others:
+        shutil.copy(image, folder / "deeper")
+    victim = folder / "deeper" / "broken.jpg"
+    shutil.copy(first, victim)
+    break_image(victim, "truncated")
+    out = ("--run", run, "--out", tmp_path / "out")
+    result = rcnn("detect", folder, *out)
+    assert result.exit_code == 0 and len(list((tmp_path / "out").glob("*.json"))) == 1, result.output
+    result = rcnn("detect", folder, "--recursive", *out)
+    assert_refused(result, str(victim), "--skip-bad skips unreadable images")
+    result = rcnn("detect", folder, "-r", "--skip-bad", *out)
+    assert result.exit_code == 0 and "skipped 1 unreadable images" in result.output, result.output
+    assert len(list((tmp_path / "out").glob("*.json"))) == 3
+
+
+def test_detect_refuses_before_any_work_what_it_could_not_write(trained, tmp_path):
+    """Outputs that are folders, and two images whose outputs would share a name: refused before a model
+    is loaded, naming both files."""
+    data, _ = trained
+    image = sorted((data / "JPEGImages").glob("*.jpg"))[0]
+    twin = tmp_path / "elsewhere" / image.name
+    twin.parent.mkdir()
+    shutil.copy(image, twin)
+    out = ("--run", tmp_path / "no-run", "--out", tmp_path / "out")
+    assert_refused(rcnn("detect", image, *out, "--grid", tmp_path), f"{tmp_path}: is a folder", "grid.png")
+    assert_refused(rcnn("detect", image, *out, "--save-json", tmp_path), f"{tmp_path}: is a folder")
+    assert_refused(rcnn("detect", image, twin, *out), str(image), str(twin), "share the file name stem")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+@pytest.mark.parametrize(
+    "method,missing", [("fast", "fast/finetune/model.pt"), ("rcnn", "rcnn/features/test.h5")]
+)
+def test_evaluate_before_its_inputs_names_the_command_that_makes_them(tiny_run, tmp_path, method, missing):
+    data, run = tiny_run
+    result = rcnn("evaluate", "--data", data, "--split", "test", "--run", run, "--method", method)
+    assert_refused(result, missing, "not found; make it with `rcnn ", f"--data {data}")
+
+
+def test_data_check_words_its_findings_as_they_are(trained, tmp_path):
+    """One problem is "1 problem", with no option it does not have; the layout in any case; a VOC
+    annotation whose <filename> names another image is a problem."""
+    data, _ = copies(trained, tmp_path)
+    ids = (data / "ImageSets" / "Main" / "trainval.txt").read_text().split()
+    annotation = data / "Annotations" / f"{ids[0]}.xml"
+    annotation.write_text(annotation.read_text().replace(f"<filename>{ids[0]}", f"<filename>{ids[1]}"))
+    result = rcnn("data", "check", "--data", data, "--format", "VOC")
+    assert result.exit_code == 2 and "1 problem:" in result.output and "--skip-bad" not in result.output
+    assert f"name in <filename> another image than their id's (first: {annotation})" in result.output
+    result = rcnn("data", "check", "--data", data, "--format", "xml")
+    assert result.exit_code == 2 and "'xml' is not one of 'voc', 'coco', 'yolo'" in result.output
+    assert "Value error" not in result.output
+
+
+def test_a_folder_given_for_a_file_is_named_as_a_folder(tiny_demo, tmp_path):
+    result = rcnn("propose", "--data", tiny_demo, "--split", "test", "--run", tmp_path, "--import", tmp_path)
+    assert_refused(result, f"{tmp_path}: is a folder; give the .mat file")
+
+
 def test_the_detect_memory_bench_runs_detect_on_each_size(trained, tmp_path):
     data, run = trained
     image = next((data / "JPEGImages").glob("*.jpg"))

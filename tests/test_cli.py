@@ -41,6 +41,29 @@ def test_version_and_every_command_has_help_with_an_example():
         assert result.exit_code == 0 and "Example" in result.output, command
 
 
+def test_help_shows_config_tables_in_brackets():
+    """Rich reads "[data]" as markup and drops it unless escaped."""
+    output = " ".join(rcnn("run", "--help").output.split())
+    assert "(overrides [data] root)" in output and "(overrides [data] classes)" in output
+
+
+def test_progress_counts_the_rate_of_this_run_only():
+    """A resumed task's earlier items are not counted in its rate, nor bursts (a pool's images come
+    several at once): items done here over the time here, in seconds an item when slower than one a
+    second, and the time left at that rate."""
+    from rich.progress import Task, TaskID
+
+    from rcnn_cli.console import _RateColumn, _RemainingColumn
+
+    fields = {"done_before": 5, "unit": "img"}
+    task = Task(TaskID(0), "search", 10, 7, _get_time=lambda: 100.0, fields=fields)
+    task.start_time = 90.0  # 2 images in 10 s: 0.2 an image a second, 3 left: 15 s
+    rate, left = _RateColumn(), _RemainingColumn()
+    assert (str(rate.render(task)), str(left.render(task))) == ("5.0 s/img", "0:00:15")
+    task.completed, task.total = 45, 50
+    assert (str(rate.render(task)), str(left.render(task))) == ("4.00 img/s", "0:00:01")
+
+
 def test_chain_on_the_tiny_dataset(tiny_demo, tmp_path):
     result = rcnn("data", "check", "--data", tiny_demo, "--split", "trainval")
     assert result.exit_code == 0 and "no problems found" in result.output

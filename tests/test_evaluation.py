@@ -8,7 +8,8 @@ from stages.datasets.formats import load_dataset
 from stages.detections import Detections, read_detections, write_detections
 from stages.errors import UserError
 from stages.evaluation import average_precision, evaluate, plot_pr_curves
-from tests.helpers import make_voc, voc_object, voc_xml
+from stages.plotting import fallback_font
+from tests.helpers import make_voc, rcnn, voc_object, voc_xml
 
 
 def detections(rows) -> Detections:
@@ -240,3 +241,30 @@ def test_detections_round_trip_and_plot(tmp_path, scene):
     assert json.loads((tmp_path / "d.json").read_text())[0]["class"] == "aaa"
     plot_pr_curves(evaluate(scene, back), tmp_path / "pr.png")
     assert (tmp_path / "pr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_class_names_in_any_script_are_drawn_or_said_once_never_as_raw_warnings(tmp_path):
+    """A name whose characters the default font lacks is drawn with an installed font that has them
+    (matplotlib's own fonts have "Ⓐ"); where none has (CJK, without a CJK font installed), one warning
+    says so, and matplotlib's per-glyph warnings never reach the terminal."""
+    names = ("活的树", "枯树", "Ⓐpple")
+    root = make_voc(
+        tmp_path / "data",
+        {"a": voc_xml([voc_object(name, (5 + 10 * k, 5, 40 + 10 * k, 40)) for k, name in enumerate(names)])},
+    )
+    detections = tmp_path / "detections.json"
+    found = [{"image_id": "a", "class": name, "score": 0.9, "box": [5, 5, 40, 40]} for name in names]
+    detections.write_text(json.dumps(found, ensure_ascii=False), encoding="utf-8")
+    on = ("--data", root, "--split", "train", "--detections", detections)
+    result = rcnn("evaluate", *on, "--out", tmp_path / "results.json")
+    assert result.exit_code == 0 and (tmp_path / "results.pr.png").is_file(), result.output
+    assert "Glyph" not in result.output and "UserWarning" not in result.output
+    said = [line for line in result.output.splitlines() if "no installed font has every character" in line]
+    assert fallback_font(frozenset("Ⓐ")) is not None and not any("Ⓐpple" in line for line in said)
+    cjk = fallback_font(frozenset("活的树枯"))
+    if cjk is not None and cjk[1] == frozenset("活的树枯"):  # a CJK font is installed
+        assert not said
+    else:
+        assert len(said) == 1 and "枯树, 活的树" in said[0]
+    again = rcnn("evaluate", *on, "--out", tmp_path / "again.json")
+    assert "no installed font" not in again.output  # once a process

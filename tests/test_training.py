@@ -4,10 +4,12 @@ the training frame every stage runs in."""
 import json
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from stages.datasets.records import Dataset, ImageRecord
 from stages.errors import UserError
 from stages.progress import Progress
 from stages.runs import RunLayout, TrainingFiles, manifest_path
@@ -32,12 +34,12 @@ class _StopAfter(Progress):
     def __init__(self, n):
         self.n = n
 
-    def task(self, description, total, unit="it"):
+    def task(self, description, total, unit="it", done=0):
         import contextlib
 
         @contextlib.contextmanager
         def managed():
-            count = {"done": -1}  # the first advance reports the starting point
+            count = {"done": 0}
 
             def advance(n=1, **fields):
                 count["done"] += 1
@@ -143,7 +145,20 @@ def test_the_stage_seeds_trains_and_writes_the_manifest(tmp_path):
             stamp={"classes": ["a"]},
             description="test",
         )
-        return model, stage.finish(inputs=[], trained_on={"windows": 8}, results={"backbone": "none"})
+        objects = ImageRecord(
+            "x",
+            tmp_path / "x.jpg",
+            9,
+            9,
+            np.zeros((2, 4), np.float32),
+            np.array([1, 1]),
+            np.array([0, 1], bool),
+        )
+        dataset = Dataset(tmp_path, "train", ("a", "b"), (objects,), annotated=True)
+        trained = stage.finish(
+            inputs=[], trained_on={"windows": 8}, dataset=dataset, results={"backbone": "x"}
+        )
+        return model, trained
 
     first, summary = once()
     second, _ = once()
@@ -152,4 +167,5 @@ def test_the_stage_seeds_trains_and_writes_the_manifest(tmp_path):
     manifest = json.loads(manifest_path(files.model).read_text())
     assert manifest["stage"] == "finetune" and manifest["options"]["method"] == "m"
     assert manifest["results"]["windows"] == 8 and manifest["results"]["final_accuracy"] == 0.5
+    assert manifest["results"]["class_objects"] == {"a": 1, "b": 0}  # the difficult one is not learnt
     assert files.checkpoint.is_file() and files.log.read_text().startswith("iteration,lr,loss,accuracy")

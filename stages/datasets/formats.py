@@ -10,7 +10,7 @@ repairs, and with ``skip_bad`` images read through so that no stage meets a brok
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,27 @@ def load_dataset(
     and so is every image that does not decode to the end (each is read through here, about a millisecond
     a VOC image, so that no stage meets a broken one halfway).
     """
+    dataset = _read(root, split, classes, skip_bad, progress, format)
+    for message in dataset.repairs:
+        log.warning(message)
+    if dataset.skipped:
+        log.warning(
+            "skipped %d unreadable images or annotations (--skip-bad): %s",
+            len(dataset.skipped),
+            "; ".join(list(dataset.skipped.values())[:5]) + (" ..." if len(dataset.skipped) > 5 else ""),
+        )
+    return dataset
+
+
+def _read(
+    root: Path,
+    split: str,
+    classes: tuple[str, ...] | None,
+    skip_bad: bool,
+    progress: Progress,
+    format: str | None,
+) -> Dataset:
+    """``load_dataset`` without its warnings: the repairs and skips are the dataset's to report."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"{root}: dataset root not found")
@@ -72,14 +93,6 @@ def load_dataset(
     )
     if skip_bad:
         dataset = _without_unreadable_images(dataset, progress)
-    for message in dataset.repairs:
-        log.warning(message)
-    if dataset.skipped:
-        log.warning(
-            "skipped %d unreadable images or annotations (--skip-bad): %s",
-            len(dataset.skipped),
-            "; ".join(list(dataset.skipped.values())[:5]) + (" ..." if len(dataset.skipped) > 5 else ""),
-        )
     if not dataset.images:
         raise UserError(f"{dataset.source or root}: no readable images in split {split!r}")
     return dataset
@@ -98,8 +111,8 @@ def _without_unreadable_images(dataset: Dataset, progress: Progress) -> Dataset:
 
 
 @dataclass(frozen=True)
-class DatasetReport:
-    """What `data check` found: per-class object and difficult counts, and every problem."""
+class SplitReport:
+    """What `data check` found in one split: per-class object and difficult counts, and every problem."""
 
     dataset: Dataset
     objects: dict[str, int]
@@ -108,15 +121,34 @@ class DatasetReport:
     problems: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class DatasetCheck:
+    """What `data check` found: each split's report, and across the splits (the first being the one to
+    train on) the problems that stop a run and the warnings that do not (``class_findings``)."""
+
+    splits: tuple[SplitReport, ...]
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+
+
 def check_dataset(
     root: Path,
-    split: str,
+    splits: Sequence[str],
     classes: tuple[str, ...] | None = None,
     progress: Progress = SILENT,
     format: str | None = None,
-) -> DatasetReport:
-    """Read every annotation and decode every image of the split; collect problems, don't stop at them."""
-    dataset = load_dataset(root, split, classes, skip_bad=True, progress=progress, format=format)
+) -> DatasetCheck:
+    """Read every annotation and decode every image of each split; collect problems, don't stop at them;
+    then compare the splits' classes (``class_findings``, the first split as the training one)."""
+    reports = tuple(_check_split(root, split, classes, progress, format) for split in dict.fromkeys(splits))
+    problems, warnings = class_findings([report.dataset for report in reports])
+    return DatasetCheck(reports, tuple(p for report in reports for p in report.problems) + problems, warnings)
+
+
+def _check_split(
+    root: Path, split: str, classes: tuple[str, ...] | None, progress: Progress, format: str | None
+) -> SplitReport:
+    dataset = _read(root, split, classes, True, progress, format)
     problems = [*dataset.skipped.values(), *dataset.repairs]
     for record in dataset.images:
         height, width = stored_size(record.path)
@@ -127,10 +159,39 @@ def check_dataset(
     labels = np.concatenate([r.labels for r in dataset.images])
     difficult = np.concatenate([r.difficult for r in dataset.images])
     names = dataset.classes
-    return DatasetReport(
+    return SplitReport(
         dataset,
         {n: int((labels == i + 1).sum()) for i, n in enumerate(names)},
         {n: int(((labels == i + 1) & difficult).sum()) for i, n in enumerate(names)},
         sum(len(r.labels) == 0 for r in dataset.images),
         tuple(problems),
     )
+
+
+def class_findings(splits: Sequence[Dataset]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(problems, warnings) of the class lists of ``splits``, the first the one trained on. A problem:
+    two splits with different class lists (COCO files numbering their categories apart, say), whose
+    labels would not mean the same classes. A warning: a class without a (non-difficult) object in the
+    first split but with some in another, which no method can learn (its AP is reported apart from the
+    mAP)."""
+    if not splits:
+        return (), ()
+    first = splits[0]
+    for other in splits[1:]:
+        if other.classes != first.classes:
+            return (
+                f"{first.source or first.root} and {other.source or other.root}: splits {first.split!r} "
+                f"and {other.split!r} have different classes ({first.split}: {', '.join(first.classes)}; "
+                f"{other.split}: {', '.join(other.classes)}); give one list with --classes",
+            ), ()
+    trained = first.object_counts()
+    others = {other.split: other.object_counts() for other in splits[1:]}
+    warnings = []
+    for name in first.classes:
+        if trained[name] == 0 and any(counts[name] for counts in others.values()):
+            counts = ", ".join(f"{c[name]} in {split!r}" for split, c in others.items() if c[name])
+            warnings.append(
+                f"class {name!r} has no object to train on in split {first.split!r} ({counts}): no method "
+                "learns it, and its AP is reported apart from the mAP"
+            )
+    return (), tuple(warnings)

@@ -56,6 +56,12 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.images)
 
+    def object_counts(self) -> dict[str, int]:
+        """Class name -> the split's non-difficult objects of it: what training learns from."""
+        labels = np.concatenate([np.zeros(0, np.int64), *(r.labels[~r.difficult] for r in self.images)])
+        counts = np.bincount(labels, minlength=len(self.classes) + 1)
+        return {name: int(counts[label]) for label, name in enumerate(self.classes, start=1)}
+
     def without(self, problems: Mapping[str, str]) -> Dataset:
         """This split less the images ``problems`` names (image id -> why), listed among the skipped."""
         return replace(
@@ -89,6 +95,7 @@ class Repairs:
 
     clipped: int = 0
     dropped: int = 0
+    misnamed: int = 0
     unknown_class: Counter = field(default_factory=Counter)
     first_file: dict[str, Path] = field(default_factory=dict)
 
@@ -124,6 +131,11 @@ class Repairs:
         if self.dropped:
             found.append(
                 f"dropped {self.dropped} empty or inverted boxes (first in {self.first_file['dropped']})"
+            )
+        if self.misnamed:
+            found.append(
+                f"{self.misnamed} annotations name in <filename> another image than their id's "
+                f"(first: {self.first_file['misnamed']}); where the id's image exists, it was read"
             )
         if self.unknown_class:
             names = ", ".join(f"{n} x{c}" for n, c in sorted(self.unknown_class.items()))

@@ -187,7 +187,10 @@ def _read_record(
         return ImageRecord(image_id, path, *stored_size(path), *empty)
     xml_path = root / "Annotations" / f"{image_id}.xml"
     xml = _parse_xml(xml_path)
-    path = _image_path(root, image_id, _text(xml, "filename"))
+    filename = _text(xml, "filename")
+    path = _image_path(root, image_id, filename)
+    if filename and Path(filename).stem != image_id:
+        problems.note("misnamed", xml_path)  # a copied annotation, or one of another image
     size = xml.find("size")
     try:
         width, height = (int(float(_text(size, tag, "0"))) for tag in ("width", "height"))

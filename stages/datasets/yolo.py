@@ -8,6 +8,7 @@ Rows become toolkit boxes here: ``x1 = (cx - w / 2) W`` and so on, in continuous
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import yaml
 from stages.datasets.records import Dataset, ImageRecord, Repairs, check_plain_name, check_relative_path
 from stages.errors import UserError, first_line
 from stages.image_files import is_image_name, stored_size
+
+log = logging.getLogger("rcnn")
 
 DATA_FILE = "data.yaml"
 DIFFICULT_SUFFIX = ".difficult.txt"
@@ -54,16 +57,35 @@ def class_names(content: dict[str, Any], path: Path) -> tuple[str, ...]:
     return tuple(str(n) for n in names)
 
 
+def dataset_folder(root: Path, content: dict[str, Any]) -> Path:
+    """The folder data.yaml's split entries are relative to: its ``path:`` (absolute, or relative to
+    ROOT, the data.yaml's folder) where that is a folder, else ROOT. (Ultralytics reads a relative
+    ``path:`` from its own datasets folder, which the toolkit does not know, hence ROOT then.)"""
+    entry = content.get("path")
+    if entry is None or entry == "":
+        return Path(root)
+    if not isinstance(entry, str):
+        raise UserError(f"{Path(root) / DATA_FILE}: path: must be a folder")
+    folder = Path(root) / Path(entry).expanduser()  # an absolute path replaces ROOT
+    if folder.is_dir():
+        return folder
+    log.warning(
+        "%s: path: %s is not a folder; reading the splits from %s", Path(root) / DATA_FILE, entry, root
+    )
+    return Path(root)
+
+
 def split_folders(root: Path, split: str, content: dict[str, Any]) -> tuple[Path, Path]:
-    """(images folder, labels folder) of ``split``: data.yaml's entry for it, relative to ROOT (its
-    ``path:`` key is not read: the root is given), else ``images/<split>``; the labels where Ultralytics
-    looks for them, ``images`` replaced by ``labels``."""
+    """(images folder, labels folder) of ``split``: data.yaml's entry for it, relative to its ``path:``
+    (``dataset_folder``), else ``images/<split>``; the labels where Ultralytics looks for them,
+    ``images`` replaced by ``labels``."""
     check_plain_name(split, "--split")
-    base = Path(root)
+    data_file = Path(root) / DATA_FILE
+    base = dataset_folder(root, content)
     entry = content.get(split, f"images/{split}")
     if not isinstance(entry, str):
-        raise UserError(f"{base / DATA_FILE}: {split}: must be one folder")
-    images = base / check_relative_path(entry.removeprefix("./"), f"{base / DATA_FILE}: {split}")
+        raise UserError(f"{data_file}: {split}: must be one folder")
+    images = base / check_relative_path(entry.removeprefix("./"), f"{data_file}: {split}")
     parts = list(Path(entry.removeprefix("./")).parts)
     labels = base.joinpath(*["labels" if part == "images" else part for part in parts])
     if not images.is_dir():
@@ -144,9 +166,12 @@ def _rows(label_file: Path, names: tuple[str, ...]) -> list[tuple[int, float, fl
         if not fields:
             continue
         try:
-            class_id, cx, cy, w, h = int(fields[0]), *(float(v) for v in fields[1:5])
-        except (ValueError, IndexError):
+            number_of_class, cx, cy, w, h = (float(v) for v in fields[:5])
+        except ValueError:
             raise UserError(f"{label_file} line {number}: not 'class cx cy w h'") from None
+        if not number_of_class.is_integer():  # Ultralytics reads "2.0" as class 2, as some converters write
+            raise UserError(f"{label_file} line {number}: class {fields[0]} is not a whole number")
+        class_id = int(number_of_class)
         if len(fields) != 5:
             raise UserError(f"{label_file} line {number}: {len(fields)} fields, not 5 (a polygon?)")
         if not 0 <= class_id < len(names):

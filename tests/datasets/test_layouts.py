@@ -167,9 +167,29 @@ def test_yolo_problems_name_the_file_and_line(tmp_path, row, problem):
     with pytest.raises(UserError, match=r"a\.txt") as error:
         load_dataset(root, "train")
     assert problem in str(error.value)
-    assert (
-        len(load_dataset(root / "..", "train", skip_bad=True, format="yolo").images) == 0 if False else True
-    )
+
+
+def test_a_yolo_class_written_as_a_whole_float_is_that_class(tmp_path):
+    """Ultralytics reads "1.0" as class 1, as some converters write it; "1.5" is no class."""
+    root = yolo_root(tmp_path, ["cat", "dog"], {"a": "1.0 0.5 0.5 0.2 0.2\n0 0.5 0.5 0.1 0.1\n"})
+    assert load_dataset(root, "train").images[0].labels.tolist() == [2, 1]
+    (root / "labels" / "train" / "a.txt").write_text("1.5 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(UserError, match=r"a\.txt line 1: class 1\.5 is not a whole number"):
+        load_dataset(root, "train")
+
+
+def test_a_yolo_data_file_path_is_where_its_splits_are(tmp_path):
+    """``path:`` absolute, or relative to the data.yaml's folder; one that is no folder is said and
+    the splits are read from the root (Ultralytics reads it from its own datasets folder)."""
+    (tmp_path / "elsewhere").mkdir()
+    elsewhere = yolo_root(tmp_path / "elsewhere", ["cat"], {"a": "0 0.5 0.5 0.2 0.2\n", "b": None})
+    root = tmp_path / "root"
+    write_image(root / "images" / "train" / "c.jpg")
+    for entry, images in ((str(elsewhere), ["a", "b"]), ("../elsewhere", ["a", "b"]), ("nowhere", ["c"])):
+        (root / "data.yaml").write_text(f"path: {entry}\ntrain: images/train\nnames: [cat]\n")
+        assert [r.image_id for r in load_dataset(root, "train").images] == images
+    result = rcnn("data", "check", "--data", root, "--split", "train")
+    assert result.exit_code == 0 and "path: nowhere is not a folder; reading the splits from" in result.output
 
 
 def test_an_unknown_layout_says_what_it_looked_for(tmp_path):

@@ -155,7 +155,7 @@ def test_check_reports_counts_and_problems(tmp_path):
         },
     )
     (root / "JPEGImages" / "c.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
-    report = check_dataset(root, "train")  # counts of the images that can be used: not c's
+    report = check_dataset(root, ["train"]).splits[0]  # counts of the images that can be used: not c's
     assert report.objects == {"cat": 2, "dog": 1} and report.difficult == {"cat": 0, "dog": 1}
     assert any("b.jpg: image is 80x60, annotation says 100x60" in p for p in report.problems)
     assert any("c.jpg: not an image" in p for p in report.problems)

@@ -152,6 +152,7 @@ def finetune(
             )
     return stage.finish(
         inputs=[run.proposals(dataset.split), *([weights_file] if weights_file else [])],
+        dataset=dataset,
         trained_on={
             "images": len(batches.usable),
             "foreground_rois": sum(len(foreground) for _, foreground, _ in batches.rows),

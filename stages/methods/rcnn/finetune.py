@@ -97,6 +97,7 @@ def finetune(
     save_model(files.model, model, kind=NAME, backbone=spec.name, classes=dataset.classes)
     return stage.finish(
         inputs=[run.proposals(dataset.split), *([weights_file] if weights_file else [])],
+        dataset=dataset,
         trained_on={"windows": len(labels), "foreground_windows": len(foreground)},
         results={"backbone": spec.name},
     )

@@ -135,6 +135,7 @@ def finetune(
     )
     return stage.finish(
         inputs=[source],
+        dataset=dataset,
         trained_on={"windows": len(labels), "foreground_windows": int((labels > 0).sum())},
         results={"backbone": net.spec.name},
     )

@@ -59,7 +59,7 @@ def test_the_rcnn_chain_learns_its_training_split(tiny_run, tmp_path):
 class _InterruptAfterOne(Progress):
     """Ctrl-C as soon as the first image has been written."""
 
-    def task(self, description, total, unit="it"):
+    def task(self, description, total, unit="it", done=0):
         @contextlib.contextmanager
         def managed():
             def advance(n=1, **fields):
