@@ -9,10 +9,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -335,18 +336,28 @@ def _spp_seconds(
     return middle - started, time.perf_counter() - middle
 
 
-def _timed(measure, work, label: str, progress: Progress) -> tuple[float, float]:
-    """Mean (conv, fc) seconds an image of ``measure(image, boxes)``, after one untimed warm-up call on
-    64 boxes (first-call allocations and kernel choice are not counted)."""
+Key = TypeVar("Key", bound=Hashable)
+
+
+def _timed(
+    measures: Mapping[Key, Callable], work, label: str, progress: Progress
+) -> dict[Key, tuple[float, float]]:
+    """Mean (conv, fc) seconds an image of each ``measure(image, boxes)``, after one untimed warm-up call
+    of each on 64 boxes (first-call allocations and kernel choice are not counted). The measures take
+    their turns on each image, so that the machine's drift (up to 2x from hour to hour on this
+    project's machines) falls on each alike and their comparison holds."""
+    totals = {name: [0.0, 0.0] for name in measures}
     with torch.no_grad():
-        measure(work[0][0], work[0][1][:64])
-        conv = fc = 0.0
-        with progress.task(label, len(work), "img") as advance:
+        for measure in measures.values():
+            measure(work[0][0], work[0][1][:64])
+        with progress.task(label, len(work) * len(measures), "pass") as advance:
             for image, boxes in work:
-                c, f = measure(image, boxes)
-                conv, fc = conv + c, fc + f
-                advance()
-    return conv / len(work), fc / len(work)
+                for name, measure in measures.items():
+                    conv, fc = measure(image, boxes)
+                    totals[name][0] += conv
+                    totals[name][1] += fc
+                    advance()
+    return {name: (conv / len(work), fc / len(work)) for name, (conv, fc) in totals.items()}
 
 
 def bench_features(
@@ -370,18 +381,13 @@ def bench_features(
     net = build_backbone(backbone).to(chosen).eval()
     spp = SppNet(net).to(chosen).eval()
     work = _prepared_images(dataset, images, image_size, proposals, seed)
-    results = [
-        FeatureTiming(
-            "rcnn",
-            (),
-            *_timed(lambda i, b: _rcnn_seconds(net, i, b, chosen), work, "features: rcnn", progress),
-        )
-    ]
+    measures: dict[tuple[str, tuple[int, ...]], Callable] = {
+        ("rcnn", ()): lambda i, b: _rcnn_seconds(net, i, b, chosen)
+    }
     for scales in scale_sets:
-        label = f"features: spp {','.join(map(str, scales))}"
-        timing = _timed(lambda i, b, s=scales: _spp_seconds(spp, i, b, s, chosen), work, label, progress)
-        results.append(FeatureTiming("spp", tuple(scales), *timing))
-    return results
+        measures["spp", tuple(scales)] = lambda i, b, s=tuple(scales): _spp_seconds(spp, i, b, s, chosen)
+    timings = _timed(measures, work, "features: rcnn, spp", progress)
+    return [FeatureTiming(method, scales, *timing) for (method, scales), timing in timings.items()]
 
 
 PAPER_VGG16 = {
@@ -635,7 +641,7 @@ def bench_methods(
         **_test_passes(net, spp, fast, smaller, image_size, chosen, precision),
         PEER: _in_precision(peer_seconds, chosen, precision),
     }
-    timings = {name: _timed(measure, work, f"test: {name}", progress) for name, measure in tests.items()}
+    timings = _timed(tests, work, "test passes", progress)
     macs = {  # an image's, averaged as the times are
         name: tuple(np.mean([counted_macs(partial(measure, *job)) for job in work], axis=0))
         for name, measure in tests.items()
@@ -844,10 +850,9 @@ def bench_growth(
 
     def seconds_of_passes(side: int, count: int, advance: Advance) -> dict[str, float]:
         work = _prepared_images(dataset, images, side, count, seed)
-        found = {}
-        for name, measure in _test_passes(net, spp, fast, smaller, side, chosen, precision).items():
-            found[name] = sum(_timed(measure, work, f"{name}: side {side}, {count} boxes", SILENT))
-            advance()
+        passes = _test_passes(net, spp, fast, smaller, side, chosen, precision)
+        found = {name: sum(timing) for name, timing in _timed(passes, work, "", SILENT).items()}
+        advance(len(passes))
         return found
 
     rows = []
