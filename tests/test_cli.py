@@ -177,10 +177,12 @@ def test_bench_methods_times_the_lineage_beside_the_paper(tiny_demo):
     timing, floor = _rows(first), _rows(second)
     lineage = ["R-CNN", "SPP-net", "Fast R-CNN", "Fast R-CNN + SVD", "torchvision"]
     assert [cells[0] for cells in timing] == [cells[0] for cells in floor] == lineage
+    slowest = float(timing[0][3])
     for cells in timing:
         conv, fc, total = (float(c) for c in cells[1:4])
         assert total == pytest.approx(conv + fc, abs=2e-3) and total > 0
-    assert timing[0][4] == "1.0x" and [cells[7] for cells in timing[:4]] == ["1x", "20x", "146x", "213x"]
+        assert float(cells[4].rstrip("x")) == pytest.approx(slowest / total, rel=0.1)  # over R-CNN
+    assert [cells[7] for cells in timing[:4]] == ["1x", "20x", "146x", "213x"]
     for cells in floor:  # G multiply-adds (conv, fc), their floor seconds, the test seconds, the share
         conv_macs, fc_macs = float(cells[1]), float(cells[2])
         assert conv_macs > 0 and fc_macs > 0 and 0 < float(cells[6].rstrip("%")) <= 200
@@ -212,8 +214,11 @@ def test_bench_features_times_both_methods(tiny_demo):
     )
     result = rcnn("bench", "features", "--data", tiny_demo, "--backbone", "tiny", *sizes)
     assert result.exit_code == 0, result.output
-    rows = [line for line in result.output.splitlines() if line.startswith(("│ rcnn", "│ spp"))]
-    assert len(rows) == 3 and "1.0x" in rows[0]
+    lines = [line for line in result.output.splitlines() if line.startswith(("│ rcnn", "│ spp"))]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in lines]
+    assert [cells[:2] for cells in rows] == [["rcnn", "-"], ["spp", "96"], ["spp", "96,160"]]
+    for cells in rows:  # the speed-up over R-CNN is R-CNN's total over the row's
+        assert float(cells[5].rstrip("x")) == pytest.approx(float(rows[0][4]) / float(cells[4]), rel=0.1)
 
 
 def test_fast_rcnn_has_no_feature_cache_stages(tmp_path):

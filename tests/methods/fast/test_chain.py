@@ -27,20 +27,23 @@ def test_the_fast_rcnn_chain_learns_its_training_split(tiny_run, tmp_path):
         log = list(csv.DictReader(rows))
     assert [int(row["iteration"]) for row in log] == list(range(20, 201, 20))
     assert {"loss", "cls_loss", "box_loss", "accuracy"} <= set(log[0])
-    result = rcnn("compress", "--run", run, "--fc6-rank", "64", "--fc7-rank", "16")
-    assert result.exit_code == 0 and "64, 16" in result.output, result.output
+    result = rcnn("compress", "--run", run)  # the paper's ratios: a quarter and a sixteenth of 512
+    assert result.exit_code == 0 and "128, 32" in result.output, result.output
     on = ("--method", "fast", "--data", data)
     output = run_steps(
         run,
         ("evaluate", *on, "--split", "trainval"),
         ("evaluate", *on, "--split", "test"),
-        ("evaluate", *on, "--split", "test", "--compressed"),
+        ("evaluate", *on, "--split", "trainval", "--compressed"),
     )
     assert "mAP (voc07)" in output
     fitted = json.loads(files.results("trainval").read_text())
     plain = json.loads(files.results("test").read_text())
-    svd = json.loads(files.results("test", compressed=True).read_text())
-    assert fitted["map"] > 0.25 and not plain["compressed"] and svd["compressed"] and 0 <= svd["map"] <= 1
+    svd = json.loads(files.results("trainval", compressed=True).read_text())
+    assert fitted["map"] > 0.25 and not plain["compressed"] and svd["compressed"]
+    # at the paper's ratios the SVD model keeps most of what the plain one learnt (a network this briefly
+    # trained loses more than the demo's, whose fc spectrum has settled; ranks 64 and 16 lose twice this)
+    assert fitted["map"] - 0.15 <= svd["map"] <= fitted["map"] + 0.05, (fitted["map"], svd["map"])
     assert plain["conv_seconds_per_image"] > 0 and plain["fc_seconds_per_image"] > 0
     images = sorted((data / "JPEGImages").glob("*.jpg"))[:2]
     grid = tmp_path / "grid.png"
@@ -50,5 +53,5 @@ def test_the_fast_rcnn_chain_learns_its_training_split(tiny_run, tmp_path):
     assert cv2.imread(str(grid)).shape[1] > 2 * 400
     assert 0 < len(read_detections(out / f"{images[0].stem}.json")) <= 100
     result = rcnn("report", "--run", run)
-    assert result.exit_code == 0 and "fast/eval/test.svd.json" in result.output, result.output
+    assert result.exit_code == 0 and "fast/eval/trainval.svd.json" in result.output, result.output
     assert "Fast R-CNN + SVD" in result.output
