@@ -123,15 +123,16 @@ def coco_evaluate(dataset: Dataset, detections: Detections, classes: Sequence[st
     return evaluator
 
 
-def class_results(evaluator, num_classes: int) -> list[tuple[float, np.ndarray, np.ndarray]]:
-    """Per class: (AP at IoU 0.50:0.95, recall thresholds, precision at IoU 0.5) for all areas and
-    100 detections; AP is NaN for a class without ground truth."""
+def class_results(evaluator) -> dict[int, tuple[float, np.ndarray, np.ndarray]]:
+    """Category id -> (AP at IoU 0.50:0.95, recall thresholds, precision at IoU 0.5) for all areas and
+    100 detections; AP is NaN for a category without ground truth. Keyed by id because COCOeval orders
+    its results by sorted category id, not by the order it was given them in."""
     precision = evaluator.eval["precision"]  # (IoU thresholds, recall thresholds, classes, areas, max dets)
     recall_points = np.asarray(evaluator.params.recThrs)
-    found = []
-    for k in range(num_classes):
+    found = {}
+    for k, category in enumerate(evaluator.params.catIds):
         table = precision[:, :, k, 0, -1]
         valid = table[table > -1]
         ap = float(valid.mean()) if valid.size else float("nan")
-        found.append((ap, recall_points, np.clip(table[0], 0, None)))
+        found[int(category)] = (ap, recall_points, np.clip(table[0], 0, None))
     return found

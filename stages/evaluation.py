@@ -194,11 +194,13 @@ def evaluate(
 def _coco(dataset: Dataset, detections: Detections, untrained: tuple[str, ...]) -> Evaluation:
     """COCO's metric by pycocotools over the trained classes; per class, AP at IoU 0.50:0.95 and the PR
     curve at IoU 0.5 (the untrained classes: their counts, no AP)."""
-    from stages.coco_metric import SUMMARY, class_results, coco_evaluate
+    from stages.coco_metric import SUMMARY, category_ids, class_results, coco_evaluate
 
     trained = [name for name in dataset.classes if name not in untrained]
     evaluator = coco_evaluate(dataset, detections, trained)
-    per_class = dict(zip(trained, class_results(evaluator, len(trained)), strict=True)) if evaluator else {}
+    found = class_results(evaluator) if evaluator is not None else {}
+    category_of = dict(zip(dataset.classes, category_ids(dataset), strict=True))
+    per_class = {name: found[category_of[name]] for name in trained if category_of[name] in found}
     positives_of = dataset.object_counts()
     results = []
     for name in dataset.classes:

@@ -82,6 +82,30 @@ def test_the_coco_metric_is_pycocotools_on_the_dataset_itself(coco):
     assert np.mean(per_class) == pytest.approx(ours.map, abs=1e-9)
 
 
+def test_each_class_keeps_its_ap_in_any_class_order_and_untrained_ones_leave_the_map(coco):
+    """COCOeval orders its per-class results by category id: a class list in another order (--classes)
+    must not hand one class's AP to another. An untrained class is scored apart: the mAP is COCOeval's
+    over the others."""
+    root, rows = coco
+    dataset = load_dataset(root, "val")
+    reordered = load_dataset(root, "val", classes=("toothbrush", "car", "dog"))
+    ours = {c.name: c.ap for c in evaluate(dataset, as_detections(rows, dataset)).classes}
+    again = {c.name: c.ap for c in evaluate(reordered, as_detections(rows, reordered)).classes}
+    assert again == ours and len(set(ours.values())) == 3
+    apart = evaluate(reordered, as_detections(rows, reordered), untrained=["dog"])
+    only = evaluate(
+        load_dataset(root, "val", classes=("toothbrush", "car")),
+        as_detections(
+            [r for r in rows if r["category_id"] != 18],
+            load_dataset(root, "val", classes=("toothbrush", "car")),
+        ),
+    )
+    assert apart.untrained == ("dog",) and apart.map == pytest.approx(only.map, abs=1e-9)
+    assert {c.name: c.ap for c in apart.classes if c.name != "dog"} == pytest.approx(
+        {c.name: c.ap for c in only.classes}
+    )
+
+
 def test_the_coco_metric_on_a_voc_dataset_and_from_the_command_line(coco, tiny_demo, tmp_path):
     root, rows = coco
     dataset = load_dataset(root, "val")
