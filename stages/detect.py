@@ -323,7 +323,7 @@ def detect_images(
     ``grid``.
     """
     proposal_options = proposal_options or searched_with(run)
-    out = ensure_folder(Path(out) if out is not None else method.files(run).detect)
+    out = Path(out) if out is not None else method.files(run).detect
     for target, example in ((save_json, "detections.json"), (grid, "grid.png")):
         if target is not None:  # refused now, not after the work
             file_target(target, example)
@@ -336,6 +336,7 @@ def detect_images(
                 f"their outputs in {out}; detect them apart (say with another --out)"
             )
     stems, paths = list(first_of), list(first_of.values())
+    ensure_folder(out)  # a file there is refused now too
     threshold = method.display_threshold if score_thresh is None else score_thresh
     options = replace(method.test_options, score_thresh=threshold)
     with processes(device) as procs:

@@ -185,11 +185,13 @@ class RunLayout:
     def data_option(self, root: Path | str | None = None) -> str:
         """``--data ROOT`` for a command a hint prints: ``root`` when the caller knows the dataset, else
         the one the run's proposals were made from (their manifests record it), else a placeholder."""
-        if root is None:
-            for proposals in sorted((self.root / "proposals").glob("*.h5")):
+        for proposals in sorted((self.root / "proposals").glob("*.h5")) if root is None else ():
+            try:  # a hint never fails for a manifest it only looks into
                 root = (read_manifest(proposals) or {}).get("results", {}).get("dataset_root")
-                if root:
-                    break
+            except UserError:
+                continue
+            if root:
+                break
         return f"--data {root or 'ROOT'}"
 
     def __str__(self) -> str:
