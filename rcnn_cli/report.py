@@ -11,6 +11,7 @@ from rich.table import Table
 
 from rcnn_cli.console import out
 from rcnn_cli.options import DEFAULT_RUN
+from stages.proposals import LOW_RECALL, LOW_RECALL_DOCS
 from stages.report import RunReport
 from stages.report import report as collect
 from stages.report_page import write_report_page
@@ -100,8 +101,8 @@ def print_report(found: RunReport, title: str) -> None:
         out.print(proposals)
         if any(p.low_recall for p in found.proposals):
             out.print(
-                "[yellow]proposals that find fewer than 70% of the objects limit every detector: "
-                'docs/your-own-data.md, "Large images, small objects"[/]'
+                f"[yellow]proposals that find fewer than {LOW_RECALL:.0%} of the objects limit every "
+                f"detector: {escape(LOW_RECALL_DOCS)}[/]"
             )
     stages = Table(title="time of each stage")
     stages.add_column("stage")

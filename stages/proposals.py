@@ -215,6 +215,8 @@ def proposal_recall(
 
 LOW_RECALL = 0.7
 """Below this share of the objects found at IoU 0.5, proposals are the detectors' limit: say so."""
+LOW_RECALL_DOCS = 'docs/your-own-data.md, "Large images, small objects"'
+"""Where the docs say what to do about it."""
 
 
 def low_recall_advice(
@@ -249,7 +251,7 @@ def low_recall_advice(
         return f"{said}; its objects may be too small or too crowded for selective search"
     return (
         f"{said}. Try {'; '.join(tips)} (in a config: the [propose] keys of the same names). Larger "
-        'searches take longer: docs/your-own-data.md, "Large images, small objects"'
+        f"searches take longer: {LOW_RECALL_DOCS}"
     )
 
 

@@ -109,32 +109,27 @@ def report(run: RunLayout) -> RunReport:
             )
             found.append((split, compressed, result))
         results += [result for *_, result in sorted(found, key=lambda item: item[:2])]
-    stages = []
-    for path in run.manifests():
+    stages, proposals = [], []
+    for path in run.manifests():  # each read once: the stage times, and each split's proposals
         manifest = _read(path)
         name = manifest.get("artifact", path.name.removesuffix(MANIFEST_SUFFIX))
         artifact = path.with_name(name).relative_to(run.root)
         stage = StageTime(manifest.get("stage", "?"), str(artifact), float(manifest.get("seconds", 0.0)))
         stages.append((manifest.get("created", ""), str(artifact), stage))
+        if stage.stage == "propose":
+            proposals.append(_split_proposals(artifact.stem, manifest))
     stages.sort(key=lambda item: item[:2])
-    return RunReport(tuple(results), tuple(stage for *_, stage in stages), _proposals(run))
+    return RunReport(tuple(results), tuple(stage for *_, stage in stages), tuple(proposals))
 
 
-def _proposals(run: RunLayout) -> tuple[SplitProposals, ...]:
-    """Each split's proposals, from their manifests, in split name order."""
-    found = []
-    for path in sorted((run.root / "proposals").glob(f"*{MANIFEST_SUFFIX}")):
-        manifest = _read(path)
-        options, results = manifest.get("options", {}), manifest.get("results", {})
-        source = options.get("source", "?")
-        found.append(
-            SplitProposals(
-                path.name.removesuffix(MANIFEST_SUFFIX),
-                str(options.get("mode")) if source == "selective_search" else "imported",
-                int(results.get("images", 0)),
-                float(results.get("boxes_per_image", 0.0)),
-                results.get("recall") or None,
-                float(manifest.get("seconds", 0.0)),
-            )
-        )
-    return tuple(found)
+def _split_proposals(split: str, manifest: dict) -> SplitProposals:
+    """A split's proposals as their manifest records them."""
+    options, results = manifest.get("options", {}), manifest.get("results", {})
+    return SplitProposals(
+        split,
+        str(options.get("mode")) if options.get("source") == "selective_search" else "imported",
+        int(results.get("images", 0)),
+        float(results.get("boxes_per_image", 0.0)),
+        results.get("recall") or None,
+        float(manifest.get("seconds", 0.0)),
+    )

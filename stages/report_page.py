@@ -35,7 +35,7 @@ from stages.errors import UserError
 from stages.evaluation import Evaluation, evaluate
 from stages.methods import METHODS
 from stages.plotting import drawing, pyplot
-from stages.proposals import LOW_RECALL, proposals_dataset
+from stages.proposals import LOW_RECALL, LOW_RECALL_DOCS, proposals_dataset
 from stages.report import MethodResult, RunReport, report
 from stages.runs import RunLayout
 
@@ -722,12 +722,7 @@ def _proposals_section(runs: Sequence[_Run]) -> str:
     said = [
         "Recall: the share of the split's (non-difficult) objects that a proposal covers at the IoU. "
         "No detector finds what its proposals miss"
-        + (
-            f"; the highlighted splits' find fewer than {LOW_RECALL:.0%} (docs/your-own-data.md, "
-            '"Large images, small objects").'
-            if low
-            else "."
-        )
+        + (f"; the highlighted splits' find fewer than {LOW_RECALL:.0%} ({LOW_RECALL_DOCS})." if low else ".")
     ]
     return table + _notes(said)
 
