@@ -309,7 +309,7 @@ def check_splits(context: Context) -> None:
     )
     if problems:
         raise UserError(f"{problems[0]} (or [data] classes in {context.config.source})")
-    for warning in warnings:
+    for warning in warnings if context.writer else ():  # once, not once a process under torchrun
         log.warning(warning)
 
 
