@@ -13,7 +13,7 @@ from typer.core import TyperGroup
 
 from rcnn_cli import bench, classifiers, data, detect, evaluate, export, features, propose, report, run, train
 from rcnn_cli.console import err, setup_logging
-from stages.errors import UserError
+from stages.core.errors import UserError
 
 EXIT_INTERNAL, EXIT_USER = 1, 2
 
@@ -37,7 +37,7 @@ class _ErrorEdge(TyperGroup):
             self._user_error(ctx, str(exc))
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):  # stages name the file they write
-                self._internal_error(ctx, exc)  # (stages.atomic.writing); this is the net under them
+                self._internal_error(ctx, exc)  # (stages.core.atomic.writing); this is the net under them
             self._user_error(
                 ctx, f"{exc.filename or 'writing'}: no space left on the device; finished work is kept"
             )

@@ -30,7 +30,7 @@ from rcnn_cli.options import (
     parse_sizes,
 )
 from rcnn_cli.propose import MaxSide, Mode
-from stages.bench import (
+from stages.bench.benchmarks import (
     MATMUL_SHAPE,
     PAPER_VGG16,
     PEER,
@@ -45,8 +45,8 @@ from stages.bench import (
 )
 from stages.datasets.formats import load_dataset
 from stages.methods import get_cached_method
-from stages.proposals import ProposalOptions
-from stages.runs import RunLayout
+from stages.proposals.propose import ProposalOptions
+from stages.runs.layout import RunLayout
 
 app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
 

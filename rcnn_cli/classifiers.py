@@ -9,11 +9,11 @@ from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import DEFAULT_RUN, CachedMethod, CachedMethodOption, RunDir
-from stages.bbox import BboxOptions
-from stages.bbox import train_bbox as run_train_bbox
+from stages.cache.box_regression import BboxOptions
+from stages.cache.box_regression import train_bbox as run_train_bbox
+from stages.cache.svm import SvmOptions, train_svms
 from stages.methods import get_cached_method
-from stages.runs import RunLayout
-from stages.svm import SvmOptions, train_svms
+from stages.runs.layout import RunLayout
 
 CacheSplit = Annotated[str, typer.Option("--split", help="Split whose feature cache to train on.")]
 

@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.progress import Progress as RichBar
 from rich.text import Text
 
-from stages.progress import Advance, Progress
+from stages.core.progress import Advance, Progress
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, quiet=os.environ.get("RANK", "0").strip() not in ("", "0"))

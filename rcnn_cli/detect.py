@@ -22,10 +22,10 @@ from rcnn_cli.options import (
     SkipBad,
     given,
 )
-from stages.detect import detect_images
+from stages.inference.detect import detect_images
 from stages.methods import get_method
-from stages.proposals import searched_with
-from stages.runs import RunLayout
+from stages.proposals.propose import searched_with
+from stages.runs.layout import RunLayout
 
 
 def detect(

@@ -25,14 +25,14 @@ from rcnn_cli.options import (
     layout_name,
     parse_classes,
 )
-from stages.atomic import write_json
+from stages.core.atomic import write_json
 from stages.datasets.formats import load_dataset
-from stages.detect import evaluate_run
-from stages.detections import read_detections
-from stages.evaluation import Evaluation, save_evaluation
-from stages.evaluation import evaluate as run_evaluation
+from stages.detections.files import read_detections
+from stages.evaluation.metrics import Evaluation, save_evaluation
+from stages.evaluation.metrics import evaluate as run_evaluation
+from stages.inference.evaluate import evaluate_run
 from stages.methods import get_method
-from stages.runs import RunLayout
+from stages.runs.layout import RunLayout
 
 
 def evaluate(

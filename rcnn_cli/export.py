@@ -10,10 +10,10 @@ import typer
 
 from rcnn_cli.console import out
 from rcnn_cli.options import DEFAULT_RUN, Method, MethodOption, RunDir, Split
-from stages.export import EXPORT_FORMATS
-from stages.export import export as export_detections
+from stages.inference.export import EXPORT_FORMATS
+from stages.inference.export import export as export_detections
 from stages.methods import get_method
-from stages.runs import RunLayout
+from stages.runs.layout import RunLayout
 
 ResultFormat = Enum("ResultFormat", {name: name for name in EXPORT_FORMATS}, type=str)  # type: ignore[misc]
 

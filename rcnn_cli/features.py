@@ -26,12 +26,12 @@ from rcnn_cli.options import (
     parse_classes,
     parse_sizes,
 )
+from stages.cache.features import CacheOptions
 from stages.datasets.formats import load_dataset
-from stages.features import CacheOptions
 from stages.methods import get_cached_method
 from stages.methods.rcnn.features import ExtractOptions
 from stages.methods.spp.features import SppExtractOptions
-from stages.runs import RunLayout
+from stages.runs.layout import RunLayout
 
 
 def extract_features(

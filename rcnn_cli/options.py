@@ -11,8 +11,8 @@ import typer
 
 from stages.datasets.formats import FORMATS
 from stages.methods import CACHED_METHODS, METHODS
-from stages.precision import PRECISIONS
-from stages.training import TrainingOptions
+from stages.networks.precision import PRECISIONS
+from stages.training.solver import TrainingOptions
 
 RunDir = Annotated[Path, typer.Option("--run", help="Run folder: every stage's artifacts live here.")]
 DataRoot = Annotated[

@@ -21,9 +21,9 @@ from rcnn_cli.options import (
     parse_classes,
 )
 from stages.datasets.formats import load_dataset
-from stages.proposals import ProposalOptions, import_mat
-from stages.proposals import propose as run_propose
-from stages.runs import RunLayout
+from stages.proposals.propose import ProposalOptions, import_mat
+from stages.proposals.propose import propose as run_propose
+from stages.runs.layout import RunLayout
 
 Mode = Annotated[
     str, typer.Option(help="Selective search strategy: single, fast (R-CNN's, the default) or quality.")

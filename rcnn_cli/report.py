@@ -11,11 +11,11 @@ from rich.table import Table
 
 from rcnn_cli.console import out
 from rcnn_cli.options import DEFAULT_RUN
-from stages.proposals import LOW_RECALL, LOW_RECALL_DOCS
-from stages.report import RunReport
-from stages.report import report as collect
-from stages.report_page import write_report_page
-from stages.runs import RunLayout
+from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS
+from stages.report.page import write_report_page
+from stages.report.summary import RunReport
+from stages.report.summary import report as collect
+from stages.runs.layout import RunLayout
 
 
 def _score(value: float | None) -> str:

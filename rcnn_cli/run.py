@@ -13,10 +13,10 @@ from rich.table import Table
 from rcnn_cli.console import RichProgress, err, out
 from rcnn_cli.options import parse_classes
 from rcnn_cli.report import print_report
-from stages.config import load_config
-from stages.pipeline import PlannedStep, State, plan, run_config
-from stages.report import report as collect
-from stages.runs import RunLayout
+from stages.config.run_config import load_config
+from stages.pipeline.run import PlannedStep, State, plan, run_config
+from stages.report.summary import report as collect
+from stages.runs.layout import RunLayout
 
 _STATE_STYLE = {State.RUN: "bold", State.RESUME: "yellow", State.UP_TO_DATE: "dim"}
 

@@ -34,10 +34,10 @@ from rcnn_cli.options import (
 from stages.datasets.formats import load_dataset
 from stages.methods import get_method
 from stages.methods.fast.compress import CompressOptions, compress_run
-from stages.pretrain import PretrainOptions
-from stages.pretrain import pretrain as run_pretrain
-from stages.runs import RunLayout
-from stages.training import TrainingOptions, TrainingSummary
+from stages.runs.layout import RunLayout
+from stages.training.pretrain import PretrainOptions
+from stages.training.pretrain import pretrain as run_pretrain
+from stages.training.solver import TrainingOptions, TrainingSummary
 
 Iterations = Annotated[int | None, typer.Option(help="SGD iterations (mini-batches).")]
 LearningRate = Annotated[float | None, typer.Option(help="Base learning rate.")]

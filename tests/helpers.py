@@ -12,9 +12,9 @@ import numpy as np
 from typer.testing import CliRunner
 
 from rcnn_cli.app import app
+from stages.cache.features import CacheWriter
 from stages.datasets.demo import DemoOptions
-from stages.features import CacheWriter
-from stages.matching import LabelledRegions
+from stages.training.matching import LabelledRegions
 
 TINY = DemoOptions(seed=7, num_train=3, num_val=2, num_test=3)
 """The tiny demo dataset of the ``tiny_demo`` fixture: 3 train, 2 val, 3 test images."""
@@ -30,7 +30,7 @@ EXTERNAL_ENTITY = """<?xml version="1.0"?>
 
 
 ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT_SAVED = "stages.training:_save"
+CHECKPOINT_SAVED = "stages.training.solver:_save"
 """The call after which a training stage's checkpoint is on disk."""
 
 

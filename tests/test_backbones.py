@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from stages.backbones import BACKBONES, Classifier, build_backbone, resolve_backbone
-from stages.errors import UserError
-from stages.models import save_model
-from stages.runs import RunLayout
+from stages.core.errors import UserError
+from stages.networks.backbones import BACKBONES, Classifier, build_backbone, resolve_backbone
+from stages.networks.models import save_model
+from stages.runs.layout import RunLayout
 
 
 def conv_pool_geometry(module: nn.Module) -> list[tuple[str, int, int, int]]:

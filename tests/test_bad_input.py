@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from stages.datasets.demo import DEMO_CLASSES
-from stages.proposals import read_proposals
-from stages.runs import RunLayout
+from stages.proposals.propose import read_proposals
+from stages.runs.layout import RunLayout
 from tests.helpers import BILLION_LAUGHS, EXTERNAL_ENTITY, rcnn, run_steps, voc_object, voc_xml
 
 TRAINING = ("--iterations", "2", "--checkpoint-every", "1")
@@ -428,7 +428,7 @@ def test_a_full_disk_is_a_user_error_and_the_rerun_resumes(tiny_demo, tmp_path, 
         return savez(file, *args, **kwargs)
 
     propose = (*PROPOSE, "--data", tiny_demo)
-    monkeypatch.setattr("stages.sharding.PART_IMAGES", 1)
+    monkeypatch.setattr("stages.runs.processes.PART_IMAGES", 1)
     monkeypatch.setattr(np, "savez", full_after_two)
     run = tmp_path / "run"
     result = rcnn(*propose, "--run", run)

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from stages.bbox import BboxOptions, load_bbox, train_bbox, whitening
-from stages.features import FeatureCache, feature_scale
-from stages.geometry import decode_boxes
-from stages.matching import LabelledRegions
-from stages.runs import RunLayout
+from stages.cache.box_regression import BboxOptions, load_bbox, train_bbox, whitening
+from stages.cache.features import FeatureCache, feature_scale
+from stages.core.geometry import decode_boxes
+from stages.runs.layout import RunLayout
+from stages.training.matching import LabelledRegions
 from tests.helpers import write_cache
 
 

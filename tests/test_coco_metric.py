@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from stages.datasets.formats import load_dataset
-from stages.detections import Detections, write_detections
-from stages.evaluation import evaluate
+from stages.detections.files import Detections, write_detections
+from stages.evaluation.metrics import evaluate
 from tests.helpers import rcnn, write_image
 
 CATEGORIES = [{"id": 3, "name": "car"}, {"id": 18, "name": "dog"}, {"id": 90, "name": "toothbrush"}]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from stages.config import load_config, resolved_toml
-from stages.errors import UserError
+from stages.config.run_config import load_config, resolved_toml
+from stages.core.errors import UserError
 from stages.methods.fast.compress import CompressOptions
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))

@@ -2,8 +2,8 @@
 
 import pytest
 
-from stages.detect import image_paths
-from stages.errors import UserError
+from stages.core.errors import UserError
+from stages.inference.detect import image_paths
 from tests.helpers import write_image
 
 

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from stages.devices import pick_device
-from stages.errors import UserError
+from stages.core.errors import UserError
+from stages.runs.devices import pick_device
 
 
 def test_device_choice():

@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 import pytest
 
-from stages.runs import RunLayout, read_manifest
-from stages.sharding import Processes
+from stages.runs.layout import RunLayout, read_manifest
+from stages.runs.processes import Processes
 from tests.helpers import ROOT, killed, rcnn, run_steps
 
 SEARCH = ("--workers", "1", "--max-side", "160")
@@ -184,7 +184,7 @@ def test_a_killed_two_process_search_resumes_to_one_process_s_proposals(trained,
     layout = RunLayout(run)
     layout.proposals("test").unlink()
     stage = ("propose", "--data", data, "--split", "test", "--run", run, *SEARCH)
-    kill = ("stages.sharding:ImageParts.flush", "1", "stages.sharding:PART_IMAGES=1")
+    kill = ("stages.runs.processes:ImageParts.flush", "1", "stages.runs.processes:PART_IMAGES=1")
     torchrun(*kill, "--", *stage, module="tests.kill_midway", expect=1)
     assert any(layout.proposal_parts("test").glob("part-*.npz"))
     torchrun(*stage)
@@ -196,7 +196,9 @@ def test_a_killed_two_process_extraction_resumes_to_one_process_s_cache(trained,
     target = RunLayout(run).method("rcnn").features("test")
     target.unlink()
     stage = ("extract-features", "--method", "rcnn", "--data", data, "--split", "test", "--run", run)
-    torchrun("stages.features:CacheWriter.append", "1", "--", *stage, module="tests.kill_midway", expect=1)
+    torchrun(
+        "stages.cache.features:CacheWriter.append", "1", "--", *stage, module="tests.kill_midway", expect=1
+    )
     assert any(target.parent.glob(".test.parts/*"))
     torchrun(*stage)
     assert_same_cache(target, single.method("rcnn").features("test"))
@@ -216,8 +218,8 @@ def test_a_killed_detect_on_many_images_resumes_to_the_same_detections(trained, 
     images = sorted((data / "JPEGImages").glob("*.jpg"))[:3]
     common = ("detect", *images, "--run", run, "--method", "fast", "--score-thresh", "-100")
     killed(
-        "stages.sharding:ImageParts.flush", 2, *common, "--out", tmp_path / "killed",
-        settings=("stages.sharding:PART_IMAGES=1",),
+        "stages.runs.processes:ImageParts.flush", 2, *common, "--out", tmp_path / "killed",
+        settings=("stages.runs.processes:PART_IMAGES=1",),
     )  # fmt: skip
     assert len(list((tmp_path / "killed" / ".detect.parts").glob("part-*.npz"))) == 2
     for name, out in (("resumed", "killed"), ("straight", "straight")):

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.draw import draw_detections, write_grid, write_png
-from stages.errors import UserError
+from stages.core.errors import UserError
+from stages.detections.draw import draw_detections, write_grid, write_png
 
 
 def test_grid_tiles_pictures_row_by_row_each_row_as_tall_as_its_tallest(tmp_path):

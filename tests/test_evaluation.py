@@ -4,11 +4,11 @@ import logging
 import numpy as np
 import pytest
 
+from stages.core.errors import UserError
+from stages.core.plotting import fallback_font
 from stages.datasets.formats import load_dataset
-from stages.detections import Detections, read_detections, write_detections
-from stages.errors import UserError
-from stages.evaluation import average_precision, evaluate, plot_pr_curves
-from stages.plotting import fallback_font
+from stages.detections.files import Detections, read_detections, write_detections
+from stages.evaluation.metrics import average_precision, evaluate, plot_pr_curves
 from tests.helpers import make_voc, rcnn, voc_object, voc_xml
 
 

@@ -12,12 +12,12 @@ import shutil
 import numpy as np
 import pytest
 
+from stages.core.geometry import voc_to_boxes
 from stages.datasets.demo import generate_demo
 from stages.datasets.formats import load_dataset
-from stages.detections import read_detections
-from stages.evaluation import evaluate
-from stages.geometry import voc_to_boxes
-from stages.runs import RunLayout
+from stages.detections.files import read_detections
+from stages.evaluation.metrics import evaluate
+from stages.runs.layout import RunLayout
 from tests.helpers import TINY, assert_one_line_error, rcnn
 
 

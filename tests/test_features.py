@@ -4,9 +4,9 @@ import h5py
 import numpy as np
 import pytest
 
-from stages import features
-from stages.errors import UserError
-from stages.features import COMPRESSIONS, CacheOptions, CacheWriter, FeatureCache, merge_caches
+from stages.cache import features
+from stages.cache.features import COMPRESSIONS, CacheOptions, CacheWriter, FeatureCache, merge_caches
+from stages.core.errors import UserError
 from tests.helpers import separable_images, write_cache
 
 

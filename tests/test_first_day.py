@@ -16,7 +16,7 @@ import pytest
 import typer.main
 
 from rcnn_cli.app import app
-from stages.runs import RunLayout
+from stages.runs.layout import RunLayout
 from tests.helpers import assert_one_line_error, rcnn
 
 TREES = """

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from stages.geometry import (
+from stages.core.geometry import (
     box_iou,
     boxes_to_voc,
     clip_boxes,

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.errors import UserError
-from stages.images import IMAGENET_MEAN, read_image, to_network_input
+from stages.core.errors import UserError
+from stages.networks.inputs import IMAGENET_MEAN, read_image, to_network_input
 
 
 @pytest.mark.parametrize(

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from stages.proposals import read_proposals
-from stages.runs import RunLayout
+from stages.proposals.propose import read_proposals
+from stages.runs.layout import RunLayout
 from tests.helpers import CHECKPOINT_SAVED, killed, rcnn, run_steps
 
 TRAINING = ("--iterations", "6", "--checkpoint-every", "3")
@@ -88,12 +88,12 @@ def test_a_killed_propose_resumes_to_the_same_proposals(base, tmp_path):
     data, interrupted, straight = twins(base, tmp_path)
     stage = ("propose", "--data", data, "--split", "test", "--workers", "1", "--max-side", "160")
     killed(
-        "stages.sharding:ImageParts.flush",
+        "stages.runs.processes:ImageParts.flush",
         2,
         *stage,
         "--run",
         interrupted,
-        settings=("stages.sharding:PART_IMAGES=1",),
+        settings=("stages.runs.processes:PART_IMAGES=1",),
     )
     result = rcnn(*stage, "--run", interrupted)
     assert result.exit_code == 0 and "2 of 3 images already done" in result.output, result.output
@@ -109,7 +109,7 @@ def test_a_killed_feature_extraction_resumes_to_the_same_cache(base, tmp_path):
     for run in (interrupted, straight):
         run_steps(run, ("finetune", "--method", "rcnn", "--data", data, "--iterations", "2"))
     stage = ("extract-features", "--method", "rcnn", "--data", data, "--split", "trainval")
-    killed("stages.features:CacheWriter.append", 2, *stage, "--run", interrupted)
+    killed("stages.cache.features:CacheWriter.append", 2, *stage, "--run", interrupted)
     result = rcnn(*stage, "--run", interrupted)
     assert result.exit_code == 0 and "resuming: 2 of 5 images already cached" in result.output, result.output
     run_steps(straight, stage)

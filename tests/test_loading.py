@@ -9,8 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from stages.errors import UserError
-from stages.loading import loaded
+from stages.core.errors import UserError
+from stages.core.loading import loaded
 
 
 class Items:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from stages.datasets.records import ImageRecord
-from stages.matching import BACKGROUND, IGNORED, Matcher, label_regions
+from stages.training.matching import BACKGROUND, IGNORED, Matcher, label_regions
 
 
 def record(boxes, labels, difficult=None) -> ImageRecord:

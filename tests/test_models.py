@@ -4,10 +4,10 @@ classes."""
 import pytest
 import torch
 
-from stages.backbones import Classifier, build_backbone
-from stages.errors import UserError
-from stages.models import load_model, save_model
-from stages.runs import write_manifest
+from stages.core.errors import UserError
+from stages.networks.backbones import Classifier, build_backbone
+from stages.networks.models import load_model, save_model
+from stages.runs.layout import write_manifest
 
 
 def _classifier(meta):

@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stages.config import load_config
-from stages.pipeline import State, plan, run_config
-from stages.runs import RunLayout
+from stages.config.run_config import load_config
+from stages.pipeline.run import State, plan, run_config
+from stages.runs.layout import RunLayout
 from tests.helpers import CHECKPOINT_SAVED, RUN_CONFIG, killed, make_run, rcnn, run_steps
 
 FAST_STEPS = {

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from stages.postprocess import DetectOptions, detect_from_class_boxes, detect_from_scores
+from stages.detections.postprocess import DetectOptions, detect_from_class_boxes, detect_from_scores
 
 BOXES = np.array(
     [[10, 10, 50, 50], [12, 12, 52, 52], [100, 100, 140, 140], [10, 10, 50, 50]], dtype=np.float32

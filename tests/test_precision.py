@@ -8,15 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from stages.backbones import Classifier, build_backbone
-from stages.errors import UserError
-from stages.features import CacheOptions
+from stages.cache.features import CacheOptions
+from stages.core.errors import UserError
 from stages.methods.fast.detector import FastDetector
 from stages.methods.fast.network import FastRcnn
 from stages.methods.rcnn.features import RegionExtractor
 from stages.methods.spp.features import SppExtractor
 from stages.methods.spp.network import SppNet
-from stages.precision import (
+from stages.networks.backbones import Classifier, build_backbone
+from stages.networks.precision import (
     autocast,
     bf16_supported,
     check_precision,
@@ -24,8 +24,8 @@ from stages.precision import (
     grad_scaler,
     pooling_input,
 )
-from stages.runs import TrainingFiles
-from stages.training import Solver, parameter_groups, train
+from stages.runs.layout import TrainingFiles
+from stages.training.solver import Solver, parameter_groups, train
 from tests.helpers import assert_one_line_error, rcnn
 
 CPU = torch.device("cpu")

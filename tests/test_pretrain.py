@@ -8,8 +8,8 @@ import json
 import numpy as np
 
 from stages.datasets.formats import load_dataset
-from stages.pretrain import BACKGROUND_IOU, background_crops
-from stages.runs import RunLayout, manifest_path
+from stages.runs.layout import RunLayout, manifest_path
+from stages.training.pretrain import BACKGROUND_IOU, background_crops
 from tests.helpers import rcnn
 
 

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import scipy.io
 
-from stages import proposals, selective_search, sharding
+from stages.core.errors import UserError
 from stages.datasets.formats import load_dataset
-from stages.errors import UserError
-from stages.proposals import ProposalOptions, import_mat, propose, read_proposals
-from stages.runs import RunLayout, manifest_path, write_manifest
+from stages.proposals import propose as proposals
+from stages.proposals import selective_search
+from stages.proposals.propose import ProposalOptions, import_mat, propose, read_proposals
+from stages.runs import processes
+from stages.runs.layout import RunLayout, manifest_path, write_manifest
 from tests.helpers import make_voc, voc_object, voc_xml
 
 FAST = ProposalOptions(workers=1, max_side=200)
@@ -86,7 +88,7 @@ def _interrupt_after(monkeypatch, calls: list, n: int):
         return real(job)
 
     monkeypatch.setattr(selective_search, "worker", worker)
-    monkeypatch.setattr(sharding, "PART_IMAGES", 1)
+    monkeypatch.setattr(processes, "PART_IMAGES", 1)
 
 
 def test_rerun_after_interruption_searches_only_the_missing_images(searched, tmp_path, monkeypatch):

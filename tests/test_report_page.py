@@ -12,14 +12,14 @@ import cv2
 import numpy as np
 import pytest
 
-from stages.atomic import write_json
+from stages.core.atomic import write_json
 from stages.datasets.formats import load_dataset
-from stages.detections import Detections, write_detections
-from stages.evaluation import evaluate
+from stages.detections.files import Detections, write_detections
+from stages.evaluation.metrics import evaluate
 from stages.methods import METHODS
-from stages.proposals import write_proposals
-from stages.report_page import write_report_page
-from stages.runs import RunLayout, write_manifest
+from stages.proposals.propose import write_proposals
+from stages.report.page import write_report_page
+from stages.runs.layout import RunLayout, write_manifest
 from tests.helpers import make_voc, rcnn, voc_object, voc_xml
 
 CAT = "big & cat"

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.atomic import atomic_path
-from stages.errors import UserError
-from stages.runs import RunLayout, manifest_path, read_manifest, require_artifact, write_manifest
+from stages.core.atomic import atomic_path
+from stages.core.errors import UserError
+from stages.runs.layout import RunLayout, manifest_path, read_manifest, require_artifact, write_manifest
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.sampling import BalancedSampler
+from stages.training.balanced_sampling import BalancedSampler
 
 
 def reference_counts(batch_size, fraction, replace, foreground, background):

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from stages.errors import UserError
-from stages.runs import RunLayout
-from stages.svm import SvmOptions, load_svms, train_svms, training_roles
+from stages.cache.svm import SvmOptions, load_svms, train_svms, training_roles
+from stages.core.errors import UserError
+from stages.runs.layout import RunLayout
 from tests.helpers import separable_images, write_cache
 
 

@@ -9,11 +9,18 @@ import pytest
 import torch
 from torch import nn
 
+from stages.core.errors import UserError
+from stages.core.progress import Progress
 from stages.datasets.records import Dataset, ImageRecord
-from stages.errors import UserError
-from stages.progress import Progress
-from stages.runs import RunLayout, TrainingFiles, manifest_path
-from stages.training import Solver, TrainingOptions, TrainingStage, iteration_batches, parameter_groups, train
+from stages.runs.layout import RunLayout, TrainingFiles, manifest_path
+from stages.training.solver import (
+    Solver,
+    TrainingOptions,
+    TrainingStage,
+    iteration_batches,
+    parameter_groups,
+    train,
+)
 
 
 def files_in(folder) -> TrainingFiles:

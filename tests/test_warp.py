@@ -6,8 +6,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stages.images import to_network_input
-from stages.warp import context_windows, warp_batch, warp_regions
+from stages.networks.inputs import to_network_input
+from stages.networks.warp import context_windows, warp_batch, warp_regions
 
 
 def reference_warp(image: np.ndarray, box, size: int, padding: int) -> np.ndarray:
@@ -106,7 +106,7 @@ def test_windows_spanning_a_large_image_are_warped_one_by_one_to_the_same_crops(
     image = np.random.default_rng(1).integers(0, 256, (60, 80, 3), dtype=np.uint8)
     boxes = np.array([[2, 3, 30, 40], [40, 10, 78, 58], [-10, -5, 20, 20]], np.float32)
     together = warp_batch({0: image}, np.zeros(3, int), boxes, 16, 2)
-    monkeypatch.setattr("stages.warp.REGION_PIXELS", 100)  # every batch now spans "too many" pixels
+    monkeypatch.setattr("stages.networks.warp.REGION_PIXELS", 100)  # every batch now spans "too many" pixels
     one_by_one = warp_batch({0: image}, np.zeros(3, int), boxes, 16, 2)
     torch.testing.assert_close(one_by_one, together, atol=1e-4, rtol=0)
 
@@ -118,6 +118,6 @@ def test_a_window_far_larger_than_the_crop_is_shrunk_in_8_bits_first(monkeypatch
     image = np.stack([np.add.outer(ramp, ramp) / 2] * 3, axis=-1).round().astype(np.uint8)
     box = np.array([[0, 0, 400, 400]], np.float32)
     direct = warp_regions(to_network_input(image), torch.as_tensor(box), 16, 0)
-    monkeypatch.setattr("stages.warp.REGION_PIXELS", 100)
+    monkeypatch.setattr("stages.networks.warp.REGION_PIXELS", 100)
     shrunk = warp_batch({0: image}, np.zeros(1, int), box, 16, 0)
     torch.testing.assert_close(shrunk, direct, atol=2 / 255 / 0.224, rtol=0)  # 2 levels of 255, normalised

@@ -1,8 +1,8 @@
 """The COCO layout: ``ROOT/annotations/instances_<split>.json`` with the images in ``ROOT/<split>/`` (COCO's
 own layout) or ``ROOT/images/``.
 
-A ``bbox`` is ``[x, y, width, height]`` in continuous pixels, which is the toolkit's convention once
-``x2 = x + width`` (``stages.geometry``). Crowd regions (``iscrowd``) are kept as difficult objects: out of
+A ``bbox`` is ``[x, y, width, height]`` in continuous pixels, which is the toolkit's convention once ``x2 = x
++ width`` (``stages.core.geometry``). Crowd regions (``iscrowd``) are kept as difficult objects: out of
 training, ignored by evaluation. Category ids may be sparse (COCO's 80 of 1..90): labels 1..C follow the ids
 in increasing order, and ``Dataset.category_ids`` maps them back.
 """
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from stages.core.errors import UserError
 from stages.datasets.records import Dataset, ImageRecord, Repairs, check_plain_name, check_relative_path
-from stages.errors import UserError
 
 
 def annotation_file(root: Path, split: str) -> Path:

@@ -18,14 +18,14 @@ from xml.sax.saxutils import escape
 import numpy as np
 import yaml
 
-from stages.atomic import atomic_path, ensure_folder, write_json
+from stages.core.atomic import atomic_path, ensure_folder, write_json
+from stages.core.errors import UserError
+from stages.core.geometry import boxes_to_voc
+from stages.core.progress import SILENT, Progress
 from stages.datasets.coco import annotation_file
 from stages.datasets.records import Dataset, ImageRecord
 from stages.datasets.voc import split_file
 from stages.datasets.yolo import DATA_FILE, DIFFICULT_SUFFIX
-from stages.errors import UserError
-from stages.geometry import boxes_to_voc
-from stages.progress import SILENT, Progress
 
 
 @dataclass(frozen=True)

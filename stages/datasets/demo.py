@@ -22,8 +22,8 @@ from xml.sax.saxutils import escape
 import cv2
 import numpy as np
 
-from stages.atomic import write_json, writing
-from stages.errors import UserError
+from stages.core.atomic import write_json, writing
+from stages.core.errors import UserError
 
 log = logging.getLogger("rcnn")
 

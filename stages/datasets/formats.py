@@ -16,13 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from stages.core.errors import UserError
+from stages.core.progress import SILENT, Progress
 from stages.datasets.coco import read_coco
+from stages.datasets.image_files import check_image_file, stored_size
 from stages.datasets.records import Dataset
 from stages.datasets.voc import read_voc
 from stages.datasets.yolo import DATA_FILE, read_yolo
-from stages.errors import UserError
-from stages.image_files import check_image_file, stored_size
-from stages.progress import SILENT, Progress
 
 log = logging.getLogger("rcnn")
 

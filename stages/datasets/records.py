@@ -1,5 +1,5 @@
 """What every dataset reader gives the stages: a split's images with their objects in the toolkit's box
-convention (``stages.geometry``), and the class list (label i + 1 is ``classes[i]``; 0 is background);
+convention (``stages.core.geometry``), and the class list (label i + 1 is ``classes[i]``; 0 is background);
 with what the readers share: file-name checks and the repairs of messy boxes, counted."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.errors import UserError
-from stages.geometry import clip_boxes, nonempty
+from stages.core.errors import UserError
+from stages.core.geometry import clip_boxes, nonempty
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 ``ROOT/ImageSets/Main/<split>.txt`` (the VOC2007 devkit layout, and what labelling tools write).
 
 Boxes are converted once here from VOC's 1-based inclusive pixels to the toolkit's convention
-(``stages.geometry``). XML is parsed with defusedxml: no entity expansion, no external entities.
+(``stages.core.geometry``). XML is parsed with defusedxml: no entity expansion, no external entities.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import numpy as np
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeElementTree
 
+from stages.core.errors import UserError
+from stages.core.geometry import voc_to_boxes
+from stages.datasets.image_files import stored_size
 from stages.datasets.records import Dataset, ImageRecord, Repairs, check_plain_name
-from stages.errors import UserError
-from stages.geometry import voc_to_boxes
-from stages.image_files import stored_size
 
 log = logging.getLogger("rcnn")
 

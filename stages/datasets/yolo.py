@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import yaml
 
+from stages.core.errors import UserError, first_line
+from stages.datasets.image_files import is_image_name, stored_size
 from stages.datasets.records import Dataset, ImageRecord, Repairs, check_plain_name, check_relative_path
-from stages.errors import UserError, first_line
-from stages.image_files import is_image_name, stored_size
 
 log = logging.getLogger("rcnn")
 

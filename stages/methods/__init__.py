@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.errors import UserError
+from stages.core.errors import UserError
 from stages.methods.base import CachedFeatureMethod, Method
 from stages.methods.fast import FastRCNN
 from stages.methods.rcnn import RCNN

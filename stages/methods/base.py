@@ -19,15 +19,15 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 import torch
 
-from stages.bbox import BoxRegressors, load_bbox
+from stages.cache.box_regression import BoxRegressors, load_bbox
+from stages.cache.features import ExtractSummary, FeatureCache, RegionFeatures
+from stages.cache.svm import load_svms
+from stages.core.errors import UserError
+from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.errors import UserError
-from stages.features import ExtractSummary, FeatureCache, RegionFeatures
-from stages.postprocess import DetectOptions, ImageDetections, detect_from_scores
-from stages.progress import SILENT, Progress
-from stages.runs import MethodLayout, RunLayout, read_manifest
-from stages.svm import load_svms
-from stages.training import TrainingOptions, TrainingSummary
+from stages.detections.postprocess import DetectOptions, ImageDetections, detect_from_scores
+from stages.runs.layout import MethodLayout, RunLayout, read_manifest
+from stages.training.solver import TrainingOptions, TrainingSummary
 
 log = logging.getLogger("rcnn")
 
@@ -140,7 +140,7 @@ class Method(ABC, Generic[FinetuneT]):
         precision: str = "fp32",
     ) -> ImageDetector:
         """The trained detector of ``run`` with test settings ``options``, for images with proposals of
-        their own; its network computes in ``precision`` (``stages.precision``)."""
+        their own; its network computes in ``precision`` (``stages.networks.precision``)."""
 
     @abstractmethod
     def detector_inputs(self, run: RunLayout, *, compressed: bool = False) -> list[Path]:

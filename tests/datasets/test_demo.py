@@ -3,9 +3,9 @@ import hashlib
 import numpy as np
 import pytest
 
+from stages.core.errors import UserError
 from stages.datasets.demo import DEMO_CLASSES, DIFFICULT_BELOW, DemoOptions, generate_demo
 from stages.datasets.formats import load_dataset
-from stages.errors import UserError
 from tests.helpers import TINY
 
 

@@ -9,12 +9,12 @@ import shutil
 import numpy as np
 import pytest
 
+from stages.core.errors import UserError
 from stages.datasets.convert import convert
 from stages.datasets.demo import generate_demo
 from stages.datasets.formats import detect_format, load_dataset
-from stages.errors import UserError
-from stages.proposals import read_proposals
-from stages.runs import RunLayout
+from stages.proposals.propose import read_proposals
+from stages.runs.layout import RunLayout
 from tests.helpers import TINY, rcnn, write_image
 
 YOLO_ROUNDING = 1e-3  # six decimals of a coordinate normalised by a side of at most 500 px

@@ -3,10 +3,10 @@ import logging
 import numpy as np
 import pytest
 
+from stages.core.errors import UserError
 from stages.datasets.demo import DEMO_CLASSES
 from stages.datasets.formats import check_dataset, load_dataset
 from stages.datasets.voc import VOC_CLASSES
-from stages.errors import UserError
 from tests.helpers import BILLION_LAUGHS, EXTERNAL_ENTITY, make_voc, voc_object, voc_xml, write_image
 
 

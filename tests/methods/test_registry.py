@@ -2,12 +2,12 @@
 
 import pytest
 
-from stages.errors import UserError
+from stages.core.errors import UserError
 from stages.methods import CACHED_METHODS, METHODS, get_cached_method, get_method
 from stages.methods.base import CachedFeatureMethod, Method, options_from
 from stages.methods.fast.finetune import FastFinetuneOptions
 from stages.methods.rcnn.finetune import FinetuneOptions
-from stages.training import TrainingOptions
+from stages.training.solver import TrainingOptions
 
 
 def test_the_lineage_in_order_each_method_whole():

@@ -17,19 +17,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.images import read_image
+from stages.detections.postprocess import DetectOptions, ImageDetections, detect_from_class_boxes
 from stages.methods.base import ImageDetector, ImageResult, Method
 from stages.methods.fast.compress import CompressOptions, CompressSummary, compress_run
 from stages.methods.fast.detector import FastDetector, fast_detector
 from stages.methods.fast.finetune import FastFinetuneOptions, finetune
+from stages.methods.fast.minibatches import SamplingOptions
 from stages.methods.fast.network import NAME
-from stages.methods.fast.sampling import SamplingOptions
-from stages.postprocess import DetectOptions, ImageDetections, detect_from_class_boxes
-from stages.progress import SILENT, Progress
-from stages.proposals import load_proposals
-from stages.runs import RunLayout, read_manifest
-from stages.training import TrainingSummary
+from stages.networks.inputs import read_image
+from stages.proposals.propose import load_proposals
+from stages.runs.layout import RunLayout, read_manifest
+from stages.training.solver import TrainingSummary
 
 
 class FastRCNN(Method[FastFinetuneOptions]):

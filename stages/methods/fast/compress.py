@@ -6,9 +6,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stages.errors import UserError
+from stages.core.errors import UserError
 from stages.methods.fast.network import NAME, FastRcnn, compress, default_ranks, load_trained, save_fast
-from stages.runs import RunLayout, write_manifest
+from stages.runs.layout import RunLayout, write_manifest
 
 
 @dataclass(frozen=True)

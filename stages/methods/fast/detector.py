@@ -9,20 +9,21 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stages.devices import synchronize
-from stages.geometry import clip_boxes, decode_boxes
-from stages.images import resized_input
+from stages.core.geometry import clip_boxes, decode_boxes
+from stages.methods.fast.minibatches import scale_factor
 from stages.methods.fast.network import FastRcnn, load_trained, pooling_rois
-from stages.methods.fast.sampling import scale_factor
-from stages.models import TrainedModel
-from stages.precision import autocast, check_supported
-from stages.runs import RunLayout
+from stages.networks.inputs import resized_input
+from stages.networks.models import TrainedModel
+from stages.networks.precision import autocast, check_supported
+from stages.runs.devices import synchronize
+from stages.runs.layout import RunLayout
 
 
 class FastDetector:
     """``(image, boxes (N, 4)) -> (probabilities (N, K), class boxes (N, K, 4))``, boxes clipped to the
     image. ``last_timing`` holds the seconds of the conv and the RoI-pooling + fc parts of the last call.
-    The network computes in ``precision`` (``stages.precision``); softmax and box decoding in float32."""
+    The network computes in ``precision`` (``stages.networks.precision``); softmax and box decoding in
+    float32."""
 
     def __init__(
         self, model: FastRcnn, scale: int, max_size: int, device: torch.device, precision: str = "fp32"

@@ -14,17 +14,17 @@ from typing import ClassVar
 
 import torch
 
-from stages.backbones import resolve_backbone
+from stages.core.errors import UserError
+from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.devices import all_gather, distributed
-from stages.errors import UserError
-from stages.matching import label_split
+from stages.methods.fast.minibatches import ImageBatches, SamplingOptions, target_statistics
 from stages.methods.fast.network import NAME, FastRcnn, fold_target_normalisation, multitask_loss, save_fast
-from stages.methods.fast.sampling import ImageBatches, SamplingOptions, target_statistics
-from stages.progress import SILENT, Progress
-from stages.proposals import load_proposals
-from stages.runs import RunLayout
-from stages.training import (
+from stages.networks.backbones import resolve_backbone
+from stages.proposals.propose import load_proposals
+from stages.runs.devices import all_gather, distributed
+from stages.runs.layout import RunLayout
+from stages.training.matching import label_split
+from stages.training.solver import (
     Step,
     TrainingOptions,
     TrainingStage,

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stages.backbones import Backbone, BackboneSpec, build_backbone, conv5_maps
-from stages.errors import UserError
-from stages.models import TrainedModel, load_model, save_model
-from stages.precision import pooling_input
-from stages.runs import RunLayout
+from stages.core.errors import UserError
+from stages.networks.backbones import Backbone, BackboneSpec, build_backbone, conv5_maps
+from stages.networks.models import TrainedModel, load_model, save_model
+from stages.networks.precision import pooling_input
+from stages.runs.layout import RunLayout
 
 NAME = "fast"
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import torch
 
+from stages.cache.features import ExtractSummary, RegionFeatures
+from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.features import ExtractSummary, RegionFeatures
 from stages.methods.base import CachedFeatureMethod
 from stages.methods.rcnn.features import ExtractOptions, RegionExtractor, extract_features, load_finetuned
 from stages.methods.rcnn.finetune import NAME, FinetuneOptions, finetune
-from stages.progress import SILENT, Progress
-from stages.runs import RunLayout
-from stages.training import TrainingSummary
+from stages.runs.layout import RunLayout
+from stages.training.solver import TrainingSummary
 
 
 class RCNN(CachedFeatureMethod[FinetuneOptions, ExtractOptions]):

@@ -9,17 +9,17 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from stages.backbones import Classifier
+from stages.cache.features import CacheOptions, CacheRecipe, ExtractSummary, fill_cache, finish_cache
+from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.features import CacheOptions, CacheRecipe, ExtractSummary, fill_cache, finish_cache
-from stages.images import to_network_input
-from stages.models import TrainedModel, load_model
-from stages.precision import autocast, check_supported
-from stages.progress import SILENT, Progress
-from stages.proposals import load_proposals
-from stages.runs import RunLayout, describe_input
-from stages.sharding import processes
-from stages.warp import REGION_PIXELS, warp_batch, warp_regions
+from stages.networks.backbones import Classifier
+from stages.networks.inputs import to_network_input
+from stages.networks.models import TrainedModel, load_model
+from stages.networks.precision import autocast, check_supported
+from stages.networks.warp import REGION_PIXELS, warp_batch, warp_regions
+from stages.proposals.propose import load_proposals
+from stages.runs.layout import RunLayout, describe_input
+from stages.runs.processes import processes
 
 NAME = "rcnn"
 
@@ -37,7 +37,7 @@ def load_finetuned(run: RunLayout, classes: tuple[str, ...] | None = None) -> Tr
 
 class RegionExtractor:
     """pool5 and fc7 of warped regions: the R-CNN feature pipeline, ``batch_size`` windows at a time,
-    the network in ``precision`` (``stages.precision``)."""
+    the network in ``precision`` (``stages.networks.precision``)."""
 
     def __init__(
         self, model: Classifier, device: torch.device, batch_size: int = 256, precision: str = "fp32"

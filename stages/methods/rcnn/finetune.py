@@ -7,16 +7,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from stages.backbones import Classifier, resolve_backbone
+from stages.core.errors import UserError
+from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.errors import UserError
-from stages.matching import Matcher, label_split
-from stages.models import save_model
-from stages.progress import SILENT, Progress
-from stages.proposals import load_proposals
-from stages.runs import RunLayout
-from stages.sampling import BalancedSampler
-from stages.training import (
+from stages.networks.backbones import Classifier, resolve_backbone
+from stages.networks.models import save_model
+from stages.proposals.propose import load_proposals
+from stages.runs.layout import RunLayout
+from stages.training.balanced_sampling import BalancedSampler
+from stages.training.matching import Matcher, label_split
+from stages.training.solver import (
     TrainingOptions,
     TrainingStage,
     TrainingSummary,
@@ -24,7 +24,7 @@ from stages.training import (
     iteration_batches,
     parameter_groups,
 )
-from stages.windows import WindowBatches
+from stages.training.windows import WindowBatches
 
 NAME = "rcnn"
 

@@ -15,15 +15,15 @@ from typing import ClassVar
 
 import torch
 
+from stages.cache.features import ExtractSummary, RegionFeatures
+from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.features import ExtractSummary, RegionFeatures
 from stages.methods.base import CachedFeatureMethod
 from stages.methods.spp.features import SppExtractOptions, SppExtractor, extract_features
 from stages.methods.spp.finetune import SppFinetuneOptions, finetune
 from stages.methods.spp.network import NAME, load_spp
-from stages.progress import SILENT, Progress
-from stages.runs import RunLayout
-from stages.training import TrainingSummary
+from stages.runs.layout import RunLayout
+from stages.training.solver import TrainingSummary
 
 _CONV_LAYERS = (
     "SPP-net fine-tunes on cached pyramids; choose the conv layers with "

@@ -15,10 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.backbones import resolve_backbone
-from stages.datasets.records import Dataset
-from stages.errors import UserError
-from stages.features import (
+from stages.cache.features import (
     CacheOptions,
     CacheRecipe,
     ExtractSummary,
@@ -27,13 +24,16 @@ from stages.features import (
     fill_cache,
     finish_cache,
 )
+from stages.core.errors import UserError
+from stages.core.progress import SILENT, Progress
+from stages.datasets.records import Dataset
 from stages.methods.spp.network import NAME, WINDOW_SIZE, SppNet, load_spp, scale_factors
 from stages.methods.spp.pooling import PYRAMID
-from stages.precision import autocast, check_supported
-from stages.progress import SILENT, Progress
-from stages.proposals import load_proposals
-from stages.runs import RunLayout, describe_input, read_manifest
-from stages.sharding import Processes, processes
+from stages.networks.backbones import resolve_backbone
+from stages.networks.precision import autocast, check_supported
+from stages.proposals.propose import load_proposals
+from stages.runs.layout import RunLayout, describe_input, read_manifest
+from stages.runs.processes import Processes, processes
 
 log = logging.getLogger("rcnn")
 

@@ -11,17 +11,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.backbones import Backbone, build_backbone, resolve_backbone
+from stages.cache.features import FeatureCache
+from stages.core.errors import UserError
+from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.errors import UserError
-from stages.features import FeatureCache
-from stages.matching import Matcher
 from stages.methods.spp.network import NAME, SppClassifier, SppNet, load_spp
-from stages.models import save_model
-from stages.progress import SILENT, Progress
-from stages.runs import RunLayout, describe_input
-from stages.sampling import BalancedSampler
-from stages.training import (
+from stages.networks.backbones import Backbone, build_backbone, resolve_backbone
+from stages.networks.models import save_model
+from stages.runs.layout import RunLayout, describe_input
+from stages.training.balanced_sampling import BalancedSampler
+from stages.training.matching import Matcher
+from stages.training.solver import (
     TrainingOptions,
     TrainingStage,
     TrainingSummary,

@@ -14,8 +14,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.backbones import Backbone, build_backbone, conv5_maps
-from stages.images import resized_input
 from stages.methods.spp.pooling import (
     PYRAMID,
     project_windows,
@@ -23,9 +21,11 @@ from stages.methods.spp.pooling import (
     receptive_field,
     spatial_pyramid_pool,
 )
-from stages.models import TrainedModel, load_model
-from stages.precision import pooling_dtype
-from stages.runs import RunLayout
+from stages.networks.backbones import Backbone, build_backbone, conv5_maps
+from stages.networks.inputs import resized_input
+from stages.networks.models import TrainedModel, load_model
+from stages.networks.precision import pooling_dtype
+from stages.runs.layout import RunLayout
 
 NAME = "spp"
 

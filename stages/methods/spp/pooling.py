@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 import torch
 
-from stages.backbones import Layer
-from stages.precision import pooling_input
+from stages.networks.backbones import Layer
+from stages.networks.precision import pooling_input
 
 PYRAMID = (1, 2, 3, 6)
 

@@ -7,8 +7,8 @@ import shutil
 
 import cv2
 
-from stages.detections import read_detections
-from stages.runs import RunLayout
+from stages.detections.files import read_detections
+from stages.runs.layout import RunLayout
 from tests.helpers import rcnn, run_steps
 
 

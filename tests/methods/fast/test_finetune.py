@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stages.errors import UserError
+from stages.core.errors import UserError
 from stages.methods.fast.finetune import FastFinetuneOptions
-from stages.methods.fast.sampling import SamplingOptions
+from stages.methods.fast.minibatches import SamplingOptions
 
 
 @pytest.mark.parametrize(

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from stages.backbones import build_backbone
-from stages.errors import UserError
+from stages.core.errors import UserError
 from stages.methods.fast.network import (
     FastRcnn,
     compress,
@@ -19,7 +18,8 @@ from stages.methods.fast.network import (
     pooling_rois,
     save_fast,
 )
-from stages.runs import write_manifest
+from stages.networks.backbones import build_backbone
+from stages.runs.layout import write_manifest
 
 
 def round_half_away(x: float) -> int:

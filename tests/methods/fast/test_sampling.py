@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from stages.geometry import encode_boxes
-from stages.matching import LabelledRegions
-from stages.methods.fast.sampling import ImageBatches, SamplingOptions, scale_factor, target_statistics
+from stages.core.geometry import encode_boxes
+from stages.methods.fast.minibatches import ImageBatches, SamplingOptions, scale_factor, target_statistics
+from stages.training.matching import LabelledRegions
 from tests.helpers import write_image
 
 
 def regions_of(gt: np.ndarray, gt_labels: np.ndarray, proposals: np.ndarray, classes: int) -> LabelledRegions:
-    from stages.geometry import box_iou
+    from stages.core.geometry import box_iou
 
     boxes = np.concatenate([gt, proposals]).astype(np.float32)
     iou = box_iou(boxes, gt)

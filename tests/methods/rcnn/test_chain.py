@@ -10,11 +10,11 @@ import h5py
 import numpy as np
 import pytest
 
+from stages.core.progress import Progress
 from stages.datasets.formats import load_dataset
-from stages.detections import read_detections
+from stages.detections.files import read_detections
 from stages.methods.rcnn.features import extract_features
-from stages.progress import Progress
-from stages.runs import RunLayout
+from stages.runs.layout import RunLayout
 from tests.helpers import rcnn, run_steps
 
 

@@ -8,10 +8,10 @@ import h5py
 import numpy as np
 import torch
 
-from stages.images import read_image
 from stages.methods.spp.features import SppExtractor
 from stages.methods.spp.network import load_spp
-from stages.runs import RunLayout, read_manifest
+from stages.networks.inputs import read_image
+from stages.runs.layout import RunLayout, read_manifest
 from tests.helpers import rcnn, run_steps
 
 

@@ -4,9 +4,9 @@ its projected cells by hand."""
 import numpy as np
 import torch
 
-from stages.backbones import build_backbone
 from stages.methods.spp.network import SppNet, pick_scales, scale_factors
 from stages.methods.spp.pooling import PYRAMID, project_windows
+from stages.networks.backbones import build_backbone
 from tests.methods.spp.test_pooling import reference_spp
 
 

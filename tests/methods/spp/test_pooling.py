@@ -9,7 +9,6 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stages.backbones import BACKBONES
 from stages.methods.spp.pooling import (
     PYRAMID,
     ReceptiveField,
@@ -19,6 +18,7 @@ from stages.methods.spp.pooling import (
     receptive_field,
     spatial_pyramid_pool,
 )
+from stages.networks.backbones import BACKBONES
 
 
 def test_zf5_stride_and_receptive_field_are_the_papers():

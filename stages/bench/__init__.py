@@ -1,0 +1,1 @@
+"""``rcnn bench``: throughput figures measured on the user's machine."""

@@ -1,0 +1,243 @@
+"""``rcnn evaluate --run``: a method's detections of a split, made shard by shard under ``torchrun``,
+scored and written with their PR curves. The method supplies the detections (``stages.methods``); this
+stage times, scores and writes them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.core.atomic import write_json
+from stages.core.errors import UserError
+from stages.core.progress import SILENT, Progress
+from stages.datasets.records import Dataset
+from stages.detections.files import detections_of, write_detections
+from stages.detections.postprocess import DetectOptions, ImageDetections
+from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves
+from stages.methods.base import ImageResult, Method
+from stages.networks.precision import check_supported
+from stages.runs.layout import RunLayout, describe_input, parts_of, read_manifest, write_manifest
+from stages.runs.processes import ImageParts, processes, shared_task, spread
+
+log = logging.getLogger("rcnn")
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    """A method's results on a split: with box regression (when trained) and without; test time an image
+    (for Fast R-CNN also its conv and fc parts)."""
+
+    evaluation: Evaluation
+    without_box_regression: Evaluation | None
+    detections_path: Path
+    results_path: Path
+    plot_path: Path
+    seconds_per_image: float
+    timing: dict[str, float] | None = None
+
+
+def evaluate_run(
+    dataset: Dataset,
+    run: RunLayout,
+    method: Method[Any],
+    metric: str | None = None,
+    options: DetectOptions | None = None,
+    *,
+    compressed: bool = False,
+    device: str = "auto",
+    precision: str = "fp32",
+    progress: Progress = SILENT,
+) -> RunEvaluation:
+    """Detect on the split and score the detections; write detections, results JSON and PR curves.
+
+    ``options`` default to the method's test settings; ``compressed`` asks for the method's truncated-SVD
+    model (results beside the others as ``<split>.svd.*``); ``precision``: of a network run here (Fast
+    R-CNN's; R-CNN's and SPP-net's features were computed at ``extract-features``). Each image's
+    detections are kept in parts as they come (``RUN/<method>/detections/.<split>.parts/``), so an
+    interrupted evaluation continues where it stopped; under ``torchrun`` each process detects on its
+    shard of the split (``stages.runs.processes``) and rank 0 scores them all.
+    """
+    started = time.perf_counter()
+    method.check_compressed(compressed)
+    options = options or method.test_options
+    detections_path = method.files(run).detections(dataset.split, compressed)
+    inputs = method.test_inputs(run, dataset.split, compressed=compressed)
+    missing = next((path for path in inputs if not path.exists()), None)
+    if missing is not None:
+        raise UserError(f"{missing}: not found; make it with `{run.command_for(missing, dataset.root)}`")
+    with processes(device) as procs:
+        check_supported(precision, procs.device)
+        stamp = {
+            "method": method.name,
+            "compressed": compressed,
+            "precision": precision,
+            "options": asdict(options),
+            "inputs": [describe_input(path) for path in inputs],
+        }
+        parts = ImageParts(parts_of(detections_path), stamp, procs)
+        finished = parts.image_ids()
+        todo = tuple(r for r in spread(dataset.images, procs) if r.image_id not in finished)
+        done = sum(r.image_id in finished for r in dataset.images)
+        label = f"detecting ({method.name}{' + SVD' if compressed else ''})"
+        board = parts.folder / "progress"
+        with shared_task(progress, procs, board, label, len(dataset), "img", done) as advance:
+            results = method.detect_split(
+                replace(dataset, images=todo),
+                run,
+                options,
+                compressed=compressed,
+                device=procs.device,
+                precision=precision,
+            )
+            try:
+                clock = time.perf_counter()
+                for result in results:  # an image's seconds: since the one before
+                    parts.add(result.image_id, _as_arrays(result, time.perf_counter() - clock))
+                    advance()
+                    clock = time.perf_counter()
+            finally:
+                parts.flush()
+        evaluation = None
+        if procs.writer:
+            evaluation = _score(
+                dataset, run, method, metric, options, compressed, precision, parts.load(), inputs, started
+            )
+            parts.remove()
+        return procs.from_writer(evaluation)
+
+
+_FIELDS = ("boxes", "scores", "labels")
+
+
+def _as_arrays(result: ImageResult, seconds: float) -> dict[str, np.ndarray]:
+    """An image's detections (and seconds) as the named arrays ``ImageParts`` keeps."""
+    arrays = {"seconds": np.array([seconds])}
+    for name, found in (("plain", result.plain), ("regressed", result.regressed)):
+        if found is not None:
+            arrays |= {
+                f"{name}.boxes": found.boxes,
+                f"{name}.scores": found.scores,
+                f"{name}.labels": found.labels,
+            }
+    for part, value in (result.timing or {}).items():
+        arrays[f"timing.{part}"] = np.array([value])
+    return arrays
+
+
+def _detections(arrays: dict[str, np.ndarray], name: str) -> ImageDetections:
+    return ImageDetections(*(arrays[f"{name}.{field}"] for field in _FIELDS))
+
+
+def _score(
+    dataset: Dataset,
+    run: RunLayout,
+    method: Method[Any],
+    metric: str | None,
+    options: DetectOptions,
+    compressed: bool,
+    precision: str,
+    found: dict[str, dict[str, np.ndarray]],
+    inputs: list[Path],
+    started: float,
+) -> RunEvaluation:
+    """Score every image's detections ``found`` (image id -> ``_as_arrays``) and write the results."""
+    scoring = time.perf_counter()
+    left_out = {r.image_id: f"{r.path}: left out" for r in dataset.images if r.image_id not in found}
+    if left_out:  # images an earlier stage skipped as unreadable (propose --skip-bad)
+        log.warning("scoring %d of the split's %d images", len(dataset) - len(left_out), len(dataset))
+        dataset = dataset.without(left_out)
+    image_ids = [r.image_id for r in dataset.images]
+    images = [found[i] for i in image_ids]
+    plain = [_detections(arrays, "plain") for arrays in images]
+    regressed = (
+        [_detections(arrays, "regressed") for arrays in images]
+        if images and all("regressed.boxes" in arrays for arrays in images)
+        else None
+    )
+    primary = detections_of(image_ids, plain if regressed is None else regressed, dataset.classes)
+    untrained = _untrained(method, run, dataset)
+    evaluation = evaluate(dataset, primary, metric, untrained=untrained)
+    metric = evaluation.metric
+    without = (
+        None
+        if regressed is None
+        else evaluate(dataset, detections_of(image_ids, plain, dataset.classes), metric, untrained=untrained)
+    )
+    seconds_per_image = float(np.mean([arrays["seconds"][0] for arrays in images])) if images else 0.0
+    parts = sorted(
+        {key.removeprefix("timing.") for arrays in images for key in arrays if key.startswith("timing.")}
+    )
+    timing = {
+        part: float(np.mean([arrays[f"timing.{part}"][0] for arrays in images])) for part in parts
+    } or None
+    files = method.files(run)
+    detections_path = files.detections(dataset.split, compressed)
+    results_path = files.results(dataset.split, compressed)
+    plot_path = files.pr_curves(dataset.split, compressed)
+    write_detections(detections_path, primary)
+    results = {
+        **evaluation.to_json(),
+        "method": method.name,
+        "compressed": compressed,
+        "precision": precision,
+        "split": dataset.split,
+        "box_regression": regressed is not None,
+        "map_without_box_regression": None if without is None else round(without.map, 6),
+        "seconds_per_image": round(seconds_per_image, 4),
+        **({f"{k}_seconds_per_image": round(v, 4) for k, v in timing.items()} if timing else {}),
+    }
+    write_json(results_path, results)
+    plot_pr_curves(evaluation, plot_path)
+    made_with = {
+        "method": method.name,
+        "metric": metric,
+        "compressed": compressed,
+        "precision": precision,
+        **asdict(options),
+    }
+    write_manifest(  # the detection's time here, the scoring's beside the results: each counted once
+        detections_path,
+        stage="evaluate",
+        options=made_with,
+        inputs=inputs,
+        seconds=scoring - started,
+        results={
+            "detections": len(primary),
+            "dataset_root": str(dataset.root),
+            "dataset_format": dataset.format,
+            "split": dataset.split,
+        },
+    )
+    write_manifest(
+        results_path,
+        stage="evaluate",
+        options=made_with,
+        inputs=inputs,
+        seconds=time.perf_counter() - scoring,
+        results={"map": results["map"], "map_without_box_regression": results["map_without_box_regression"]},
+    )
+    return RunEvaluation(
+        evaluation, without, detections_path, results_path, plot_path, seconds_per_image, timing
+    )
+
+
+def _untrained(method: Method[Any], run: RunLayout, dataset: Dataset) -> list[str]:
+    """The classes of ``dataset`` with objects here that the method's network had none of to learn from
+    (its fine-tuning's manifest counts them), with a warning: they are left out of the mAP."""
+    manifest = read_manifest(method.files(run).finetune.model) or {}
+    learnt = manifest.get("results", {}).get("class_objects") or {}
+    here = dataset.object_counts()
+    untrained = [name for name in dataset.classes if learnt.get(name) == 0 and here[name]]
+    if untrained:
+        log.warning(
+            "%s learnt nothing of %s (no object in its training split): scored apart from the mAP",
+            method.label,
+            ", ".join(untrained),
+        )
+    return untrained

@@ -1,0 +1,448 @@
+"""``rcnn run``: a config's stages in dependency order, in one process, each skipped when up to date.
+
+``plan`` lists the steps a config asks for, each with what its artifact's manifest must record (its
+resolved options) and the steps whose artifacts it reads, and says of each whether it will run, resume
+(an interrupted run left a checkpoint, proposal shards or a partial cache) or is up to date: its manifest
+records the same options and every input it recorded (size and modification time) is unchanged, and no
+step it reads from runs. ``execute`` runs the steps that are not up to date through the same library
+entry functions as the staged commands. A changed option thus reruns its stage and the ones that read
+from it, and nothing else.
+
+Under ``torchrun`` every process plans the same steps; the stages that are data-parallel (a method's
+fine-tuning that says so) run on every process, the others on rank 0 while the rest wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from stages.cache.box_regression import train_bbox
+from stages.cache.svm import train_svms
+from stages.config.run_config import RunConfig, resolved_toml
+from stages.core.atomic import atomic_path, ensure_folder
+from stages.core.errors import UserError
+from stages.core.progress import SILENT, Progress
+from stages.datasets.formats import class_findings, detect_format, load_dataset
+from stages.datasets.records import Dataset
+from stages.evaluation.metrics import default_metric
+from stages.inference.detect import detect_images
+from stages.inference.evaluate import evaluate_run
+from stages.methods.base import CachedFeatureMethod, Method
+from stages.proposals.propose import ProposalOptions, propose
+from stages.runs.layout import RunLayout, manifest_path, parts_of, read_manifest, write_manifest
+from stages.runs.processes import processes
+from stages.training.pretrain import pretrain
+
+log = logging.getLogger("rcnn")
+
+
+class State(Enum):
+    RUN = "run"
+    RESUME = "resume"
+    UP_TO_DATE = "up to date"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage of a run.
+
+    ``expects``: what the artifact's manifest must record among its options; ``after``: the steps whose
+    artifacts it reads; ``partial``: what an interrupted run of it leaves to resume from; ``stale``:
+    further files of an earlier run removed before it runs from the start; ``replaces``: whether it
+    makes its artifact anew (SPP-net's second pass over the training cache adds to the first's);
+    ``everywhere``: run on every process under ``torchrun``; ``summary``: what to say of the result of
+    ``execute`` when it is done (say, the proposals' recall).
+    """
+
+    name: str
+    artifact: Path
+    expects: Mapping[str, Any]
+    execute: Callable[[Context], Any]
+    after: tuple[str, ...] = ()
+    partial: tuple[Path, ...] = ()
+    stale: tuple[Path, ...] = ()
+    replaces: bool = True
+    everywhere: bool = False
+    summary: Callable[[Any], str] = lambda result: ""
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    step: Step
+    state: State
+    reason: str
+
+
+@dataclass
+class Context:
+    """What the steps share while a plan executes: the config, the run folder, the datasets (loaded once
+    each, when first asked for), the progress display, and whether this process writes the artifacts of
+    the steps that run on every process (rank 0 under ``torchrun``)."""
+
+    config: RunConfig
+    run: RunLayout
+    progress: Progress = SILENT
+    writer: bool = True
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+
+    def dataset(self, split: str) -> Dataset:
+        if split not in self.datasets:
+            data = self.config.data
+            self.datasets[split] = load_dataset(
+                Path(data.root), split, data.classes, data.skip_bad, self.progress, data.format
+            )
+        return self.datasets[split]
+
+
+def steps(config: RunConfig) -> list[Step]:
+    """Every step ``config`` asks for, each after the steps it reads from."""
+    run = RunLayout(Path(config.run.folder))
+    data = config.data
+    found = [
+        _propose_step(run, split, config.propose, data.skip_bad)
+        for split in dict.fromkeys((data.train, data.test))
+    ]
+    backbone: tuple[str, ...] = ()
+    if config.pretrain is not None:
+        options = config.pretrain
+        files = run.pretrain
+        found.append(
+            Step(
+                "pretrain",
+                files.model,
+                asdict(options),
+                lambda ctx: pretrain(ctx.dataset(data.train), ctx.run, options, progress=ctx.progress),
+                partial=(files.checkpoint,),
+                stale=(files.checkpoint, files.log),
+            )
+        )
+        backbone = ("pretrain",)
+    metric = config.evaluate.metric or default_metric(data.format or detect_format(Path(data.root)))
+    for method in config.method_objects():
+        found += _method_steps(method, config, run, backbone, metric)
+    if config.detect is not None:
+        found.append(_detect_step(config, run))
+    return found
+
+
+def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad: bool) -> Step:
+    return Step(
+        f"propose {split}",
+        run.proposals(split),
+        asdict(options),
+        lambda ctx: propose(ctx.dataset(split), ctx.run, options, skip_bad=skip_bad, progress=ctx.progress),
+        partial=(run.proposal_parts(split),),
+        everywhere=True,
+        summary=lambda found: found.headline if found is not None else "",
+    )
+
+
+def _method_steps(
+    method: Method[Any], config: RunConfig, run: RunLayout, backbone: tuple[str, ...], metric: str
+) -> list[Step]:
+    settings = config.methods[method.name]
+    files = method.files(run)
+    train, test = config.data.train, config.data.test
+    name = method.name
+    finetune = f"{name} finetune"
+    found = []
+
+    def reading_backbone(options: Any) -> tuple[str, ...]:
+        """The pre-training step, for options that start from the run's backbone (no ``weights``)."""
+        return backbone if options.weights is None else ()
+
+    def training(after: tuple[str, ...]) -> Step:
+        options = settings.finetune
+        return Step(
+            finetune,
+            files.finetune.model,
+            {"method": name, **asdict(options)},
+            lambda ctx: method.finetune(ctx.dataset(train), ctx.run, options, progress=ctx.progress),
+            after=after,
+            partial=(files.finetune.checkpoint,),
+            stale=(files.finetune.checkpoint, files.finetune.log),
+            everywhere=method.finetunes_distributed,
+        )
+
+    def evaluation(after: tuple[str, ...], compressed: bool = False) -> Step:
+        return Step(
+            f"{name} evaluate {test}{' (SVD)' if compressed else ''}",
+            files.results(test, compressed),
+            {
+                "method": name,
+                "metric": metric,
+                "compressed": compressed,
+                "precision": config.evaluate.precision,
+                **asdict(method.test_options),
+            },
+            lambda ctx: evaluate_run(
+                ctx.dataset(test),
+                ctx.run,
+                method,
+                metric,
+                compressed=compressed,
+                device=config.run.device,
+                precision=config.evaluate.precision,
+                progress=ctx.progress,
+            ),
+            after=after,
+            partial=(parts_of(files.detections(test, compressed)),),
+            everywhere=True,
+        )
+
+    if isinstance(method, CachedFeatureMethod) and settings.cache is not None:
+        extract, svm, bbox = settings.cache.features, settings.cache.svm, settings.cache.bbox
+
+        def features(split: str, after: tuple[str, ...], label: str = "", replaces: bool = True) -> Step:
+            target = files.features(split)
+            return Step(
+                f"{name} extract-features {split}{label}",
+                target,
+                {"method": name, **asdict(extract)},
+                lambda ctx: method.extract_features(ctx.dataset(split), ctx.run, extract, ctx.progress),
+                after=after,
+                partial=(target.with_name(f".{target.name}.partial"), parts_of(target)),
+                replaces=replaces,
+                everywhere=True,
+            )
+
+        cache_train = f"{name} extract-features {train}"
+        if method.finetunes_on_features:
+            pyramids = f"{cache_train} (before fine-tuning)"
+            found += [
+                features(train, (f"propose {train}", *reading_backbone(extract)), " (before fine-tuning)"),
+                training((pyramids,)),
+            ]
+        else:
+            found.append(training((f"propose {train}", *reading_backbone(settings.finetune))))
+        found.append(features(train, (finetune,), replaces=not method.finetunes_on_features))
+        if test != train:
+            found.append(features(test, (finetune, f"propose {test}")))
+        cache_test = f"{name} extract-features {test}"
+        found += [
+            Step(
+                f"{name} train-svm",
+                files.svm,
+                {"method": name, "split": train, **asdict(svm)},
+                lambda ctx: train_svms(files, train, svm, ctx.progress),
+                after=(cache_train,),
+            ),
+            Step(
+                f"{name} train-bbox",
+                files.bbox,
+                {"method": name, "split": train, **asdict(bbox)},
+                lambda ctx: train_bbox(files, method.region_feature, train, bbox, ctx.progress),
+                after=(cache_train,),
+            ),
+            evaluation((cache_test, f"{name} train-svm", f"{name} train-bbox")),
+        ]
+        return found
+    found += [
+        training((f"propose {train}", *reading_backbone(settings.finetune))),
+        evaluation((finetune, f"propose {test}")),
+    ]
+    if settings.compress is not None:
+        compress = settings.compress
+        found += [
+            Step(
+                f"{name} compress",
+                files.compressed,
+                asdict(compress),
+                lambda ctx: method.compress(ctx.run, compress),
+                after=(finetune,),
+            ),
+            evaluation((f"{name} compress", f"propose {test}"), compressed=True),
+        ]
+    return found
+
+
+def _detect_step(config: RunConfig, run: RunLayout) -> Step:
+    settings = config.detect
+    assert settings is not None
+    method = next(m for m in config.method_objects() if m.name == settings.method)
+    grid = method.files(run).detect / "grid.png"
+    test = config.data.test
+    evaluated = f"{method.name} evaluate {test}{' (SVD)' if settings.compressed else ''}"
+
+    def execute(ctx: Context) -> None:
+        started = time.perf_counter()
+        images = [record.path for record in ctx.dataset(test).images[: settings.images]]
+        found = detect_images(
+            images,
+            ctx.run,
+            method,
+            score_thresh=settings.score_thresh,
+            proposal_options=config.propose,
+            device=config.run.device,
+            compressed=settings.compressed,
+            precision=settings.precision,
+            grid=grid,
+            progress=ctx.progress,
+        )
+        if not ctx.writer:
+            return
+        write_manifest(
+            grid,
+            stage="detect",
+            options=asdict(settings),
+            inputs=images,
+            seconds=time.perf_counter() - started,
+            results={"detections": [len(r.detections) for r in found]},
+        )
+
+    return Step(f"{method.name} detect", grid, asdict(settings), execute, after=(evaluated,), everywhere=True)
+
+
+def check_splits(context: Context) -> None:
+    """Before any stage runs: the training and test splits read, and their class lists compared
+    (``class_findings``). Different lists are a UserError; a class with nothing to train on, a warning."""
+    data = context.config.data
+    problems, warnings = class_findings(
+        [context.dataset(split) for split in dict.fromkeys((data.train, data.test))]
+    )
+    if problems:
+        raise UserError(f"{problems[0]} (or [data] classes in {context.config.source})")
+    for warning in warnings if context.writer else ():  # once, not once a process under torchrun
+        log.warning(warning)
+
+
+def plan(config: RunConfig, restart: bool = False, context: Context | None = None) -> list[PlannedStep]:
+    """Each step of ``config`` with what ``run_config`` will do with it, and why; with ``restart``
+    nothing is resumed (interrupted steps start over). The splits are checked first (``check_splits``,
+    reading them into ``context``)."""
+    check_splits(context or Context(config, RunLayout(Path(config.run.folder))))
+    planned: list[PlannedStep] = []
+    states: dict[str, State] = {}
+    found = steps(config)
+    for index, step in enumerate(found):
+        reruns = [name for name in step.after if states[name] is not State.UP_TO_DATE]
+        if reruns:
+            state, reason = State.RUN, f"after {reruns[0]}"
+        else:
+            # an input a later step adds to (SPP-net's cache, completed after fine-tuning) has moved on
+            later = {later.artifact.resolve() for later in found[index + 1 :]}
+            state, reason = _state(step, restart, later)
+        states[step.name] = state
+        planned.append(PlannedStep(step, state, reason))
+    return planned
+
+
+def _state(step: Step, restart: bool, made_later: set[Path]) -> tuple[State, str]:
+    manifest = read_manifest(step.artifact) if step.artifact.exists() else None
+    if manifest is not None:
+        if manifest.get("location") != str(step.artifact.resolve()):
+            return State.RUN, "made elsewhere (a copied or moved run folder)"
+        recorded = manifest.get("options", {})
+        expected = _json(step.expects)
+        changed = [key for key, value in expected.items() if _json(recorded.get(key)) != value]
+        if changed:
+            return State.RUN, f"{', '.join(changed)} changed"
+        moved = [
+            entry["path"]
+            for entry in manifest.get("inputs", [])
+            if not _unchanged(entry) and Path(entry["path"]).resolve() not in made_later
+        ]
+        if moved:
+            return State.RUN, f"{moved[0]} changed"
+        return State.UP_TO_DATE, ""
+    if not restart and any(p.exists() for p in step.partial):
+        return State.RESUME, "interrupted"
+    return State.RUN, "not made yet" if not step.artifact.exists() else "no manifest"
+
+
+def _json(value: Any) -> Any:
+    """``value`` as JSON reads it back (tuples as lists, paths as text), so records compare equal."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _unchanged(entry: Mapping[str, Any]) -> bool:
+    try:
+        stat = Path(entry["path"]).stat()
+    except (OSError, KeyError, TypeError):
+        return False
+    return stat.st_size == entry.get("bytes") and stat.st_mtime_ns == entry.get("mtime_ns")
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What ``run_config`` did: the plan it followed, and this process's rank (0 prints)."""
+
+    planned: list[PlannedStep]
+    rank: int = 0
+
+    @property
+    def ran(self) -> list[PlannedStep]:
+        return [item for item in self.planned if item.state is not State.UP_TO_DATE]
+
+
+def run_config(
+    config: RunConfig,
+    *,
+    restart: bool = False,
+    progress: Progress = SILENT,
+    show_plan: Callable[[list[PlannedStep]], None] = lambda planned: None,
+    on_step: Callable[[PlannedStep, float, str], None] = lambda item, seconds, summary: None,
+) -> RunOutcome:
+    """Plan ``config`` (``plan``), hand the plan to ``show_plan``, run the steps that are not up to date
+    in order (``on_step`` hears of each one done, with its seconds and ``Step.summary``) and write
+    ``RUN/report.html``.
+
+    The resolved config is written to ``RUN/config.toml`` first. Files are written by rank 0 only.
+    """
+    run = RunLayout(Path(config.run.folder))
+    with processes(config.run.device) as procs:  # held for the whole run; the stages join it
+        context = Context(config, run, progress if procs.writer else SILENT, writer=procs.writer)
+        planned = plan(config, restart, context)
+        outcome = RunOutcome(planned, procs.rank)
+        if procs.writer:
+            show_plan(planned)
+            _write_config(config, run.config)
+            for item in outcome.ran:  # all at once: no step may read what an earlier run of another left
+                if item.state is State.RUN and item.step.replaces:
+                    _remove(item.step)
+        for item in outcome.ran:
+            procs.wait()
+            started = time.perf_counter()
+            result = None
+            if item.step.everywhere or procs.writer:  # the others wait for rank 0 at the next barrier
+                result = item.step.execute(context)
+            procs.wait()
+            if procs.writer:
+                on_step(item, time.perf_counter() - started, item.step.summary(result))
+        page = run.report_page
+        if procs.writer and (outcome.ran or not page.exists()):
+            from stages.report.page import write_report_page  # matplotlib: only when a page is due
+
+            write_report_page([run], page)
+    return outcome
+
+
+def _remove(step: Step) -> None:
+    """Clear what an earlier run of ``step`` left, so that it starts from the beginning."""
+    for path in (step.artifact, manifest_path(step.artifact), *step.partial, *step.stale):
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _write_config(config: RunConfig, target: Path) -> None:
+    """Write the resolved config to ``target`` unless it already says the same."""
+    header = (
+        "# The resolved config of this run: every option of every stage.\n"
+        f"# Remake the run with: rcnn run {target}\n\n"
+    )
+    text = resolved_toml(config, header)
+    if target.is_file() and target.read_text(encoding="utf-8") == text:
+        return
+    ensure_folder(target.parent)
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")

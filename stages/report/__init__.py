@@ -1,0 +1,1 @@
+"""A run's results in one place: the terminal summary (``summary``) and the HTML page (``page``)."""

@@ -1,0 +1,284 @@
+"""The run folder: the one place that knows where every artifact of a run lives, and the manifest
+written beside each.
+
+Layout (``RUN`` defaults to ``runs/default``)::
+
+    RUN/proposals/<split>.h5                 selective-search (or imported) boxes
+    RUN/proposals/.<split>.parts/            finished parts of an interrupted search
+    RUN/backbone.pt                          the pre-trained backbone; RUN/pretrain/ its checkpoint and log
+    RUN/<method>/finetune/model.pt           a detector's network; checkpoint.pt and log.csv beside it
+    RUN/<method>/compressed/model.pt         its truncated-SVD form (Fast R-CNN)
+    RUN/<method>/features/<split>.h5         the feature cache (R-CNN, SPP-net)
+    RUN/<method>/svm.npz, bbox.npz           SVMs and box regressors (R-CNN, SPP-net)
+    RUN/<method>/detections/<split>.json     detections of a split; <split>.svd.json for the compressed model
+    RUN/<method>/eval/<split>.json           their evaluation, and <split>.pr.png
+    RUN/<method>/detect/                     ``rcnn detect``'s pictures and JSON
+    RUN/config.toml                          the resolved config of ``rcnn run``
+    RUN/report.html                          the report page
+    <every artifact>.manifest.json           how it was made
+    .<artifact stem>.parts/                  what the processes of an unfinished stage saved (``parts_of``)
+
+A manifest records where the artifact was made (its absolute path), the resolved options, the inputs read
+(size and mtime), library versions, timings and results, so a later stage can tell whether its inputs
+exist, ``rcnn run`` whether an artifact is up to date, and the report can add up the time spent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from stages.core.atomic import write_json
+from stages.core.errors import UserError
+
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass(frozen=True)
+class TrainingFiles:
+    """What a training stage writes: the model, and in its folder the checkpoint and the loss log."""
+
+    model: Path
+    checkpoint: Path
+    log: Path
+
+
+def _training_files(model: Path, folder: Path) -> TrainingFiles:
+    return TrainingFiles(model, folder / "checkpoint.pt", folder / "log.csv")
+
+
+@dataclass(frozen=True)
+class MethodLayout:
+    """``RUN/<name>/``: the artifacts of one detector."""
+
+    run: Path
+    name: str
+
+    @property
+    def root(self) -> Path:
+        return self.run / self.name
+
+    @property
+    def finetune(self) -> TrainingFiles:
+        """``finetune/model.pt``, with ``checkpoint.pt`` and ``log.csv`` beside it."""
+        folder = self.root / "finetune"
+        return _training_files(folder / "model.pt", folder)
+
+    @property
+    def compressed(self) -> Path:
+        """``compressed/model.pt``: the truncated-SVD network."""
+        return self.root / "compressed" / "model.pt"
+
+    def features(self, split: str) -> Path:
+        """``features/<split>.h5``: the split's feature cache."""
+        return self.root / "features" / f"{split}.h5"
+
+    @property
+    def svm(self) -> Path:
+        return self.root / "svm.npz"
+
+    @property
+    def bbox(self) -> Path:
+        return self.root / "bbox.npz"
+
+    def detections(self, split: str, compressed: bool = False) -> Path:
+        """``detections/<split>.json`` (``<split>.svd.json`` for the compressed model)."""
+        return self.root / "detections" / f"{_evaluation_name(split, compressed)}.json"
+
+    def results(self, split: str, compressed: bool = False) -> Path:
+        """``eval/<split>.json`` (``<split>.svd.json`` for the compressed model): the evaluation."""
+        return self.root / "eval" / f"{_evaluation_name(split, compressed)}.json"
+
+    def pr_curves(self, split: str, compressed: bool = False) -> Path:
+        """``eval/<split>.pr.png`` (``<split>.svd.pr.png``): the evaluation's PR curves."""
+        return self.root / "eval" / f"{_evaluation_name(split, compressed)}.pr.png"
+
+    def evaluations(self) -> list[Path]:
+        """Every evaluation results file of the method, sorted."""
+        return sorted(p for p in (self.root / "eval").glob("*.json") if not p.name.endswith(MANIFEST_SUFFIX))
+
+    @property
+    def detect(self) -> Path:
+        """``detect/``: where ``rcnn detect`` writes by default."""
+        return self.root / "detect"
+
+
+def _evaluation_name(split: str, compressed: bool) -> str:
+    return f"{split}.svd" if compressed else split
+
+
+def parts_of(artifact: Path) -> Path:
+    """``.<stem>.parts/`` beside ``artifact``: the parts that the processes of its stage save as they go,
+    for a rerun to continue from, until the artifact is merged from them."""
+    return artifact.with_name(f".{artifact.stem}.parts")
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """A run folder: every artifact path of a run is a property or method of this object."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    def proposals(self, split: str) -> Path:
+        """``proposals/<split>.h5``."""
+        return self.root / "proposals" / f"{split}.h5"
+
+    def proposal_parts(self, split: str) -> Path:
+        """``proposals/.<split>.parts/``: finished parts of an interrupted search."""
+        return parts_of(self.proposals(split))
+
+    @property
+    def pretrain(self) -> TrainingFiles:
+        """``backbone.pt``, with its checkpoint and log in ``pretrain/``."""
+        return _training_files(self.root / "backbone.pt", self.root / "pretrain")
+
+    def method(self, name: str) -> MethodLayout:
+        """``<name>/``: the artifacts of one detector."""
+        return MethodLayout(self.root, name)
+
+    @property
+    def config(self) -> Path:
+        """``config.toml``: the resolved config ``rcnn run`` ran."""
+        return self.root / "config.toml"
+
+    @property
+    def report_page(self) -> Path:
+        """``report.html``: the page ``rcnn report`` and ``rcnn run`` write."""
+        return self.root / "report.html"
+
+    def manifests(self) -> list[Path]:
+        """Every manifest in the run folder."""
+        return sorted(self.root.rglob(f"*{MANIFEST_SUFFIX}"))
+
+    def command_for(self, artifact: Path, data: Path | str | None = None) -> str:
+        """The command that makes ``artifact`` of this run, as an error's hint prints it: runnable as
+        printed, with the stage's defaults and ``--data`` as ``data_option`` gives it."""
+        parts = Path(artifact).relative_to(self.root).parts
+        stem = Path(parts[-1]).stem.removesuffix(".svd")
+        on, run = self.data_option(data), f"--run {self}"
+        if parts[0] == "proposals":
+            return f"rcnn propose {on} --split {stem} {run}"
+        if parts == ("backbone.pt",):
+            return f"rcnn pretrain {on} {run}"
+        method, kind = parts[0], parts[1]
+        commands = {
+            "finetune": f"rcnn finetune --method {method} {on} {run}",
+            "compressed": f"rcnn compress {run}",
+            "features": f"rcnn extract-features --method {method} {on} --split {stem} {run}",
+            "svm.npz": f"rcnn train-svm --method {method} {run}",
+            "bbox.npz": f"rcnn train-bbox --method {method} {run}",
+        }
+        compressed = " --compressed" if parts[-1].startswith(f"{stem}.svd") else ""
+        evaluate = f"rcnn evaluate {on} --split {stem} {run} --method {method}{compressed}"
+        return commands.get(kind, evaluate)
+
+    def data_option(self, root: Path | str | None = None) -> str:
+        """``--data ROOT`` for a command a hint prints: ``root`` when the caller knows the dataset, else
+        the one the run's proposals were made from (their manifests record it), else a placeholder."""
+        for proposals in sorted((self.root / "proposals").glob("*.h5")) if root is None else ():
+            try:  # a hint never fails for a manifest it only looks into
+                root = (read_manifest(proposals) or {}).get("results", {}).get("dataset_root")
+            except UserError:
+                continue
+            if root:
+                break
+        return f"--data {root or 'ROOT'}"
+
+    def __str__(self) -> str:
+        return str(self.root)
+
+
+def manifest_path(artifact: Path) -> Path:
+    """The manifest that sits beside ``artifact`` (``x.h5`` -> ``x.manifest.json``)."""
+    return Path(artifact).with_suffix(MANIFEST_SUFFIX)
+
+
+def describe_input(path: Path) -> dict[str, Any]:
+    """What a manifest records of an input file: its path, size and modification time."""
+    stat = Path(path).stat()
+    return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python, the toolkit and the libraries whose behaviour shapes the artifacts."""
+    versions = {"python": platform.python_version()}
+    for name in (
+        "rcnn-toolkit",
+        "torch",
+        "torchvision",
+        "numpy",
+        "opencv-contrib-python-headless",
+        "h5py",
+        "scikit-learn",
+    ):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_manifest(
+    artifact: Path,
+    *,
+    stage: str,
+    options: Any,
+    inputs: list[Path],
+    seconds: float,
+    results: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write the manifest of ``artifact``; ``options`` is a dataclass (or a mapping) of resolved settings."""
+    is_options = dataclasses.is_dataclass(options) and not isinstance(options, type)
+    resolved = dataclasses.asdict(options) if is_options else dict(options)
+    payload = {
+        "stage": stage,
+        "artifact": Path(artifact).name,
+        "location": str(Path(artifact).resolve()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "options": resolved,
+        "inputs": [describe_input(p) for p in inputs],
+        "versions": library_versions(),
+        "seconds": round(seconds, 3),
+        "results": dict(results or {}),
+    }
+    target = manifest_path(artifact)
+    write_json(target, payload)
+    return target
+
+
+def read_manifest(artifact: Path) -> dict | None:
+    """The manifest beside ``artifact``, or None when there is none."""
+    path = manifest_path(artifact)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable manifest ({exc})") from None
+
+
+def require_artifact(artifact: Path, command: str) -> dict:
+    """Check that ``artifact`` exists with its manifest; return the manifest.
+
+    Raises UserError naming the artifact and the command that makes it.
+    """
+    artifact = Path(artifact)
+    if not artifact.exists():
+        raise UserError(f"{artifact}: not found; make it with `{command}`")
+    path = manifest_path(artifact)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: manifest missing; remake {artifact.name} with `{command}`") from None
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path}: unreadable manifest ({exc}); remake it with `{command}`") from None
