@@ -82,14 +82,15 @@ def detect(
       rcnn detect 'photos/**/*.jpg' --run runs/demo --skip-bad
     """
     layout = RunLayout(run)
+    chosen = get_method(method.value)
     results = detect_images(
         images,
         layout,
-        get_method(method.value),
+        chosen,
         out_dir,
         score_thresh,
         device=device,
-        compressed=compressed,
+        variant=chosen.variant(compressed),
         precision=precision.value,
         skip_bad=skip_bad,
         save_json=save_json,

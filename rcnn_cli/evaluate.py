@@ -90,12 +90,12 @@ def evaluate(
             RunLayout(run),
             chosen,
             metric,
-            compressed=compressed,
+            variant=chosen.variant(compressed),
             device=device,
             precision=precision.value,
             progress=RichProgress(),
         )
-        label = f"{chosen.label}{' + SVD' if compressed else ''}"
+        label = chosen.row_label(chosen.variant(compressed))
         print_results(result.evaluation, f"{label} on {split}: {result.detections_path}")
         out.print(f"test time: {result.seconds_per_image:.3f} s an image")
         if result.without_box_regression is not None:

@@ -48,8 +48,9 @@ def export(
 
       rcnn export --run runs/demo --method rcnn --split test --format voc --out results/
     """
+    chosen = get_method(method.value)
     done = export_detections(
-        RunLayout(run), get_method(method.value), split, to.value, out_path, data=data, compressed=compressed
+        RunLayout(run), chosen, split, to.value, out_path, data=data, variant=chosen.variant(compressed)
     )
     where = done.paths[0] if to.value == "coco" else out_path
     out.print(f"{where}: {done.detections} detections of {split} as {to.value} ({len(done.paths)} files)")

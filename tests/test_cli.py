@@ -197,7 +197,9 @@ def assert_speed_up(shown: str, slowest: float, total: float) -> None:
     to three decimals (as shown) and the speed-up to its digits allows."""
     lowest = (slowest - 5e-4) / (total + 5e-4)
     highest = (slowest + 5e-4) / max(total - 5e-4, 1e-9)
-    assert lowest * 0.97 <= float(shown.rstrip("x")) <= highest * 1.03, (shown, slowest, total)
+    digits = shown.rstrip("x").partition(".")[2]
+    half = 0.5 * 10 ** -len(digits)  # "1.0x" stands for 0.95 up to 1.05
+    assert lowest - half <= float(shown.rstrip("x")) <= highest + half, (shown, slowest, total)
 
 
 def _rows(table: str) -> list[list[str]]:

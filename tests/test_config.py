@@ -35,7 +35,8 @@ def test_every_key_of_a_shipped_config_is_an_option(path, tmp_path):
 def test_paper_configs_carry_the_papers_figures(path):
     config = load_config(path)
     for settings in config.methods.values():
-        assert settings.paper is not None and settings.paper.map is not None and settings.paper.source
+        paper = settings.papers.get("")
+        assert paper is not None and paper.map is not None and paper.source
 
 
 def test_demo_config_holds_the_demo_settings():
@@ -43,10 +44,13 @@ def test_demo_config_holds_the_demo_settings():
     assert config.propose.mode == "single"
     assert config.pretrain is not None and config.pretrain.iterations == 600
     fast = config.methods["fast"]
-    assert fast.finetune.sampling.max_size == 1666 and fast.finetune.test_scale == 1000
-    assert fast.compress == CompressOptions(128, 32)
-    spp = config.methods["spp"].cache
-    assert spp is not None and spp.features.scales == (640, 1280) and spp.features.compression == "none"
+    finetune = fast.tables["finetune"]
+    assert finetune.sampling.max_size == 1666 and finetune.test_scale == 1000
+    assert fast.tables["compress"] == CompressOptions(128, 32)
+    assert [variant.label for variant in fast.variants] == ["", " + SVD"]
+    features = config.methods["spp"].tables["features"]
+    assert features.scales == (640, 1280) and features.compression == "none"
+    assert list(config.methods["spp"].tables) == ["finetune", "features", "svm", "bbox"]
 
 
 def _config(tmp_path: Path, text: str) -> Path:
@@ -87,12 +91,12 @@ def test_settings_override_the_file_and_the_run_device_fills_every_stage(tmp_pat
         ["fast.finetune.sampling.scales=[480, 576]", "data.train=train", "rcnn.finetune.learning_rate=1"],
         data_root="elsewhere",
     )
-    fast = config.methods["fast"].finetune
+    fast = config.methods["fast"].tables["finetune"]
     assert fast.iterations == 7 and fast.device == "auto"  # its own table wins over [run]
     assert fast.sampling.scales == (480, 576)
-    assert config.methods["rcnn"].finetune.learning_rate == 1.0
-    assert config.methods["rcnn"].finetune.device == "cpu"
-    assert config.methods["spp"].cache.features.device == "cpu"
+    assert config.methods["rcnn"].tables["finetune"].learning_rate == 1.0
+    assert config.methods["rcnn"].tables["finetune"].device == "cpu"
+    assert config.methods["spp"].tables["features"].device == "cpu"
     assert (config.data.root, config.data.train) == ("elsewhere", "train")
     with pytest.raises(UserError, match=r"give table\.key=value"):
         load_config(path, ["iterations"])

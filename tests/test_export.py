@@ -89,7 +89,7 @@ def test_export_names_the_command_that_makes_the_detections_and_it_runs_as_print
     makes them, and the export works."""
     run = tmp_path / "run"
     shutil.copytree(made[1], run)
-    svd = RunLayout(run).method("fast").detections("test", compressed=True)
+    svd = RunLayout(run).method("fast").detections("test", "svd")
     svd.unlink()
     out = tmp_path / "svd.json"
     export = ("export", "--run", run, "--split", "test", "--format", "coco", "--out", out, "--compressed")

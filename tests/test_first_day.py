@@ -153,5 +153,5 @@ def test_every_hint_names_a_command_that_parses_as_printed(tiny_run, tmp_path):
         assert hint and hint.group(1).startswith(command), result.output
         assert Path(_parsed(hint.group(1)).get("data", data)) == data
     files = run.method("spp")
-    for artifact in (files.features("val"), files.bbox, run.method("fast").results("test", compressed=True)):
+    for artifact in (files.features("val"), files.bbox, run.method("fast").results("test", "svd")):
         _parsed(run.command_for(artifact))

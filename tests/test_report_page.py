@@ -59,8 +59,9 @@ def _write_evaluation(run: RunLayout, method: str, dataset, shift: float, compre
         np.array(ids, dtype=object), np.array(classes, dtype=object), scores, np.stack(boxes)
     )
     files = METHODS[method].files(run)
-    write_detections(files.detections("test", compressed), detections)
-    results = files.results("test", compressed)
+    variant = "svd" if compressed else ""
+    write_detections(files.detections("test", variant), detections)
+    results = files.results("test", variant)
     evaluation = evaluate(dataset, detections)
     write_json(
         results,

@@ -89,9 +89,9 @@ def test_the_layout_owns_every_path_of_a_run():
         spp.pr_curves("test"): "spp/eval/test.pr.png",
         spp.detect: "spp/detect",
         run.method("fast").compressed: "fast/compressed/model.pt",
-        run.method("fast").detections("test", compressed=True): "fast/detections/test.svd.json",
-        run.method("fast").results("test", compressed=True): "fast/eval/test.svd.json",
-        run.method("fast").pr_curves("test", compressed=True): "fast/eval/test.svd.pr.png",
+        run.method("fast").detections("test", "svd"): "fast/detections/test.svd.json",
+        run.method("fast").results("test", "svd"): "fast/eval/test.svd.json",
+        run.method("fast").pr_curves("test", "svd"): "fast/eval/test.svd.pr.png",
     }
     for path, relative in paths.items():
         assert path == Path("runs/demo") / relative
@@ -101,10 +101,10 @@ def test_the_layout_owns_every_path_of_a_run():
 def test_evaluations_and_manifests_are_found(tmp_path):
     run = RunLayout(tmp_path)
     fast = run.method("fast")
-    for path in (fast.results("test"), fast.results("test", compressed=True)):
+    for path in (fast.results("test"), fast.results("test", "svd")):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("{}")
         write_manifest(path, stage="evaluate", options={}, inputs=[], seconds=1.0)
-    assert fast.evaluations() == [fast.results("test"), fast.results("test", compressed=True)]
+    assert fast.evaluations() == [fast.results("test"), fast.results("test", "svd")]
     assert run.method("rcnn").evaluations() == []
     assert len(run.manifests()) == 2

@@ -755,10 +755,7 @@ def bench_processes(
     compare processes, as on machines or GPUs of their own, and not how one process shares a machine.
     ``device`` and ``precision``: of the feature extraction.
     """
-    files = method.files(run)
-    network = files.finetune.model
-    if not network.exists() and method.finetunes_on_features:  # pyramids need only the backbone
-        network = run.pretrain.model
+    network = method.extraction_network(run)
     require_artifact(network, run.command_for(network))
     rows = []
     with (

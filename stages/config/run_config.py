@@ -6,13 +6,12 @@ A config's tables are the stages' own options dataclasses, key for key::
     [run]                  folder, methods, device                            (RunSettings)
     [propose]              selective search                                   (ProposalOptions)
     [pretrain]             present: pre-train the backbone first              (PretrainOptions)
-    [<method>.finetune]    each method of run.methods: its fine-tuning        (method.finetune_options_type)
-    [<method>.features]    R-CNN, SPP-net: the feature cache                  (method.extract_options_type)
-    [<method>.svm]         R-CNN, SPP-net: the SVMs                           (SvmOptions)
-    [<method>.bbox]        R-CNN, SPP-net: the box regressors                 (BboxOptions)
-    [<method>.compress]    present: Fast R-CNN's truncated-SVD model too      (method.compress_options_type)
-    [<method>.paper]       the paper's figures for this setting, for the report (PaperFigures);
-                           [<method>.compress.paper] those of the compressed model
+    [<method>.<table>]     each method of run.methods: its tables (``Method.tables``), in its order:
+      finetune             every method: its fine-tuning                      (method.finetune_options_type)
+      features, svm, bbox  R-CNN, SPP-net: the feature cache, SVMs, box regressors
+      compress             present: Fast R-CNN's truncated-SVD model too      (method.compress_options_type)
+    [<method>.paper]       the paper's figures for this setting, for the report (PaperFigures); those of
+                           a variant in its table: [<method>.compress.paper] for the compressed model
     [evaluate]             metric, precision                                  (EvaluateSettings)
     [detect]               present: draw detections on the test split's first images (DetectSettings)
 
@@ -36,12 +35,10 @@ from typing import Any
 
 import tomli_w
 
-from stages.cache.box_regression import BboxOptions
-from stages.cache.svm import SvmOptions
 from stages.core.errors import UserError
 from stages.evaluation.metrics import METRICS
 from stages.methods import METHODS, Method
-from stages.methods.base import CachedFeatureMethod
+from stages.methods.base import Variant
 from stages.networks.precision import check_precision
 from stages.proposals.propose import ProposalOptions
 from stages.training.pretrain import PretrainOptions
@@ -122,24 +119,14 @@ class DetectSettings:
 
 
 @dataclass(frozen=True)
-class CacheSettings:
-    """The stages of a method with a feature cache: extraction, SVMs, box regressors."""
-
-    features: Any
-    svm: SvmOptions
-    bbox: BboxOptions
-
-
-@dataclass(frozen=True)
 class MethodSettings:
-    """One method's stages: fine-tuning, and for the methods with a feature cache its extraction, SVMs and
-    box regressors; its compression when asked; the paper's figures."""
+    """One method's part of a config: its tables' options (name -> options, in the method's order; an
+    optional table only when given), the variants of its network to test, and the paper's figures of
+    each (variant key -> figures)."""
 
-    finetune: Any
-    cache: CacheSettings | None = None
-    compress: Any = None
-    paper: PaperFigures | None = None
-    compressed_paper: PaperFigures | None = None
+    tables: Mapping[str, Any]
+    variants: tuple[Variant, ...]
+    papers: Mapping[str, PaperFigures] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -160,8 +147,7 @@ class RunConfig:
         return [METHODS[name] for name in self.methods]
 
 
-_CACHE_TABLES = tuple(f.name for f in fields(CacheSettings))
-_TOP_LEVEL = ("data", "run", "propose", "pretrain", "evaluate", "detect", *METHODS)
+_SHARED_TABLES = ("data", "run", "propose", "pretrain", "evaluate", "detect")
 
 
 def load_config(
@@ -214,7 +200,7 @@ def _apply_override(raw: dict, override: str) -> None:
 
 
 def _resolve(raw: Mapping[str, Any], path: Path) -> RunConfig:
-    _check_keys(raw, _TOP_LEVEL, path, "")
+    _check_keys(raw, (*_SHARED_TABLES, *METHODS), path, "")
     run = _options(RunSettings, raw.get("run", {}), path, "run")
     device = {"device": run.device}
     methods = {}
@@ -243,30 +229,24 @@ def _method_settings(
     method: Method[Any], raw: Mapping[str, Any], path: Path, device: Mapping[str, str]
 ) -> MethodSettings:
     name = method.name
-    cached = isinstance(method, CachedFeatureMethod)
-    tables = ["finetune", "paper", *(_CACHE_TABLES if cached else ())]
-    if method.compress_options_type is not None:
-        tables.append("compress")
-    _check_keys(raw, tables, path, name)
-    found: dict[str, Any] = {
-        "finetune": _options(
-            method.finetune_options_type, raw.get("finetune", {}), path, f"{name}.finetune", device
-        ),
-        "paper": _options(PaperFigures, raw["paper"], path, f"{name}.paper") if "paper" in raw else None,
-    }
-    if isinstance(method, CachedFeatureMethod):
-        found["cache"] = CacheSettings(
-            _options(method.extract_options_type, raw.get("features", {}), path, f"{name}.features", device),
-            _options(SvmOptions, raw.get("svm", {}), path, f"{name}.svm"),
-            _options(BboxOptions, raw.get("bbox", {}), path, f"{name}.bbox"),
-        )
-    if "compress" in raw and method.compress_options_type is not None:
-        compress = dict(raw["compress"]) if isinstance(raw["compress"], dict) else raw["compress"]
-        paper = compress.pop("paper", None) if isinstance(compress, dict) else None
-        found["compress"] = _options(method.compress_options_type, compress, path, f"{name}.compress")
+    _check_keys(raw, [*(table.name for table in method.tables), "paper"], path, name)
+    tables: dict[str, Any] = {}
+    papers: dict[str, PaperFigures] = {}
+    for table in method.tables:
+        if table.optional and table.name not in raw:
+            continue
+        given = raw.get(table.name, {})
+        given = dict(given) if isinstance(given, dict) else given
+        asks_for = [v for v in method.variants if v.table == table.name]
+        paper = given.pop("paper", None) if asks_for and isinstance(given, dict) else None
+        where = f"{name}.{table.name}"
+        tables[table.name] = _options(table.options_type, given, path, where, device)
         if paper is not None:
-            found["compressed_paper"] = _options(PaperFigures, paper, path, f"{name}.compress.paper")
-    return MethodSettings(**found)
+            papers[asks_for[0].key] = _options(PaperFigures, paper, path, f"{where}.paper")
+    if "paper" in raw:
+        papers[""] = _options(PaperFigures, raw["paper"], path, f"{name}.paper")
+    variants = tuple(v for v in method.variants if not v.table or v.table in tables)
+    return MethodSettings(tables, variants, papers)
 
 
 def _check_keys(raw: Any, allowed: Sequence[str], path: Path, table: str) -> None:
@@ -334,20 +314,17 @@ def resolved_toml(config: RunConfig, header: str = "") -> str:
     if config.pretrain is not None:
         document["pretrain"] = _plain(config.pretrain)
     for name, settings in config.methods.items():
-        parts = {"finetune": settings.finetune, **_parts(settings.cache)}
-        parts.update(compress=settings.compress, paper=settings.paper)
-        tables = {key: _plain(part) for key, part in parts.items() if part is not None}
-        if settings.compressed_paper is not None and "compress" in tables:
-            tables["compress"]["paper"] = _plain(settings.compressed_paper)
+        tables = {key: _plain(options) for key, options in settings.tables.items()}
+        if "" in settings.papers:
+            tables["paper"] = _plain(settings.papers[""])
+        for variant in settings.variants:
+            if variant.key in settings.papers and variant.table:
+                tables[variant.table]["paper"] = _plain(settings.papers[variant.key])
         document[name] = tables
     document["evaluate"] = _plain(config.evaluate)
     if config.detect is not None:
         document["detect"] = _plain(config.detect)
     return header + tomli_w.dumps(document)
-
-
-def _parts(cache: CacheSettings | None) -> dict[str, Any]:
-    return {} if cache is None else {f.name: getattr(cache, f.name) for f in fields(cache)}
 
 
 def _plain(options: Any) -> dict[str, Any]:

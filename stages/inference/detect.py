@@ -21,7 +21,7 @@ from stages.datasets.image_files import is_image_name
 from stages.detections.draw import draw_detections, write_grid, write_png
 from stages.detections.files import detections_of, write_detections
 from stages.detections.postprocess import ImageDetections
-from stages.methods.base import ImageDetector, Method
+from stages.methods.base import PLAIN, ImageDetector, Method, Variant
 from stages.networks.inputs import read_image
 from stages.proposals.propose import ProposalOptions, propose_images, searched_with
 from stages.runs.layout import RunLayout, describe_input, parts_of
@@ -78,7 +78,7 @@ def detect_images(
     score_thresh: float | None = None,
     proposal_options: ProposalOptions | None = None,
     device: str = "auto",
-    compressed: bool = False,
+    variant: Variant = PLAIN,
     precision: str = "fp32",
     skip_bad: bool = False,
     save_json: Path | None = None,
@@ -121,14 +121,14 @@ def detect_images(
     threshold = method.display_threshold if score_thresh is None else score_thresh
     options = replace(method.test_options, score_thresh=threshold)
     with processes(device) as procs:
-        detector = method.detector(run, options, procs.device, compressed=compressed, precision=precision)
+        detector = method.detector(run, options, procs.device, variant=variant, precision=precision)
         stamp = {
             "method": method.name,
-            "compressed": compressed,
+            "compressed": variant.compressed,
             "precision": precision,
             "options": asdict(options),
             "proposals": asdict(replace(proposal_options, workers=0)),
-            "inputs": [describe_input(path) for path in method.detector_inputs(run, compressed=compressed)],
+            "inputs": [describe_input(path) for path in method.detector_inputs(run, variant=variant)],
             "images": [str(path.resolve()) for path in paths],
         }
         parts = ImageParts(parts_of(out / "detect"), stamp, procs)

@@ -20,7 +20,7 @@ from stages.datasets.records import Dataset
 from stages.detections.files import detections_of, write_detections
 from stages.detections.postprocess import DetectOptions, ImageDetections
 from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves
-from stages.methods.base import ImageResult, Method
+from stages.methods.base import PLAIN, ImageResult, Method, Variant
 from stages.networks.precision import check_supported
 from stages.runs.layout import RunLayout, describe_input, parts_of, read_manifest, write_manifest
 from stages.runs.processes import ImageParts, processes, shared_task, spread
@@ -49,25 +49,24 @@ def evaluate_run(
     metric: str | None = None,
     options: DetectOptions | None = None,
     *,
-    compressed: bool = False,
+    variant: Variant = PLAIN,
     device: str = "auto",
     precision: str = "fp32",
     progress: Progress = SILENT,
 ) -> RunEvaluation:
     """Detect on the split and score the detections; write detections, results JSON and PR curves.
 
-    ``options`` default to the method's test settings; ``compressed`` asks for the method's truncated-SVD
-    model (results beside the others as ``<split>.svd.*``); ``precision``: of a network run here (Fast
-    R-CNN's; R-CNN's and SPP-net's features were computed at ``extract-features``). Each image's
-    detections are kept in parts as they come (``RUN/<method>/detections/.<split>.parts/``), so an
-    interrupted evaluation continues where it stopped; under ``torchrun`` each process detects on its
-    shard of the split (``stages.runs.processes``) and rank 0 scores them all.
+    ``options`` default to the method's test settings; ``variant`` asks for a form of the method's network
+    (``stages.methods.base.SVD``: results beside the others as ``<split>.svd.*``); ``precision``: of a
+    network run here (Fast R-CNN's; R-CNN's and SPP-net's features were computed at ``extract-features``).
+    Each image's detections are kept in parts as they come (``RUN/<method>/detections/.<split>.parts/``),
+    so an interrupted evaluation continues where it stopped; under ``torchrun`` each process detects on
+    its shard of the split (``stages.runs.processes``) and rank 0 scores them all.
     """
     started = time.perf_counter()
-    method.check_compressed(compressed)
     options = options or method.test_options
-    detections_path = method.files(run).detections(dataset.split, compressed)
-    inputs = method.test_inputs(run, dataset.split, compressed=compressed)
+    detections_path = method.files(run).detections(dataset.split, variant.key)
+    inputs = method.test_inputs(run, dataset.split, variant=variant)
     missing = next((path for path in inputs if not path.exists()), None)
     if missing is not None:
         raise UserError(f"{missing}: not found; make it with `{run.command_for(missing, dataset.root)}`")
@@ -75,7 +74,7 @@ def evaluate_run(
         check_supported(precision, procs.device)
         stamp = {
             "method": method.name,
-            "compressed": compressed,
+            "compressed": variant.compressed,
             "precision": precision,
             "options": asdict(options),
             "inputs": [describe_input(path) for path in inputs],
@@ -84,14 +83,14 @@ def evaluate_run(
         finished = parts.image_ids()
         todo = tuple(r for r in spread(dataset.images, procs) if r.image_id not in finished)
         done = sum(r.image_id in finished for r in dataset.images)
-        label = f"detecting ({method.name}{' + SVD' if compressed else ''})"
+        label = f"detecting ({method.name}{variant.label})"
         board = parts.folder / "progress"
         with shared_task(progress, procs, board, label, len(dataset), "img", done) as advance:
             results = method.detect_split(
                 replace(dataset, images=todo),
                 run,
                 options,
-                compressed=compressed,
+                variant=variant,
                 device=procs.device,
                 precision=precision,
             )
@@ -106,7 +105,7 @@ def evaluate_run(
         evaluation = None
         if procs.writer:
             evaluation = _score(
-                dataset, run, method, metric, options, compressed, precision, parts.load(), inputs, started
+                dataset, run, method, metric, options, variant, precision, parts.load(), inputs, started
             )
             parts.remove()
         return procs.from_writer(evaluation)
@@ -140,7 +139,7 @@ def _score(
     method: Method[Any],
     metric: str | None,
     options: DetectOptions,
-    compressed: bool,
+    variant: Variant,
     precision: str,
     found: dict[str, dict[str, np.ndarray]],
     inputs: list[Path],
@@ -177,14 +176,15 @@ def _score(
         part: float(np.mean([arrays[f"timing.{part}"][0] for arrays in images])) for part in parts
     } or None
     files = method.files(run)
-    detections_path = files.detections(dataset.split, compressed)
-    results_path = files.results(dataset.split, compressed)
-    plot_path = files.pr_curves(dataset.split, compressed)
+    detections_path = files.detections(dataset.split, variant.key)
+    results_path = files.results(dataset.split, variant.key)
+    plot_path = files.pr_curves(dataset.split, variant.key)
     write_detections(detections_path, primary)
     results = {
         **evaluation.to_json(),
         "method": method.name,
-        "compressed": compressed,
+        "variant": variant.key,
+        "compressed": variant.compressed,
         "precision": precision,
         "split": dataset.split,
         "box_regression": regressed is not None,
@@ -197,7 +197,7 @@ def _score(
     made_with = {
         "method": method.name,
         "metric": metric,
-        "compressed": compressed,
+        "compressed": variant.compressed,
         "precision": precision,
         **asdict(options),
     }

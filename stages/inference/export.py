@@ -19,7 +19,7 @@ from stages.core.geometry import boxes_to_voc
 from stages.datasets.formats import load_dataset
 from stages.detections.files import read_detections
 from stages.evaluation.coco import results
-from stages.methods.base import Method
+from stages.methods.base import PLAIN, Method, Variant
 from stages.runs.layout import RunLayout, manifest_path, require_artifact
 
 EXPORT_FORMATS = ("coco", "voc")
@@ -41,12 +41,12 @@ def export(
     out: Path,
     *,
     data: Path | None = None,
-    compressed: bool = False,
+    variant: Variant = PLAIN,
 ) -> Export:
     """Write ``method``'s detections of ``split`` (from ``rcnn evaluate --run`` or ``rcnn run``) in format
     ``to`` to ``out`` (a file for coco, a folder for voc). The dataset is the one the detections were
     made on (their manifest records it), unless ``data`` names it."""
-    source = method.files(run).detections(split, compressed)
+    source = method.files(run).detections(split, variant.key)
     made_on = require_artifact(source, run.command_for(source, data)).get("results", {})
     root = data or made_on.get("dataset_root")
     if root is None:

@@ -1,10 +1,12 @@
 """What a detector of the lineage is to the shared stages.
 
-``Method`` is the interface ``detect``, ``evaluate``, ``report`` and the command line ask: its name and
-label, how to fine-tune it, its detector for any image, its detections of a split, and what its training
-and test cost. ``CachedFeatureMethod`` implements the half R-CNN and SPP-net share: features cached per
-region, linear SVMs and box regressors fitted on them, detection from the cache. A method is an object of
-one of these types (``stages.methods.METHODS``); no shared stage compares method names.
+``Method`` is the interface ``rcnn run``, ``detect``, ``evaluate``, ``report`` and the command line ask:
+its name and label, its config tables and the steps they make, the forms of its network that are tested
+as rows of their own (``Variant``), how to fine-tune it, its detector for any image, its detections of a
+split, and what its training and test cost. ``CachedFeatureMethod`` implements the half R-CNN and SPP-net
+share: features cached per region, linear SVMs and box regressors fitted on them, detection from the
+cache. A method is an object of one of these types (``stages.methods.METHODS``); no shared stage compares
+method names or tests a method's type.
 """
 
 from __future__ import annotations
@@ -12,21 +14,22 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
 
-from stages.cache.box_regression import BoxRegressors, load_bbox
+from stages.cache.box_regression import BboxOptions, BoxRegressors, load_bbox, train_bbox
 from stages.cache.features import ExtractSummary, FeatureCache, RegionFeatures
-from stages.cache.svm import load_svms
+from stages.cache.svm import SvmOptions, load_svms, train_svms
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.detections.postprocess import DetectOptions, ImageDetections, detect_from_scores
-from stages.runs.layout import MethodLayout, RunLayout, read_manifest
+from stages.runs.layout import MethodLayout, RunLayout, parts_of, read_manifest
+from stages.runs.steps import SharedSteps, Step, StepKey
 from stages.training.solver import TrainingOptions, TrainingSummary
 
 log = logging.getLogger("rcnn")
@@ -74,6 +77,39 @@ class ImageResult:
     timing: Mapping[str, float] | None = None
 
 
+@dataclass(frozen=True)
+class Variant:
+    """A form of a method's trained network that is tested and reported as a row of its own: the network
+    as trained (``PLAIN``), or one made from it (``SVD``, Fast R-CNN's truncated fc layers).
+
+    ``key`` names its files (``<split>.<key>.json``; none for ``PLAIN``); ``label`` follows the method's
+    in tables; ``note`` follows its steps' labels; ``table`` is the method's config table that asks for
+    it and holds its paper figures (``[fast.compress.paper]``), none for a form always made;
+    ``compressed`` is what its manifests and results record."""
+
+    key: str = ""
+    label: str = ""
+    note: str = ""
+    table: str = ""
+    compressed: bool = False
+
+
+PLAIN = Variant()
+SVD = Variant("svd", " + SVD", "SVD", "compress", compressed=True)
+"""The truncated-SVD form of a network's fc layers (Fast R-CNN, section 3.1): ``rcnn compress``."""
+
+
+@dataclass(frozen=True)
+class ConfigTable:
+    """One table of a method's part of a run config, ``[<method>.<name>]``: the options of one of its
+    stages (``options_type``, the paper's defaults); an ``optional`` table's stage runs only when the
+    config has the table."""
+
+    name: str
+    options_type: type
+    optional: bool = False
+
+
 class Method(ABC, Generic[FinetuneT]):
     """A detector of the lineage, as the shared stages see it; ``FinetuneT`` is its fine-tuning options."""
 
@@ -93,24 +129,90 @@ class Method(ABC, Generic[FinetuneT]):
     """Its fine-tuning options (``FinetuneT``), with the paper's defaults."""
     option_hints: ClassVar[Mapping[str, str]] = {}
     """For command-line options the method does not take: where to set them instead."""
+    variants: ClassVar[tuple[Variant, ...]] = (PLAIN,)
+    """The forms of its network that are tested as rows of their own, ``PLAIN`` first."""
+    commands: ClassVar[frozenset[str]] = frozenset()
+    """The staged commands besides ``finetune``, ``evaluate`` and ``detect`` that run a stage of it
+    (``extract-features``, ``train-svm``, ``train-bbox``, ``compress``): their ``--method`` choices."""
+
+    @property
+    def tables(self) -> tuple[ConfigTable, ...]:
+        """Its tables in a run config, in the order its stages run (``stages.config``)."""
+        tables = [ConfigTable("finetune", self.finetune_options_type)]
+        if self.compress_options_type is not None:
+            tables.append(ConfigTable("compress", self.compress_options_type, optional=True))
+        return tuple(tables)
 
     def files(self, run: RunLayout) -> MethodLayout:
         """Where this method keeps its artifacts in ``run``."""
         return run.method(self.name)
 
-    @property
-    def compressible(self) -> bool:
-        """Whether ``rcnn compress`` makes a truncated-SVD form of its network."""
-        return self.compress_options_type is not None
+    def row_label(self, variant: Variant = PLAIN) -> str:
+        """Its name in tables: ``Fast R-CNN + SVD``."""
+        return self.label + variant.label
+
+    def variant(self, compressed: bool) -> Variant:
+        """Its compressed form (``--compressed``, a result's ``"compressed"``), or the network as trained;
+        UserError for a compressed form it has none of."""
+        for variant in self.variants:
+            if variant.compressed == compressed:
+                return variant
+        raise UserError(f"--compressed: {self.label} has no compressed model (see `rcnn compress`)")
+
+    def variant_of(self, results: Mapping[str, Any]) -> Variant:
+        """The variant an evaluation's ``results`` are of: their ``"variant"`` (or, as written before it,
+        ``"compressed"``); UserError for one the method has no longer."""
+        if "variant" not in results:
+            return self.variant(bool(results.get("compressed")))
+        for variant in self.variants:
+            if variant.key == results["variant"]:
+                return variant
+        raise UserError(f"{self.label} has no variant {results['variant']!r}")
 
     def compress(self, run: RunLayout, options: Any) -> Any:
         """Write the compressed form of ``run``'s trained network (methods with ``compress_options_type``)."""
         raise UserError(f"{self.label} has no compressed model")
 
-    def check_compressed(self, compressed: bool) -> None:
-        """UserError when a compressed model is asked of a method that has none."""
-        if compressed and not self.compressible:
-            raise UserError(f"--compressed: {self.label} has no compressed model (see `rcnn compress`)")
+    def steps(self, tables: Mapping[str, Any], shared: SharedSteps) -> list[Step]:
+        """The steps of ``rcnn run`` that make what its detector reads, in order, from its config
+        ``tables`` (name -> options; an optional table only when given): fine-tuning, and compression
+        when asked for. The pipeline adds each variant's evaluation (``tested_after``)."""
+        found = [self.finetune_step(tables["finetune"], shared, (shared.proposals(shared.train),))]
+        if "compress" in tables:
+            options = tables["compress"]
+            found.append(
+                Step(
+                    StepKey("compress", self.name),
+                    self.files(shared.run).compressed,
+                    asdict(options),
+                    lambda ctx: self.compress(ctx.run, options),
+                    after=(StepKey("finetune", self.name),),
+                )
+            )
+        return found
+
+    def tested_after(self, variant: Variant, split: str) -> tuple[StepKey, ...]:
+        """The steps whose artifacts the test of ``variant`` on ``split`` reads (besides the split's
+        proposals): what ``detect_split`` reads."""
+        return (
+            StepKey("compress" if variant.compressed else "finetune", self.name),
+            SharedSteps.proposals(split),
+        )
+
+    def finetune_step(self, options: FinetuneT, shared: SharedSteps, after: tuple[StepKey, ...]) -> Step:
+        """The fine-tuning step, after the steps ``after`` and the run's backbone where it starts from it."""
+        files = self.files(shared.run).finetune
+        train = shared.train
+        return Step(
+            StepKey("finetune", self.name),
+            files.model,
+            {"method": self.name, **asdict(options)},
+            lambda ctx: self.finetune(ctx.dataset(train), ctx.run, options, progress=ctx.progress),
+            after=(*after, *shared.backbone_for(options)),
+            partial=(files.checkpoint,),
+            stale=(files.checkpoint, files.log),
+            everywhere=self.finetunes_distributed,
+        )
 
     def finetune_options(self, given: Mapping[str, Any]) -> FinetuneT:
         """The fine-tuning options with the ``given`` command-line values, the paper's otherwise."""
@@ -136,18 +238,18 @@ class Method(ABC, Generic[FinetuneT]):
         options: DetectOptions,
         device: torch.device,
         *,
-        compressed: bool = False,
+        variant: Variant = PLAIN,
         precision: str = "fp32",
     ) -> ImageDetector:
         """The trained detector of ``run`` with test settings ``options``, for images with proposals of
         their own; its network computes in ``precision`` (``stages.networks.precision``)."""
 
     @abstractmethod
-    def detector_inputs(self, run: RunLayout, *, compressed: bool = False) -> list[Path]:
+    def detector_inputs(self, run: RunLayout, *, variant: Variant = PLAIN) -> list[Path]:
         """The artifacts that ``detector`` reads: what its detections of any image depend on."""
 
     @abstractmethod
-    def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
+    def test_inputs(self, run: RunLayout, split: str, *, variant: Variant = PLAIN) -> list[Path]:
         """The artifacts that ``detect_split`` reads for ``split``: what its detections depend on."""
 
     @abstractmethod
@@ -157,7 +259,7 @@ class Method(ABC, Generic[FinetuneT]):
         run: RunLayout,
         options: DetectOptions,
         *,
-        compressed: bool = False,
+        variant: Variant = PLAIN,
         device: torch.device,
         precision: str = "fp32",
     ) -> Iterator[ImageResult]:
@@ -167,7 +269,7 @@ class Method(ABC, Generic[FinetuneT]):
         run here computes in ``precision``."""
 
     @abstractmethod
-    def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
+    def training_seconds(self, run: RunLayout, variant: Variant = PLAIN) -> float | None:
         """Seconds of the method's own training stages in ``run`` (not the shared proposals and
         pre-training), None while any is missing."""
 
@@ -185,11 +287,92 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
     """The feature the box regressors read: the last pooled conv features before fc6."""
     extract_options_type: ClassVar[type]
     """Its feature-extraction options (``ExtractT``)."""
-    finetunes_on_features: ClassVar[bool] = False
-    """Whether fine-tuning reads the training split's feature cache (SPP-net's fc layers on cached
-    pyramids), so the cache is made before fine-tuning and completed after it."""
     test_options = DetectOptions()
     display_threshold = 0.0  # the SVM margin
+    commands = frozenset({"extract-features", "train-svm", "train-bbox"})
+
+    @property
+    def tables(self) -> tuple[ConfigTable, ...]:
+        return (
+            ConfigTable("finetune", self.finetune_options_type),
+            ConfigTable("features", self.extract_options_type),
+            ConfigTable("svm", SvmOptions),
+            ConfigTable("bbox", BboxOptions),
+        )
+
+    def steps(self, tables: Mapping[str, Any], shared: SharedSteps) -> list[Step]:
+        """Fine-tuning, then each split's features, then the SVMs and the box regressors on the training
+        split's."""
+        after = (shared.proposals(shared.train),)
+        return [
+            self.finetune_step(tables["finetune"], shared, after),
+            *self.cache_steps(tables, shared),
+        ]
+
+    def cache_steps(
+        self, tables: Mapping[str, Any], shared: SharedSteps, *, completes: bool = False
+    ) -> list[Step]:
+        """Each split's features after fine-tuning (``completes``: adding to a training cache made before
+        it), and the SVMs and box regressors on the training split's."""
+        finetuned = StepKey("finetune", self.name)
+        train, test = shared.train, shared.test
+        found = [self.features_step(tables["features"], shared, train, (finetuned,), replaces=not completes)]
+        if test != train:
+            found.append(
+                self.features_step(tables["features"], shared, test, (finetuned, shared.proposals(test)))
+            )
+        files = self.files(shared.run)
+        svm: SvmOptions = tables["svm"]
+        bbox: BboxOptions = tables["bbox"]
+        cached = (StepKey("extract-features", self.name, train),)
+        return [
+            *found,
+            Step(
+                StepKey("train-svm", self.name),
+                files.svm,
+                {"method": self.name, "split": train, **asdict(svm)},
+                lambda ctx: train_svms(files, train, svm, ctx.progress),
+                after=cached,
+            ),
+            Step(
+                StepKey("train-bbox", self.name),
+                files.bbox,
+                {"method": self.name, "split": train, **asdict(bbox)},
+                lambda ctx: train_bbox(files, self.region_feature, train, bbox, ctx.progress),
+                after=cached,
+            ),
+        ]
+
+    def features_step(
+        self,
+        options: ExtractT,
+        shared: SharedSteps,
+        split: str,
+        after: tuple[StepKey, ...],
+        *,
+        note: str = "",
+        replaces: bool = True,
+    ) -> Step:
+        """The step that caches ``split``'s features (``note`` tells a first pass from the second)."""
+        target = self.files(shared.run).features(split)
+        return Step(
+            StepKey("extract-features", self.name, split, note),
+            target,
+            {"method": self.name, **asdict(options)},  # type: ignore[call-overload]
+            lambda ctx: self.extract_features(ctx.dataset(split), ctx.run, options, ctx.progress),
+            after=after,
+            partial=(target.with_name(f".{target.name}.partial"), parts_of(target)),
+            replaces=replaces,
+            everywhere=True,
+        )
+
+    def tested_after(self, variant: Variant, split: str) -> tuple[StepKey, ...]:
+        """The split's features, the SVMs and the box regressors."""
+        return (
+            StepKey("extract-features", self.name, split),
+            StepKey("train-svm", self.name),
+            StepKey("train-bbox", self.name),
+        )
 
     def extract_options(self, given: Mapping[str, Any]) -> ExtractT:
         """The feature-extraction options with the ``given`` command-line values, the defaults otherwise."""
@@ -201,6 +384,10 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
         self, dataset: Dataset, run: RunLayout, options: ExtractT, progress: Progress = SILENT
     ) -> ExtractSummary:
         """Cache the features of every region of the split: ``RUN/<name>/features/<split>.h5``."""
+
+    def extraction_network(self, run: RunLayout) -> Path:
+        """The network file ``extract-features`` reads in ``run``: the fine-tuned one."""
+        return self.files(run).finetune.model
 
     @abstractmethod
     def region_features(
@@ -214,10 +401,9 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
         options: DetectOptions,
         device: torch.device,
         *,
-        compressed: bool = False,
+        variant: Variant = PLAIN,
         precision: str = "fp32",
     ) -> ImageDetector:
-        self.check_compressed(compressed)
         files = self.files(run)
         svm = load_svms(files)
         bbox = load_bbox(files, svm.classes)
@@ -236,11 +422,11 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
 
         return ImageDetector(svm.classes, find)
 
-    def detector_inputs(self, run: RunLayout, *, compressed: bool = False) -> list[Path]:
+    def detector_inputs(self, run: RunLayout, *, variant: Variant = PLAIN) -> list[Path]:
         files = self.files(run)
         return [files.finetune.model, files.svm, *([files.bbox] if files.bbox.exists() else [])]
 
-    def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
+    def test_inputs(self, run: RunLayout, split: str, *, variant: Variant = PLAIN) -> list[Path]:
         files = self.files(run)
         return [files.features(split), files.svm, *([files.bbox] if files.bbox.exists() else [])]
 
@@ -250,13 +436,12 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
         run: RunLayout,
         options: DetectOptions,
         *,
-        compressed: bool = False,
+        variant: Variant = PLAIN,
         device: torch.device,
         precision: str = "fp32",
     ) -> Iterator[ImageResult]:
         """The SVMs and regressors on the cached features (made at ``extract-features``'s precision:
         ``precision`` has nothing to run here)."""
-        self.check_compressed(compressed)
         files = self.files(run)
         svm = load_svms(files, dataset.classes)
         bbox = load_bbox(files, dataset.classes)
@@ -284,12 +469,12 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
                 )
                 yield ImageResult(image.image_id, plain, moved)
 
-    def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
+    def training_seconds(self, run: RunLayout, variant: Variant = PLAIN) -> float | None:
         """Fine-tuning, the training split's features (SPP-net's include the pyramid pass fine-tuning
-        read), the SVMs and the box regressors; None for a compressed model, which these methods lack."""
+        read), the SVMs and the box regressors."""
         files = self.files(run)
         finetune = read_manifest(files.finetune.model)
-        if finetune is None or compressed:
+        if finetune is None:
             return None
         svm = read_manifest(files.svm)
         parts = [svm, read_manifest(files.bbox)]

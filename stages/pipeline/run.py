@@ -24,8 +24,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from stages.cache.box_regression import train_bbox
-from stages.cache.svm import train_svms
 from stages.config.run_config import RunConfig, resolved_toml
 from stages.core.atomic import atomic_path, ensure_folder
 from stages.core.errors import UserError
@@ -35,10 +33,11 @@ from stages.datasets.records import Dataset
 from stages.evaluation.metrics import default_metric
 from stages.inference.detect import detect_images
 from stages.inference.evaluate import evaluate_run
-from stages.methods.base import CachedFeatureMethod, Method
+from stages.methods.base import Method, Variant
 from stages.proposals.propose import ProposalOptions, propose
 from stages.runs.layout import RunLayout, manifest_path, parts_of, read_manifest, write_manifest
 from stages.runs.processes import processes
+from stages.runs.steps import SharedSteps, Step, StepKey
 from stages.training.pretrain import pretrain
 
 log = logging.getLogger("rcnn")
@@ -48,30 +47,6 @@ class State(Enum):
     RUN = "run"
     RESUME = "resume"
     UP_TO_DATE = "up to date"
-
-
-@dataclass(frozen=True)
-class Step:
-    """One stage of a run.
-
-    ``expects``: what the artifact's manifest must record among its options; ``after``: the steps whose
-    artifacts it reads; ``partial``: what an interrupted run of it leaves to resume from; ``stale``:
-    further files of an earlier run removed before it runs from the start; ``replaces``: whether it
-    makes its artifact anew (SPP-net's second pass over the training cache adds to the first's);
-    ``everywhere``: run on every process under ``torchrun``; ``summary``: what to say of the result of
-    ``execute`` when it is done (say, the proposals' recall).
-    """
-
-    name: str
-    artifact: Path
-    expects: Mapping[str, Any]
-    execute: Callable[[Context], Any]
-    after: tuple[str, ...] = ()
-    partial: tuple[Path, ...] = ()
-    stale: tuple[Path, ...] = ()
-    replaces: bool = True
-    everywhere: bool = False
-    summary: Callable[[Any], str] = lambda result: ""
 
 
 @dataclass(frozen=True)
@@ -103,20 +78,22 @@ class Context:
 
 
 def steps(config: RunConfig) -> list[Step]:
-    """Every step ``config`` asks for, each after the steps it reads from."""
+    """Every step ``config`` asks for, each after the steps it reads from: the shared ones (proposals,
+    pre-training), each method's own (``Method.steps``) with the evaluation of each of its variants
+    placed after the last step it reads, and the pictures of ``[detect]``."""
     run = RunLayout(Path(config.run.folder))
     data = config.data
     found = [
         _propose_step(run, split, config.propose, data.skip_bad)
         for split in dict.fromkeys((data.train, data.test))
     ]
-    backbone: tuple[str, ...] = ()
+    backbone: tuple[StepKey, ...] = ()
     if config.pretrain is not None:
         options = config.pretrain
         files = run.pretrain
         found.append(
             Step(
-                "pretrain",
+                StepKey("pretrain"),
                 files.model,
                 asdict(options),
                 lambda ctx: pretrain(ctx.dataset(data.train), ctx.run, options, progress=ctx.progress),
@@ -124,10 +101,17 @@ def steps(config: RunConfig) -> list[Step]:
                 stale=(files.checkpoint, files.log),
             )
         )
-        backbone = ("pretrain",)
+        backbone = (found[-1].key,)
+    shared = SharedSteps(run, data.train, data.test, backbone)
     metric = config.evaluate.metric or default_metric(data.format or detect_format(Path(data.root)))
     for method in config.method_objects():
-        found += _method_steps(method, config, run, backbone, metric)
+        settings = config.methods[method.name]
+        own = method.steps(settings.tables, shared)
+        for variant in settings.variants:
+            evaluation = _evaluation_step(method, variant, config, shared, metric)
+            reads = [index for index, step in enumerate(own) if step.key in evaluation.after]
+            own.insert(max(reads, default=len(own) - 1) + 1, evaluation)
+        found += own
     if config.detect is not None:
         found.append(_detect_step(config, run))
     return found
@@ -135,7 +119,7 @@ def steps(config: RunConfig) -> list[Step]:
 
 def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad: bool) -> Step:
     return Step(
-        f"propose {split}",
+        SharedSteps.proposals(split),
         run.proposals(split),
         asdict(options),
         lambda ctx: propose(ctx.dataset(split), ctx.run, options, skip_bad=skip_bad, progress=ctx.progress),
@@ -145,132 +129,49 @@ def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad
     )
 
 
-def _method_steps(
-    method: Method[Any], config: RunConfig, run: RunLayout, backbone: tuple[str, ...], metric: str
-) -> list[Step]:
-    settings = config.methods[method.name]
-    files = method.files(run)
-    train, test = config.data.train, config.data.test
-    name = method.name
-    finetune = f"{name} finetune"
-    found = []
+def _evaluation_step(
+    method: Method[Any], variant: Variant, config: RunConfig, shared: SharedSteps, metric: str
+) -> Step:
+    """The test of ``variant`` on the test split: detections, scored."""
+    files = method.files(shared.run)
+    test = shared.test
+    return Step(
+        _evaluation_key(method, variant, test),
+        files.results(test, variant.key),
+        {
+            "method": method.name,
+            "metric": metric,
+            "compressed": variant.compressed,
+            "precision": config.evaluate.precision,
+            **asdict(method.test_options),
+        },
+        lambda ctx: evaluate_run(
+            ctx.dataset(test),
+            ctx.run,
+            method,
+            metric,
+            variant=variant,
+            device=config.run.device,
+            precision=config.evaluate.precision,
+            progress=ctx.progress,
+        ),
+        after=method.tested_after(variant, test),
+        partial=(parts_of(files.detections(test, variant.key)),),
+        everywhere=True,
+    )
 
-    def reading_backbone(options: Any) -> tuple[str, ...]:
-        """The pre-training step, for options that start from the run's backbone (no ``weights``)."""
-        return backbone if options.weights is None else ()
 
-    def training(after: tuple[str, ...]) -> Step:
-        options = settings.finetune
-        return Step(
-            finetune,
-            files.finetune.model,
-            {"method": name, **asdict(options)},
-            lambda ctx: method.finetune(ctx.dataset(train), ctx.run, options, progress=ctx.progress),
-            after=after,
-            partial=(files.finetune.checkpoint,),
-            stale=(files.finetune.checkpoint, files.finetune.log),
-            everywhere=method.finetunes_distributed,
-        )
-
-    def evaluation(after: tuple[str, ...], compressed: bool = False) -> Step:
-        return Step(
-            f"{name} evaluate {test}{' (SVD)' if compressed else ''}",
-            files.results(test, compressed),
-            {
-                "method": name,
-                "metric": metric,
-                "compressed": compressed,
-                "precision": config.evaluate.precision,
-                **asdict(method.test_options),
-            },
-            lambda ctx: evaluate_run(
-                ctx.dataset(test),
-                ctx.run,
-                method,
-                metric,
-                compressed=compressed,
-                device=config.run.device,
-                precision=config.evaluate.precision,
-                progress=ctx.progress,
-            ),
-            after=after,
-            partial=(parts_of(files.detections(test, compressed)),),
-            everywhere=True,
-        )
-
-    if isinstance(method, CachedFeatureMethod) and settings.cache is not None:
-        extract, svm, bbox = settings.cache.features, settings.cache.svm, settings.cache.bbox
-
-        def features(split: str, after: tuple[str, ...], label: str = "", replaces: bool = True) -> Step:
-            target = files.features(split)
-            return Step(
-                f"{name} extract-features {split}{label}",
-                target,
-                {"method": name, **asdict(extract)},
-                lambda ctx: method.extract_features(ctx.dataset(split), ctx.run, extract, ctx.progress),
-                after=after,
-                partial=(target.with_name(f".{target.name}.partial"), parts_of(target)),
-                replaces=replaces,
-                everywhere=True,
-            )
-
-        cache_train = f"{name} extract-features {train}"
-        if method.finetunes_on_features:
-            pyramids = f"{cache_train} (before fine-tuning)"
-            found += [
-                features(train, (f"propose {train}", *reading_backbone(extract)), " (before fine-tuning)"),
-                training((pyramids,)),
-            ]
-        else:
-            found.append(training((f"propose {train}", *reading_backbone(settings.finetune))))
-        found.append(features(train, (finetune,), replaces=not method.finetunes_on_features))
-        if test != train:
-            found.append(features(test, (finetune, f"propose {test}")))
-        cache_test = f"{name} extract-features {test}"
-        found += [
-            Step(
-                f"{name} train-svm",
-                files.svm,
-                {"method": name, "split": train, **asdict(svm)},
-                lambda ctx: train_svms(files, train, svm, ctx.progress),
-                after=(cache_train,),
-            ),
-            Step(
-                f"{name} train-bbox",
-                files.bbox,
-                {"method": name, "split": train, **asdict(bbox)},
-                lambda ctx: train_bbox(files, method.region_feature, train, bbox, ctx.progress),
-                after=(cache_train,),
-            ),
-            evaluation((cache_test, f"{name} train-svm", f"{name} train-bbox")),
-        ]
-        return found
-    found += [
-        training((f"propose {train}", *reading_backbone(settings.finetune))),
-        evaluation((finetune, f"propose {test}")),
-    ]
-    if settings.compress is not None:
-        compress = settings.compress
-        found += [
-            Step(
-                f"{name} compress",
-                files.compressed,
-                asdict(compress),
-                lambda ctx: method.compress(ctx.run, compress),
-                after=(finetune,),
-            ),
-            evaluation((f"{name} compress", f"propose {test}"), compressed=True),
-        ]
-    return found
+def _evaluation_key(method: Method[Any], variant: Variant, split: str) -> StepKey:
+    return StepKey("evaluate", method.name, split, variant.note)
 
 
 def _detect_step(config: RunConfig, run: RunLayout) -> Step:
     settings = config.detect
     assert settings is not None
     method = next(m for m in config.method_objects() if m.name == settings.method)
+    variant = method.variant(settings.compressed)
     grid = method.files(run).detect / "grid.png"
     test = config.data.test
-    evaluated = f"{method.name} evaluate {test}{' (SVD)' if settings.compressed else ''}"
 
     def execute(ctx: Context) -> None:
         started = time.perf_counter()
@@ -282,7 +183,7 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
             score_thresh=settings.score_thresh,
             proposal_options=config.propose,
             device=config.run.device,
-            compressed=settings.compressed,
+            variant=variant,
             precision=settings.precision,
             grid=grid,
             progress=ctx.progress,
@@ -298,7 +199,14 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
             results={"detections": [len(r.detections) for r in found]},
         )
 
-    return Step(f"{method.name} detect", grid, asdict(settings), execute, after=(evaluated,), everywhere=True)
+    return Step(
+        StepKey("detect", method.name),
+        grid,
+        asdict(settings),
+        execute,  # type: ignore[arg-type]
+        after=(_evaluation_key(method, variant, test),),
+        everywhere=True,
+    )
 
 
 def check_splits(context: Context) -> None:
@@ -320,17 +228,17 @@ def plan(config: RunConfig, restart: bool = False, context: Context | None = Non
     reading them into ``context``)."""
     check_splits(context or Context(config, RunLayout(Path(config.run.folder))))
     planned: list[PlannedStep] = []
-    states: dict[str, State] = {}
+    states: dict[StepKey, State] = {}
     found = steps(config)
     for index, step in enumerate(found):
-        reruns = [name for name in step.after if states[name] is not State.UP_TO_DATE]
+        reruns = [key for key in step.after if states[key] is not State.UP_TO_DATE]
         if reruns:
-            state, reason = State.RUN, f"after {reruns[0]}"
+            state, reason = State.RUN, f"after {reruns[0].label}"
         else:
             # an input a later step adds to (SPP-net's cache, completed after fine-tuning) has moved on
             later = {later.artifact.resolve() for later in found[index + 1 :]}
             state, reason = _state(step, restart, later)
-        states[step.name] = state
+        states[step.key] = state
         planned.append(PlannedStep(step, state, reason))
     return planned
 

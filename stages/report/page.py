@@ -52,14 +52,10 @@ _GRID_WIDTH = 900
 """Detection grids wider than this (pixels) are scaled down to it."""
 
 
-def _method_colours() -> dict[tuple[str, bool], str]:
-    """A colour for each method and its compressed model, in the lineage's order:
-    (name, compressed) -> hex."""
-    keys = [
-        (name, compressed)
-        for name, method in METHODS.items()
-        for compressed in ((False, True) if method.compressible else (False,))
-    ]
+def _method_colours() -> dict[tuple[str, str], str]:
+    """A colour for each method and each variant of its network, in the lineage's order:
+    (name, variant key) -> hex."""
+    keys = [(name, variant.key) for name, method in METHODS.items() for variant in method.variants]
     return {key: _PALETTE[i % len(_PALETTE)] for i, key in enumerate(keys)}
 
 
@@ -78,7 +74,7 @@ class _Evaluated:
     @property
     def colour(self) -> str:
         """The colour of its method (and compressed model) in every table and chart."""
-        return _COLOURS.get((self.result.method, self.result.compressed), _SHARED)
+        return _COLOURS.get((self.result.method, self.result.variant), _SHARED)
 
 
 @dataclass(frozen=True)
@@ -92,7 +88,7 @@ class _Log:
     @property
     def colour(self) -> str:
         """Its method's colour; grey for the shared pre-training."""
-        return _SHARED if self.method is None else _COLOURS.get((self.method, False), _SHARED)
+        return _SHARED if self.method is None else _COLOURS.get((self.method, ""), _SHARED)
 
 
 @dataclass(frozen=True)
@@ -164,7 +160,7 @@ def _paper(config: RunConfig | None, result: MethodResult) -> PaperFigures | Non
     settings = None if config is None else config.methods.get(result.method)
     if settings is None:
         return None
-    return settings.compressed_paper if result.compressed else settings.paper
+    return settings.papers.get(result.variant)
 
 
 def _evaluations(
@@ -205,9 +201,7 @@ def _split(run: RunLayout, config: RunConfig | None, split: str, classes: tuple[
 def _score_again(run: RunLayout, result: MethodResult, dataset: Dataset) -> Evaluation:
     """``result``'s evaluation again, from its detections file, for the PR curves the JSON does not keep."""
     files = METHODS[result.method].files(run)
-    return evaluate(
-        dataset, read_detections(files.detections(result.split, result.compressed)), result.metric
-    )
+    return evaluate(dataset, read_detections(files.detections(result.split, result.variant)), result.metric)
 
 
 def _training_logs(run: RunLayout) -> tuple[_Log, ...]:
@@ -498,7 +492,7 @@ def _stage_rows(runs: Sequence[_Run]) -> list[tuple[str, str, list[float | None]
 
 def _stage_colour(artifact: str) -> str:
     """The colour of the method whose folder holds ``artifact``; grey for the shared stages."""
-    return _COLOURS.get((Path(artifact).parts[0], False), _SHARED)
+    return _COLOURS.get((Path(artifact).parts[0], ""), _SHARED)
 
 
 def _seconds(value: float) -> str:

@@ -31,8 +31,8 @@ class MethodResult:
     training_seconds: float | None = None
     method: str = ""
     """The method's name: its folder ``RUN/<method>/``."""
-    compressed: bool = False
-    """Whether this is the method's truncated-SVD model."""
+    variant: str = ""
+    """Which form of the method's network (``stages.methods.base.Variant.key``; empty: as trained)."""
     class_ap: tuple[tuple[str, float | None], ...] = ()
     """(class, AP) in the dataset's class order; None for a class without positives."""
     untrained: tuple[str, ...] = ()
@@ -93,21 +93,21 @@ def report(run: RunLayout) -> RunReport:
         for path in method.files(run).evaluations():
             content = _read(path)
             split = content.get("split", path.stem)
-            compressed = bool(content.get("compressed"))
+            variant = method.variant_of(content)
             result = MethodResult(
-                method.label + (" + SVD" if compressed else ""),
+                method.row_label(variant),
                 split,
                 content.get("metric", "?"),
                 content.get("map"),
                 content.get("map_without_box_regression"),
                 method.test_seconds(run, split, content),
-                method.training_seconds(run, compressed),
+                method.training_seconds(run, variant),
                 method.name,
-                compressed,
+                variant.key,
                 tuple(content.get("ap", {}).items()),
                 tuple(content.get("untrained_classes", ())),
             )
-            found.append((split, compressed, result))
+            found.append((split, method.variants.index(variant), result))
         results += [result for *_, result in sorted(found, key=lambda item: item[:2])]
     stages, proposals = [], []
     for path in run.manifests():  # each read once: the stage times, and each split's proposals

@@ -88,17 +88,18 @@ class MethodLayout:
     def bbox(self) -> Path:
         return self.root / "bbox.npz"
 
-    def detections(self, split: str, compressed: bool = False) -> Path:
-        """``detections/<split>.json`` (``<split>.svd.json`` for the compressed model)."""
-        return self.root / "detections" / f"{_evaluation_name(split, compressed)}.json"
+    def detections(self, split: str, variant: str = "") -> Path:
+        """``detections/<split>.json``; ``<split>.<variant>.json`` for a variant of the network
+        (``svd``: the compressed model)."""
+        return self.root / "detections" / f"{_evaluation_name(split, variant)}.json"
 
-    def results(self, split: str, compressed: bool = False) -> Path:
-        """``eval/<split>.json`` (``<split>.svd.json`` for the compressed model): the evaluation."""
-        return self.root / "eval" / f"{_evaluation_name(split, compressed)}.json"
+    def results(self, split: str, variant: str = "") -> Path:
+        """``eval/<split>.json`` (``<split>.<variant>.json``): the evaluation."""
+        return self.root / "eval" / f"{_evaluation_name(split, variant)}.json"
 
-    def pr_curves(self, split: str, compressed: bool = False) -> Path:
-        """``eval/<split>.pr.png`` (``<split>.svd.pr.png``): the evaluation's PR curves."""
-        return self.root / "eval" / f"{_evaluation_name(split, compressed)}.pr.png"
+    def pr_curves(self, split: str, variant: str = "") -> Path:
+        """``eval/<split>.pr.png`` (``<split>.<variant>.pr.png``): the evaluation's PR curves."""
+        return self.root / "eval" / f"{_evaluation_name(split, variant)}.pr.png"
 
     def evaluations(self) -> list[Path]:
         """Every evaluation results file of the method, sorted."""
@@ -110,8 +111,8 @@ class MethodLayout:
         return self.root / "detect"
 
 
-def _evaluation_name(split: str, compressed: bool) -> str:
-    return f"{split}.svd" if compressed else split
+def _evaluation_name(split: str, variant: str) -> str:
+    return f"{split}.{variant}" if variant else split
 
 
 def parts_of(artifact: Path) -> Path:

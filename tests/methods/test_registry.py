@@ -4,7 +4,7 @@ import pytest
 
 from stages.core.errors import UserError
 from stages.methods import CACHED_METHODS, METHODS, get_cached_method, get_method
-from stages.methods.base import CachedFeatureMethod, Method, options_from
+from stages.methods.base import PLAIN, SVD, CachedFeatureMethod, Method, options_from
 from stages.methods.fast.finetune import FastFinetuneOptions
 from stages.methods.rcnn.finetune import FinetuneOptions
 from stages.training.solver import TrainingOptions
@@ -18,7 +18,7 @@ def test_the_lineage_in_order_each_method_whole():
         assert isinstance(method.finetune_options({}), method.finetune_options_type)
     for method in CACHED_METHODS.values():
         assert isinstance(method, CachedFeatureMethod) and method.region_feature in ("pool5", "pyramid")
-    assert [m.compressible for m in METHODS.values()] == [False, False, True]
+    assert [[v.key for v in m.variants] for m in METHODS.values()] == [[""], [""], ["", "svd"]]
 
 
 def test_unknown_methods_name_the_choices():
@@ -47,6 +47,7 @@ def test_fast_rcnn_scales_set_its_sampling():
 
 
 def test_compressed_is_asked_only_of_a_method_that_has_it():
-    get_method("fast").check_compressed(True)
+    assert get_method("fast").variant(compressed=True) == SVD
+    assert get_method("rcnn").variant(compressed=False) == PLAIN
     with pytest.raises(UserError, match="--compressed: R-CNN has no compressed model"):
-        get_method("rcnn").check_compressed(True)
+        get_method("rcnn").variant(compressed=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -20,7 +20,7 @@ import torch
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.detections.postprocess import DetectOptions, ImageDetections, detect_from_class_boxes
-from stages.methods.base import ImageDetector, ImageResult, Method
+from stages.methods.base import PLAIN, SVD, ImageDetector, ImageResult, Method, Variant
 from stages.methods.fast.compress import CompressOptions, CompressSummary, compress_run
 from stages.methods.fast.detector import FastDetector, fast_detector
 from stages.methods.fast.finetune import FastFinetuneOptions, finetune
@@ -40,6 +40,8 @@ class FastRCNN(Method[FastFinetuneOptions]):
     finetune_options_type = FastFinetuneOptions
     finetunes_distributed = True
     compress_options_type = CompressOptions
+    variants: ClassVar[tuple[Variant, ...]] = (PLAIN, SVD)
+    commands = frozenset({"compress"})
 
     def finetune_options(self, given: Mapping[str, Any]) -> FastFinetuneOptions:
         """``scales``, ``max_size`` and ``aspect_grouping`` set the sampling; one scale caps the longer side
@@ -75,10 +77,10 @@ class FastRCNN(Method[FastFinetuneOptions]):
         options: DetectOptions,
         device: torch.device,
         *,
-        compressed: bool = False,
+        variant: Variant = PLAIN,
         precision: str = "fp32",
     ) -> ImageDetector:
-        detector, trained = fast_detector(run, device, compressed, precision=precision)
+        detector, trained = fast_detector(run, device, variant.compressed, precision=precision)
 
         def find(image: np.ndarray, boxes: np.ndarray) -> ImageDetections:
             scores, class_boxes = detector(image, boxes)
@@ -86,12 +88,12 @@ class FastRCNN(Method[FastFinetuneOptions]):
 
         return ImageDetector(trained.classes, find)
 
-    def detector_inputs(self, run: RunLayout, *, compressed: bool = False) -> list[Path]:
+    def detector_inputs(self, run: RunLayout, *, variant: Variant = PLAIN) -> list[Path]:
         files = self.files(run)
-        return [files.compressed if compressed else files.finetune.model]
+        return [files.compressed if variant.compressed else files.finetune.model]
 
-    def test_inputs(self, run: RunLayout, split: str, *, compressed: bool = False) -> list[Path]:
-        return [*self.detector_inputs(run, compressed=compressed), run.proposals(split)]
+    def test_inputs(self, run: RunLayout, split: str, *, variant: Variant = PLAIN) -> list[Path]:
+        return [*self.detector_inputs(run, variant=variant), run.proposals(split)]
 
     def detect_split(
         self,
@@ -99,13 +101,13 @@ class FastRCNN(Method[FastFinetuneOptions]):
         run: RunLayout,
         options: DetectOptions,
         *,
-        compressed: bool = False,
+        variant: Variant = PLAIN,
         device: torch.device,
         precision: str = "fp32",
     ) -> Iterator[ImageResult]:
         """The network on every image; each image's conv and fc seconds are timed. The network and the
         proposals are loaded before the first image is asked for, so that no image's time holds theirs."""
-        detector, _ = fast_detector(run, device, compressed, dataset.classes, precision)
+        detector, _ = fast_detector(run, device, variant.compressed, dataset.classes, precision)
         dataset, proposals = load_proposals(run, dataset)
         return self._detections(dataset, proposals, detector, options)
 
@@ -124,11 +126,11 @@ class FastRCNN(Method[FastFinetuneOptions]):
                 {"conv": detector.last_timing[0], "fc": detector.last_timing[1]},
             )
 
-    def training_seconds(self, run: RunLayout, compressed: bool = False) -> float | None:
+    def training_seconds(self, run: RunLayout, variant: Variant = PLAIN) -> float | None:
         """Its one training run, and the compression for the compressed model."""
         files = self.files(run)
         finetune = read_manifest(files.finetune.model)
-        compress = read_manifest(files.compressed) if compressed else None
-        if finetune is None or (compressed and compress is None):
+        compress = read_manifest(files.compressed) if variant.compressed else None
+        if finetune is None or (variant.compressed and compress is None):
             return None
         return finetune["seconds"] + (compress["seconds"] if compress else 0.0)

@@ -11,7 +11,8 @@ fine-tuned on the cached pyramids, then R-CNN's SVMs and box regressors.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
@@ -23,6 +24,7 @@ from stages.methods.spp.features import SppExtractOptions, SppExtractor, extract
 from stages.methods.spp.finetune import SppFinetuneOptions, finetune
 from stages.methods.spp.network import NAME, load_spp
 from stages.runs.layout import RunLayout
+from stages.runs.steps import SharedSteps, Step
 from stages.training.solver import TrainingSummary
 
 _CONV_LAYERS = (
@@ -37,8 +39,23 @@ class SPPNet(CachedFeatureMethod[SppFinetuneOptions, SppExtractOptions]):
     region_feature = "pyramid"
     finetune_options_type = SppFinetuneOptions
     extract_options_type = SppExtractOptions
-    finetunes_on_features = True
     option_hints: ClassVar[Mapping[str, str]] = {"backbone": _CONV_LAYERS, "weights": _CONV_LAYERS}
+
+    def steps(self, tables: Mapping[str, Any], shared: SharedSteps) -> list[Step]:
+        """Fine-tuning reads the training split's pyramids (section 4.1): they are cached first, and the
+        cache completed with fc7 after it."""
+        pyramids = self.features_step(
+            tables["features"],
+            shared,
+            shared.train,
+            (shared.proposals(shared.train), *shared.backbone_for(tables["features"])),
+            note="before fine-tuning",
+        )
+        return [
+            pyramids,
+            self.finetune_step(tables["finetune"], shared, (pyramids.key,)),
+            *self.cache_steps(tables, shared, completes=True),
+        ]
 
     def finetune(
         self,
@@ -55,6 +72,11 @@ class SPPNet(CachedFeatureMethod[SppFinetuneOptions, SppExtractOptions]):
         self, dataset: Dataset, run: RunLayout, options: SppExtractOptions, progress: Progress = SILENT
     ) -> ExtractSummary:
         return extract_features(dataset, run, options, progress)
+
+    def extraction_network(self, run: RunLayout) -> Path:
+        """The fine-tuned network once it is made; before, the backbone, whose conv5 the pyramids need."""
+        network = self.files(run).finetune.model
+        return network if network.exists() else run.pretrain.model
 
     def region_features(
         self, run: RunLayout, classes: tuple[str, ...], device: torch.device, precision: str = "fp32"
