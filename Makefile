@@ -1,4 +1,4 @@
-# make setup | demo | test | bench | lint | format | clean
+# make setup | demo | test | test-quick | bench | lint | format | clean
 # lint: ruff (style), mypy (types of the library and the command line, settings in pyproject.toml).
 # Every target creates .venv first (installing uv with pip if it is missing); later runs reuse it.
 
@@ -9,7 +9,7 @@ RCNN := $(VENV)/bin/rcnn
 DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/demo
 
-.PHONY: setup demo test bench lint format clean
+.PHONY: setup demo test test-quick bench lint format clean
 .DEFAULT_GOAL := demo
 
 # Python writes the bytecode of what it imports, even where PYTHONDONTWRITEBYTECODE is set (as on CI
@@ -35,6 +35,10 @@ demo: setup
 test: setup lint
 	$(VENV)/bin/pytest
 
+# A developer's loop: everything but the slow tests (torchrun, SIGKILL, whole chains: the `slow` marker).
+test-quick: setup
+	$(VENV)/bin/pytest -m "not slow"
+
 # bench scaling times the demo run's networks under torchrun: the demo comes first (seconds when it is made).
 bench: demo
 	$(RCNN) bench proposals --data $(DEMO_DATA) --split test --images 40
@@ -42,6 +46,7 @@ bench: demo
 	$(RCNN) bench methods --data $(DEMO_DATA) --backbone tiny
 	$(RCNN) bench scaling --data $(DEMO_DATA) --run $(DEMO_RUN)
 	$(RCNN) bench methods --data $(DEMO_DATA) --backbone alexnet --images 2
+	$(RCNN) bench startup
 
 lint: setup
 	$(VENV)/bin/ruff check .

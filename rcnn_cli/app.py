@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import errno
+import inspect
+import os
+import sys
 import traceback
 from importlib import metadata
 from typing import Annotated, NoReturn
@@ -30,6 +33,9 @@ class _ErrorEdge(TyperGroup):
             raise
         except (typer.Exit, typer.Abort, typer.TyperException):
             raise
+        except BrokenPipeError:  # the reader went away (`rcnn --help | head`): nothing left to say
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise typer.Exit(EXIT_INTERNAL) from None
         except KeyboardInterrupt:
             err.print("[red]interrupted[/]: finished work is kept; rerun the command to resume")
             raise typer.Exit(130) from None
@@ -84,6 +90,28 @@ app.command("evaluate")(evaluate.evaluate)
 app.command("export")(export.export)
 app.command("report")(report.report)
 app.add_typer(bench.app, name="bench")
+
+
+def reflowed(doc: str) -> str:
+    """A docstring as help that wraps at any terminal width: each paragraph's lines joined into one, and
+    indented paragraphs (examples) kept line for line."""
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(
+        text if text.startswith(" ") else " ".join(line.strip() for line in text.splitlines())
+        for text in paragraphs
+    )
+
+
+def _reflow_every_help(group: typer.Typer) -> None:
+    for command in group.registered_commands:
+        if command.help is None and command.callback is not None and command.callback.__doc__:
+            command.help = reflowed(command.callback.__doc__)
+    for subgroup in group.registered_groups:
+        if subgroup.typer_instance is not None:
+            _reflow_every_help(subgroup.typer_instance)
+
+
+_reflow_every_help(app)
 
 
 def _version(value: bool) -> None:

@@ -21,32 +21,18 @@ from rcnn_cli.options import (
     DataRoot,
     DatasetFormat,
     Device,
-    Method,
+    MethodName,
     MethodOption,
     Precision,
     RunDir,
     Split,
+    given,
     layout_name,
     parse_sizes,
 )
 from rcnn_cli.propose import MaxSide, Mode
-from stages.bench.benchmarks import (
-    MATMUL_SHAPE,
-    PAPER_VGG16,
-    PEER,
-    bench_coco_read,
-    bench_detect_memory,
-    bench_features,
-    bench_growth,
-    bench_methods,
-    bench_processes,
-    bench_proposals,
-    bench_svm_memory,
-)
-from stages.datasets.formats import load_dataset
 from stages.methods import get_cached_method
-from stages.proposals.propose import ProposalOptions
-from stages.runs.layout import RunLayout
+from stages.proposals.options import ProposalOptions
 
 app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
 
@@ -73,6 +59,9 @@ def proposals(
 
     Example: rcnn bench proposals --data data/demo --split test --images 40
     """
+    from stages.bench.proposals import bench_proposals
+    from stages.datasets.formats import load_dataset
+
     dataset = load_dataset(data, split, format=layout_name(layout))
     rows = bench_proposals(
         dataset, images, ProposalOptions(mode=mode, max_side=max_side), progress=RichProgress()
@@ -95,7 +84,7 @@ def proposals(
 def detect_memory(
     image: Annotated[Path, typer.Option(help="The image to enlarge (keeps its aspect).")],
     run: RunDir = DEFAULT_RUN,
-    method: MethodOption = Method.fast,  # type: ignore[attr-defined]
+    method: MethodOption = MethodName.fast,  # type: ignore[attr-defined]
     long_sides: Annotated[
         str, typer.Option(help="Comma-separated longer sides in pixels to enlarge the image to.")
     ] = "4000,12000",
@@ -107,6 +96,9 @@ def detect_memory(
 
     Example: rcnn bench detect-memory --run runs/demo --image data/demo/JPEGImages/000003.jpg
     """
+    from stages.bench.detect_memory import bench_detect_memory
+    from stages.runs.layout import RunLayout
+
     rows = bench_detect_memory(
         RunLayout(run),
         method.value,
@@ -138,6 +130,8 @@ def coco_read(
 
     Example: rcnn bench coco-read --images 5000 --annotations 36781
     """
+    from stages.bench.coco_read import bench_coco_read
+
     row = bench_coco_read(images, annotations)
     table = Table(title=f"reading a COCO split with load_dataset ({_machine()})")
     for column in ("images", "annotations", "JSON MiB", "seconds", "peak RSS MiB"):
@@ -165,6 +159,9 @@ def svm_memory(
 
     Example: rcnn bench svm-memory --run runs/demo --copies 1,4
     """
+    from stages.bench.svm_memory import bench_svm_memory
+    from stages.runs.layout import RunLayout
+
     sizes = list(parse_sizes(copies, "--copies"))
     rows = bench_svm_memory(
         RunLayout(run), get_cached_method(method.value), split, sizes, progress=RichProgress()
@@ -206,6 +203,9 @@ def features(
 
     Example: rcnn bench features --data data/demo --backbone zf5 --images 3
     """
+    from stages.bench.features import bench_features
+    from stages.datasets.formats import load_dataset
+
     groups = scales or ["688", "480,576,688,864,1200"]
     scale_sets = [parse_sizes(group, "--scales") for group in groups]
     rows = bench_features(
@@ -264,16 +264,19 @@ def methods(
 
       rcnn bench methods --data data/demo --backbone alexnet --images 2 --precision bf16
     """
+    from stages.bench.methods import MATMUL_SHAPE, PAPER_VGG16, bench_methods
+    from stages.datasets.formats import load_dataset
+
     bench = bench_methods(
         load_dataset(data, split, format=layout_name(layout)),
         backbone,
         images,
         proposals,
         image_size,
-        (fc6_rank, fc7_rank),
         steps,
         device,
         precision=precision.value,
+        compress=given(fc6_rank=fc6_rank, fc7_rank=fc7_rank),
         progress=RichProgress(),
     )
     rows = bench.rows
@@ -282,8 +285,7 @@ def methods(
         + f"{_machine()}, {device}, {precision.value}",
         caption="test seconds an image (proposals excluded); train: seconds a mini-batch; paper: Fast R-CNN "
         "table 4, VGG16, one GPU (test s an image, speed-up, training hours); "
-        f"{PEER}: its RoI heads (MultiScaleRoIAlign, TwoMLPHead, FastRCNNPredictor, post-processing) on "
-        "Fast R-CNN's conv5 with its weights",
+        f"{', '.join(bench.peers)}: a peer of a method's test pass, not trained (see --help)",
         box=box.SIMPLE_HEAD,  # no column rules or edges: nine columns fit 80 characters
         show_edge=False,
         pad_edge=False,
@@ -303,10 +305,10 @@ def methods(
     for column in columns[1:]:
         table.add_column(column, justify="right")
     for row in rows:
-        figures = PAPER_VGG16.get(row.method)
+        figures = PAPER_VGG16.get((row.method, row.variant))
         paper = [f"{figures[0]:.2f}", f"{figures[1]}x", f"{figures[2]:g}"] if figures else ["", "", ""]
         table.add_row(
-            row.method,
+            row.label,
             *(_seconds(value) for value in (row.conv, row.fc, row.total)),
             _times(rows[0].total / row.total),
             "" if row.training_step is None else _seconds(row.training_step),
@@ -327,7 +329,7 @@ def methods(
         floor.add_column(column, justify="right")
     for row in rows:
         floor.add_row(
-            row.method,
+            row.label,
             f"{row.conv_macs / 1e9:.4g}",
             f"{row.fc_macs / 1e9:.4g}",
             _seconds(row.conv_macs / rate),
@@ -364,6 +366,12 @@ def scaling(
         Path, typer.Option(help="A run with the method's network (its fine-tuned model or backbone.pt).")
     ] = Path("runs/demo"),
     method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
+    before_finetuning: Annotated[
+        bool,
+        typer.Option(
+            "--before-finetuning", help="SPP-net: time the first pass (the pyramids, from backbone.pt)."
+        ),
+    ] = False,
     processes: Annotated[
         str,
         typer.Option(help="Process counts, comma-separated (default: 1, 2, 4, ... up to the cores)."),
@@ -392,6 +400,10 @@ def scaling(
 
       rcnn bench scaling --data data/demo --run runs/demo --backbone alexnet --images 1 --processes 1,2
     """
+    from stages.bench.scaling import bench_growth, bench_processes
+    from stages.datasets.formats import load_dataset
+    from stages.runs.layout import RunLayout
+
     cores_here = os.cpu_count() or 1
     doublings = tuple(2**k for k in range(cores_here.bit_length()) if 2**k <= cores_here)
     counts_of = parse_sizes(processes, "--processes") if processes else doublings
@@ -406,6 +418,7 @@ def scaling(
         cores,
         device,
         precision.value,
+        before_finetuning=before_finetuning,
         progress=RichProgress(),
     )
     table = Table(
@@ -470,3 +483,31 @@ def _seconds(value: float) -> str:
 def _times(value: float) -> str:
     """A speed-up in at most five characters: 1.0x, 26.6x, 147x."""
     return f"{value:.1f}x" if value < 99.95 else f"{value:.0f}x"
+
+
+@app.command("startup")
+def startup(
+    repeats: Annotated[int, typer.Option(min=1, help="Runs of each command's --help.")] = 5,
+) -> None:
+    """Seconds the command line takes to answer --help (rcnn and every command), each in a fresh process.
+
+    Example: rcnn bench startup --repeats 5
+    """
+    import typer.main
+
+    from rcnn_cli.app import app as root
+    from stages.bench.startup import bench_startup
+
+    def paths(group, path: list[str]):
+        yield path
+        for name, command in sorted(getattr(group, "commands", {}).items()):
+            yield from paths(command, [*path, name])
+
+    commands = list(paths(typer.main.get_command(root), []))
+    rows = bench_startup(commands, repeats, progress=RichProgress())
+    table = Table(title=f"rcnn ... --help, {repeats} runs each: {_machine()}", box=box.SIMPLE_HEAD)
+    for column in ("command", "median s", "best s"):
+        table.add_column(column, justify="left" if column == "command" else "right")
+    for row in rows:
+        table.add_row(f"rcnn {row.command}".strip(), f"{row.median:.2f}", f"{row.best:.2f}")
+    out.print(table)

@@ -9,11 +9,8 @@ from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import DEFAULT_RUN, CachedMethod, CachedMethodOption, RunDir
-from stages.cache.box_regression import BboxOptions
-from stages.cache.box_regression import train_bbox as run_train_bbox
-from stages.cache.svm import SvmOptions, train_svms
+from stages.cache.options import BboxOptions, SvmOptions
 from stages.methods import get_cached_method
-from stages.runs.layout import RunLayout
 
 CacheSplit = Annotated[str, typer.Option("--split", help="Split whose feature cache to train on.")]
 
@@ -38,6 +35,9 @@ def train_svm(
 
     Example: rcnn train-svm --method rcnn --run runs/demo
     """
+    from stages.cache.svm import train_svms
+    from stages.runs.layout import RunLayout
+
     files = get_cached_method(method.value).files(RunLayout(run))
     options = SvmOptions(C=svm_c, positive_weight=positive_weight, negative_iou=negative_iou)
     summary = train_svms(files, split, options, progress=RichProgress())
@@ -67,6 +67,9 @@ def train_bbox(
 
     Example: rcnn train-bbox --method rcnn --run runs/demo
     """
+    from stages.cache.box_regression import train_bbox as run_train_bbox
+    from stages.runs.layout import RunLayout
+
     chosen = get_cached_method(method.value)
     summary = run_train_bbox(
         chosen.files(RunLayout(run)),

@@ -11,9 +11,7 @@ from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import Classes, DataRoot, DatasetFormat, Layout, Split, layout_name, parse_classes
-from stages.datasets.convert import convert as convert_split
-from stages.datasets.demo import DemoOptions, generate_demo
-from stages.datasets.formats import check_dataset, load_dataset
+from stages.datasets.options import DemoOptions
 
 app = typer.Typer(help="Datasets: the embedded demo set, and checks of your own.", no_args_is_help=True)
 
@@ -40,6 +38,8 @@ def demo(
 
       rcnn data demo --out data/demo-coco --format coco
     """
+    from stages.datasets.demo import generate_demo
+
     options = DemoOptions(seed=seed, num_train=num_train, num_val=num_val, num_test=num_test)
     path = generate_demo(out_dir, options, force=force, layout=layout.value)
     out.print(f"demo dataset: {path} ({layout.value}, {num_train + num_val + num_test} images, seed {seed})")
@@ -58,6 +58,9 @@ def convert(
 
     Example: rcnn data convert --data data/demo --split trainval --to coco --out data/demo-coco
     """
+    from stages.datasets.convert import convert as convert_split
+    from stages.datasets.formats import load_dataset
+
     dataset = load_dataset(data, split, parse_classes(classes), format=layout_name(layout))
     done = convert_split(dataset, to.value, out_dir, RichProgress())
     out.print(f"{done.out}: split {split} as {to.value}, {done.images} images, {done.objects} objects")
@@ -88,6 +91,8 @@ def check(
 
       rcnn data check --data my-coco --split train --split val --classes tree
     """
+    from stages.datasets.formats import check_dataset
+
     found = check_dataset(
         data, split or ["trainval"], parse_classes(classes), RichProgress(), layout_name(layout)
     )

@@ -15,17 +15,14 @@ from rcnn_cli.options import (
     DEFAULT_PRECISION,
     DEFAULT_RUN,
     Device,
-    Method,
+    MethodName,
     MethodOption,
     Precision,
     RunDir,
     SkipBad,
     given,
 )
-from stages.inference.detect import detect_images
 from stages.methods import get_method
-from stages.proposals.propose import searched_with
-from stages.runs.layout import RunLayout
 
 
 def detect(
@@ -34,7 +31,7 @@ def detect(
         typer.Argument(help="Image files (JPEG, PNG; any size, gray or colour), folders and glob patterns."),
     ],
     run: RunDir = DEFAULT_RUN,
-    method: MethodOption = Method.fast,  # type: ignore[attr-defined]
+    method: MethodOption = MethodName.fast,  # type: ignore[attr-defined]
     out_dir: Annotated[
         Path | None, typer.Option("--out", help="Output folder (default: RUN/<method>/detect).")
     ] = None,
@@ -81,6 +78,11 @@ def detect(
 
       rcnn detect 'photos/**/*.jpg' --run runs/demo --skip-bad
     """
+    from stages.inference.detect import detect_images
+    from stages.proposals.propose import searched_with
+    from stages.proposals.sources import SelectiveSearch
+    from stages.runs.layout import RunLayout
+
     layout = RunLayout(run)
     chosen = get_method(method.value)
     results = detect_images(
@@ -96,7 +98,8 @@ def detect(
         save_json=save_json,
         grid=grid,
         recursive=recursive,
-        proposal_options=replace(searched_with(layout), workers=workers, **given(mode=mode)),
+        proposer=chosen.proposer(layout)
+        or SelectiveSearch(replace(searched_with(layout), workers=workers, **given(mode=mode))),
         progress=RichProgress(),
     )
     if grid is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,21 +18,17 @@ from rcnn_cli.options import (
     DataRoot,
     DatasetFormat,
     Device,
-    Method,
+    MethodName,
     Precision,
     SkipBad,
     Split,
     layout_name,
     parse_classes,
 )
-from stages.core.atomic import write_json
-from stages.datasets.formats import load_dataset
-from stages.detections.files import read_detections
-from stages.evaluation.metrics import Evaluation, save_evaluation
-from stages.evaluation.metrics import evaluate as run_evaluation
-from stages.inference.evaluate import evaluate_run
 from stages.methods import get_method
-from stages.runs.layout import RunLayout
+
+if TYPE_CHECKING:
+    from stages.evaluation.metrics import Evaluation
 
 
 def evaluate(
@@ -44,7 +40,7 @@ def evaluate(
     run: Annotated[
         Path | None, typer.Option(help="Run folder: detect on the split with --method, then score.")
     ] = None,
-    method: Annotated[Method | None, typer.Option(help="With --run: which detector.")] = None,
+    method: Annotated[MethodName | None, typer.Option(help="With --run: which detector.")] = None,
     metric: Annotated[
         str | None,
         typer.Option(
@@ -80,6 +76,14 @@ def evaluate(
 
       rcnn evaluate --data data/demo --split test --detections dets.json --out results.json
     """
+    from stages.core.atomic import write_json
+    from stages.datasets.formats import load_dataset
+    from stages.detections.files import read_detections
+    from stages.evaluation.metrics import evaluate as run_evaluation
+    from stages.evaluation.metrics import save_evaluation
+    from stages.inference.evaluate import evaluate_run
+    from stages.runs.layout import RunLayout
+
     if run is not None and method is not None and detections is None:
         dataset = load_dataset(
             data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout)

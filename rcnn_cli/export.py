@@ -9,11 +9,9 @@ from typing import Annotated
 import typer
 
 from rcnn_cli.console import out
-from rcnn_cli.options import DEFAULT_RUN, Method, MethodOption, RunDir, Split
-from stages.inference.export import EXPORT_FORMATS
-from stages.inference.export import export as export_detections
+from rcnn_cli.options import DEFAULT_RUN, MethodName, MethodOption, RunDir, Split
+from stages.inference.options import EXPORT_FORMATS
 from stages.methods import get_method
-from stages.runs.layout import RunLayout
 
 ResultFormat = Enum("ResultFormat", {name: name for name in EXPORT_FORMATS}, type=str)  # type: ignore[misc]
 
@@ -30,7 +28,7 @@ def export(
         Path, typer.Option("--out", help="The JSON file (coco) or the folder (voc) to write.")
     ],
     run: RunDir = DEFAULT_RUN,
-    method: MethodOption = Method.fast,  # type: ignore[attr-defined]
+    method: MethodOption = MethodName.fast,  # type: ignore[attr-defined]
     data: Annotated[
         Path | None, typer.Option(help="Dataset root (default: the one the detections were made on).")
     ] = None,
@@ -48,6 +46,9 @@ def export(
 
       rcnn export --run runs/demo --method rcnn --split test --format voc --out results/
     """
+    from stages.inference.export import export as export_detections
+    from stages.runs.layout import RunLayout
+
     chosen = get_method(method.value)
     done = export_detections(
         RunLayout(run), chosen, split, to.value, out_path, data=data, variant=chosen.variant(compressed)

@@ -26,12 +26,10 @@ from rcnn_cli.options import (
     parse_classes,
     parse_sizes,
 )
-from stages.cache.features import CacheOptions
-from stages.datasets.formats import load_dataset
+from stages.cache.options import CacheOptions
 from stages.methods import get_cached_method
-from stages.methods.rcnn.features import ExtractOptions
-from stages.methods.spp.features import SppExtractOptions
-from stages.runs.layout import RunLayout
+from stages.methods.rcnn.options import ExtractOptions
+from stages.methods.spp.options import SppExtractOptions
 
 
 def extract_features(
@@ -66,6 +64,13 @@ def extract_features(
         str | None,
         typer.Option(help="SPP-net before fine-tuning: RUN/backbone.pt (default), imagenet, a file."),
     ] = None,
+    before_finetuning: Annotated[
+        bool,
+        typer.Option(
+            "--before-finetuning",
+            help="SPP-net: the pyramids alone, which fine-tuning reads (fc7 follows, after it).",
+        ),
+    ] = False,
     workers: Workers = CacheOptions.workers,
     device: Device = CacheOptions.device,
     precision: Precision = DEFAULT_PRECISION,
@@ -77,16 +82,22 @@ def extract_features(
 
     R-CNN: each region warped (context 16 px at 227) through the fine-tuned network; fc7 (for the SVMs)
     and pool5 (for box regression). SPP-net: conv5 once an image a scale, each region pooled by the
-    {1, 2, 3, 6} pyramid at the scale where it is closest to 224 x 224 px; the pyramid (for
-    fine-tuning and box regression) and, once `rcnn finetune --method spp` has run, fc7 (for the SVMs).
+    {1, 2, 3, 6} pyramid at the scale where it is closest to 224 x 224 px, in two passes: with
+    --before-finetuning the pyramids alone (which `rcnn finetune --method spp` reads), then, after it, the
+    pyramids and fc7 (for the SVMs).
     With overlaps and labels. Written image by image; an interrupted run continues where it stopped.
 
     Examples:
 
       rcnn extract-features --method rcnn --data data/demo --split trainval --run runs/demo
 
+      rcnn extract-features --method spp --data data/demo --split trainval --before-finetuning
+
       rcnn extract-features --method spp --data data/demo --split test --scales 480,576,688,864,1200
     """
+    from stages.datasets.formats import load_dataset
+    from stages.runs.layout import RunLayout
+
     chosen = get_cached_method(method.value)
     options = chosen.extract_options(
         given(
@@ -103,7 +114,9 @@ def extract_features(
         )
     )
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))
-    summary = chosen.extract_features(dataset, RunLayout(run), options, progress=RichProgress())
+    summary = chosen.extract_features(
+        dataset, RunLayout(run), options, progress=RichProgress(), before_finetuning=before_finetuning
+    )
     rate = (
         f"{summary.images_per_second:.2f} images/s"
         if summary.computed

@@ -9,10 +9,10 @@ from typing import Annotated, Any
 
 import typer
 
-from stages.datasets.formats import FORMATS
-from stages.methods import CACHED_METHODS, METHODS
-from stages.networks.precision import PRECISIONS
-from stages.training.solver import TrainingOptions
+from stages.datasets.options import FORMATS
+from stages.methods import METHODS
+from stages.networks.options import PRECISIONS
+from stages.training.options import TrainingOptions
 
 RunDir = Annotated[Path, typer.Option("--run", help="Run folder: every stage's artifacts live here.")]
 DataRoot = Annotated[
@@ -73,12 +73,14 @@ def given(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-Method = Enum("Method", {name: name for name in METHODS}, type=str)  # type: ignore[misc]
-"""The detectors of the lineage."""
-CachedMethod = Enum("CachedMethod", {name: name for name in CACHED_METHODS}, type=str)  # type: ignore[misc]
+MethodName = Enum("MethodName", {name: name for name in METHODS}, type=str)  # type: ignore[misc]
+"""The detectors of the lineage (``stages.methods.METHODS``)."""
+CachedMethod = Enum("CachedMethod", {n: n for n in METHODS.with_command("extract-features")}, type=str)  # type: ignore[misc]
 """The detectors with a feature cache, SVMs and separate box regressors."""
+CompressibleMethod = Enum("CompressibleMethod", {n: n for n in METHODS.with_command("compress")}, type=str)  # type: ignore[misc]
+"""The detectors with a truncated-SVD form (``rcnn compress``)."""
 
-MethodOption = Annotated[Method, typer.Option("--method", help="Which detector's stage to run.")]
+MethodOption = Annotated[MethodName, typer.Option("--method", help="Which detector's stage to run.")]
 CachedMethodOption = Annotated[
     CachedMethod, typer.Option("--method", help="Which detector's stage to run (those with a feature cache).")
 ]

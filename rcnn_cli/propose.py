@@ -20,10 +20,7 @@ from rcnn_cli.options import (
     layout_name,
     parse_classes,
 )
-from stages.datasets.formats import load_dataset
-from stages.proposals.propose import ProposalOptions, import_mat
-from stages.proposals.propose import propose as run_propose
-from stages.runs.layout import RunLayout
+from stages.proposals.options import ProposalOptions
 
 Mode = Annotated[
     str, typer.Option(help="Selective search strategy: single, fast (R-CNN's, the default) or quality.")
@@ -64,14 +61,16 @@ def propose(
 
       rcnn propose --data VOC2007 --split test --import selective_search_data/voc_2007_test.mat
     """
+    from stages.datasets.formats import load_dataset
+    from stages.proposals.sources import ImportedBoxes, SelectiveSearch
+    from stages.runs.layout import RunLayout
+
     options = ProposalOptions(
         mode=mode, max_boxes=max_boxes, min_size=min_size, max_side=max_side, seed=seed, workers=workers
     )
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad=skip_bad, format=layout_name(layout))
-    if mat_file is not None:
-        summary = import_mat(dataset, RunLayout(run), mat_file, options)
-    else:
-        summary = run_propose(dataset, RunLayout(run), options, skip_bad=skip_bad, progress=RichProgress())
+    proposer = SelectiveSearch(options) if mat_file is None else ImportedBoxes(mat_file, options)
+    summary = proposer.propose_split(dataset, RunLayout(run), skip_bad=skip_bad, progress=RichProgress())
     table = Table(title=f"proposals: {summary.path}")
     for column in ("images", "searched", "boxes/image", "recall@0.5", "recall@0.7", "images/s"):
         table.add_column(column, justify="right")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -11,11 +11,9 @@ from rich.table import Table
 
 from rcnn_cli.console import out
 from rcnn_cli.options import DEFAULT_RUN
-from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS
-from stages.report.page import write_report_page
-from stages.report.summary import RunReport
-from stages.report.summary import report as collect
-from stages.runs.layout import RunLayout
+
+if TYPE_CHECKING:
+    from stages.report.summary import RunReport
 
 
 def _score(value: float | None) -> str:
@@ -57,6 +55,10 @@ def report(
 
       rcnn report --run runs/a --run runs/b --html compare.html
     """
+    from stages.report.page import write_report_page
+    from stages.report.summary import report as collect
+    from stages.runs.layout import RunLayout
+
     layouts = [RunLayout(folder) for folder in run or [DEFAULT_RUN]]
     for layout, found in [(layout, collect(layout)) for layout in layouts]:
         print_report(found, str(layout))
@@ -66,6 +68,8 @@ def report(
 
 def print_report(found: RunReport, title: str) -> None:
     """The terminal tables of one run: its results and the time of each stage."""
+    from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS
+
     results = Table(title=f"results: {escape(title)}")
     columns = ("method", "split", "metric", "mAP", "mAP without box regression", "test s/image", "training s")
     for column in columns:

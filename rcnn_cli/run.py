@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -13,12 +13,12 @@ from rich.table import Table
 from rcnn_cli.console import RichProgress, err, out
 from rcnn_cli.options import parse_classes
 from rcnn_cli.report import print_report
-from stages.config.run_config import load_config
-from stages.pipeline.run import PlannedStep, State, plan, run_config
-from stages.report.summary import report as collect
-from stages.runs.layout import RunLayout
 
-_STATE_STYLE = {State.RUN: "bold", State.RESUME: "yellow", State.UP_TO_DATE: "dim"}
+if TYPE_CHECKING:
+    from stages.pipeline.run import PlannedStep
+
+_STATE_STYLE = {"run": "bold", "resume": "yellow", "up to date": "dim"}
+"""How the plan shows each step's state (``stages.pipeline.run.State``'s values)."""
 
 
 def run(
@@ -64,6 +64,11 @@ def run(
 
       torchrun --nproc_per_node=2 -m rcnn_cli -- run configs/demo.toml
     """
+    from stages.config.run_config import load_config
+    from stages.pipeline.run import plan, run_config
+    from stages.report.summary import report as collect
+    from stages.runs.layout import RunLayout
+
     started = time.perf_counter()
     chosen = load_config(
         config,
@@ -92,7 +97,7 @@ def print_plan(planned: list[PlannedStep]) -> None:
     for column in ("stage", "artifact", "will", "because"):
         table.add_column(column, overflow="fold")  # paths whole, however narrow the terminal
     for item in planned:
-        style = _STATE_STYLE[item.state]
+        style = _STATE_STYLE[item.state.value]
         table.add_row(
             item.step.name,
             str(item.step.artifact),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -14,10 +14,11 @@ from rcnn_cli.options import (
     DEFAULT_RUN,
     DEFAULT_SEED,
     Classes,
+    CompressibleMethod,
     DataRoot,
     DatasetFormat,
     Device,
-    Method,
+    MethodName,
     MethodOption,
     Precision,
     Resume,
@@ -31,13 +32,11 @@ from rcnn_cli.options import (
     parse_classes,
     parse_sizes,
 )
-from stages.datasets.formats import load_dataset
 from stages.methods import get_method
-from stages.methods.fast.compress import CompressOptions, compress_run
-from stages.runs.layout import RunLayout
-from stages.training.pretrain import PretrainOptions
-from stages.training.pretrain import pretrain as run_pretrain
-from stages.training.solver import TrainingOptions, TrainingSummary
+from stages.training.options import PretrainOptions, TrainingOptions
+
+if TYPE_CHECKING:
+    from stages.training.solver import TrainingSummary
 
 Iterations = Annotated[int | None, typer.Option(help="SGD iterations (mini-batches).")]
 LearningRate = Annotated[float | None, typer.Option(help="Base learning rate.")]
@@ -98,6 +97,10 @@ def pretrain(
 
     Example: rcnn pretrain --data data/demo --split trainval --run runs/demo --iterations 300
     """
+    from stages.datasets.formats import load_dataset
+    from stages.runs.layout import RunLayout
+    from stages.training.pretrain import pretrain as run_pretrain
+
     options = PretrainOptions(
         backbone=backbone,
         weights=weights,
@@ -118,7 +121,7 @@ def pretrain(
 def finetune(
     data: DataRoot,
     split: Split = "trainval",
-    method: MethodOption = Method.fast,  # type: ignore[attr-defined]
+    method: MethodOption = MethodName.fast,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
     backbone: Annotated[
         str | None, typer.Option(help="Backbone: tiny, alexnet, vgg16 or zf5 (R-CNN, Fast R-CNN).")
@@ -190,6 +193,9 @@ def finetune(
 
       rcnn finetune --method spp --data data/demo --run runs/demo --iterations 2000
     """
+    from stages.datasets.formats import load_dataset
+    from stages.runs.layout import RunLayout
+
     chosen = get_method(method.value)
     options = chosen.finetune_options(
         given(
@@ -221,6 +227,9 @@ def finetune(
 
 def compress(
     run: RunDir = DEFAULT_RUN,
+    method: Annotated[
+        CompressibleMethod, typer.Option("--method", help="Which detector's network to compress.")
+    ] = CompressibleMethod.fast,  # type: ignore[attr-defined]
     fc6_rank: Annotated[
         int | None, typer.Option(help="Singular values kept of fc6 (default: width / 4).")
     ] = None,
@@ -236,7 +245,11 @@ def compress(
 
     Example: rcnn compress --run runs/demo --fc6-rank 128 --fc7-rank 32
     """
-    summary = compress_run(RunLayout(run), CompressOptions(fc6_rank, fc7_rank))
+    from stages.runs.layout import RunLayout
+
+    chosen = get_method(method.value)
+    options = chosen.compress_options(given(fc6_rank=fc6_rank, fc7_rank=fc7_rank))
+    summary = chosen.compress(RunLayout(run), options)
     _table(
         f"compressed: {summary.path}",
         {

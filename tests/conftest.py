@@ -52,3 +52,13 @@ def made(tiny_demo, tmp_path_factory) -> tuple[Path, Path]:
     the tests: a copy would not do for ``rcnn run``, as its manifests say where it was made
     (``test_a_copied_run_folder_is_planned_anew``)."""
     return make_run(tiny_demo, tmp_path_factory.mktemp("pipeline"))
+
+
+SLOW_FIXTURES = {"made", "trained"}
+"""Fixtures that run a whole chain: a test that uses one is slow (``make test-quick`` leaves it out)."""
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from rcnn_cli.app import app
 from stages.cache.features import CacheWriter
-from stages.datasets.demo import DemoOptions
+from stages.datasets.options import DemoOptions
 from stages.training.matching import LabelledRegions
 
 TINY = DemoOptions(seed=7, num_train=3, num_val=2, num_test=3)

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from stages.cache.box_regression import BboxOptions, load_bbox, train_bbox, whitening
+from stages.cache.box_regression import load_bbox, train_bbox, whitening
 from stages.cache.features import FeatureCache, feature_scale
+from stages.cache.options import BboxOptions
 from stages.core.geometry import decode_boxes
 from stages.runs.layout import RunLayout
 from stages.training.matching import LabelledRegions

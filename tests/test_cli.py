@@ -273,18 +273,38 @@ def test_the_console_script_loads_no_library_before_it_runs():
     assert found.strip() == "[]"
 
 
+def test_bench_proposals_times_one_worker_then_every_core(tiny_demo):
+    result = rcnn(
+        "bench", "proposals", "--data", tiny_demo, "--images", "2", "--mode", "single", "--max-side", "100"
+    )
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"│ +(\d+) │ +2 │ +([\d.]+) │ +([\d.]+) │ +([\d.]+)x │", result.output)
+    assert rows[0][0] == "1" and rows[0][3] == "1.00" and len(rows) in (1, 2)  # one row on a 1-core machine
+    assert all(float(rate) > 0 for _, _, rate, _ in rows)
+
+
+def test_bench_svm_memory_trains_on_copies_of_the_cache(made):
+    _, run = made
+    result = rcnn("bench", "svm-memory", "--run", run, "--method", "rcnn", "--copies", "1,2")
+    assert result.exit_code == 0, result.output
+    rows = re.findall(r"│ +([12]) │ +(\d+) │ +\d+ │ +\d+ │ +(\d+) │ +[\d.]+ │", result.output)
+    assert [copies for copies, _, _ in rows] == ["1", "2"]
+    assert int(rows[1][1]) == 2 * int(rows[0][1]) and all(int(peak) > 0 for _, _, peak in rows)
+
+
 def test_bench_coco_read_reads_a_generated_split():
     result = rcnn("bench", "coco-read", "--images", "20", "--annotations", "50")
     assert result.exit_code == 0 and "│     20 │          50 │" in result.output, result.output
 
 
+@pytest.mark.slow
 def test_bench_scaling_runs_the_stages_under_torchrun_and_times_growth(tiny_run):
     """SPP-net's pyramids need only the run's backbone; two processes on the tiny test split's 3 images."""
     data, run = tiny_run
     growth = ("--sides", "64,96", "--counts", "20,40", "--images", "1")
     result = rcnn(
-        "bench", "scaling", "--data", data, "--run", run, "--method", "spp", "--processes", "2",
-        "--max-side", "160", *growth,
+        "bench", "scaling", "--data", data, "--run", run, "--method", "spp", "--before-finetuning",
+        "--processes", "2", "--max-side", "160", *growth,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     staged = re.findall(

@@ -21,6 +21,8 @@ from stages.runs.layout import RunLayout, read_manifest
 from stages.runs.processes import Processes
 from tests.helpers import ROOT, killed, rcnn, run_steps
 
+pytestmark = pytest.mark.slow  # torchrun, SIGKILL or a whole chain: `make test-quick` leaves it out
+
 SEARCH = ("--workers", "1", "--max-side", "160")
 """The tiny run's selective-search settings (``tiny_run``)."""
 
@@ -59,7 +61,7 @@ def trained(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
         ("train-svm", "--method", "rcnn"),
         ("train-bbox", "--method", "rcnn"),
         ("evaluate", "--method", "rcnn", *on, "--split", "test"),
-        ("extract-features", *spp, *scales, "--split", "trainval"),
+        ("extract-features", *spp, *scales, "--split", "trainval", "--before-finetuning"),
         ("finetune", *spp, *short, "--learning-rate", "0.01"),
         ("extract-features", *spp, *scales, "--split", "trainval"),
         ("extract-features", *spp, *scales, "--split", "test"),

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from stages.cache import features
-from stages.cache.features import COMPRESSIONS, CacheOptions, CacheWriter, FeatureCache, merge_caches
+from stages.cache.features import CacheWriter, FeatureCache, merge_caches
+from stages.cache.options import COMPRESSIONS, CacheOptions
 from stages.core.errors import UserError
 from tests.helpers import separable_images, write_cache
 

@@ -20,6 +20,8 @@ from stages.proposals.propose import read_proposals
 from stages.runs.layout import RunLayout
 from tests.helpers import CHECKPOINT_SAVED, killed, rcnn, run_steps
 
+pytestmark = pytest.mark.slow  # torchrun, SIGKILL or a whole chain: `make test-quick` leaves it out
+
 TRAINING = ("--iterations", "6", "--checkpoint-every", "3")
 
 
@@ -29,9 +31,8 @@ def base(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
     data, run = tiny_run
     copy = tmp_path_factory.mktemp("interrupted") / "run"
     shutil.copytree(run, copy)
-    run_steps(
-        copy, ("extract-features", "--method", "spp", "--data", data, "--split", "trainval", "--scales", "96")
-    )
+    first_pass = ("--split", "trainval", "--scales", "96", "--before-finetuning")
+    run_steps(copy, ("extract-features", "--method", "spp", "--data", data, *first_pass))
     return data, copy
 
 

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from stages.config.run_config import load_config
 from stages.pipeline.run import State, plan, run_config
 from stages.runs.layout import RunLayout
@@ -105,6 +107,7 @@ def test_a_copied_run_folder_is_planned_anew(made, tmp_path):
     assert {item.state for item in planned} == {State.RUN}
 
 
+@pytest.mark.slow
 def test_changed_inputs_rerun_what_read_them_and_an_interrupted_stage_resumes(tiny_demo, tmp_path):
     config, run = make_run(tiny_demo, tmp_path)
     svm = run / "rcnn" / "svm.npz"
@@ -125,6 +128,7 @@ def test_changed_inputs_rerun_what_read_them_and_an_interrupted_stage_resumes(ti
     assert set(_states(config).values()) == {State.UP_TO_DATE}
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_where_it_stopped_to_the_same_result(made, tiny_demo, tmp_path):
     """SIGKILLed right after R-CNN's first checkpoint (pre-training's two come before it), then rerun:
     the plan resumes that stage, and every detections file equals the uninterrupted run's."""
@@ -161,6 +165,7 @@ def test_the_plan_is_printed_and_a_bad_config_is_one_line(made, tmp_path):
     assert result.output.strip() == f"error: {bad}: rcnn.finetune.backbone: expected text, got 3"
 
 
+@pytest.mark.slow
 def test_under_torchrun_the_data_parallel_stages_use_every_process_and_the_rest_run_once(tiny_demo, tmp_path):
     """Two gloo processes: proposals, Fast R-CNN's fine-tuning and the evaluations are shared by both;
     compression runs on rank 0 alone while the other process waits; the plan and the results are printed

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from stages.cache.features import CacheOptions
+from stages.cache.options import CacheOptions
 from stages.core.errors import UserError
 from stages.methods.fast.detector import FastDetector
 from stages.methods.fast.network import FastRcnn
@@ -25,7 +25,8 @@ from stages.networks.precision import (
     pooling_input,
 )
 from stages.runs.layout import TrainingFiles
-from stages.training.solver import Solver, parameter_groups, train
+from stages.training.options import Solver
+from stages.training.solver import parameter_groups, train
 from tests.helpers import assert_one_line_error, rcnn
 
 CPU = torch.device("cpu")

@@ -10,7 +10,8 @@ from stages.core.errors import UserError
 from stages.datasets.formats import load_dataset
 from stages.proposals import propose as proposals
 from stages.proposals import selective_search
-from stages.proposals.propose import ProposalOptions, import_mat, propose, read_proposals
+from stages.proposals.options import ProposalOptions
+from stages.proposals.propose import import_mat, propose, read_proposals
 from stages.runs import processes
 from stages.runs.layout import RunLayout, manifest_path, write_manifest
 from tests.helpers import make_voc, voc_object, voc_xml

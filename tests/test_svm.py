@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from stages.cache.svm import SvmOptions, load_svms, train_svms, training_roles
+from stages.cache.options import SvmOptions
+from stages.cache.svm import load_svms, train_svms, training_roles
 from stages.core.errors import UserError
 from stages.runs.layout import RunLayout
 from tests.helpers import separable_images, write_cache

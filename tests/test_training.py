@@ -13,14 +13,8 @@ from stages.core.errors import UserError
 from stages.core.progress import Progress
 from stages.datasets.records import Dataset, ImageRecord
 from stages.runs.layout import RunLayout, TrainingFiles, manifest_path
-from stages.training.solver import (
-    Solver,
-    TrainingOptions,
-    TrainingStage,
-    iteration_batches,
-    parameter_groups,
-    train,
-)
+from stages.training.options import Solver, TrainingOptions
+from stages.training.solver import TrainingStage, iteration_batches, parameter_groups, train
 
 
 def files_in(folder) -> TrainingFiles:

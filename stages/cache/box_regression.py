@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from stages.cache.features import FeatureCache, norm_sample, require_feature, scale_from_norms
+from stages.cache.options import BboxOptions
 from stages.core.atomic import atomic_path
 from stages.core.errors import UserError
 from stages.core.geometry import encode_boxes
@@ -26,19 +27,6 @@ from stages.runs.layout import MethodLayout, write_manifest
 from stages.training.matching import Matcher
 
 WHITENING_EPSILON = 0.001
-
-
-@dataclass(frozen=True)
-class BboxOptions:
-    """The R-CNN release's settings (rcnn_train_bbox_regressor.m)."""
-
-    alpha: float = 1000.0
-    min_iou: float = 0.6
-    target_norm: float = 20.0
-    norm_sample_images: int = 200
-    norm_sample_boxes: int = 200
-    block_rows: int = 65536
-    seed: int = 0
 
 
 @dataclass(frozen=True)

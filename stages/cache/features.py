@@ -37,7 +37,6 @@ from stages.core.loading import loaded
 from stages.core.progress import Progress
 from stages.datasets.records import Dataset
 from stages.networks.inputs import read_image
-from stages.networks.precision import check_precision
 from stages.runs.layout import MethodLayout, RunLayout, parts_of, write_manifest
 from stages.runs.processes import SINGLE, Processes, shared_task, spread
 from stages.training.matching import LabelledRegions, label_regions
@@ -349,31 +348,6 @@ class ExtractSummary:
     @property
     def images_per_second(self) -> float:
         return self.computed / self.seconds if self.seconds else 0.0
-
-
-COMPRESSIONS = ("lzf", "gzip", "none")
-"""How a cache's columns are compressed. lzf (the default) writes and reads SPP-net's 6,400-d pyramids
-about twice as fast as gzip for a quarter more disk; gzip suits caches of tens of GB (VOC's)."""
-
-
-@dataclass(frozen=True)
-class CacheOptions:
-    """What every feature extraction's options share: the stored precision (float16 by default: half the
-    disk, and the SVMs and regressors do not notice), the compression (``COMPRESSIONS``), DataLoader
-    workers, the device and the precision the network computes in (``stages.networks.precision``)."""
-
-    dtype: str = "float16"
-    compression: str = "lzf"
-    workers: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-
-    def __post_init__(self) -> None:
-        check_precision(self.precision)
-        if self.dtype not in ("float16", "float32"):
-            raise UserError(f"--dtype {self.dtype}: choose float16 or float32")
-        if self.compression not in COMPRESSIONS:
-            raise UserError(f"--compression {self.compression}: choose {', '.join(COMPRESSIONS)}")
 
 
 @dataclass(frozen=True)

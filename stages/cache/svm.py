@@ -24,31 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from stages.cache.features import FeatureCache, feature_scale
+from stages.cache.options import SvmOptions
 from stages.core.atomic import atomic_path
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.runs.layout import MethodLayout, RunLayout, write_manifest
 
 log = logging.getLogger("rcnn")
-
-
-@dataclass(frozen=True)
-class SvmOptions:
-    """The R-CNN release's settings (rcnn_train.m)."""
-
-    C: float = 0.001
-    bias_multiplier: float = 10.0
-    positive_weight: float = 2.0
-    negative_iou: float = 0.3
-    hard_threshold: float = -1.0
-    easy_threshold: float = -1.2
-    retrain_every: int = 2000
-    target_norm: float = 20.0
-    norm_sample_images: int = 200
-    norm_sample_boxes: int = 200
-    feature: str = "fc7"
-    block_rows: int = 65536
-    seed: int = 0
 
 
 def training_roles(

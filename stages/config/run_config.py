@@ -37,11 +37,11 @@ import tomli_w
 
 from stages.core.errors import UserError
 from stages.evaluation.metrics import METRICS
-from stages.methods import METHODS, Method
-from stages.methods.base import Variant
-from stages.networks.precision import check_precision
-from stages.proposals.propose import ProposalOptions
-from stages.training.pretrain import PretrainOptions
+from stages.methods import METHODS
+from stages.methods.base import Method, Variant
+from stages.networks.options import check_precision
+from stages.proposals.options import ProposalOptions
+from stages.training.options import PretrainOptions
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -24,6 +24,7 @@ import numpy as np
 
 from stages.core.atomic import write_json, writing
 from stages.core.errors import UserError
+from stages.datasets.options import DemoOptions
 
 log = logging.getLogger("rcnn")
 
@@ -34,18 +35,6 @@ HUE_FAMILIES = (0, 30, 60, 105, 150)  # OpenCV hue (0..180): red, yellow, green,
 DIFFICULT_BELOW = 24  # px: objects whose longer side is smaller are marked difficult
 MANIFEST = "demo.manifest.json"
 SPLITS = ("train", "val", "trainval", "test")
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    """Size and seed of the demo dataset; trainval is train + val."""
-
-    seed: int = 0
-    num_train: int = 100
-    num_val: int = 50
-    num_test: int = 100
-    min_objects: int = 2
-    max_objects: int = 6
 
 
 def _unit_polygon(name: str) -> np.ndarray | None:

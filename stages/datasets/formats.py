@@ -20,6 +20,7 @@ from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.coco import read_coco
 from stages.datasets.image_files import check_image_file, stored_size
+from stages.datasets.options import FORMATS
 from stages.datasets.records import Dataset
 from stages.datasets.voc import read_voc
 from stages.datasets.yolo import DATA_FILE, read_yolo
@@ -27,8 +28,7 @@ from stages.datasets.yolo import DATA_FILE, read_yolo
 log = logging.getLogger("rcnn")
 
 Reader = Callable[[Path, str, "tuple[str, ...] | None", bool], Dataset]
-READERS: dict[str, Reader] = {"voc": read_voc, "coco": read_coco, "yolo": read_yolo}
-FORMATS = tuple(READERS)
+READERS: dict[str, Reader] = dict(zip(FORMATS, (read_voc, read_coco, read_yolo), strict=True))
 
 
 def detect_format(root: Path) -> str:

@@ -23,7 +23,7 @@ from stages.detections.files import detections_of, write_detections
 from stages.detections.postprocess import ImageDetections
 from stages.methods.base import PLAIN, ImageDetector, Method, Variant
 from stages.networks.inputs import read_image
-from stages.proposals.propose import ProposalOptions, propose_images, searched_with
+from stages.proposals.sources import Proposer, run_proposer
 from stages.runs.layout import RunLayout, describe_input, parts_of
 from stages.runs.processes import ImageParts, processes, shared_task, spread
 
@@ -76,7 +76,7 @@ def detect_images(
     method: Method[Any],
     out: Path | None = None,
     score_thresh: float | None = None,
-    proposal_options: ProposalOptions | None = None,
+    proposer: Proposer | None = None,
     device: str = "auto",
     variant: Variant = PLAIN,
     precision: str = "fp32",
@@ -94,16 +94,17 @@ def detect_images(
     the method's display threshold) are dropped. An unreadable image is a
     UserError naming it, or with ``skip_bad`` is skipped, counted and listed in a warning.
 
-    Selective search runs in worker processes ahead of the network (``propose_images``), with
-    ``proposal_options`` (default: the settings of the run's own proposals, ``searched_with``): each image
-    is detected as soon as its proposals arrive. Results come back in the order of ``paths``.
+    The proposals come from ``proposer`` (default: the method's own, ``Method.proposer``, else the
+    run's: selective search as the run's proposals were searched, ``run_proposer``), in worker processes
+    ahead of the network: each image is detected as soon as its proposals arrive. Results come back in
+    the order of ``paths``.
 
     Each image's detections are kept in parts as they come (``OUT/.detect.parts/``), so a rerun of an
     interrupted call with the same images and settings detects only the rest; under ``torchrun`` each
     process takes its shard of the images (``stages.runs.processes``) and rank 0 writes ``save_json`` and
     ``grid``.
     """
-    proposal_options = proposal_options or searched_with(run)
+    proposer = proposer or method.proposer(run) or run_proposer(run)
     out = Path(out) if out is not None else method.files(run).detect
     for target, example in ((save_json, "detections.json"), (grid, "grid.png")):
         if target is not None:  # refused now, not after the work
@@ -127,19 +128,18 @@ def detect_images(
             "compressed": variant.compressed,
             "precision": precision,
             "options": asdict(options),
-            "proposals": asdict(replace(proposal_options, workers=0)),
+            "proposals": {"source": proposer.source, **proposer.settings()},
             "inputs": [describe_input(path) for path in method.detector_inputs(run, variant=variant)],
             "images": [str(path.resolve()) for path in paths],
         }
         parts = ImageParts(parts_of(out / "detect"), stamp, procs)
         finished = parts.image_ids()
         mine = [job for job in spread(list(zip(stems, paths, strict=True)), procs) if job[0] not in finished]
-        searching = replace(proposal_options, workers=proposal_options.workers or procs.cores)
         label = f"detecting ({method.name})"
         board = parts.folder / "progress"
         with shared_task(progress, procs, board, label, len(paths), "img", len(finished)) as advance:
             try:
-                skipped = _detect_each(mine, detector, out, searching, skip_bad, parts, advance)
+                skipped = _detect_each(mine, detector, out, proposer, procs.cores, skip_bad, parts, advance)
             finally:
                 parts.flush()
         gathered = procs.gather(skipped)
@@ -178,7 +178,8 @@ def _detect_each(
     images: list[tuple[str, Path]],
     detector: ImageDetector,
     out: Path,
-    proposal_options: ProposalOptions,
+    proposer: Proposer,
+    workers: int,
     skip_bad: bool,
     parts: ImageParts,
     advance: Advance,
@@ -187,12 +188,12 @@ def _detect_each(
     its detections added to ``parts``; returns the problems of the unreadable images skipped."""
     skipped: list[str] = []
     path_of = dict(images)
-    for stem, boxes, problem in propose_images(images, proposal_options):
+    for stem, boxes, problem in proposer.propose_images(images, workers):
         started = time.perf_counter()
         path = path_of[stem]
         try:
             if boxes is None:
-                raise UserError(problem or f"{path}: selective search failed")
+                raise UserError(problem or f"{path}: no proposals ({proposer.source})")
             image = read_image(path)
         except UserError as exc:
             if not skip_bad:
@@ -201,11 +202,7 @@ def _detect_each(
             advance()
             continue
         if len(boxes) == 0:
-            log.warning(
-                "%s: no proposals (too small for a %d-pixel box?), so no detections",
-                path,
-                proposal_options.min_size,
-            )
+            log.warning("%s: no proposals (%s), so no detections", path, proposer.source)
         found = detector.find(image, boxes)
         drawn = draw_detections(image, found.boxes, found.labels, found.scores, detector.classes)
         write_png(out / f"{stem}.png", drawn)

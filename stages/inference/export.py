@@ -22,8 +22,6 @@ from stages.evaluation.coco import results
 from stages.methods.base import PLAIN, Method, Variant
 from stages.runs.layout import RunLayout, manifest_path, require_artifact
 
-EXPORT_FORMATS = ("coco", "voc")
-
 
 @dataclass(frozen=True)
 class Export:

@@ -13,24 +13,27 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 import torch
 
-from stages.cache.box_regression import BboxOptions, BoxRegressors, load_bbox, train_bbox
+from stages.cache.box_regression import BoxRegressors, load_bbox, train_bbox
 from stages.cache.features import ExtractSummary, FeatureCache, RegionFeatures
-from stages.cache.svm import SvmOptions, load_svms, train_svms
+from stages.cache.options import BboxOptions, SvmOptions
+from stages.cache.svm import load_svms, train_svms
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.detections.postprocess import DetectOptions, ImageDetections, detect_from_scores
+from stages.proposals.sources import Proposer
 from stages.runs.layout import MethodLayout, RunLayout, parts_of, read_manifest
 from stages.runs.steps import SharedSteps, Step, StepKey
-from stages.training.solver import TrainingOptions, TrainingSummary
+from stages.training.options import TrainingOptions
+from stages.training.solver import TrainingSummary
 
 log = logging.getLogger("rcnn")
 
@@ -110,6 +113,48 @@ class ConfigTable:
     optional: bool = False
 
 
+Measure = Callable[[np.ndarray, np.ndarray], tuple[float, float]]
+"""``(image (H, W, 3) uint8 RGB, proposals (N, 4)) -> (conv, fc)``: the seconds of the two parts of a test
+pass on the image, which it runs."""
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """A method's shipped test pass and a fine-tuning mini-batch with random weights (speed does not depend
+    on them), for ``rcnn bench``.
+
+    ``test``: each variant's test pass (``Measure``), the code ``rcnn detect`` and ``rcnn evaluate`` run;
+    ``training``: the loss of one fine-tuning mini-batch (forward only: the bench adds the backward pass
+    and the SGD step of ``trained``'s trainable parameters), None for a method not fine-tuned; ``peers``:
+    other implementations of the same work to compare with (name -> ``Measure``); ``profiled``: whether
+    ``rcnn bench methods`` shows where its plain test pass spends its time, op by op."""
+
+    test: Mapping[Variant, Measure]
+    training: Callable[[], torch.Tensor] | None = None
+    trained: torch.nn.Module | None = None
+    peers: Mapping[str, Measure] = field(default_factory=dict)
+    profiled: bool = False
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """What a benchmark is built for: the backbone (random weights), the number of classes, the images'
+    shorter side (the test scale; SPP-net's ``scales`` where given), the images with their proposals
+    (``work``, what the training mini-batch is drawn from), the device and precision, the options given
+    for a compressed variant (``compress``: the SVD's ranks; the paper's otherwise) and the seed of the
+    random labels."""
+
+    backbone: str
+    classes: int
+    side: int
+    work: Sequence[tuple[np.ndarray, np.ndarray]]
+    device: torch.device
+    precision: str = "fp32"
+    scales: tuple[int, ...] | None = None
+    compress: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
 class Method(ABC, Generic[FinetuneT]):
     """A detector of the lineage, as the shared stages see it; ``FinetuneT`` is its fine-tuning options."""
 
@@ -131,9 +176,6 @@ class Method(ABC, Generic[FinetuneT]):
     """For command-line options the method does not take: where to set them instead."""
     variants: ClassVar[tuple[Variant, ...]] = (PLAIN,)
     """The forms of its network that are tested as rows of their own, ``PLAIN`` first."""
-    commands: ClassVar[frozenset[str]] = frozenset()
-    """The staged commands besides ``finetune``, ``evaluate`` and ``detect`` that run a stage of it
-    (``extract-features``, ``train-svm``, ``train-bbox``, ``compress``): their ``--method`` choices."""
 
     @property
     def tables(self) -> tuple[ConfigTable, ...]:
@@ -146,6 +188,11 @@ class Method(ABC, Generic[FinetuneT]):
     def files(self, run: RunLayout) -> MethodLayout:
         """Where this method keeps its artifacts in ``run``."""
         return run.method(self.name)
+
+    def proposer(self, run: RunLayout) -> Proposer | None:
+        """The proposals its detector takes on new images when its network makes its own; None (the
+        lineage's three) for the run's proposer (``stages.proposals.sources.run_proposer``)."""
+        return None
 
     def row_label(self, variant: Variant = PLAIN) -> str:
         """Its name in tables: ``Fast R-CNN + SVD``."""
@@ -168,6 +215,13 @@ class Method(ABC, Generic[FinetuneT]):
             if variant.key == results["variant"]:
                 return variant
         raise UserError(f"{self.label} has no variant {results['variant']!r}")
+
+    def compress_options(self, given: Mapping[str, Any]) -> Any:
+        """The options of its compressed form with the ``given`` command-line values, the paper's
+        otherwise; UserError for a method that has none."""
+        if self.compress_options_type is None:
+            raise UserError(f"{self.label} has no compressed model")
+        return options_from(self.compress_options_type, given, f"{self.label} compression", self.option_hints)
 
     def compress(self, run: RunLayout, options: Any) -> Any:
         """Write the compressed form of ``run``'s trained network (methods with ``compress_options_type``)."""
@@ -269,6 +323,11 @@ class Method(ABC, Generic[FinetuneT]):
         run here computes in ``precision``."""
 
     @abstractmethod
+    def benchmark(self, settings: BenchSettings) -> Benchmark:
+        """Its test pass of every variant and a fine-tuning mini-batch, built with random weights of
+        ``settings.backbone`` (``rcnn bench methods``, ``features`` and ``scaling`` time them)."""
+
+    @abstractmethod
     def training_seconds(self, run: RunLayout, variant: Variant = PLAIN) -> float | None:
         """Seconds of the method's own training stages in ``run`` (not the shared proposals and
         pre-training), None while any is missing."""
@@ -289,7 +348,6 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
     """Its feature-extraction options (``ExtractT``)."""
     test_options = DetectOptions()
     display_threshold = 0.0  # the SVM margin
-    commands = frozenset({"extract-features", "train-svm", "train-bbox"})
 
     @property
     def tables(self) -> tuple[ConfigTable, ...]:
@@ -350,16 +408,18 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
         split: str,
         after: tuple[StepKey, ...],
         *,
-        note: str = "",
+        before_finetuning: bool = False,
         replaces: bool = True,
     ) -> Step:
-        """The step that caches ``split``'s features (``note`` tells a first pass from the second)."""
+        """The step that caches ``split``'s features (``before_finetuning``: the first of two passes)."""
         target = self.files(shared.run).features(split)
         return Step(
-            StepKey("extract-features", self.name, split, note),
+            StepKey("extract-features", self.name, split, "before fine-tuning" if before_finetuning else ""),
             target,
             {"method": self.name, **asdict(options)},  # type: ignore[call-overload]
-            lambda ctx: self.extract_features(ctx.dataset(split), ctx.run, options, ctx.progress),
+            lambda ctx: self.extract_features(
+                ctx.dataset(split), ctx.run, options, ctx.progress, before_finetuning=before_finetuning
+            ),
             after=after,
             partial=(target.with_name(f".{target.name}.partial"), parts_of(target)),
             replaces=replaces,
@@ -381,11 +441,19 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
 
     @abstractmethod
     def extract_features(
-        self, dataset: Dataset, run: RunLayout, options: ExtractT, progress: Progress = SILENT
+        self,
+        dataset: Dataset,
+        run: RunLayout,
+        options: ExtractT,
+        progress: Progress = SILENT,
+        *,
+        before_finetuning: bool = False,
     ) -> ExtractSummary:
-        """Cache the features of every region of the split: ``RUN/<name>/features/<split>.h5``."""
+        """Cache the features of every region of the split: ``RUN/<name>/features/<split>.h5``, from the
+        fine-tuned network; with ``before_finetuning``, the first pass of a method whose fine-tuning
+        reads cached features (SPP-net's pyramids), a UserError for the others."""
 
-    def extraction_network(self, run: RunLayout) -> Path:
+    def extraction_network(self, run: RunLayout, *, before_finetuning: bool = False) -> Path:
         """The network file ``extract-features`` reads in ``run``: the fine-tuned one."""
         return self.files(run).finetune.model
 

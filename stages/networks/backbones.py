@@ -229,8 +229,12 @@ class Backbone(nn.Module):
         """(B, C, s, s) or (B, C s s) pooled conv5 features -> (B, fc_dim) fc7."""
         return self.fc7(self.fc6(pooled.flatten(1)))
 
+    def pooled(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) images -> (B, C s s) pool5, flattened."""
+        return self.pool5(self.conv(images.contiguous(memory_format=torch.channels_last))).flatten(1)
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pooled = self.pool5(self.conv(images.contiguous(memory_format=torch.channels_last))).flatten(1)
+        pooled = self.pooled(images)
         return pooled, self.head(pooled)
 
 

@@ -11,14 +11,10 @@ from __future__ import annotations
 import torch
 
 from stages.core.errors import UserError
+from stages.networks.options import check_precision
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def check_precision(name: str) -> None:
-    """A UserError unless ``name`` is one of ``PRECISIONS``."""
-    if name not in PRECISIONS:
-        raise UserError(f"--precision {name}: choose {', '.join(PRECISIONS)}")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Each of ``PRECISIONS`` as torch's type."""
 
 
 def check_supported(name: str, device: torch.device) -> None:
@@ -44,7 +40,7 @@ def bf16_supported(device: torch.device) -> bool:
 def autocast(name: str, device: torch.device) -> torch.autocast:
     """Run the enclosed forward passes in ``name`` on ``device`` (nothing changes for fp32); the caller
     has checked the pair once (``check_supported``), not at every batch."""
-    return torch.autocast(device.type, dtype=PRECISIONS[name], enabled=name != "fp32")
+    return torch.autocast(device.type, dtype=DTYPES[name], enabled=name != "fp32")
 
 
 def grad_scaler(name: str, device: torch.device) -> torch.amp.GradScaler:

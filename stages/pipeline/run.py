@@ -34,7 +34,8 @@ from stages.evaluation.metrics import default_metric
 from stages.inference.detect import detect_images
 from stages.inference.evaluate import evaluate_run
 from stages.methods.base import Method, Variant
-from stages.proposals.propose import ProposalOptions, propose
+from stages.proposals.options import ProposalOptions
+from stages.proposals.sources import SelectiveSearch
 from stages.runs.layout import RunLayout, manifest_path, parts_of, read_manifest, write_manifest
 from stages.runs.processes import processes
 from stages.runs.steps import SharedSteps, Step, StepKey
@@ -122,7 +123,9 @@ def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad
         SharedSteps.proposals(split),
         run.proposals(split),
         asdict(options),
-        lambda ctx: propose(ctx.dataset(split), ctx.run, options, skip_bad=skip_bad, progress=ctx.progress),
+        lambda ctx: SelectiveSearch(options).propose_split(
+            ctx.dataset(split), ctx.run, skip_bad=skip_bad, progress=ctx.progress
+        ),
         partial=(run.proposal_parts(split),),
         everywhere=True,
         summary=lambda found: found.headline if found is not None else "",
@@ -181,7 +184,7 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
             ctx.run,
             method,
             score_thresh=settings.score_thresh,
-            proposal_options=config.propose,
+            proposer=SelectiveSearch(config.propose),
             device=config.run.device,
             variant=variant,
             precision=settings.precision,

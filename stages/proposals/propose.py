@@ -28,6 +28,7 @@ from stages.core.geometry import box_iou, clip_boxes, first_unique, nonempty, xy
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset, ImageRecord
 from stages.proposals import selective_search
+from stages.proposals.options import ProposalOptions
 from stages.runs.layout import RunLayout, read_manifest, require_artifact, write_manifest
 from stages.runs.processes import SINGLE, ImageParts, Processes, processes, shared_task, spread
 
@@ -36,27 +37,6 @@ log = logging.getLogger("rcnn")
 FORMAT = "rcnn.proposals"
 SCHEMA_VERSION = 1
 BOX_CONVENTION = "x1,y1,x2,y2; 0-based continuous pixels (pixel i spans [i, i+1)); VOC xmin-1, xmax"
-
-
-@dataclass(frozen=True)
-class ProposalOptions:
-    """Selective search settings (Uijlings et al. 2013, as used by R-CNN: fast mode, ~2000 boxes)."""
-
-    mode: str = "fast"
-    max_boxes: int = 2000
-    min_size: int = 10
-    max_side: int = 500
-    seed: int = 0
-    workers: int = 0
-
-    def __post_init__(self) -> None:
-        if self.mode not in selective_search.STRATEGIES:
-            raise UserError(f"--mode {self.mode!r}: choose {', '.join(selective_search.STRATEGIES)}")
-        for name in ("max_boxes", "min_size", "max_side"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.workers < 0:
-            raise UserError("--workers must be 0 (all cores) or more")
 
 
 @dataclass(frozen=True)

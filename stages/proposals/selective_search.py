@@ -24,11 +24,7 @@ STRATEGIES = {
     "fast": lambda search: search.switchToSelectiveSearchFast(),
     "quality": lambda search: search.switchToSelectiveSearchQuality(),
 }
-"""Uijlings et al.'s (2013) settings, as OpenCV builds them: "single", one grouping (HSV, k = 200, the
-colour + texture + size + fill similarity), the paper's single best strategy; "fast", R-CNN's fast mode,
-12 groupings (HSV and Lab, k = 150, 300, 450, two similarities); "quality", 100 (five colour spaces, five
-k, four similarities). On the demo's images fast takes seven times as long as single and finds four
-times as many boxes."""
+"""How OpenCV is switched to each of ``stages.proposals.options.MODES``."""
 
 
 def seed_ranking(image_id: str, seed: int) -> bool:

@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from stages.core.atomic import atomic_path, ensure_folder
-from stages.runs.devices import all_gather, distributed
 from stages.core.progress import Advance, Progress
+from stages.runs.devices import all_gather, distributed
 
 T = TypeVar("T")
 

@@ -30,7 +30,8 @@ class StepKey:
 
     @property
     def label(self) -> str:
-        """What the plan and the progress lines show: ``spp extract-features trainval (before fine-tuning)``."""
+        """What the plan and the progress lines show: ``spp extract-features trainval (before
+        fine-tuning)``."""
         words = " ".join(word for word in (self.method, self.stage, self.split) if word)
         return f"{words} ({self.note})" if self.note else words
 

@@ -13,7 +13,6 @@ mini-batch. That is the detector's own question (object or not), asked of the sp
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,8 +24,8 @@ from stages.networks.backbones import Classifier, build_backbone, get_spec
 from stages.networks.models import save_model
 from stages.runs.layout import RunLayout
 from stages.training.balanced_sampling import BalancedSampler
+from stages.training.options import PretrainOptions
 from stages.training.solver import (
-    TrainingOptions,
     TrainingStage,
     TrainingSummary,
     classification_step,
@@ -41,22 +40,6 @@ log = logging.getLogger("rcnn")
 BACKGROUND_IOU = 0.3
 """Background crops overlap every object by less than this: R-CNN's threshold for its SVMs' negatives
 (section 2.3)."""
-
-
-@dataclass(frozen=True)
-class PretrainOptions(TrainingOptions):
-    """Crop classification: SGD at 0.01, momentum 0.9, weight decay 0.0005 (the ImageNet solver's), x0.1
-    after 1500 of 2000 iterations; 128 crops a mini-batch, jittered by up to 10% of their size."""
-
-    iterations: int = 2000
-    learning_rate: float = 0.01
-    step: int = 1500
-    checkpoint_every: int = 500
-    backbone: str = "tiny"
-    weights: str | None = None
-    batch_size: int = 128
-    jitter: float = 0.1
-    workers: int = 0
 
 
 def pretrain(

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,76 +26,12 @@ from stages.core.loading import loaded
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.networks.models import read_weights
-from stages.networks.precision import autocast, check_precision, check_supported, grad_scaler
+from stages.networks.precision import autocast, check_supported, grad_scaler
 from stages.runs.devices import all_gather, pick_device
 from stages.runs.layout import TrainingFiles, write_manifest
+from stages.training.options import Solver, TrainingOptions
 
 log = logging.getLogger("rcnn")
-
-
-@dataclass(frozen=True)
-class Solver:
-    """SGD with momentum; the rate is multiplied by ``gamma`` every ``step`` iterations (Caffe's "step")."""
-
-    iterations: int
-    learning_rate: float
-    step: int
-    gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    checkpoint_every: int = 1000
-
-    def __post_init__(self) -> None:
-        for name in ("iterations", "step", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if not self.learning_rate > 0:
-            raise UserError("--learning-rate must be positive")
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    """What every training stage's options share: the solver's settings, checkpoints, seed, device and
-    the precision of the forward and backward passes (``stages.networks.precision``).
-
-    Each stage subclasses it with its paper's iterations, learning rate and step, and its own fields.
-    """
-
-    iterations: int
-    learning_rate: float
-    step: int
-    gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    checkpoint_every: int = 1000
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
-
-    RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device")
-    """Fields (of the stage's, where it has them) that do not shape the weights a run ends with: a
-    checkpoint resumes across changes to them (more iterations extend a finished run)."""
-
-    def __post_init__(self) -> None:
-        self.solver()  # the solver checks its settings: bad ones fail here, before any work
-        check_precision(self.precision)
-
-    def solver(self) -> Solver:
-        return Solver(
-            self.iterations,
-            self.learning_rate,
-            self.step,
-            self.gamma,
-            self.momentum,
-            self.weight_decay,
-            self.checkpoint_every,
-        )
-
-    def resume_stamp(self) -> dict[str, Any]:
-        """The options a checkpoint must have been made with to be continued, but the solver's, which
-        ``train`` stamps itself."""
-        solver = {f.name for f in fields(Solver)}
-        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME and k not in solver}
 
 
 def parameter_groups(parts: list[tuple[nn.Module, float, float]], weight_decay: float) -> list[dict]:

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 from stages.core.errors import UserError
-from stages.datasets.demo import DEMO_CLASSES, DIFFICULT_BELOW, DemoOptions, generate_demo
+from stages.datasets.demo import DEMO_CLASSES, DIFFICULT_BELOW, generate_demo
 from stages.datasets.formats import load_dataset
+from stages.datasets.options import DemoOptions
 from tests.helpers import TINY
 
 

@@ -1,6 +1,6 @@
 """The method interface, whole: a toy method that lives only here is registered, and `rcnn run --plan`,
-`rcnn run` (its steps, each variant's evaluation, the report page), `evaluate_run` and `rcnn report` take it
-as they take the lineage's, with no shared stage knowing it.
+`rcnn run` (its steps, each variant's evaluation, the report page), `evaluate_run`, `rcnn report` and
+`rcnn bench methods` take it as they take the lineage's, with no shared stage knowing it.
 
 The toy learns each class's mean object area from the training split and scores a proposal for a class
 by how close its area is; its second variant (``SHRUNK``, asked for by a ``[toy.shrink]`` table, like
@@ -9,6 +9,7 @@ Fast R-CNN's ``[fast.compress]``) shrinks every box it finds about its centre.""
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -27,12 +28,22 @@ from stages.datasets.records import Dataset
 from stages.detections.postprocess import DetectOptions, ImageDetections, detect_from_scores
 from stages.inference.evaluate import evaluate_run
 from stages.methods import METHODS
-from stages.methods.base import PLAIN, ConfigTable, ImageDetector, ImageResult, Method, Variant
+from stages.methods.base import (
+    PLAIN,
+    Benchmark,
+    BenchSettings,
+    ConfigTable,
+    ImageDetector,
+    ImageResult,
+    Method,
+    Variant,
+)
 from stages.pipeline.run import plan
 from stages.proposals.propose import load_proposals
 from stages.runs.layout import RunLayout, read_manifest, write_manifest
 from stages.runs.steps import SharedSteps, Step, StepKey
-from stages.training.solver import TrainingOptions, TrainingSummary
+from stages.training.options import TrainingOptions
+from stages.training.solver import TrainingSummary
 from tests.helpers import rcnn
 
 
@@ -116,7 +127,11 @@ class Toy(Method[ToyOptions]):
     def _scorer(self, run: RunLayout, variant: Variant):
         path = self._shrunk(run) if variant is SHRUNK else self.files(run).finetune.model
         model = json.loads(path.read_text())
-        areas, factor = np.array(model["areas"]), model.get("factor", 1.0)
+        return tuple(model["classes"]), self._detect(np.array(model["areas"]), model.get("factor", 1.0))
+
+    @staticmethod
+    def _detect(areas: np.ndarray, factor: float):
+        """Detections by closeness of area to each class's ``areas``, boxes shrunk by ``factor``."""
 
         def detect(boxes: np.ndarray, size: tuple[int, int], options: DetectOptions) -> ImageDetections:
             area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -126,7 +141,7 @@ class Toy(Method[ToyOptions]):
             half = (found.boxes[:, 2:] - found.boxes[:, :2]) / 2 * factor
             return ImageDetections(np.hstack([centre - half, centre + half]), found.scores, found.labels)
 
-        return tuple(model["classes"]), detect
+        return detect
 
     def detector(
         self, run, options, device: torch.device, *, variant=PLAIN, precision="fp32"
@@ -151,6 +166,21 @@ class Toy(Method[ToyOptions]):
                 detect(proposals[record.image_id], (record.height, record.width), options),
                 None,
             )
+
+    def benchmark(self, settings: BenchSettings) -> Benchmark:
+        """Its test pass with every class's mean area 32 x 32 px; nothing to fine-tune."""
+        passes = {}
+        for variant, factor in ((PLAIN, 1.0), (SHRUNK, 0.8)):
+
+            def measure(image, boxes, factor=factor):
+                started = time.perf_counter()
+                self._detect(np.full(settings.classes, 1024.0), factor)(
+                    boxes, image.shape[:2], self.test_options
+                )
+                return 0.0, time.perf_counter() - started
+
+            passes[variant] = measure
+        return Benchmark(passes)
 
     def training_seconds(self, run: RunLayout, variant: Variant = PLAIN) -> float | None:
         made = read_manifest(self.files(run).finetune.model)
@@ -214,3 +244,11 @@ def test_a_method_that_lives_only_in_the_tests_runs_through_every_shared_stage(t
     report = rcnn("report", "--run", run)
     assert report.exit_code == 0, report.output
     assert "Toy + shrunk" in report.output
+
+    small = ("--backbone", "tiny", "--images", "1", "--proposals", "40", "--image-size", "96", "--steps", "1")
+    bench = rcnn("bench", "methods", "--data", tiny_demo, *small)
+    assert bench.exit_code == 0, bench.output
+    assert re.search(
+        r"^Toy +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+x *$", bench.output, re.M
+    )  # not trained: no train s
+    assert re.search(r"^Toy \+ shrunk +[\d.]+", bench.output, re.M)

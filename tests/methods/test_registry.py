@@ -3,20 +3,25 @@
 import pytest
 
 from stages.core.errors import UserError
-from stages.methods import CACHED_METHODS, METHODS, get_cached_method, get_method
+from stages.methods import METHODS, get_cached_method, get_method
 from stages.methods.base import PLAIN, SVD, CachedFeatureMethod, Method, options_from
 from stages.methods.fast.finetune import FastFinetuneOptions
 from stages.methods.rcnn.finetune import FinetuneOptions
-from stages.training.solver import TrainingOptions
+from stages.training.options import TrainingOptions
+
+CACHED_TYPES = [name for name, method in METHODS.items() if isinstance(method, CachedFeatureMethod)]
 
 
 def test_the_lineage_in_order_each_method_whole():
-    assert list(METHODS) == ["rcnn", "spp", "fast"] and list(CACHED_METHODS) == ["rcnn", "spp"]
+    assert list(METHODS) == ["rcnn", "spp", "fast"] and METHODS.with_command("extract-features") == [
+        "rcnn",
+        "spp",
+    ]
     for name, method in METHODS.items():
         assert isinstance(method, Method) and method.name == name and method.label
         assert issubclass(method.finetune_options_type, TrainingOptions)
         assert isinstance(method.finetune_options({}), method.finetune_options_type)
-    for method in CACHED_METHODS.values():
+    for method in map(get_cached_method, METHODS.with_command("extract-features")):
         assert isinstance(method, CachedFeatureMethod) and method.region_feature in ("pool5", "pyramid")
     assert [[v.key for v in m.variants] for m in METHODS.values()] == [[""], [""], ["", "svd"]]
 

@@ -23,6 +23,11 @@ class CompressOptions:
         if min(r for r in (self.fc6_rank, self.fc7_rank, 1) if r is not None) < 1:
             raise UserError("ranks: give positive numbers of singular values")
 
+    def ranks(self, model: FastRcnn) -> tuple[int, int]:
+        """The ranks kept of ``model``'s fc6 and fc7: those given, the paper's ratios otherwise."""
+        defaults = default_ranks(model)
+        return self.fc6_rank or defaults[0], self.fc7_rank or defaults[1]
+
 
 @dataclass(frozen=True)
 class CompressSummary:
@@ -38,8 +43,7 @@ def compress_run(run: RunLayout, options: CompressOptions = CompressOptions()) -
     started = time.perf_counter()
     files = run.method(NAME)
     trained = load_trained(run)
-    defaults = default_ranks(trained.module)
-    chosen = (options.fc6_rank or defaults[0], options.fc7_rank or defaults[1])
+    chosen = options.ranks(trained.module)
     smaller = compress(trained.module, chosen)
     extra = {k: trained.meta[k] for k in ("scales", "max_size", "test_scale")}
     save_fast(files.compressed, smaller, trained.classes, **extra)

@@ -24,9 +24,9 @@ from stages.proposals.propose import load_proposals
 from stages.runs.devices import all_gather, distributed
 from stages.runs.layout import RunLayout
 from stages.training.matching import label_split
+from stages.training.options import TrainingOptions
 from stages.training.solver import (
     Step,
-    TrainingOptions,
     TrainingStage,
     TrainingSummary,
     iteration_batches,

@@ -4,20 +4,22 @@ network, pool5 (for box regression) and fc7 (for the SVMs), cached per split."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
 
-from stages.cache.features import CacheOptions, CacheRecipe, ExtractSummary, fill_cache, finish_cache
+from stages.cache.features import CacheRecipe, ExtractSummary, fill_cache, finish_cache
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
+from stages.methods.rcnn.options import ExtractOptions
 from stages.networks.backbones import Classifier
 from stages.networks.inputs import to_network_input
 from stages.networks.models import TrainedModel, load_model
 from stages.networks.precision import autocast, check_supported
 from stages.networks.warp import REGION_PIXELS, warp_batch, warp_regions
 from stages.proposals.propose import load_proposals
+from stages.runs.devices import synchronize
 from stages.runs.layout import RunLayout, describe_input
 from stages.runs.processes import processes
 
@@ -37,7 +39,8 @@ def load_finetuned(run: RunLayout, classes: tuple[str, ...] | None = None) -> Tr
 
 class RegionExtractor:
     """pool5 and fc7 of warped regions: the R-CNN feature pipeline, ``batch_size`` windows at a time,
-    the network in ``precision`` (``stages.networks.precision``)."""
+    the network in ``precision`` (``stages.networks.precision``). ``last_timing`` holds the seconds of
+    the last call's conv part (warping, conv1..pool5) and fc part (fc6, fc7)."""
 
     def __init__(
         self, model: Classifier, device: torch.device, batch_size: int = 256, precision: str = "fp32"
@@ -45,6 +48,7 @@ class RegionExtractor:
         check_supported(precision, device)
         self.backbone = model.backbone.to(device).eval()
         self.device, self.batch_size, self.precision = device, batch_size, precision
+        self.last_timing = (0.0, 0.0)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
@@ -54,7 +58,9 @@ class RegionExtractor:
         tensor = to_network_input(image, self.device) if whole else None
         boxes_t = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=self.device)
         pool5, fc7 = [], []
+        conv_seconds = fc_seconds = 0.0
         for chunk in boxes_t.split(self.batch_size):
+            started = time.perf_counter()
             if tensor is not None:
                 crops = warp_regions(tensor, chunk, spec.input_size, spec.context_padding)
             else:
@@ -64,19 +70,20 @@ class RegionExtractor:
                 )
                 crops = crops.to(self.device)
             with autocast(self.precision, self.device):
-                pooled, features = self.backbone(crops)
+                pooled = self.backbone.pooled(crops)
+                synchronize(self.device)
+                middle = time.perf_counter()
+                features = self.backbone.head(pooled)
             pool5.append(pooled.float().cpu())
             fc7.append(features.float().cpu())
+            conv_seconds, fc_seconds = (
+                conv_seconds + middle - started,
+                fc_seconds + time.perf_counter() - middle,
+            )
+        self.last_timing = (conv_seconds, fc_seconds)
         if not pool5:
             return {"pool5": torch.zeros(0, spec.pool5_dim), "fc7": torch.zeros(0, spec.fc_dim)}
         return {"pool5": torch.cat(pool5), "fc7": torch.cat(fc7)}
-
-
-@dataclass(frozen=True)
-class ExtractOptions(CacheOptions):
-    """R-CNN's feature caching: ``batch_size`` warped regions a forward pass."""
-
-    batch_size: int = 256
 
 
 def extract_features(

@@ -16,8 +16,8 @@ from stages.proposals.propose import load_proposals
 from stages.runs.layout import RunLayout
 from stages.training.balanced_sampling import BalancedSampler
 from stages.training.matching import Matcher, label_split
+from stages.training.options import TrainingOptions
 from stages.training.solver import (
-    TrainingOptions,
     TrainingStage,
     TrainingSummary,
     classification_step,

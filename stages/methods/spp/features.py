@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +16,6 @@ import numpy as np
 import torch
 
 from stages.cache.features import (
-    CacheOptions,
     CacheRecipe,
     ExtractSummary,
     FeatureCache,
@@ -27,39 +26,22 @@ from stages.cache.features import (
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.methods.spp.network import NAME, WINDOW_SIZE, SppNet, load_spp, scale_factors
-from stages.methods.spp.pooling import PYRAMID
+from stages.methods.spp.network import NAME, SppNet, load_spp, scale_factors
+from stages.methods.spp.options import SppExtractOptions
 from stages.networks.backbones import resolve_backbone
 from stages.networks.precision import autocast, check_supported
 from stages.proposals.propose import load_proposals
+from stages.runs.devices import synchronize
 from stages.runs.layout import RunLayout, describe_input, read_manifest
 from stages.runs.processes import Processes, processes
 
 log = logging.getLogger("rcnn")
 
 
-@dataclass(frozen=True)
-class SppExtractOptions(CacheOptions):
-    """SPP-net features: one scale (688) or the paper's five; the {1, 2, 3, 6} pyramid; each window
-    pooled at the scale where it is closest to ``window_size`` squared. ``backbone`` and ``weights`` choose
-    the conv layers before fine-tuning (default: the run's pre-trained backbone)."""
-
-    scales: tuple[int, ...] = (688,)
-    window_size: int = WINDOW_SIZE
-    levels: tuple[int, ...] = PYRAMID
-    backbone: str | None = None
-    weights: str | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.scales or min(self.scales) < 16:
-            raise UserError("--scales: give shorter-side sizes of at least 16 px")
-        if self.window_size < 16:
-            raise UserError("--window-size: give at least 16 px")
-
-
 class SppExtractor:
-    """Pyramid features (and fc7 once the fc layers are fine-tuned) of windows, conv5 once a scale."""
+    """Pyramid features (and fc7 once the fc layers are fine-tuned) of windows, conv5 once a scale.
+    ``last_timing`` holds the seconds of the last call's conv part (conv1..conv5 at every scale) and fc
+    part (pyramid pooling, fc6, fc7)."""
 
     def __init__(
         self,
@@ -74,6 +56,7 @@ class SppExtractor:
         self.net = net.to(device).eval()
         self.scales, self.window_size = tuple(scales), window_size
         self.device, self.with_fc7, self.precision = device, with_fc7, precision
+        self.last_timing = (0.0, 0.0)
 
     @torch.no_grad()
     def __call__(self, image: np.ndarray, boxes: np.ndarray) -> dict[str, torch.Tensor]:
@@ -81,14 +64,22 @@ class SppExtractor:
         height, width = image.shape[:2]
         factors = scale_factors(height, width, self.scales)
         boxes_t = torch.as_tensor(np.asarray(boxes, np.float32), device=self.device)
+        started = time.perf_counter()
         with autocast(self.precision, self.device):
             maps = self.net.conv5(image, factors, self.device)
+            synchronize(self.device)
+            middle = time.perf_counter()
             pyramid = self.net.pyramid(maps, boxes_t, factors, self.window_size)
             fc7 = self.net.head(pyramid) if self.with_fc7 else None
         found = {"pyramid": pyramid.float().cpu()}
         if fc7 is not None:
             found["fc7"] = fc7.float().cpu()
+        self.last_timing = (middle - started, time.perf_counter() - middle)
         return found
+
+
+_FIRST_PASS = "rcnn extract-features --method spp --before-finetuning"
+"""The pass that caches the pyramids fine-tuning reads."""
 
 
 def extract_features(
@@ -96,8 +87,12 @@ def extract_features(
     run: RunLayout,
     options: SppExtractOptions = SppExtractOptions(),
     progress: Progress = SILENT,
+    *,
+    before_finetuning: bool = False,
 ) -> ExtractSummary:
-    """Cache the pyramid (and, after ``rcnn finetune --method spp``, fc7) of every region of the split.
+    """Cache the pyramid and fc7 of every region of the split, from the fine-tuned network; with
+    ``before_finetuning``, the pyramids alone, from the conv layers of ``options.backbone`` and
+    ``options.weights`` (default: the run's backbone), for fine-tuning to read.
 
     After fine-tuning, a pyramid-only cache of the split made by the same conv layers with the same
     settings (the one fine-tuning read) is reused: only fc7 is computed, from its stored pyramids (by rank
@@ -105,7 +100,7 @@ def extract_features(
     """
     started = time.perf_counter()
     with processes(options.device) as procs:
-        summary = _extract(dataset, run, options, progress, procs, started)
+        summary = _extract(dataset, run, options, progress, procs, started, before_finetuning)
         return procs.from_writer(summary)
 
 
@@ -116,6 +111,7 @@ def _extract(
     progress: Progress,
     procs: Processes,
     started: float,
+    before_finetuning: bool,
 ) -> ExtractSummary | None:
     """``extract_features`` in one of the run's processes; the summary on rank 0, None elsewhere."""
     device = procs.device
@@ -123,7 +119,13 @@ def _extract(
     trained_on = None
     model_path: Path | None
     conv: dict[str, str | None]
-    if run.method(NAME).finetune.model.exists():
+    if not before_finetuning:
+        finetuned = run.method(NAME).finetune.model
+        if not finetuned.exists():
+            raise UserError(
+                f"{finetuned}: not found; fc7 needs it: make it with "
+                f"`{run.command_for(finetuned, dataset.root)}`, which reads the pyramids of `{_FIRST_PASS}`"
+            )
         trained = load_spp(run, dataset.classes)
         net, with_fc7, model_path = trained.module.net, True, trained.path
         conv = {"backbone": trained.backbone, "weights": str(model_path)}
@@ -136,10 +138,6 @@ def _extract(
         backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
         net, with_fc7, model_path = SppNet(backbone, options.levels), False, weights_file
         conv = {"backbone": backbone.spec.name, "weights": str(model_path) if model_path else options.weights}
-        if procs.writer:
-            log.info(
-                "no fine-tuned SPP-net yet: caching pyramids only; fc7 follows `rcnn finetune --method spp`"
-            )
     dataset, proposals = load_proposals(run, dataset)
     proposals_file = run.proposals(dataset.split)
     stamp = {

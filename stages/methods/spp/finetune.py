@@ -21,13 +21,8 @@ from stages.networks.models import save_model
 from stages.runs.layout import RunLayout, describe_input
 from stages.training.balanced_sampling import BalancedSampler
 from stages.training.matching import Matcher
-from stages.training.solver import (
-    TrainingOptions,
-    TrainingStage,
-    TrainingSummary,
-    classification_step,
-    parameter_groups,
-)
+from stages.training.options import TrainingOptions
+from stages.training.solver import TrainingStage, TrainingSummary, classification_step, parameter_groups
 
 
 @dataclass(frozen=True)
@@ -106,6 +101,9 @@ def finetune(
     files = run.method(NAME)
     stage = TrainingStage("finetune", options, files.finetune, method=NAME, resume=resume, progress=progress)
     source = files.features(dataset.split)
+    if not source.exists():  # the first of the two passes
+        command = f"{run.command_for(source, dataset.root)} --before-finetuning"
+        raise UserError(f"{source}: not found; cache the pyramids fine-tuning reads with `{command}`")
     with FeatureCache.of(files, dataset.split, dataset.root) as cache:
         if tuple(cache.classes) != tuple(dataset.classes):
             raise UserError(f"{source}: made for classes {', '.join(cache.classes)}, not this dataset's")

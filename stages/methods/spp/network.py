@@ -14,13 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from stages.methods.spp.pooling import (
-    PYRAMID,
-    project_windows,
-    pyramid_bins,
-    receptive_field,
-    spatial_pyramid_pool,
-)
+from stages.methods.spp.options import PYRAMID, WINDOW_SIZE
+from stages.methods.spp.pooling import project_windows, pyramid_bins, receptive_field, spatial_pyramid_pool
 from stages.networks.backbones import Backbone, build_backbone, conv5_maps
 from stages.networks.inputs import resized_input
 from stages.networks.models import TrainedModel, load_model
@@ -28,10 +23,6 @@ from stages.networks.precision import pooling_dtype
 from stages.runs.layout import RunLayout
 
 NAME = "spp"
-
-WINDOW_SIZE = 224
-"""A window is pooled at the scale where its area is closest to 224 x 224 (section 4.1): there it spans
-14 cells of a stride-16 conv5, enough for the 6 x 6 level to see distinct cells."""
 
 
 def scale_factors(height: int, width: int, scales: Sequence[int]) -> list[float]:

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
+from stages.methods.spp.options import PYRAMID
 from stages.networks.backbones import Layer
 from stages.networks.precision import pooling_input
-
-PYRAMID = (1, 2, 3, 6)
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,13 @@ import json
 import shutil
 
 import cv2
+import pytest
 
 from stages.detections.files import read_detections
 from stages.runs.layout import RunLayout
 from tests.helpers import rcnn, run_steps
+
+pytestmark = pytest.mark.slow  # torchrun, SIGKILL or a whole chain: `make test-quick` leaves it out
 
 
 def test_the_fast_rcnn_chain_learns_its_training_split(tiny_run, tmp_path):

@@ -17,6 +17,8 @@ from stages.methods.rcnn.features import extract_features
 from stages.runs.layout import RunLayout
 from tests.helpers import rcnn, run_steps
 
+pytestmark = pytest.mark.slow  # torchrun, SIGKILL or a whole chain: `make test-quick` leaves it out
+
 
 def test_the_rcnn_chain_learns_its_training_split(tiny_run, tmp_path):
     """The chain fits the five images it was trained on: a pipeline that mixed up labels, boxes or scores

@@ -6,6 +6,7 @@ import shutil
 
 import h5py
 import numpy as np
+import pytest
 import torch
 
 from stages.methods.spp.features import SppExtractor
@@ -14,6 +15,8 @@ from stages.networks.inputs import read_image
 from stages.runs.layout import RunLayout, read_manifest
 from tests.helpers import rcnn, run_steps
 
+pytestmark = pytest.mark.slow  # torchrun, SIGKILL or a whole chain: `make test-quick` leaves it out
+
 
 def test_the_spp_chain_learns_its_training_split(tiny_run, tmp_path):
     data, base = tiny_run
@@ -21,7 +24,8 @@ def test_the_spp_chain_learns_its_training_split(tiny_run, tmp_path):
     shutil.copytree(base, run)
     files = RunLayout(run).method("spp")
     on, scales = ("--data", data), ("--scales", "96,160")
-    run_steps(run, ("extract-features", "--method", "spp", *on, "--split", "trainval", *scales))
+    first = ("extract-features", "--method", "spp", *on, "--split", "trainval", *scales)
+    run_steps(run, (*first, "--before-finetuning"))
     with h5py.File(files.features("trainval")) as h5:
         assert "pyramid" in h5 and "fc7" not in h5 and h5["pyramid"].shape[1] == 128 * 50
         pyramids = h5["pyramid"][:]

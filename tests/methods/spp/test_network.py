@@ -5,7 +5,8 @@ import numpy as np
 import torch
 
 from stages.methods.spp.network import SppNet, pick_scales, scale_factors
-from stages.methods.spp.pooling import PYRAMID, project_windows
+from stages.methods.spp.options import PYRAMID
+from stages.methods.spp.pooling import project_windows
 from stages.networks.backbones import build_backbone
 from tests.methods.spp.test_pooling import reference_spp
 

@@ -9,8 +9,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stages.methods.spp.options import PYRAMID
 from stages.methods.spp.pooling import (
-    PYRAMID,
     ReceptiveField,
     bin_edges,
     project_windows,

@@ -1,0 +1,92 @@
+"""The options of every training stage, torch-free so that the command line shows their defaults at once:
+the solver's settings (``Solver``), what every training stage shares (``TrainingOptions``), and
+pre-training's (``PretrainOptions``). ``stages.training.solver`` trains by them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+from stages.core.errors import UserError
+from stages.networks.options import check_precision
+
+
+@dataclass(frozen=True)
+class Solver:
+    """SGD with momentum; the rate is multiplied by ``gamma`` every ``step`` iterations (Caffe's "step")."""
+
+    iterations: int
+    learning_rate: float
+    step: int
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    checkpoint_every: int = 1000
+
+    def __post_init__(self) -> None:
+        for name in ("iterations", "step", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if not self.learning_rate > 0:
+            raise UserError("--learning-rate must be positive")
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What every training stage's options share: the solver's settings, checkpoints, seed, device and
+    the precision of the forward and backward passes (``stages.networks.precision``).
+
+    Each stage subclasses it with its paper's iterations, learning rate and step, and its own fields.
+    """
+
+    iterations: int
+    learning_rate: float
+    step: int
+    gamma: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0005
+    checkpoint_every: int = 1000
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "fp32"
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device")
+    """Fields (of the stage's, where it has them) that do not shape the weights a run ends with: a
+    checkpoint resumes across changes to them (more iterations extend a finished run)."""
+
+    def __post_init__(self) -> None:
+        self.solver()  # the solver checks its settings: bad ones fail here, before any work
+        check_precision(self.precision)
+
+    def solver(self) -> Solver:
+        return Solver(
+            self.iterations,
+            self.learning_rate,
+            self.step,
+            self.gamma,
+            self.momentum,
+            self.weight_decay,
+            self.checkpoint_every,
+        )
+
+    def resume_stamp(self) -> dict[str, Any]:
+        """The options a checkpoint must have been made with to be continued, but the solver's, which
+        ``train`` stamps itself."""
+        solver = {f.name for f in fields(Solver)}
+        return {k: v for k, v in asdict(self).items() if k not in self.RUNTIME and k not in solver}
+
+
+@dataclass(frozen=True)
+class PretrainOptions(TrainingOptions):
+    """Crop classification: SGD at 0.01, momentum 0.9, weight decay 0.0005 (the ImageNet solver's), x0.1
+    after 1500 of 2000 iterations; 128 crops a mini-batch, jittered by up to 10% of their size."""
+
+    iterations: int = 2000
+    learning_rate: float = 0.01
+    step: int = 1500
+    checkpoint_every: int = 500
+    backbone: str = "tiny"
+    weights: str | None = None
+    batch_size: int = 128
+    jitter: float = 0.1
+    workers: int = 0
