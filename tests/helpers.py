@@ -12,7 +12,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from rcnn_cli.app import app
-from stages.cache.features import CacheWriter
+from stages.cache.files import CacheWriter
 from stages.datasets.options import DemoOptions
 from stages.training.matching import LabelledRegions
 

@@ -346,6 +346,7 @@ def test_a_folder_given_for_a_file_is_named_as_a_folder(tiny_demo, tmp_path):
     assert_refused(result, f"{tmp_path}: is a folder; give the .mat file")
 
 
+@pytest.mark.slow
 def test_the_detect_memory_bench_runs_detect_on_each_size(trained, tmp_path):
     data, run = trained
     image = next((data / "JPEGImages").glob("*.jpg"))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from stages.cache.box_regression import load_bbox, train_bbox, whitening
-from stages.cache.features import FeatureCache, feature_scale
+from stages.cache.files import FeatureCache
+from stages.cache.norms import feature_scale
 from stages.cache.options import BboxOptions
 from stages.core.geometry import decode_boxes
 from stages.runs.layout import RunLayout

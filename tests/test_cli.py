@@ -35,7 +35,7 @@ def test_version_and_every_command_has_help_with_an_example():
     assert result.exit_code == 0 and result.output.startswith("rcnn ")
     commands = every_command(typer.main.get_command(app))
     assert {("compress",), ("bench", "methods"), ("data", "demo"), ("finetune",)} <= set(commands)
-    assert len(commands) == 22
+    assert len(commands) == 23  # bench startup the last added
     for command in commands:
         result = rcnn(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
@@ -133,12 +133,10 @@ def test_check_lists_problems_and_exits_2(tiny_demo, tmp_path):
 
 
 def test_internal_errors_exit_1_and_debug_shows_the_traceback(tiny_demo, monkeypatch):
-    import rcnn_cli.data
-
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(rcnn_cli.data, "check_dataset", broken)
+    monkeypatch.setattr("stages.datasets.formats.check_dataset", broken)  # imported when the command runs
     assert_one_line_error(
         rcnn("data", "check", "--data", tiny_demo), "internal error: RuntimeError: boom", "--debug", code=1
     )
@@ -290,6 +288,17 @@ def test_bench_svm_memory_trains_on_copies_of_the_cache(made):
     rows = re.findall(r"│ +([12]) │ +(\d+) │ +\d+ │ +\d+ │ +(\d+) │ +[\d.]+ │", result.output)
     assert [copies for copies, _, _ in rows] == ["1", "2"]
     assert int(rows[1][1]) == 2 * int(rows[0][1]) and all(int(peak) > 0 for _, _, peak in rows)
+
+
+@pytest.mark.slow
+def test_bench_startup_times_the_help_of_every_command():
+    result = rcnn("bench", "startup", "--repeats", "1")
+    assert result.exit_code == 0, result.output
+    rows = dict(re.findall(r"^ +(rcnn[a-z -]*?) +([\d.]+) +[\d.]+ *$", result.output, re.M))
+    assert {"rcnn", "rcnn finetune", "rcnn bench methods", "rcnn data demo"} <= set(rows)
+    assert len(rows) == 23 + 3 and all(
+        float(seconds) > 0 for seconds in rows.values()
+    )  # and rcnn, bench, data
 
 
 def test_bench_coco_read_reads_a_generated_split():

@@ -198,9 +198,7 @@ def test_a_killed_two_process_extraction_resumes_to_one_process_s_cache(trained,
     target = RunLayout(run).method("rcnn").features("test")
     target.unlink()
     stage = ("extract-features", "--method", "rcnn", "--data", data, "--split", "test", "--run", run)
-    torchrun(
-        "stages.cache.features:CacheWriter.append", "1", "--", *stage, module="tests.kill_midway", expect=1
-    )
+    torchrun("stages.cache.files:CacheWriter.append", "1", "--", *stage, module="tests.kill_midway", expect=1)
     assert any(target.parent.glob(".test.parts/*"))
     torchrun(*stage)
     assert_same_cache(target, single.method("rcnn").features("test"))

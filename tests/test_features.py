@@ -4,8 +4,8 @@ import h5py
 import numpy as np
 import pytest
 
-from stages.cache import features
-from stages.cache.features import CacheWriter, FeatureCache, merge_caches
+from stages.cache import files
+from stages.cache.files import CacheWriter, FeatureCache, merge_caches
 from stages.cache.options import COMPRESSIONS, CacheOptions
 from stages.core.errors import UserError
 from tests.helpers import separable_images, write_cache
@@ -81,7 +81,7 @@ def test_merged_parts_equal_the_cache_one_writer_makes(tmp_path, monkeypatch):
         for i in chosen:
             writer.append(ids[i], images[i][0], {"fc7": images[i][1], "pool5": images[i][2]})
         parts.append(writer.finish({}))
-    monkeypatch.setattr(features, "MERGE_BLOCK_BYTES", 1)
+    monkeypatch.setattr(files, "MERGE_BLOCK_BYTES", 1)
     merged = merge_caches(parts, tmp_path / "merged.h5")
     with h5py.File(merged) as made, h5py.File(whole) as expected:
         assert sorted(made) == sorted(expected)

@@ -110,7 +110,7 @@ def test_a_killed_feature_extraction_resumes_to_the_same_cache(base, tmp_path):
     for run in (interrupted, straight):
         run_steps(run, ("finetune", "--method", "rcnn", "--data", data, "--iterations", "2"))
     stage = ("extract-features", "--method", "rcnn", "--data", data, "--split", "trainval")
-    killed("stages.cache.features:CacheWriter.append", 2, *stage, "--run", interrupted)
+    killed("stages.cache.files:CacheWriter.append", 2, *stage, "--run", interrupted)
     result = rcnn(*stage, "--run", interrupted)
     assert result.exit_code == 0 and "resuming: 2 of 5 images already cached" in result.output, result.output
     run_steps(straight, stage)

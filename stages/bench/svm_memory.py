@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.cache.features import CacheWriter, FeatureCache
+from stages.cache.files import CacheWriter, FeatureCache
 from stages.core.progress import SILENT, Progress
 from stages.methods.base import CachedFeatureMethod
 from stages.runs.layout import RunLayout, manifest_path

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stages.cache.features import FeatureCache, norm_sample, require_feature, scale_from_norms
+from stages.cache.files import FeatureCache
+from stages.cache.norms import norm_sample, require_feature, scale_from_norms
 from stages.cache.options import BboxOptions
 from stages.core.atomic import atomic_path
 from stages.core.errors import UserError

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages.cache.features import FeatureCache, feature_scale
+from stages.cache.files import FeatureCache
+from stages.cache.norms import feature_scale
 from stages.cache.options import SvmOptions
 from stages.core.atomic import atomic_path
 from stages.core.errors import UserError

@@ -25,7 +25,7 @@ from stages.methods.base import PLAIN, ImageDetector, Method, Variant
 from stages.networks.inputs import read_image
 from stages.proposals.sources import Proposer, run_proposer
 from stages.runs.layout import RunLayout, describe_input, parts_of
-from stages.runs.processes import ImageParts, processes, shared_task, spread
+from stages.runs.processes import ImageParts, ImageShard, processes
 
 log = logging.getLogger("rcnn")
 
@@ -132,21 +132,17 @@ def detect_images(
             "inputs": [describe_input(path) for path in method.detector_inputs(run, variant=variant)],
             "images": [str(path.resolve()) for path in paths],
         }
-        parts = ImageParts(parts_of(out / "detect"), stamp, procs)
-        finished = parts.image_ids()
-        mine = [job for job in spread(list(zip(stems, paths, strict=True)), procs) if job[0] not in finished]
-        label = f"detecting ({method.name})"
-        board = parts.folder / "progress"
-        with shared_task(progress, procs, board, label, len(paths), "img", len(finished)) as advance:
-            try:
-                skipped = _detect_each(mine, detector, out, proposer, procs.cores, skip_bad, parts, advance)
-            finally:
-                parts.flush()
+        jobs = list(zip(stems, paths, strict=True))
+        shard = ImageShard(procs, parts_of(out / "detect"), stamp, jobs, _stem)
+        with shard.working(progress, f"detecting ({method.name})") as advance:
+            skipped = _detect_each(
+                shard.todo, detector, out, proposer, procs.cores, skip_bad, shard.parts, advance
+            )
         gathered = procs.gather(skipped)
-        found = parts.load()
+        found = shard.parts.load()
         procs.wait()  # every process has read the parts
         if procs.writer:
-            parts.remove()
+            shard.parts.remove()
     path_of = dict(zip(stems, paths, strict=True))
     found_by_stem = {
         stem: DetectedImage(
@@ -172,6 +168,10 @@ def detect_images(
     if grid is not None and procs.writer:
         write_grid(grid, [r.picture for r in results])
     return results
+
+
+def _stem(job: tuple[str, Path]) -> str:
+    return job[0]
 
 
 def _detect_each(

@@ -16,14 +16,14 @@ import numpy as np
 from stages.core.atomic import write_json
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
-from stages.datasets.records import Dataset
+from stages.datasets.records import Dataset, ImageRecord
 from stages.detections.files import detections_of, write_detections
 from stages.detections.postprocess import DetectOptions, ImageDetections
 from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves
 from stages.methods.base import PLAIN, ImageResult, Method, Variant
 from stages.networks.precision import check_supported
 from stages.runs.layout import RunLayout, describe_input, parts_of, read_manifest, write_manifest
-from stages.runs.processes import ImageParts, processes, shared_task, spread
+from stages.runs.processes import ImageShard, processes
 
 log = logging.getLogger("rcnn")
 
@@ -79,39 +79,35 @@ def evaluate_run(
             "options": asdict(options),
             "inputs": [describe_input(path) for path in inputs],
         }
-        parts = ImageParts(parts_of(detections_path), stamp, procs)
-        finished = parts.image_ids()
-        todo = tuple(r for r in spread(dataset.images, procs) if r.image_id not in finished)
-        done = sum(r.image_id in finished for r in dataset.images)
-        label = f"detecting ({method.name}{variant.label})"
-        board = parts.folder / "progress"
-        with shared_task(progress, procs, board, label, len(dataset), "img", done) as advance:
+        shard = ImageShard(procs, parts_of(detections_path), stamp, dataset.images, _image_id)
+        with shard.working(progress, f"detecting ({method.name}{variant.label})") as advance:
             results = method.detect_split(
-                replace(dataset, images=todo),
+                replace(dataset, images=tuple(shard.todo)),
                 run,
                 options,
                 variant=variant,
                 device=procs.device,
                 precision=precision,
             )
-            try:
+            clock = time.perf_counter()
+            for result in results:  # an image's seconds: since the one before
+                shard.parts.add(result.image_id, _as_arrays(result, time.perf_counter() - clock))
+                advance()
                 clock = time.perf_counter()
-                for result in results:  # an image's seconds: since the one before
-                    parts.add(result.image_id, _as_arrays(result, time.perf_counter() - clock))
-                    advance()
-                    clock = time.perf_counter()
-            finally:
-                parts.flush()
         evaluation = None
         if procs.writer:
             evaluation = _score(
-                dataset, run, method, metric, options, variant, precision, parts.load(), inputs, started
+                dataset, run, method, metric, options, variant, precision, shard.parts.load(), inputs, started
             )
-            parts.remove()
+            shard.parts.remove()
         return procs.from_writer(evaluation)
 
 
 _FIELDS = ("boxes", "scores", "labels")
+
+
+def _image_id(record: ImageRecord) -> str:
+    return record.image_id
 
 
 def _as_arrays(result: ImageResult, seconds: float) -> dict[str, np.ndarray]:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from stages.cache.box_regression import BoxRegressors, load_bbox, train_bbox
-from stages.cache.features import ExtractSummary, FeatureCache, RegionFeatures
+from stages.cache.features import ExtractSummary, RegionFeatures
+from stages.cache.files import FeatureCache
 from stages.cache.options import BboxOptions, SvmOptions
 from stages.cache.svm import load_svms, train_svms
 from stages.core.errors import UserError

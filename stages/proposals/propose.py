@@ -30,7 +30,7 @@ from stages.datasets.records import Dataset, ImageRecord
 from stages.proposals import selective_search
 from stages.proposals.options import ProposalOptions
 from stages.runs.layout import RunLayout, read_manifest, require_artifact, write_manifest
-from stages.runs.processes import SINGLE, ImageParts, Processes, processes, shared_task, spread
+from stages.runs.processes import SINGLE, ImageShard, Processes, processes
 
 log = logging.getLogger("rcnn")
 
@@ -246,6 +246,10 @@ class _Found:
     seconds: float
 
 
+def _image_id(record: ImageRecord) -> str:
+    return record.image_id
+
+
 def propose(
     dataset: Dataset,
     run: RunLayout,
@@ -263,40 +267,28 @@ def propose(
     started = time.perf_counter()
     with processes() as procs:
         stamp = {**asdict(options), "workers": None, "root": str(dataset.root)}
-        parts = ImageParts(run.proposal_parts(dataset.split), stamp, procs)
-        finished = parts.image_ids()
-        todo = [r for r in spread(dataset.images, procs) if r.image_id not in finished]
-        done = sum(r.image_id in finished for r in dataset.images)
-        if done and procs.writer:
-            log.info("resuming: %d of %d images already done", done, len(dataset))
-        workers = min(options.workers or procs.cores, max(1, len(todo)))
-        jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in todo]
+        shard = ImageShard(procs, run.proposal_parts(dataset.split), stamp, dataset.images, _image_id)
+        workers = min(options.workers or procs.cores, max(1, len(shard.todo)))
+        jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in shard.todo]
         skipped: dict[str, str] = {}
         search_started = time.perf_counter()
         label = f"{procs.world_size} x {workers}" if procs.world_size > 1 else str(workers)
-        board = parts.folder / "progress"
-        with shared_task(
-            progress, procs, board, f"selective search ({label} workers)", len(dataset), "img", done
-        ) as advance:
-            try:
-                for image_id, found, problem in search_many(jobs, workers):
-                    if problem is not None:
-                        if not skip_bad:
-                            raise UserError(problem)
-                        skipped[image_id] = problem
-                    else:
-                        parts.add(
-                            image_id, {"boxes": filter_boxes(found, options.min_size, options.max_boxes)}
-                        )
-                    advance()
-            finally:
-                parts.flush()
-        outcomes = procs.gather((skipped, len(todo) - len(skipped), time.perf_counter() - search_started))
+        with shard.working(progress, f"selective search ({label} workers)") as advance:
+            for image_id, found, problem in search_many(jobs, workers):
+                if problem is not None:
+                    if not skip_bad:
+                        raise UserError(problem)
+                    skipped[image_id] = problem
+                else:
+                    boxes = filter_boxes(found, options.min_size, options.max_boxes)
+                    shard.parts.add(image_id, {"boxes": boxes})
+                advance()
+        outcomes = procs.gather((skipped, len(jobs) - len(skipped), time.perf_counter() - search_started))
         summary: ProposalSummary | None = None
         if procs.writer:
-            boxes = {image_id: arrays["boxes"] for image_id, arrays in parts.load().items()}
+            merged = {image_id: arrays["boxes"] for image_id, arrays in shard.parts.load().items()}
             found_all = _Found(
-                boxes,
+                merged,
                 {k: v for problems, _, _ in outcomes for k, v in problems.items()},
                 sum(computed for _, computed, _ in outcomes),
                 max(seconds for _, _, seconds in outcomes),
@@ -304,7 +296,7 @@ def propose(
             summary = _finish(
                 run, dataset, options, found_all, started, source="selective_search", procs=procs
             )
-            parts.remove()
+            shard.parts.remove()
         return procs.from_writer(summary)
 
 

@@ -14,98 +14,33 @@ proposals file; without the dataset the page says so and leaves them out.
 
 from __future__ import annotations
 
-import base64
-import csv
 import html
-import io
 import logging
-import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from stages.config.run_config import PaperFigures, RunConfig, load_config
+from stages.config.run_config import PaperFigures
 from stages.core.atomic import atomic_path
 from stages.core.errors import UserError
-from stages.core.plotting import drawing, pyplot
-from stages.datasets.formats import load_dataset
-from stages.datasets.records import Dataset
-from stages.detections.files import read_detections
-from stages.evaluation.metrics import Evaluation, evaluate
-from stages.methods import METHODS
-from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS, proposals_dataset
-from stages.report.summary import MethodResult, RunReport, report
+from stages.core.plotting import drawing
+from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS
+from stages.report.charts import (
+    accuracy_speed_chart,
+    picture_uri,
+    pr_chart,
+    stage_chart,
+    stage_colour,
+    stage_rows,
+    training_chart,
+)
+from stages.report.collect import (
+    CollectedRun,
+    collect_run,
+)
 from stages.runs.layout import RunLayout
 
 log = logging.getLogger("rcnn")
-
-_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
-_SHARED = "#7f7f7f"
-"""The colour of what no one method owns: proposals, pre-training."""
-_LINE_STYLES = ("-", "--", ":", "-.")
-_MARKERS = ("o", "s", "^", "D")
-_HATCHES = ("", "//", "..", "xx")
-_DPI = 100
-_GRID_WIDTH = 900
-"""Detection grids wider than this (pixels) are scaled down to it."""
-
-
-def _method_colours() -> dict[tuple[str, str], str]:
-    """A colour for each method and each variant of its network, in the lineage's order:
-    (name, variant key) -> hex."""
-    keys = [(name, variant.key) for name, method in METHODS.items() for variant in method.variants]
-    return {key: _PALETTE[i % len(_PALETTE)] for i, key in enumerate(keys)}
-
-
-_COLOURS = _method_colours()
-
-
-@dataclass(frozen=True)
-class _Evaluated:
-    """One evaluation as the page shows it: the report's figures, the paper's (or None), and the PR curves
-    scored again from the detections (None when they could not be)."""
-
-    result: MethodResult
-    paper: PaperFigures | None
-    curves: Evaluation | None
-
-    @property
-    def colour(self) -> str:
-        """The colour of its method (and compressed model) in every table and chart."""
-        return _COLOURS.get((self.result.method, self.result.variant), _SHARED)
-
-
-@dataclass(frozen=True)
-class _Log:
-    """One training log (``log.csv``): its method's name (None for pre-training), label and columns."""
-
-    method: str | None
-    label: str
-    columns: dict[str, list[float]]
-
-    @property
-    def colour(self) -> str:
-        """Its method's colour; grey for the shared pre-training."""
-        return _SHARED if self.method is None else _COLOURS.get((self.method, ""), _SHARED)
-
-
-@dataclass(frozen=True)
-class _Run:
-    """One run folder with everything the page shows of it; ``notes`` say what had to be left out."""
-
-    layout: RunLayout
-    report: RunReport
-    evaluations: tuple[_Evaluated, ...]
-    logs: tuple[_Log, ...]
-    grids: tuple[tuple[str, Path], ...]
-    notes: tuple[str, ...]
-
-    @property
-    def name(self) -> str:
-        """The run folder as given, which tells runs apart in tables and legends."""
-        return str(self.layout)
 
 
 def write_report_page(runs: Sequence[RunLayout], target: Path) -> Path:
@@ -116,7 +51,7 @@ def write_report_page(runs: Sequence[RunLayout], target: Path) -> Path:
     """
     if not runs:
         raise UserError("give at least one run folder")
-    collected = [_collect(run) for run in runs]
+    collected = [collect_run(run) for run in runs]
     names = {name for run in collected for item in run.evaluations for name, _ in item.result.class_ap}
     with drawing(names):  # class names in any script, with a font that has their characters
         page = _page(collected)
@@ -129,409 +64,7 @@ def write_report_page(runs: Sequence[RunLayout], target: Path) -> Path:
 # ---- reading a run ----------------------------------------------------------------------------------
 
 
-def _collect(run: RunLayout) -> _Run:
-    """Everything the page shows of ``run``, read from its artifacts."""
-    found = report(run)
-    config = _config(run)
-    evaluations, notes = _evaluations(run, found, config)
-    grids = tuple(
-        (method.label, grid)
-        for method in METHODS.values()
-        if (grid := method.files(run).detect / "grid.png").is_file()
-    )
-    return _Run(run, found, evaluations, _training_logs(run), grids, notes)
-
-
-def _config(run: RunLayout) -> RunConfig | None:
-    """The run's ``config.toml`` (written by ``rcnn run``), or None when it has none or it does not load:
-    the paper's figures are then left out, the rest of the page is the same."""
-    path = run.config
-    if not path.is_file():
-        return None
-    try:
-        return load_config(path)
-    except UserError as exc:
-        log.warning("no paper figures for %s: %s", run, exc)
-        return None
-
-
-def _paper(config: RunConfig | None, result: MethodResult) -> PaperFigures | None:
-    """The paper's figures for ``result``'s method (its compressed model's for a ``+ SVD`` evaluation)."""
-    settings = None if config is None else config.methods.get(result.method)
-    if settings is None:
-        return None
-    return settings.papers.get(result.variant)
-
-
-def _evaluations(
-    run: RunLayout, found: RunReport, config: RunConfig | None
-) -> tuple[tuple[_Evaluated, ...], tuple[str, ...]]:
-    """Each evaluation with its paper figures and PR curves; notes for the curves that had to be left out.
-    Each split's dataset is read once."""
-    splits: dict[str, Dataset | None] = {}
-    evaluations, notes = [], []
-    for result in found.results:
-        if result.split not in splits:
-            classes = tuple(name for name, _ in result.class_ap) or None
-            try:
-                splits[result.split] = _split(run, config, result.split, classes)
-            except UserError as exc:
-                splits[result.split] = None
-                notes.append(f"{run}: PR curves of split {result.split!r} left out: {exc}")
-        dataset, curves = splits[result.split], None
-        if dataset is not None:
-            try:
-                curves = _score_again(run, result, dataset)
-            except UserError as exc:
-                notes.append(f"{run}: PR curves of {result.label} left out: {exc}")
-        evaluations.append(_Evaluated(result, _paper(config, result), curves))
-    return tuple(evaluations), tuple(notes)
-
-
-def _split(run: RunLayout, config: RunConfig | None, split: str, classes: tuple[str, ...] | None) -> Dataset:
-    """The annotated split the evaluations scored: the config's ``[data]`` when the run has one, else the
-    dataset the split's proposals were made from. UserError when it cannot be read (moved, removed)."""
-    if config is not None:
-        data = config.data
-        return load_dataset(Path(data.root), split, classes, data.skip_bad, format=data.format)
-    root, layout = proposals_dataset(run.proposals(split))
-    return load_dataset(root, split, classes, format=layout)
-
-
-def _score_again(run: RunLayout, result: MethodResult, dataset: Dataset) -> Evaluation:
-    """``result``'s evaluation again, from its detections file, for the PR curves the JSON does not keep."""
-    files = METHODS[result.method].files(run)
-    return evaluate(dataset, read_detections(files.detections(result.split, result.variant)), result.metric)
-
-
-def _training_logs(run: RunLayout) -> tuple[_Log, ...]:
-    """The pre-training log and each method's fine-tuning log, those that exist and can be read."""
-    sources: list[tuple[str | None, str, Path]] = [(None, "pre-training", run.pretrain.log)]
-    sources += [(name, method.label, method.files(run).finetune.log) for name, method in METHODS.items()]
-    logs = []
-    for method, label, path in sources:
-        if path.is_file():
-            columns = _read_log(path)
-            if columns.get("iteration"):
-                logs.append(_Log(method, label, columns))
-    return tuple(logs)
-
-
-def _read_log(path: Path) -> dict[str, list[float]]:
-    """A ``log.csv`` as columns of floats (NaN where a value is missing); empty when unreadable."""
-
-    def number(text: str | None) -> float:
-        """A cell as a float; NaN for an empty or malformed one (a log cut short by a kill)."""
-        try:
-            return float(text) if text else math.nan
-        except ValueError:
-            return math.nan
-
-    try:
-        with path.open(newline="", encoding="utf-8") as file:
-            rows = list(csv.DictReader(file))
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        log.warning("%s: unreadable training log (%s)", path, exc)
-        return {}
-    names = list(rows[0]) if rows else []
-    return {name: [number(row.get(name)) for row in rows] for name in names}
-
-
 # ---- pictures ---------------------------------------------------------------------------------------
-
-
-def _png_uri(data: bytes) -> str:
-    """PNG bytes as a ``data:`` URI for an ``<img src>``."""
-    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-
-
-def _figure_uri(fig: Any) -> str:
-    """A matplotlib figure as a PNG data URI; the figure is closed (pyplot keeps open ones alive)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=_DPI)
-    pyplot().close(fig)
-    return _png_uri(buffer.getvalue())
-
-
-def _picture_uri(path: Path) -> str:
-    """A picture file as a PNG data URI, scaled down to ``_GRID_WIDTH`` when wider and in 256 colours:
-    photographs compress poorly as PNG, and a palette keeps the boxes and labels sharp at a third of the
-    bytes."""
-    from PIL import Image
-
-    with Image.open(path) as image:
-        picture = image.convert("RGB")
-    if picture.width > _GRID_WIDTH:
-        height = round(picture.height * _GRID_WIDTH / picture.width)
-        picture = picture.resize((_GRID_WIDTH, height), Image.Resampling.LANCZOS)
-    buffer = io.BytesIO()
-    picture.quantize(256).save(buffer, format="PNG", optimize=True)
-    return _png_uri(buffer.getvalue())
-
-
-def _series_label(run: _Run, label: str, several: bool) -> str:
-    """A legend entry: the label, and the run's name when several runs share a chart."""
-    return f"{label} ({run.name})" if several else label
-
-
-def _accuracy_speed_chart(runs: Sequence[_Run]) -> str | None:
-    """mAP against test seconds an image (log scale): a filled point an evaluation, a hollow one for the
-    paper's figures, each labelled; a marker shape a run. None without a timed evaluation."""
-    plt = pyplot()
-    from matplotlib.ticker import MaxNLocator
-
-    fig, ax = plt.subplots(figsize=(6.2, 4.4))
-    labels, hollow = [], False
-    for index, run in enumerate(runs):
-        marker = _MARKERS[index % len(_MARKERS)]
-        for item in run.evaluations:
-            r, paper = item.result, item.paper
-            if r.map is not None and r.test_seconds_per_image:
-                ax.scatter(r.test_seconds_per_image, r.map, s=60, marker=marker, color=item.colour, zorder=3)
-                labels.append((r.test_seconds_per_image, r.map, r.label))
-            if paper is not None and paper.map is not None and paper.test_seconds_per_image:
-                ax.scatter(
-                    paper.test_seconds_per_image,
-                    paper.map,
-                    s=60,
-                    marker=marker,
-                    facecolors="none",
-                    edgecolors=item.colour,
-                    linewidths=1.6,
-                    zorder=3,
-                )
-                labels.append((paper.test_seconds_per_image, paper.map, f"{r.label}, paper"))
-                hollow = True
-    if not labels:
-        plt.close(fig)
-        return None
-    _plain_log_scale(ax, "x")
-    ax.yaxis.set_major_locator(MaxNLocator(steps=[1, 2, 5, 10]))  # round ticks: 0.830, 0.835, 0.840
-    ax.ticklabel_format(axis="y", useOffset=False)
-    ax.margins(x=0.3, y=0.12)
-    ax.set(xlabel="test seconds per image (log scale; proposals excluded)", ylabel="mAP")
-    ax.grid(alpha=0.3)
-    ax.grid(alpha=0.1, which="minor")
-    ax.set_title("accuracy against test time" + (" (hollow: the paper)" if hollow else ""), fontsize=10)
-    if len(runs) > 1:
-        ax.legend(handles=_run_markers(runs), fontsize=8, loc="best")
-    fig.tight_layout()
-    _label_points(ax, labels)
-    return _figure_uri(fig)
-
-
-def _run_markers(runs: Sequence[_Run]) -> list[Any]:
-    """Legend entries for the marker shape of each run."""
-    from matplotlib.lines import Line2D
-
-    return [
-        Line2D([], [], marker=_MARKERS[i % len(_MARKERS)], color="#333", linestyle="", label=run.name)
-        for i, run in enumerate(runs)
-    ]
-
-
-def _label_points(ax: Any, labels: Sequence[tuple[float, float, str]]) -> None:
-    """Each point's label beside it where it covers no other point and no label placed before
-    (``_free_place``), with a thin leader when moved up or down, so that close points stay readable.
-    The same label at the same point (equal runs) is written once."""
-    renderer = ax.figure.canvas.get_renderer()
-    points = {(x, y): _box_around(ax.transData.transform((x, y)), 5) for x, y, _ in labels}
-    placed: list[Any] = []
-    for x, y, text in sorted(dict.fromkeys(labels), key=lambda item: (item[1], item[0])):
-        obstacles = placed + [box for xy, box in points.items() if xy != (x, y)]
-        side, shift, box = _free_place(ax, renderer, text, (x, y), obstacles)
-        _note(ax, text, (x, y), side, shift, leader=shift != 0)
-        placed.append(box)
-
-
-def _free_place(
-    ax: Any, renderer: Any, text: str, xy: tuple[float, float], obstacles: Sequence[Any]
-) -> tuple[int, int, Any]:
-    """(side, shift, box) of the first place for ``text`` beside ``xy`` that stays inside the axes and
-    covers none of ``obstacles`` (pixel boxes): right, left, then a line higher or lower at a time; the
-    plain right-hand place when none is free."""
-    frame = ax.get_window_extent(renderer)
-    places = [(side, shift) for shift in (0, 10, -10, 20, -20, 30, -30) for side in (1, -1)]
-    for side, shift in [*places, (1, 0)]:
-        note = _note(ax, text, xy, side, shift, leader=False)
-        box = note.get_window_extent(renderer)
-        note.remove()
-        inside = frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
-        if inside and not any(box.overlaps(other) for other in obstacles):
-            return side, shift, box
-    return 1, 0, box
-
-
-def _note(ax: Any, text: str, xy: tuple[float, float], side: int, shift: int, leader: bool) -> Any:
-    """``text`` beside the point ``xy``: right of it (``side`` 1) or left (-1), ``shift`` points higher,
-    with a thin line to the point when ``leader``."""
-    return ax.annotate(
-        text,
-        xy,
-        xytext=(8 * side, shift),
-        textcoords="offset points",
-        ha="left" if side > 0 else "right",
-        va="center",
-        fontsize=8,
-        arrowprops={"arrowstyle": "-", "color": "#999", "lw": 0.6} if leader else None,
-    )
-
-
-def _box_around(centre: Sequence[float], radius: float) -> Any:
-    """The square of ``radius`` pixels around the point ``centre`` (x, y in display coordinates)."""
-    from matplotlib.transforms import Bbox
-
-    x, y = centre
-    return Bbox.from_extents(x - radius, y - radius, x + radius, y + radius)
-
-
-def _plain_log_scale(ax: Any, which: str) -> None:
-    """A log scale on ``ax``'s ``which`` axis ("x" or "y"), ticks at 1, 2 and 5 of each decade written as
-    plain numbers (0.05, 0.1, 0.2) rather than powers of ten."""
-    from matplotlib.ticker import LogLocator, NullFormatter
-
-    ax.set(**{f"{which}scale": "log"})
-    axis = ax.xaxis if which == "x" else ax.yaxis
-    axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter("{x:g}")
-    axis.set_minor_formatter(NullFormatter())
-
-
-def _legend_above(fig: Any, entries: dict[str, Any]) -> None:
-    """A legend across the top of ``fig``, the figure grown to hold it, so that it covers no curve."""
-    columns = min(4, len(entries))
-    height = 0.15 + 0.2 * math.ceil(len(entries) / columns)
-    fig.set_figheight(fig.get_figheight() + height)
-    fig.legend(entries.values(), entries.keys(), loc="upper center", ncol=columns, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 1 - height / fig.get_figheight()))
-
-
-def _pr_chart(runs: Sequence[_Run]) -> str | None:
-    """Small multiples: a class a panel, every evaluation's PR curve in it; None without curves."""
-    series = [
-        (index, run, item, {found.name: found for found in item.curves.classes})
-        for index, run in enumerate(runs)
-        for item in run.evaluations
-        if item.curves is not None
-    ]
-    classes = list(dict.fromkeys(name for *_, by_name in series for name in by_name))
-    if not classes:
-        return None
-    plt = pyplot()
-    columns = min(5, len(classes))
-    rows = math.ceil(len(classes) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(2.3 * columns, 2.2 * rows), sharex=True, sharey=True, squeeze=False
-    )
-    legend: dict[str, Any] = {}
-    for ax, name in zip(axes.flat, classes, strict=False):
-        for index, run, item, by_name in series:
-            found = by_name.get(name)
-            if found is not None and found.positives and len(found.recall):
-                (line,) = ax.plot(
-                    found.recall,
-                    found.precision,
-                    color=item.colour,
-                    linestyle=_LINE_STYLES[index % len(_LINE_STYLES)],
-                    linewidth=1.2,
-                    marker="o" if len(found.recall) == 1 else None,  # a one-point curve draws no line
-                    markersize=4,
-                )
-                legend.setdefault(_series_label(run, item.result.label, len(runs) > 1), line)
-        ax.set_title(name, fontsize=9)
-        ax.set(xlim=(0, 1), ylim=(0, 1.02))
-        ax.grid(alpha=0.3)
-        ax.tick_params(labelsize=7)
-    for ax in axes.flat[len(classes) :]:
-        ax.axis("off")
-    for ax in axes[-1]:
-        ax.set_xlabel("recall", fontsize=8)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("precision", fontsize=8)
-    _legend_above(fig, legend)
-    return _figure_uri(fig)
-
-
-def _training_chart(runs: Sequence[_Run]) -> str | None:
-    """Loss (log scale) and, where logged, accuracy against iteration, a line a training log; None
-    without logs."""
-    logs = [(index, run, entry) for index, run in enumerate(runs) for entry in run.logs]
-    if not logs:
-        return None
-    metrics = [m for m in ("loss", "accuracy") if any(m in entry.columns for *_, entry in logs)]
-    plt = pyplot()
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.6 * len(metrics), 3.4), squeeze=False)
-    legend: dict[str, Any] = {}
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for index, run, entry in logs:
-            if metric in entry.columns:
-                (line,) = ax.plot(
-                    entry.columns["iteration"],
-                    entry.columns[metric],
-                    color=entry.colour,
-                    linestyle=_LINE_STYLES[index % len(_LINE_STYLES)],
-                    linewidth=1.4,
-                )
-                legend.setdefault(_series_label(run, entry.label, len(runs) > 1), line)
-        ax.set(xlabel="iteration", ylabel=metric, title=metric)
-        if metric == "loss":
-            _plain_log_scale(ax, "y")
-        ax.grid(alpha=0.3, which="both")
-    _legend_above(fig, legend)
-    return _figure_uri(fig)
-
-
-def _stage_rows(runs: Sequence[_Run]) -> list[tuple[str, str, list[float | None]]]:
-    """(stage, artifact, seconds in each run) for every artifact of any run, in the first run's order."""
-    keys = list(dict.fromkeys((s.stage, s.artifact) for run in runs for s in run.report.stages))
-    seconds = [{(s.stage, s.artifact): s.seconds for s in run.report.stages} for run in runs]
-    return [
-        (stage, artifact, [found.get((stage, artifact)) for found in seconds]) for stage, artifact in keys
-    ]
-
-
-def _stage_colour(artifact: str) -> str:
-    """The colour of the method whose folder holds ``artifact``; grey for the shared stages."""
-    return _COLOURS.get((Path(artifact).parts[0], ""), _SHARED)
-
-
-def _seconds(value: float) -> str:
-    """A bar's label: whole seconds, a decimal under ten."""
-    return f"{value:.0f} s" if value >= 10 else f"{value:.1f} s"
-
-
-def _stage_chart(runs: Sequence[_Run]) -> str | None:
-    """Horizontal bars of each stage's seconds (a bar a run, hatched by run), longest work visible at a
-    glance; None without stages."""
-    rows = _stage_rows(runs)
-    if not rows:
-        return None
-    plt = pyplot()
-    height = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(6.2, 0.9 + 0.26 * len(rows) * len(runs)))
-    for index, run in enumerate(runs):
-        ys = [row + index * height for row in range(len(rows))]
-        values = [seconds[index] or 0.0 for *_, seconds in rows]
-        bars = ax.barh(
-            ys,
-            values,
-            height=height,
-            color=[_stage_colour(artifact) for _, artifact, _ in rows],
-            hatch=_HATCHES[index % len(_HATCHES)],
-            edgecolor="white",
-            label=run.name,
-        )
-        ax.bar_label(bars, labels=[_seconds(v) if v else "" for v in values], padding=3, fontsize=7)
-    ax.set_yticks([row + (len(runs) - 1) * height / 2 for row in range(len(rows))])
-    ax.set_yticklabels([artifact for _, artifact, _ in rows], fontsize=8)
-    ax.invert_yaxis()
-    ax.margins(x=0.12)
-    ax.set_xlabel("seconds")
-    ax.grid(alpha=0.3, axis="x")
-    if len(runs) > 1:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    return _figure_uri(fig)
 
 
 # ---- HTML -------------------------------------------------------------------------------------------
@@ -606,7 +139,7 @@ def _figure(uri: str | None, alt: str, caption: str = "", css: str = "") -> str:
     return f'<figure{kind}><img src="{uri}" alt="{_e(alt)}">{below}</figure>'
 
 
-def _page(runs: Sequence[_Run]) -> str:
+def _page(runs: Sequence[CollectedRun]) -> str:
     """The whole HTML document."""
     names = ", ".join(run.name for run in runs)
     sections = [
@@ -635,7 +168,7 @@ def _page(runs: Sequence[_Run]) -> str:
     )
 
 
-def _results_section(runs: Sequence[_Run]) -> str:
+def _results_section(runs: Sequence[CollectedRun]) -> str:
     """The results table, the paper's sources as footnotes, and the accuracy-against-time chart."""
     several = len(runs) > 1
     with_paper = any(e.paper is not None for run in runs for e in run.evaluations)
@@ -684,11 +217,11 @@ def _results_section(runs: Sequence[_Run]) -> str:
     footnotes = f'<ol class="sources">{notes}</ol>' if notes else ""
     if not with_paper:
         footnotes = _notes(["No paper figures: no run has a config.toml with [<method>.paper] tables."])
-    figure = _figure(_accuracy_speed_chart(runs), "mAP against test seconds per image", css="chart")
+    figure = _figure(accuracy_speed_chart(runs), "mAP against test seconds per image", css="chart")
     return f'<div class="row"><div>{table}{footnotes}</div>{figure}</div>'
 
 
-def _proposals_section(runs: Sequence[_Run]) -> str:
+def _proposals_section(runs: Sequence[CollectedRun]) -> str:
     """Each split's proposals: how they were made, how many, and the share of the objects they find;
     a recall below ``LOW_RECALL`` marked, as it caps every method's."""
     several = len(runs) > 1
@@ -732,7 +265,7 @@ def _paper_cell(text: str, paper: PaperFigures | None, sources: dict[str, int]) 
     )
 
 
-def _class_section(runs: Sequence[_Run]) -> str:
+def _class_section(runs: Sequence[CollectedRun]) -> str:
     """Each class's AP, a column an evaluation (grouped under its run when several), the best in a row
     bold, the mean last."""
     columns = [(run, item) for run in runs for item in run.evaluations]
@@ -785,9 +318,9 @@ def _notes(lines: Iterable[str]) -> str:
     return "".join(f'<p class="note">{_e(line)}</p>' for line in lines)
 
 
-def _pr_section(runs: Sequence[_Run]) -> str:
+def _pr_section(runs: Sequence[CollectedRun]) -> str:
     """The PR curves chart, and why any were left out."""
-    chart = _pr_chart(runs)
+    chart = pr_chart(runs)
     figure = _figure(chart, "precision-recall curves of each class")
     notes = [note for run in runs for note in run.notes]
     if not chart and not notes:
@@ -795,21 +328,21 @@ def _pr_section(runs: Sequence[_Run]) -> str:
     return figure + _notes(notes)
 
 
-def _training_section(runs: Sequence[_Run]) -> str:
+def _training_section(runs: Sequence[CollectedRun]) -> str:
     """The training curves chart, or a note that no run has a training log."""
-    chart = _training_chart(runs)
+    chart = training_chart(runs)
     if chart is None:
         return _notes(["No training logs (log.csv) in the run folder."])
     return _figure(chart, "training loss and accuracy")
 
 
-def _detections_section(runs: Sequence[_Run]) -> str:
+def _detections_section(runs: Sequence[CollectedRun]) -> str:
     """Each method's detection grid (``RUN/<method>/detect/grid.png``), scaled down when large."""
     figures = []
     for run in runs:
         for label, path in run.grids:
             try:
-                uri = _picture_uri(path)
+                uri = picture_uri(path)
             except OSError as exc:
                 figures.append(_notes([f"{path}: unreadable picture ({exc})"]))
                 continue
@@ -820,14 +353,14 @@ def _detections_section(runs: Sequence[_Run]) -> str:
     return f'<div class="row">{"".join(figures)}</div>'
 
 
-def _stages_section(runs: Sequence[_Run]) -> str:
+def _stages_section(runs: Sequence[CollectedRun]) -> str:
     """The time of every stage, a column a run, with the total; beside it the bar chart."""
-    rows = _stage_rows(runs)
+    rows = stage_rows(runs)
     seconds_head = "".join(
         f'<th class="num">{_e(run.name if len(runs) > 1 else "seconds")}</th>' for run in runs
     )
     body = "".join(
-        f"<tr><td>{_swatch(_stage_colour(artifact))}{_e(stage)}</td><td>{_e(artifact)}</td>"
+        f"<tr><td>{_swatch(stage_colour(artifact))}{_e(stage)}</td><td>{_e(artifact)}</td>"
         + "".join(f'<td class="num">{"–" if s is None else f"{s:.1f}"}</td>' for s in seconds)
         + "</tr>"
         for stage, artifact, seconds in rows
@@ -837,5 +370,5 @@ def _stages_section(runs: Sequence[_Run]) -> str:
         f"<table><thead><tr><th>stage</th><th>artifact</th>{seconds_head}</tr></thead>"
         f'<tbody>{body}<tr class="total"><td>total</td><td></td>{totals}</tr></tbody></table>'
     )
-    figure = _figure(_stage_chart(runs), "seconds of each stage", css="chart")
+    figure = _figure(stage_chart(runs), "seconds of each stage", css="chart")
     return f'<div class="row"><div>{table}</div>{figure}</div>'

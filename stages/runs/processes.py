@@ -13,24 +13,27 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
 
 from stages.core.atomic import atomic_path, ensure_folder
 from stages.core.progress import Advance, Progress
-from stages.runs.devices import all_gather, distributed
+from stages.runs.devices import pick_device
 
 T = TypeVar("T")
+
+log = logging.getLogger("rcnn")
 
 COLLECTIVE_TIMEOUT = timedelta(days=1)
 """How long a process waits for the others at a collective: a process that finished its shard waits for
@@ -73,7 +76,7 @@ class Processes:
 
     def gather(self, value: T) -> list[T]:
         """Every process's ``value``, in rank order."""
-        return all_gather(value, self.world_size)
+        return _all_gather(value, self.world_size)
 
     def from_writer(self, value: T | None) -> T:
         """Rank 0's ``value`` on every process (the others pass None): what the stage returns."""
@@ -88,10 +91,49 @@ SINGLE = Processes()
 @contextlib.contextmanager
 def processes(device: str = "cpu") -> Iterator[Processes]:
     """This process's place in the run: under ``torchrun`` it joins (or uses the enclosing ``rcnn run``'s)
-    process group, whose collectives wait up to ``COLLECTIVE_TIMEOUT``."""
-    with distributed(device, timeout=COLLECTIVE_TIMEOUT) as (rank, world_size, chosen):
+    process group, whose collectives wait up to ``COLLECTIVE_TIMEOUT``; the one way any stage, training
+    included, takes part in a run of several processes."""
+    with _process_group(device) as (rank, world_size, chosen):
         local = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
         yield Processes(rank, world_size, local if world_size > 1 else 1, chosen)
+
+
+@contextlib.contextmanager
+def _process_group(device_name: str) -> Iterator[tuple[int, int, torch.device]]:
+    """(rank, world size, device) of this process. Under ``torchrun`` (WORLD_SIZE > 1) it joins the
+    process group: NCCL with one GPU a process (LOCAL_RANK) when CUDA is used, gloo on CPUs; a group an
+    enclosing caller joined (``rcnn run``) is used as it is. Its collectives wait up to
+    ``COLLECTIVE_TIMEOUT``."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)
+    if world_size == 1:
+        yield 0, 1, device
+        return
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if dist.is_initialized():
+        yield dist.get_rank(), world_size, device
+        return
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=COLLECTIVE_TIMEOUT)
+    try:
+        yield dist.get_rank(), world_size, device
+        dist.barrier()  # no process tears the group down while another is still in a collective with it
+    finally:
+        dist.destroy_process_group()
+
+
+def _all_gather(value: T, world_size: int) -> list[T]:
+    """Every process's ``value``, in rank order (just ``[value]`` on one process)."""
+    if world_size == 1:
+        return [value]
+    import torch.distributed as dist
+
+    found: list[T] = [value] * world_size
+    dist.all_gather_object(found, value)
+    return found
 
 
 PART_IMAGES = 16
@@ -237,6 +279,41 @@ def _count(path: Path) -> int:
         return int(path.read_text() or 0)
     except (OSError, ValueError):
         return 0
+
+
+class ImageShard(Generic[T]):
+    """The frame of a stage that works image by image over the run's processes: this process's shard of
+    ``items`` less those finished before an interruption (``todo``; ``key`` gives an item's image id),
+    the parts they go to (``parts``: ``ImageParts`` in ``folder``, discarded unless made with ``stamp``),
+    and how many of every process's items were done before (``done``). Work in ``working``; rank 0
+    merges the parts after it (``ImageParts.load``)."""
+
+    def __init__(
+        self,
+        procs: Processes,
+        folder: Path,
+        stamp: Mapping[str, Any],
+        items: Sequence[T],
+        key: Callable[[T], str],
+    ):
+        self.procs, self.total = procs, len(items)
+        self.parts = ImageParts(folder, stamp, procs)
+        finished = self.parts.image_ids()
+        self.todo = [item for item in spread(items, procs) if key(item) not in finished]
+        self.done = sum(key(item) in finished for item in items)
+        if self.done and procs.writer:
+            log.info("resuming: %d of %d images already done", self.done, self.total)
+
+    @contextlib.contextmanager
+    def working(self, progress: Progress, description: str, unit: str = "img") -> Iterator[Advance]:
+        """A progress task over every process's items (``shared_task``); the parts flushed however the
+        block ends."""
+        board = self.parts.folder / "progress"
+        with shared_task(progress, self.procs, board, description, self.total, unit, self.done) as advance:
+            try:
+                yield advance
+            finally:
+                self.parts.flush()
 
 
 def spread(items: Sequence[T], procs: Processes) -> list[T]:

@@ -32,20 +32,14 @@ class Solver:
 
 
 @dataclass(frozen=True)
-class TrainingOptions:
-    """What every training stage's options share: the solver's settings, checkpoints, seed, device and
-    the precision of the forward and backward passes (``stages.networks.precision``).
+class TrainingOptions(Solver):
+    """What every training stage's options share: the solver's settings (its fields, declared once in
+    ``Solver``), checkpoints, seed, device and the precision of the forward and backward passes
+    (``stages.networks.precision``).
 
     Each stage subclasses it with its paper's iterations, learning rate and step, and its own fields.
     """
 
-    iterations: int
-    learning_rate: float
-    step: int
-    gamma: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 0.0005
-    checkpoint_every: int = 1000
     seed: int = 0
     device: str = "auto"
     precision: str = "fp32"
@@ -55,19 +49,12 @@ class TrainingOptions:
     checkpoint resumes across changes to them (more iterations extend a finished run)."""
 
     def __post_init__(self) -> None:
-        self.solver()  # the solver checks its settings: bad ones fail here, before any work
+        super().__post_init__()  # the solver's settings checked: bad ones fail here, before any work
         check_precision(self.precision)
 
     def solver(self) -> Solver:
-        return Solver(
-            self.iterations,
-            self.learning_rate,
-            self.step,
-            self.gamma,
-            self.momentum,
-            self.weight_decay,
-            self.checkpoint_every,
-        )
+        """The solver's settings alone."""
+        return Solver(**{f.name: getattr(self, f.name) for f in fields(Solver)})
 
     def resume_stamp(self) -> dict[str, Any]:
         """The options a checkpoint must have been made with to be continued, but the solver's, which

@@ -27,8 +27,9 @@ from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.networks.models import read_weights
 from stages.networks.precision import autocast, check_supported, grad_scaler
-from stages.runs.devices import all_gather, pick_device
+from stages.runs.devices import pick_device
 from stages.runs.layout import TrainingFiles, write_manifest
+from stages.runs.processes import SINGLE, Processes
 from stages.training.options import Solver, TrainingOptions
 
 log = logging.getLogger("rcnn")
@@ -48,11 +49,11 @@ def parameter_groups(parts: list[tuple[nn.Module, float, float]], weight_decay: 
     return [g for g in groups if g["params"]]
 
 
-Step = Callable[[Any], tuple[torch.Tensor, Mapping[str, float]]]
+BatchLoss = Callable[[Any], tuple[torch.Tensor, Mapping[str, float]]]
 """``step(batch) -> (loss, metrics)``: the forward pass of one mini-batch."""
 
 
-def classification_step(model: nn.Module, device: torch.device) -> Step:
+def classification_step(model: nn.Module, device: torch.device) -> BatchLoss:
     """Softmax log loss of ``model`` on an (inputs, labels) batch, with the batch's accuracy."""
 
     def step(batch):
@@ -96,14 +97,12 @@ def train(
     solver: Solver,
     stamp: Mapping[str, Any],
     batches: Callable[[int], Iterator[Any]],
-    step: Step,
+    step: BatchLoss,
     resume: bool = True,
     progress: Progress = SILENT,
     description: str = "training",
-    rank: int = 0,
-    world_size: int = 1,
+    procs: Processes = SINGLE,
     precision: str = "fp32",
-    device: torch.device = torch.device("cpu"),
 ) -> list[dict]:
     """Run ``solver`` on ``model``; return the log rows (iteration, lr, loss and metrics, averaged).
 
@@ -113,18 +112,19 @@ def train(
     log beside it; with ``resume`` a checkpoint made with the same ``stamp`` (the options that shape the
     result) is continued bit for bit: the checkpoint keeps every process's random generators (dropout),
     restored once the batches' iterator exists (a DataLoader draws its seed from the global generator).
-    In a data-parallel run (``rank``, ``world_size``) every process trains and only rank 0 writes files.
-    ``precision``: of the forward pass on ``device`` (``stages.networks.precision``); fp16 scales the loss.
+    In a data-parallel run (``procs``) every process trains and only rank 0 writes files. ``precision``:
+    of the forward pass on ``procs.device`` (``stages.networks.precision``); fp16 scales the loss.
     """
+    device = procs.device
     check_supported(precision, device)
     optimizer = torch.optim.SGD(groups, lr=solver.learning_rate, momentum=solver.momentum)
     scaler = grad_scaler(precision, device)
-    progress = progress if rank == 0 else SILENT
+    progress = progress if procs.writer else SILENT
     checkpoint = files.checkpoint
     stamp = {**dict(stamp), "solver": {k: v for k, v in asdict(solver).items() if k != "iterations"}}
     resumed = None
     if resume and checkpoint.exists():
-        resumed = _restore(checkpoint, model, optimizer, scaler, stamp, world_size)
+        resumed = _restore(checkpoint, model, optimizer, scaler, stamp, procs.world_size)
     start, rows, window = (resumed.iteration, resumed.rows, resumed.window) if resumed else (0, [], [])
     if resumed:
         log.info(
@@ -134,7 +134,7 @@ def train(
     with progress.task(description, solver.iterations, "it", start) as advance:
         iterator = batches(start)
         if resumed:
-            _set_generators(resumed.generators[rank])
+            _set_generators(resumed.generators[procs.rank])
         for iteration in range(start, solver.iterations):
             rate = solver.learning_rate * solver.gamma ** (iteration // solver.step)
             for group in optimizer.param_groups:
@@ -157,8 +157,8 @@ def train(
                 1, **{k: v for k, v in (rows[-1] if rows else {}).items() if k not in ("iteration", "lr")}
             )
             if done % solver.checkpoint_every == 0 or done == solver.iterations:
-                generators = all_gather(_generators(), world_size)  # every process takes part
-                if rank == 0:
+                generators = procs.gather(_generators())  # every process takes part
+                if procs.writer:
                     state = _TrainingState(done, rows, window, generators)
                     _save(checkpoint, model, optimizer, scaler, stamp, state)
                     _write_log(files.log, rows)
@@ -277,8 +277,8 @@ class TrainingStage:
 
     Made at the start of a stage, it seeds torch's generator and picks the device; ``train`` runs the
     solver from the options with checkpoints (resumed with ``resume``) and ``finish`` writes the model's
-    manifest and sums up the run. In a data-parallel run (``rank``, ``world_size``) only rank 0 shows
-    progress and writes files.
+    manifest and sums up the run. In a data-parallel run (``procs``, from ``stages.runs.processes``) only
+    rank 0 shows progress and writes files.
     """
 
     def __init__(
@@ -290,29 +290,27 @@ class TrainingStage:
         method: str | None = None,
         resume: bool = True,
         progress: Progress = SILENT,
-        device: torch.device | None = None,
-        rank: int = 0,
-        world_size: int = 1,
+        procs: Processes | None = None,
     ):
         self.started = time.perf_counter()
         self.stage, self.options, self.files, self.method = stage, options, files, method
         self.resume, self.progress = resume, progress
-        self.rank, self.world_size = rank, world_size
         torch.manual_seed(options.seed)
-        self.device = device if device is not None else pick_device(options.device)
+        self.procs = procs or Processes(device=pick_device(options.device))
+        self.device = self.procs.device
         check_supported(options.precision, self.device)  # before any data is read
         self.rows: list[dict] = []
 
     @property
     def writer(self) -> bool:
-        return self.rank == 0
+        return self.procs.writer
 
     def train(
         self,
         model: nn.Module,
         groups: list[dict],
         batches: Callable[[int], Iterator[Any]],
-        step: Step,
+        step: BatchLoss,
         *,
         stamp: Mapping[str, Any],
         description: str,
@@ -330,10 +328,8 @@ class TrainingStage:
             resume=self.resume,
             progress=self.progress,
             description=description,
-            rank=self.rank,
-            world_size=self.world_size,
+            procs=self.procs,
             precision=self.options.precision,
-            device=self.device,
         )
         return self.rows
 
@@ -356,7 +352,7 @@ class TrainingStage:
             last["loss"],
             last["accuracy"],
             seconds,
-            self.world_size,
+            self.procs.world_size,
             self.writer,
         )
         if self.writer:

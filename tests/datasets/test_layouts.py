@@ -197,6 +197,7 @@ def test_an_unknown_layout_says_what_it_looked_for(tmp_path):
         load_dataset(tmp_path, "train")
 
 
+@pytest.mark.slow
 def test_the_chain_gives_the_same_proposals_and_map_in_every_layout(tiny_run, tmp_path):
     """One Fast R-CNN, trained on the VOC layout, evaluated on the test split read from each layout:
     the same image ids and proposals, and the same mAP (YOLO's up to its rounding of the boxes)."""

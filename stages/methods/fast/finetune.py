@@ -21,12 +21,12 @@ from stages.methods.fast.minibatches import ImageBatches, SamplingOptions, targe
 from stages.methods.fast.network import NAME, FastRcnn, fold_target_normalisation, multitask_loss, save_fast
 from stages.networks.backbones import resolve_backbone
 from stages.proposals.propose import load_proposals
-from stages.runs.devices import all_gather, distributed
 from stages.runs.layout import RunLayout
+from stages.runs.processes import processes
 from stages.training.matching import label_split
 from stages.training.options import TrainingOptions
 from stages.training.solver import (
-    Step,
+    BatchLoss,
     TrainingStage,
     TrainingSummary,
     iteration_batches,
@@ -86,17 +86,10 @@ def finetune(
     if not dataset.annotated:
         raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to train on")
     files = run.method(NAME).finetune
-    with distributed(options.device) as (rank, world_size, device):
+    with processes(options.device) as procs:
+        rank, world_size, device = procs.rank, procs.world_size, procs.device
         stage = TrainingStage(
-            "finetune",
-            options,
-            files,
-            method=NAME,
-            resume=resume,
-            progress=progress,
-            device=device,
-            rank=rank,
-            world_size=world_size,
+            "finetune", options, files, method=NAME, resume=resume, progress=progress, procs=procs
         )
         backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
         dataset, proposals = load_proposals(run, dataset)
@@ -137,7 +130,7 @@ def finetune(
             },
             description=f"training Fast R-CNN ({backbone.spec.name}, {world_size} x {device.type})",
         )
-        digests = all_gather(weight_digest(model), world_size)
+        digests = procs.gather(weight_digest(model))
         if len(set(digests)) != 1:
             raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
         if stage.writer:
@@ -161,7 +154,7 @@ def finetune(
     )
 
 
-def _multitask_step(runner: torch.nn.Module, device: torch.device, box_weight: float) -> Step:
+def _multitask_step(runner: torch.nn.Module, device: torch.device, box_weight: float) -> BatchLoss:
     def step(batch):
         images, rois, labels, targets = (t.to(device, non_blocking=True) for t in batch)
         scores, deltas = runner(images, rois)

@@ -4,7 +4,6 @@ network, pool5 (for box regression) and fc7 (for the SVMs), cached per split."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -20,7 +19,7 @@ from stages.networks.precision import autocast, check_supported
 from stages.networks.warp import REGION_PIXELS, warp_batch, warp_regions
 from stages.proposals.propose import load_proposals
 from stages.runs.devices import synchronize
-from stages.runs.layout import RunLayout, describe_input
+from stages.runs.layout import RunLayout
 from stages.runs.processes import processes
 
 NAME = "rcnn"
@@ -97,21 +96,9 @@ def extract_features(
         dataset, proposals = load_proposals(run, dataset)
         spec = trained.module.backbone.spec
         proposals_file = run.proposals(dataset.split)
-        recipe = CacheRecipe(
-            stamp={
-                "method": NAME,
-                "dtype": options.dtype,
-                "precision": options.precision,
-                "model": describe_input(trained.path),
-                "proposals": describe_input(proposals_file),
-                "root": str(dataset.root),
-            },
-            feature_dims={"fc7": spec.fc_dim, "pool5": spec.pool5_dim},
-            dtype=options.dtype,
-            compression=options.compression,
-            attrs={"backbone": spec.name},
-            options={"method": NAME, **asdict(options)},
-            inputs=[trained.path, proposals_file],
+        dims = {"fc7": spec.fc_dim, "pool5": spec.pool5_dim}
+        recipe = CacheRecipe.of(
+            NAME, options, dataset, proposals_file, trained.path, dims, {"backbone": spec.name}
         )
         target = run.method(NAME).features(dataset.split)
         computed, seconds = fill_cache(

@@ -8,21 +8,14 @@ import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from stages.cache.features import (
-    CacheRecipe,
-    ExtractSummary,
-    FeatureCache,
-    add_feature_point,
-    fill_cache,
-    finish_cache,
-)
+from stages.cache.features import CacheRecipe, ExtractSummary, fill_cache, finish_cache
+from stages.cache.files import FeatureCache, add_feature_point
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
@@ -32,7 +25,7 @@ from stages.networks.backbones import resolve_backbone
 from stages.networks.precision import autocast, check_supported
 from stages.proposals.propose import load_proposals
 from stages.runs.devices import synchronize
-from stages.runs.layout import RunLayout, describe_input, read_manifest
+from stages.runs.layout import RunLayout, read_manifest
 from stages.runs.processes import Processes, processes
 
 log = logging.getLogger("rcnn")
@@ -140,27 +133,20 @@ def _extract(
         conv = {"backbone": backbone.spec.name, "weights": str(model_path) if model_path else options.weights}
     dataset, proposals = load_proposals(run, dataset)
     proposals_file = run.proposals(dataset.split)
-    stamp = {
-        "method": NAME,
-        "scales": list(options.scales),
-        "window_size": options.window_size,
-        "levels": list(options.levels),
-        "dtype": options.dtype,
-        "precision": options.precision,
-        "conv": conv,
-        "model": describe_input(model_path) if model_path else None,
-        "proposals": describe_input(proposals_file),
-        "root": str(dataset.root),
-    }
-    recipe = CacheRecipe(
-        stamp=stamp,
-        feature_dims={"pyramid": net.pyramid_dim, **({"fc7": net.spec.fc_dim} if with_fc7 else {})},
-        dtype=options.dtype,
-        compression=options.compression,
-        attrs={"backbone": net.spec.name, "with_fc7": with_fc7},
-        options={"method": NAME, **asdict(options)},
-        inputs=[*([model_path] if model_path else []), proposals_file],
+    recipe = CacheRecipe.of(
+        NAME,
+        options,
+        dataset,
+        proposals_file,
+        model_path,
+        {"pyramid": net.pyramid_dim, **({"fc7": net.spec.fc_dim} if with_fc7 else {})},
+        {"backbone": net.spec.name, "with_fc7": with_fc7},
+        scales=list(options.scales),
+        window_size=options.window_size,
+        levels=list(options.levels),
+        conv=conv,
     )
+    stamp = recipe.stamp
     target = run.method(NAME).features(dataset.split)
     if trained_on and _holds_pyramids(target, stamp, trained_on):
         if not procs.writer:

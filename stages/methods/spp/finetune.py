@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stages.cache.features import FeatureCache
+from stages.cache.files import FeatureCache
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset

@@ -32,6 +32,7 @@ def test_inconsistent_training_options_are_user_errors(sampling, test_scale, opt
     )
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_end_with_the_same_weights_and_resume_exactly(tiny_run, tmp_path):
     """torchrun with two CPU processes: DDP over gloo, disjoint shards, one writer, equal final weights;
     a run stopped at its checkpoint of iteration 2 and continued to 4 ends where one run straight to 4
