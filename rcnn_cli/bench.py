@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -29,8 +29,8 @@ from rcnn_cli.options import (
     given,
     layout_name,
     parse_sizes,
+    stage_options,
 )
-from rcnn_cli.propose import MaxSide, Mode
 from stages.methods import get_cached_method
 from stages.proposals.options import ProposalOptions
 
@@ -47,13 +47,14 @@ def _machine() -> str:
 
 
 @app.command("proposals")
+@stage_options(ProposalOptions, only=("mode", "max_side"))
 def proposals(
     data: DataRoot,
     layout: DatasetFormat = None,
     split: Split = "test",
     images: Annotated[int, typer.Option(min=1, help="Images to search.")] = 40,
-    mode: Mode = ProposalOptions.mode,
-    max_side: MaxSide = ProposalOptions.max_side,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Selective-search throughput (images/s) with 1 worker and with all cores.
 
@@ -63,10 +64,8 @@ def proposals(
     from stages.datasets.formats import load_dataset
 
     dataset = load_dataset(data, split, format=layout_name(layout))
-    rows = bench_proposals(
-        dataset, images, ProposalOptions(mode=mode, max_side=max_side), progress=RichProgress()
-    )
-    table = Table(title=f"selective search ({mode}) on {data}/{split}: {_machine()}")
+    rows = bench_proposals(dataset, images, (searched := ProposalOptions(**given)), progress=RichProgress())
+    table = Table(title=f"selective search ({searched.mode}) on {data}/{split}: {_machine()}")
     for column in ("workers", "images", "seconds", "images/s", "speed-up"):
         table.add_column(column, justify="right")
     for row in rows:
@@ -358,6 +357,7 @@ def methods(
 
 
 @app.command("scaling")
+@stage_options(ProposalOptions, only=("mode", "max_side"))
 def scaling(
     data: DataRoot,
     layout: DatasetFormat = None,
@@ -379,14 +379,14 @@ def scaling(
     cores: Annotated[
         int, typer.Option(min=1, help="Cores a process (selective-search workers, torch threads).")
     ] = 1,
-    mode: Mode = ProposalOptions.mode,
-    max_side: MaxSide = ProposalOptions.max_side,
     backbone: BenchBackbone = "tiny",
     images: Annotated[int, typer.Option(min=1, help="Images a size and count of the growth table.")] = 2,
     sides: Annotated[str, typer.Option(help="Shorter sides of the growth table (px).")] = "300,600,900,1200",
     counts: Annotated[str, typer.Option(help="Proposal counts of the growth table.")] = "500,1000,2000,4000",
     device: Device = DEFAULT_DEVICE,
     precision: Precision = DEFAULT_PRECISION,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """How cost grows: images a second of `rcnn propose` and `rcnn extract-features` on the whole split
     with 1, 2, ... processes (torchrun; --cores each, one by default, so that the counts compare
@@ -413,7 +413,7 @@ def scaling(
         RunLayout(run),
         get_cached_method(method.value),
         counts_of,
-        ProposalOptions(mode=mode, max_side=max_side),
+        (searched := ProposalOptions(**given)),
         layout_name(layout),
         cores,
         device,
@@ -449,14 +449,14 @@ def scaling(
         parse_sizes(sides, "--sides"),
         parse_sizes(counts, "--counts"),
         device,
-        mode=mode,
+        mode=searched.mode,
         precision=precision.value,
         progress=RichProgress(),
     )
     growth = Table(
         title=f"seconds an image as images and proposals grow: {backbone}, {device}, {precision.value}",
-        caption=f"selective search: {mode} mode, one process, at the image's size; test passes: proposals "
-        "excluded, SPP-net at one scale (the side)",
+        caption=f"selective search: {searched.mode} mode, one process, at the image's size; test passes: "
+        "proposals excluded, SPP-net at one scale (the side)",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,

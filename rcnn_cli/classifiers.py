@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import DEFAULT_RUN, CachedMethod, CachedMethodOption, RunDir
+from rcnn_cli.options import DEFAULT_RUN, CachedMethod, CachedMethodOption, RunDir, stage_options
 from stages.cache.options import BboxOptions, SvmOptions
 from stages.methods import get_cached_method
 
 CacheSplit = Annotated[str, typer.Option("--split", help="Split whose feature cache to train on.")]
 
 
+@stage_options(SvmOptions)
 def train_svm(
     method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
     split: CacheSplit = "trainval",
-    svm_c: Annotated[float, typer.Option("--C", help="SVM regularisation constant C.")] = SvmOptions.C,
-    positive_weight: Annotated[
-        float, typer.Option(help="Loss weight of positives.")
-    ] = SvmOptions.positive_weight,
-    negative_iou: Annotated[
-        float, typer.Option(help="Negatives: IoU below this with every object.")
-    ] = SvmOptions.negative_iou,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Train one linear SVM a class on cached fc7 features, with hard negative mining.
 
@@ -39,7 +35,7 @@ def train_svm(
     from stages.runs.layout import RunLayout
 
     files = get_cached_method(method.value).files(RunLayout(run))
-    options = SvmOptions(C=svm_c, positive_weight=positive_weight, negative_iou=negative_iou)
+    options = SvmOptions(**given)
     summary = train_svms(files, split, options, progress=RichProgress())
     table = Table(title=f"SVMs: {summary.path} (feature scale {summary.feature_scale:.4g})")
     table.add_column("class")
@@ -53,14 +49,13 @@ def train_svm(
     out.print(f"{summary.seconds:.1f} s, peak memory {summary.peak_rss_mb:.0f} MiB")
 
 
+@stage_options(BboxOptions)
 def train_bbox(
     method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
     split: CacheSplit = "trainval",
-    alpha: Annotated[float, typer.Option(help="Ridge regularisation (lambda).")] = BboxOptions.alpha,
-    min_iou: Annotated[
-        float, typer.Option(help="Train on regions whose best IoU exceeds this.")
-    ] = BboxOptions.min_iou,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Fit class-specific box regressors (ridge on the region features before fc6: R-CNN's pool5,
     SPP-net's pyramid; R-CNN appendix C); writes RUN/METHOD/bbox.npz.
@@ -75,7 +70,7 @@ def train_bbox(
         chosen.files(RunLayout(run)),
         chosen.region_feature,
         split,
-        BboxOptions(alpha=alpha, min_iou=min_iou),
+        BboxOptions(**given),
         RichProgress(),
     )
     table = Table(title=f"box regressors: {summary.path}")

@@ -2,68 +2,34 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
-    DEFAULT_PRECISION,
     DEFAULT_RUN,
     CachedMethod,
     CachedMethodOption,
     Classes,
     DataRoot,
     DatasetFormat,
-    Device,
-    Precision,
     RunDir,
     SkipBad,
     Split,
-    Workers,
-    given,
     layout_name,
     parse_classes,
-    parse_sizes,
+    stage_options,
 )
-from stages.cache.options import CacheOptions
-from stages.methods import get_cached_method
-from stages.methods.rcnn.options import ExtractOptions
-from stages.methods.spp.options import SppExtractOptions
+from stages.methods import METHODS, get_cached_method
 
 
+@stage_options(METHODS.command_options("extract-features"))
 def extract_features(
     data: DataRoot,
     split: Split,
     method: CachedMethodOption = CachedMethod.rcnn,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
-    dtype: Annotated[str, typer.Option(help="Stored precision: float16 or float32.")] = CacheOptions.dtype,
-    compression: Annotated[
-        str,
-        typer.Option(help="Column compression: lzf (fast), gzip (smallest: caches of tens of GB) or none."),
-    ] = CacheOptions.compression,
-    batch_size: Annotated[
-        int | None, typer.Option(help=f"R-CNN: regions a forward pass (default {ExtractOptions.batch_size}).")
-    ] = None,
-    scales: Annotated[
-        str | None,
-        typer.Option(
-            help="SPP-net: shorter-side scales, comma-separated (default "
-            f"{','.join(map(str, SppExtractOptions.scales))}; the paper's five: 480,576,688,864,1200)."
-        ),
-    ] = None,
-    window_size: Annotated[
-        int | None,
-        typer.Option(
-            help="SPP-net: pool each window at the scale where it is closest to this size "
-            f"(default {SppExtractOptions.window_size} px)."
-        ),
-    ] = None,
-    backbone: Annotated[str | None, typer.Option(help="SPP-net before fine-tuning: the backbone.")] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(help="SPP-net before fine-tuning: RUN/backbone.pt (default), imagenet, a file."),
-    ] = None,
     before_finetuning: Annotated[
         bool,
         typer.Option(
@@ -71,12 +37,11 @@ def extract_features(
             help="SPP-net: the pyramids alone, which fine-tuning reads (fc7 follows, after it).",
         ),
     ] = False,
-    workers: Workers = CacheOptions.workers,
-    device: Device = CacheOptions.device,
-    precision: Precision = DEFAULT_PRECISION,
     classes: Classes = None,
     layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Cache the features of every proposal and ground-truth box of a split to RUN/METHOD/features/SPLIT.h5.
 
@@ -99,20 +64,7 @@ def extract_features(
     from stages.runs.layout import RunLayout
 
     chosen = get_cached_method(method.value)
-    options = chosen.extract_options(
-        given(
-            dtype=dtype,
-            compression=compression,
-            batch_size=batch_size,
-            scales=None if scales is None else parse_sizes(scales, "--scales"),
-            window_size=window_size,
-            backbone=backbone,
-            weights=weights,
-            workers=workers,
-            device=device,
-            precision=precision.value,
-        )
-    )
+    options = chosen.extract_options(given)
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))
     summary = chosen.extract_features(
         dataset, RunLayout(run), options, progress=RichProgress(), before_finetuning=before_finetuning

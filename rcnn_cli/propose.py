@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -19,37 +19,24 @@ from rcnn_cli.options import (
     Split,
     layout_name,
     parse_classes,
+    stage_options,
 )
 from stages.proposals.options import ProposalOptions
 
-Mode = Annotated[
-    str, typer.Option(help="Selective search strategy: single, fast (R-CNN's, the default) or quality.")
-]
-MaxSide = Annotated[int, typer.Option(help="Images with a longer side are shrunk for the search (px).")]
 
-
+@stage_options(ProposalOptions)
 def propose(
     data: DataRoot,
     split: Split,
     run: RunDir = DEFAULT_RUN,
-    mode: Mode = ProposalOptions.mode,
-    max_boxes: Annotated[
-        int, typer.Option(help="Boxes kept an image, in ranking order.")
-    ] = ProposalOptions.max_boxes,
-    min_size: Annotated[
-        int, typer.Option(help="Drop boxes narrower or shorter (px).")
-    ] = ProposalOptions.min_size,
-    max_side: MaxSide = ProposalOptions.max_side,
-    seed: Annotated[
-        int, typer.Option(help="Seed of selective search's random ranking.")
-    ] = ProposalOptions.seed,
-    workers: Annotated[int, typer.Option(help="Worker processes (0: all cores).")] = ProposalOptions.workers,
     mat_file: Annotated[
         Path | None, typer.Option("--import", help="Import a Fast R-CNN release .mat file instead.")
     ] = None,
     classes: Classes = None,
     layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Propose object boxes with selective search; writes RUN/proposals/<split>.h5.
 
@@ -65,9 +52,7 @@ def propose(
     from stages.proposals.sources import ImportedBoxes, SelectiveSearch
     from stages.runs.layout import RunLayout
 
-    options = ProposalOptions(
-        mode=mode, max_boxes=max_boxes, min_size=min_size, max_side=max_side, seed=seed, workers=workers
-    )
+    options = ProposalOptions(**given)
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad=skip_bad, format=layout_name(layout))
     proposer = SelectiveSearch(options) if mat_file is None else ImportedBoxes(mat_file, options)
     summary = proposer.propose_split(dataset, RunLayout(run), skip_bad=skip_bad, progress=RichProgress())

@@ -2,46 +2,33 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import (
-    DEFAULT_DEVICE,
-    DEFAULT_PRECISION,
     DEFAULT_RUN,
-    DEFAULT_SEED,
     Classes,
     CompressibleMethod,
     DataRoot,
     DatasetFormat,
-    Device,
     MethodName,
     MethodOption,
-    Precision,
     Resume,
     RunDir,
-    Seed,
     SkipBad,
     Split,
-    Workers,
-    given,
     layout_name,
     parse_classes,
-    parse_sizes,
+    stage_options,
 )
-from stages.methods import get_method
-from stages.training.options import PretrainOptions, TrainingOptions
+from stages.methods import METHODS, get_method
+from stages.training.options import PretrainOptions
 
 if TYPE_CHECKING:
     from stages.training.solver import TrainingSummary
-
-Iterations = Annotated[int | None, typer.Option(help="SGD iterations (mini-batches).")]
-LearningRate = Annotated[float | None, typer.Option(help="Base learning rate.")]
-Step = Annotated[int | None, typer.Option(help="Multiply the rate by 0.1 every this many iterations.")]
-CheckpointEvery = Annotated[int, typer.Option(help="Save a checkpoint every this many iterations.")]
 
 
 def _table(title: str, rows: dict[str, str]) -> None:
@@ -63,32 +50,17 @@ def _training_rows(summary: TrainingSummary, accuracy_of: str) -> dict[str, str]
     }
 
 
+@stage_options(PretrainOptions)
 def pretrain(
     data: DataRoot,
     split: Split = "trainval",
     run: RunDir = DEFAULT_RUN,
-    backbone: Annotated[
-        str, typer.Option(help="Backbone: tiny, alexnet, vgg16 or zf5.")
-    ] = PretrainOptions.backbone,
-    weights: Annotated[
-        str | None, typer.Option(help="Start from: imagenet, or a weights file (default: random init).")
-    ] = None,
-    iterations: Annotated[
-        int, typer.Option(help="SGD iterations (mini-batches).")
-    ] = PretrainOptions.iterations,
-    batch_size: Annotated[int, typer.Option(help="Crops a mini-batch.")] = PretrainOptions.batch_size,
-    learning_rate: Annotated[float, typer.Option(help="Base learning rate.")] = PretrainOptions.learning_rate,
-    step: Annotated[
-        int, typer.Option(help="Multiply the rate by 0.1 every this many iterations.")
-    ] = PretrainOptions.step,
-    seed: Seed = PretrainOptions.seed,
-    checkpoint_every: CheckpointEvery = PretrainOptions.checkpoint_every,
-    workers: Workers = PretrainOptions.workers,
-    device: Device = PretrainOptions.device,
     resume: Resume = True,
     classes: Classes = None,
     layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Pre-train a backbone by classifying the split's object crops; writes RUN/backbone.pt.
 
@@ -101,74 +73,24 @@ def pretrain(
     from stages.runs.layout import RunLayout
     from stages.training.pretrain import pretrain as run_pretrain
 
-    options = PretrainOptions(
-        backbone=backbone,
-        weights=weights,
-        iterations=iterations,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        step=step,
-        seed=seed,
-        checkpoint_every=checkpoint_every,
-        workers=workers,
-        device=device,
-    )
+    options = PretrainOptions(**given)
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))
     summary = run_pretrain(dataset, RunLayout(run), options, resume=resume, progress=RichProgress())
-    _table(f"pre-trained {backbone}: {summary.path}", _training_rows(summary, "training crops"))
+    _table(f"pre-trained {options.backbone}: {summary.path}", _training_rows(summary, "training crops"))
 
 
+@stage_options(METHODS.command_options("finetune"))
 def finetune(
     data: DataRoot,
     split: Split = "trainval",
     method: MethodOption = MethodName.fast,  # type: ignore[attr-defined]
     run: RunDir = DEFAULT_RUN,
-    backbone: Annotated[
-        str | None, typer.Option(help="Backbone: tiny, alexnet, vgg16 or zf5 (R-CNN, Fast R-CNN).")
-    ] = None,
-    weights: Annotated[
-        str | None,
-        typer.Option(help="Start from: RUN/backbone.pt (default), imagenet, random, or a weights file."),
-    ] = None,
-    iterations: Iterations = None,
-    learning_rate: LearningRate = None,
-    step: Step = None,
-    scales: Annotated[
-        str | None,
-        typer.Option(
-            help="Fast R-CNN: shorter side(s), default 600; several = a random one an image "
-            "(480,576,688,864,1200)."
-        ),
-    ] = None,
-    max_size: Annotated[
-        int | None, typer.Option(help="Fast R-CNN: longest side at most (default 1000, 2000 multi-scale).")
-    ] = None,
-    test_scale: Annotated[
-        int | None, typer.Option(help="Fast R-CNN: test scale (default: the training scale, or 600).")
-    ] = None,
-    aspect_grouping: Annotated[
-        bool | None,
-        typer.Option(
-            "--aspect-grouping/--no-aspect-grouping",
-            help="Fast R-CNN: a mini-batch's images all wide or all tall (default: yes, as py-faster-rcnn).",
-        ),
-    ] = None,
-    seed: Seed = DEFAULT_SEED,
-    checkpoint_every: Annotated[
-        int | None,
-        typer.Option(
-            help=f"Save a checkpoint every this many iterations (default {TrainingOptions.checkpoint_every})."
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None, typer.Option(help="R-CNN, Fast R-CNN: DataLoader worker processes (default 0: none).")
-    ] = None,
-    device: Device = DEFAULT_DEVICE,
-    precision: Precision = DEFAULT_PRECISION,
     resume: Resume = True,
     classes: Classes = None,
     layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Fine-tune a detector's network on the split's proposals. Options left out take the method's paper
     settings.
@@ -197,24 +119,7 @@ def finetune(
     from stages.runs.layout import RunLayout
 
     chosen = get_method(method.value)
-    options = chosen.finetune_options(
-        given(
-            backbone=backbone,
-            weights=weights,
-            iterations=iterations,
-            learning_rate=learning_rate,
-            step=step,
-            scales=None if scales is None else parse_sizes(scales, "--scales"),
-            max_size=max_size,
-            test_scale=test_scale,
-            aspect_grouping=aspect_grouping,
-            seed=seed,
-            checkpoint_every=checkpoint_every,
-            workers=workers,
-            device=device,
-            precision=precision.value,
-        )
-    )
+    options = chosen.finetune_options(given)
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout))
     summary = chosen.finetune(dataset, RunLayout(run), options, resume=resume, progress=RichProgress())
     if summary.writer:
@@ -225,17 +130,14 @@ def finetune(
         )
 
 
+@stage_options(METHODS.command_options("compress"))
 def compress(
     run: RunDir = DEFAULT_RUN,
     method: Annotated[
         CompressibleMethod, typer.Option("--method", help="Which detector's network to compress.")
     ] = CompressibleMethod.fast,  # type: ignore[attr-defined]
-    fc6_rank: Annotated[
-        int | None, typer.Option(help="Singular values kept of fc6 (default: width / 4).")
-    ] = None,
-    fc7_rank: Annotated[
-        int | None, typer.Option(help="Singular values kept of fc7 (default: width / 16).")
-    ] = None,
+    *,
+    given: dict[str, Any],
 ) -> None:
     """Compress Fast R-CNN's fc6 and fc7 by truncated SVD (section 3.1) into RUN/fast/compressed/model.pt.
 
@@ -248,7 +150,7 @@ def compress(
     from stages.runs.layout import RunLayout
 
     chosen = get_method(method.value)
-    options = chosen.compress_options(given(fc6_rank=fc6_rank, fc7_rank=fc7_rank))
+    options = chosen.compress_options(given)
     summary = chosen.compress(RunLayout(run), options)
     _table(
         f"compressed: {summary.path}",

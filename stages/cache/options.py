@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stages.core.errors import UserError
+from stages.core.options import device_option, option, precision_option, workers_option
 from stages.networks.options import check_precision
 
 COMPRESSIONS = ("lzf", "gzip", "none")
@@ -20,11 +21,11 @@ class CacheOptions:
     disk, and the SVMs and regressors do not notice), the compression (``COMPRESSIONS``), DataLoader
     workers, the device and the precision the network computes in (``stages.networks.precision``)."""
 
-    dtype: str = "float16"
-    compression: str = "lzf"
-    workers: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
+    dtype: str = option("float16", help="Stored precision of the features: float16 or float32.")
+    compression: str = option("lzf", help="The cache's compression: lzf, gzip (smaller, slower) or none.")
+    workers: int = workers_option()
+    device: str = device_option()
+    precision: str = precision_option()
 
     def __post_init__(self) -> None:
         check_precision(self.precision)
@@ -38,10 +39,10 @@ class CacheOptions:
 class SvmOptions:
     """The R-CNN release's settings (rcnn_train.m)."""
 
-    C: float = 0.001
+    C: float = option(0.001, help="SVM regularisation constant C.")
     bias_multiplier: float = 10.0
-    positive_weight: float = 2.0
-    negative_iou: float = 0.3
+    positive_weight: float = option(2.0, help="Loss weight of positives.")
+    negative_iou: float = option(0.3, help="Negatives: IoU below this with every object.")
     hard_threshold: float = -1.0
     easy_threshold: float = -1.2
     retrain_every: int = 2000
@@ -57,8 +58,8 @@ class SvmOptions:
 class BboxOptions:
     """The R-CNN release's settings (rcnn_train_bbox_regressor.m)."""
 
-    alpha: float = 1000.0
-    min_iou: float = 0.6
+    alpha: float = option(1000.0, help="Ridge regularisation (lambda).")
+    min_iou: float = option(0.6, help="Train on regions whose best IoU exceeds this.")
     target_norm: float = 20.0
     norm_sample_images: int = 200
     norm_sample_boxes: int = 200

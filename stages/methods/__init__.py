@@ -20,46 +20,59 @@ if TYPE_CHECKING:
 
 
 class Registry(MutableMapping[str, "Method[Any]"]):
-    """Methods by name, in the lineage's order: each given as its object or as ``"module:Class"``, loaded
-    when first asked for. ``commands`` names, for each method, the staged commands beside ``finetune``,
-    ``evaluate``, ``detect`` and ``export`` that run a stage of it: their ``--method`` choices."""
+    """Methods by name, in the lineage's order: each named by ``"module:Class"`` and loaded when first asked
+    for, or given as an object. A method package's ``options`` module (torch-free) says which staged commands
+    beside ``evaluate``, ``detect`` and ``export`` run a stage of it, with their options
+    (``COMMAND_OPTIONS``): the command line's ``--method`` choices and options, without loading torch."""
 
-    def __init__(self, entries: dict[str, Any], commands: dict[str, frozenset[str]]):
-        self._entries = dict(entries)
-        self._commands = dict(commands)
+    def __init__(self, targets: dict[str, str]):
+        self._targets = dict(targets)
+        self._methods: dict[str, Method[Any]] = {}
+
+    def command_options(self, command: str) -> dict[str, type]:
+        """The options of ``rcnn COMMAND`` for each method that it runs a stage of, in order."""
+        found = {}
+        for name in self:
+            target = self._targets.get(name)
+            if target is None:  # registered as an object: no options module to read
+                continue
+            package = target.partition(":")[0].rpartition(".")[0]
+            declared = importlib.import_module(f"{package}.options").COMMAND_OPTIONS
+            if command in declared:
+                found[name] = declared[command]
+        return found
 
     def with_command(self, command: str) -> list[str]:
         """The methods that ``rcnn COMMAND`` runs a stage of, in order."""
-        return [name for name in self if command in self._commands.get(name, ())]
+        return list(self.command_options(command))
 
     def __getitem__(self, name: str) -> Method[Any]:
-        entry = self._entries[name]
-        if isinstance(entry, str):
-            module, _, attribute = entry.partition(":")
-            entry = self._entries[name] = getattr(importlib.import_module(module), attribute)()
-        return entry
+        if name not in self._methods:
+            module, _, attribute = self._targets[name].partition(":")
+            self._methods[name] = getattr(importlib.import_module(module), attribute)()
+        return self._methods[name]
 
     def __setitem__(self, name: str, method: Method[Any]) -> None:
-        self._entries[name] = method
+        self._targets.pop(name, None)
+        self._methods[name] = method
 
     def __delitem__(self, name: str) -> None:
-        del self._entries[name]
+        self._targets.pop(name, None)
+        self._methods.pop(name, None)
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._entries)
+        return iter(dict.fromkeys([*self._targets, *self._methods]))
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(dict.fromkeys([*self._targets, *self._methods]))
 
 
-_CACHE_COMMANDS = frozenset({"extract-features", "train-svm", "train-bbox"})
 METHODS = Registry(
     {
         "rcnn": "stages.methods.rcnn.method:RCNN",
         "spp": "stages.methods.spp.method:SPPNet",
         "fast": "stages.methods.fast.method:FastRCNN",
-    },
-    {"rcnn": _CACHE_COMMANDS, "spp": _CACHE_COMMANDS, "fast": frozenset({"compress"})},
+    }
 )
 """The lineage in order, by name (``Method.name``)."""
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from stages.core.errors import UserError
+from stages.core.options import option
 
 MODES = ("single", "fast", "quality")
 """Uijlings et al.'s (2013) settings, as OpenCV builds them: "single", one grouping (HSV, k = 200, the
@@ -19,12 +20,14 @@ times as many boxes."""
 class ProposalOptions:
     """Selective search settings (Uijlings et al. 2013, as used by R-CNN: fast mode, ~2000 boxes)."""
 
-    mode: str = "fast"
-    max_boxes: int = 2000
-    min_size: int = 10
-    max_side: int = 500
-    seed: int = 0
-    workers: int = 0
+    mode: str = option(
+        "fast", help="Selective search strategy: single, fast (R-CNN's, the default) or quality."
+    )
+    max_boxes: int = option(2000, help="Boxes kept an image, in ranking order.")
+    min_size: int = option(10, help="Drop boxes narrower or shorter (px).")
+    max_side: int = option(500, help="Images with a longer side are shrunk for the search (px).")
+    seed: int = option(0, help="Seed of selective search's random ranking.")
+    workers: int = option(0, help="Worker processes (0: all cores).")
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

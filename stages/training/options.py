@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 from stages.core.errors import UserError
+from stages.core.options import device_option, option, precision_option, seed_option, workers_option
 from stages.networks.options import check_precision
 
 
@@ -15,13 +16,13 @@ from stages.networks.options import check_precision
 class Solver:
     """SGD with momentum; the rate is multiplied by ``gamma`` every ``step`` iterations (Caffe's "step")."""
 
-    iterations: int
-    learning_rate: float
-    step: int
+    iterations: int = option(help="SGD iterations (mini-batches).")
+    learning_rate: float = option(help="Base learning rate.")
+    step: int = option(help="Multiply the rate by 0.1 every this many iterations.")
     gamma: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 0.0005
-    checkpoint_every: int = 1000
+    checkpoint_every: int = option(1000, help="Save a checkpoint every this many iterations.")
 
     def __post_init__(self) -> None:
         for name in ("iterations", "step", "checkpoint_every"):
@@ -40,9 +41,9 @@ class TrainingOptions(Solver):
     Each stage subclasses it with its paper's iterations, learning rate and step, and its own fields.
     """
 
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "fp32"
+    seed: int = seed_option()
+    device: str = device_option()
+    precision: str = precision_option()
 
     RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device")
     """Fields (of the stage's, where it has them) that do not shape the weights a run ends with: a
@@ -72,8 +73,8 @@ class PretrainOptions(TrainingOptions):
     learning_rate: float = 0.01
     step: int = 1500
     checkpoint_every: int = 500
-    backbone: str = "tiny"
-    weights: str | None = None
-    batch_size: int = 128
+    backbone: str = option("tiny", help="Backbone: tiny, alexnet, vgg16 or zf5.")
+    weights: str | None = option(None, help="Start from: imagenet, or a weights file (default: random init).")
+    batch_size: int = option(128, help="Crops a mini-batch.")
     jitter: float = 0.1
-    workers: int = 0
+    workers: int = workers_option()

@@ -5,18 +5,16 @@ import pytest
 from stages.core.errors import UserError
 from stages.methods import METHODS, get_cached_method, get_method
 from stages.methods.base import PLAIN, SVD, CachedFeatureMethod, Method, options_from
-from stages.methods.fast.finetune import FastFinetuneOptions
-from stages.methods.rcnn.finetune import FinetuneOptions
+from stages.methods.fast.options import FastFinetuneOptions
+from stages.methods.rcnn.options import FinetuneOptions
 from stages.training.options import TrainingOptions
 
 CACHED_TYPES = [name for name, method in METHODS.items() if isinstance(method, CachedFeatureMethod)]
 
 
 def test_the_lineage_in_order_each_method_whole():
-    assert list(METHODS) == ["rcnn", "spp", "fast"] and METHODS.with_command("extract-features") == [
-        "rcnn",
-        "spp",
-    ]
+    assert list(METHODS) == ["rcnn", "spp", "fast"]
+    assert METHODS.with_command("extract-features") == CACHED_TYPES == ["rcnn", "spp"]
     for name, method in METHODS.items():
         assert isinstance(method, Method) and method.name == name and method.label
         assert issubclass(method.finetune_options_type, TrainingOptions)
@@ -24,6 +22,22 @@ def test_the_lineage_in_order_each_method_whole():
     for method in map(get_cached_method, METHODS.with_command("extract-features")):
         assert isinstance(method, CachedFeatureMethod) and method.region_feature in ("pool5", "pyramid")
     assert [[v.key for v in m.variants] for m in METHODS.values()] == [[""], [""], ["", "svd"]]
+
+
+def test_the_options_the_command_line_shows_are_the_methods_own():
+    """Each method package's options module (torch-free, read by the command line) names the option
+    types its method object uses."""
+    for command, attribute in (
+        ("finetune", "finetune_options_type"),
+        ("extract-features", "extract_options_type"),
+        ("compress", "compress_options_type"),
+    ):
+        declared = METHODS.command_options(command)
+        assert declared == {
+            name: getattr(method, attribute)
+            for name, method in METHODS.items()
+            if getattr(method, attribute, None) is not None
+        }
 
 
 def test_unknown_methods_name_the_choices():

@@ -13,10 +13,10 @@ import torch
 
 from stages.detections.postprocess import DetectOptions, detect_from_class_boxes
 from stages.methods.base import PLAIN, SVD, Benchmark, BenchSettings
-from stages.methods.fast.compress import CompressOptions
 from stages.methods.fast.detector import FastDetector
 from stages.methods.fast.minibatches import pad_images
 from stages.methods.fast.network import FastRcnn, compress, multitask_loss, pooling_rois
+from stages.methods.fast.options import CompressOptions
 from stages.networks.backbones import build_backbone
 from stages.networks.inputs import to_network_input
 from stages.networks.precision import autocast
@@ -32,7 +32,7 @@ def benchmark(settings: BenchSettings, options: DetectOptions, compressed: Mappi
     ranks of the SVD form (``CompressOptions``' fields; the paper's ratios by default)."""
     device, side = settings.device, settings.side
     fast = FastRcnn(build_backbone(settings.backbone), settings.classes)
-    smaller = compress(fast, CompressOptions(**compressed).ranks(fast))
+    smaller = compress(fast, CompressOptions(**compressed).ranks(fast.spec.fc_dim))
     fast, smaller = fast.to(device).eval(), smaller.to(device).eval()
     passes = {}
     for variant, model in ((PLAIN, fast), (SVD, smaller)):

@@ -6,27 +6,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from stages.core.errors import UserError
-from stages.methods.fast.network import NAME, FastRcnn, compress, default_ranks, load_trained, save_fast
+from stages.methods.fast.network import NAME, FastRcnn, compress, load_trained, save_fast
+from stages.methods.fast.options import CompressOptions
 from stages.runs.layout import RunLayout, write_manifest
-
-
-@dataclass(frozen=True)
-class CompressOptions:
-    """Singular values kept of fc6 and fc7; None: the paper's VGG16 ratios of the width (1024 and 256 of
-    4096, ``default_ranks``)."""
-
-    fc6_rank: int | None = None
-    fc7_rank: int | None = None
-
-    def __post_init__(self) -> None:
-        if min(r for r in (self.fc6_rank, self.fc7_rank, 1) if r is not None) < 1:
-            raise UserError("ranks: give positive numbers of singular values")
-
-    def ranks(self, model: FastRcnn) -> tuple[int, int]:
-        """The ranks kept of ``model``'s fc6 and fc7: those given, the paper's ratios otherwise."""
-        defaults = default_ranks(model)
-        return self.fc6_rank or defaults[0], self.fc7_rank or defaults[1]
 
 
 @dataclass(frozen=True)
@@ -43,7 +25,7 @@ def compress_run(run: RunLayout, options: CompressOptions = CompressOptions()) -
     started = time.perf_counter()
     files = run.method(NAME)
     trained = load_trained(run)
-    chosen = options.ranks(trained.module)
+    chosen = options.ranks(trained.module.spec.fc_dim)
     smaller = compress(trained.module, chosen)
     extra = {k: trained.meta[k] for k in ("scales", "max_size", "test_scale")}
     save_fast(files.compressed, smaller, trained.classes, **extra)

@@ -9,22 +9,19 @@ folded in).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import ClassVar
-
 import torch
 
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.methods.fast.minibatches import ImageBatches, SamplingOptions, target_statistics
+from stages.methods.fast.minibatches import ImageBatches, target_statistics
 from stages.methods.fast.network import NAME, FastRcnn, fold_target_normalisation, multitask_loss, save_fast
+from stages.methods.fast.options import FastFinetuneOptions
 from stages.networks.backbones import resolve_backbone
 from stages.proposals.propose import load_proposals
 from stages.runs.layout import RunLayout
 from stages.runs.processes import processes
 from stages.training.matching import label_split
-from stages.training.options import TrainingOptions
 from stages.training.solver import (
     BatchLoss,
     TrainingStage,
@@ -33,42 +30,6 @@ from stages.training.solver import (
     parameter_groups,
     weight_digest,
 )
-
-
-@dataclass(frozen=True)
-class FastFinetuneOptions(TrainingOptions):
-    """Fast R-CNN training (sections 2.3 and 4): the paper's solver and sampling; ``scales`` one (600) or
-    several (a random one an image); ``test_scale`` (default: the training scale, or 600 with several)."""
-
-    iterations: int = 40000
-    learning_rate: float = 0.001
-    step: int = 30000
-    backbone: str | None = None
-    weights: str | None = None
-    box_weight: float = 1.0
-    sampling: SamplingOptions = field(default_factory=SamplingOptions)
-    test_scale: int | None = None
-    workers: int = 0
-
-    RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device", "test_scale")
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        sampling = self.sampling
-        if not sampling.scales or min(sampling.scales) < 16 or sampling.max_size < max(sampling.scales):
-            raise UserError("--scales: give shorter sides of at least 16 px, none above --max-size")
-        if sampling.images_per_batch < 1 or sampling.rois_per_batch < sampling.images_per_batch:
-            raise UserError("--images-per-batch and --rois-per-batch: at least one RoI an image")
-        if not 16 <= self.resolved_test_scale <= sampling.max_size:
-            raise UserError(
-                f"--test-scale {self.resolved_test_scale}: give a shorter side of at least 16 px, "
-                f"not above --max-size {sampling.max_size}"
-            )
-
-    @property
-    def resolved_test_scale(self) -> int:
-        scales = self.sampling.scales
-        return self.test_scale or (scales[0] if len(scales) == 1 else 600)
 
 
 def finetune(

@@ -23,11 +23,11 @@ from stages.methods.base import (
     Variant,
 )
 from stages.methods.fast.benchmark import benchmark
-from stages.methods.fast.compress import CompressOptions, CompressSummary, compress_run
+from stages.methods.fast.compress import CompressSummary, compress_run
 from stages.methods.fast.detector import FastDetector, fast_detector
-from stages.methods.fast.finetune import FastFinetuneOptions, finetune
-from stages.methods.fast.minibatches import SamplingOptions
+from stages.methods.fast.finetune import finetune
 from stages.methods.fast.network import NAME
+from stages.methods.fast.options import CompressOptions, FastFinetuneOptions, SamplingOptions
 from stages.networks.inputs import read_image
 from stages.proposals.propose import load_proposals
 from stages.runs.layout import RunLayout, read_manifest

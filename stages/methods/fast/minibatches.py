@@ -17,7 +17,6 @@ would, whichever worker process makes the batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -25,35 +24,21 @@ import torch
 
 from stages.core.geometry import encode_boxes, flip_boxes
 from stages.methods.fast.network import pooling_rois
+from stages.methods.fast.options import SamplingOptions
 from stages.networks.inputs import ImageCache, resized_input
 from stages.training.balanced_sampling import BalancedSampler
 from stages.training.matching import LabelledRegions, Matcher
 
 
-@dataclass(frozen=True)
-class SamplingOptions:
-    """The paper's sampling: N = 2 images, R = 128 RoIs, 25% foreground; shorter side 600, longer <= 1000;
-    the images of a batch all wide or all tall (``aspect_grouping``)."""
+def _matcher(options: SamplingOptions) -> Matcher:
+    return Matcher(options.foreground_iou, options.background_iou)
 
-    images_per_batch: int = 2
-    rois_per_batch: int = 128
-    foreground_fraction: float = 0.25
-    foreground_iou: float = 0.5
-    background_iou: tuple[float, float] = (0.1, 0.5)
-    scales: tuple[int, ...] = (600,)
-    max_size: int = 1000
-    mirror: bool = True
-    aspect_grouping: bool = True
 
-    @property
-    def matcher(self) -> Matcher:
-        return Matcher(self.foreground_iou, self.background_iou)
-
-    @property
-    def sampler(self) -> BalancedSampler:
-        """The RoIs of one image: R / N of them, without replacement."""
-        per_image = self.rois_per_batch // self.images_per_batch
-        return BalancedSampler(per_image, self.foreground_fraction, replace=False)
+def _sampler(options: SamplingOptions) -> BalancedSampler:
+    """The RoIs of one image: R / N of them, without replacement."""
+    return BalancedSampler(
+        options.rois_per_batch // options.images_per_batch, options.foreground_fraction, replace=False
+    )
 
 
 def scale_factor(height: int, width: int, scale: int, max_size: int) -> float:
@@ -73,7 +58,7 @@ def target_statistics(
     sums = np.zeros((num_classes + 1, 4))
     squares = np.zeros((num_classes + 1, 4))
     counts = np.zeros(num_classes + 1)
-    matcher = options.matcher
+    matcher = _matcher(options)
     for region in regions:
         labels, foreground, _ = matcher.split(region.class_iou)
         if not len(foreground):
@@ -117,12 +102,12 @@ class ImageBatches:
         self.paths, self.regions, self.options = list(paths), list(regions), options
         self.means, self.stds = means, stds
         self.seed, self.rank, self.world_size = seed, rank, world_size
-        matcher = options.matcher
+        matcher = _matcher(options)
         self.rows = [matcher.split(r.class_iou) for r in self.regions]
         """Each image's (labels, foreground rows, background rows)."""
         self.usable = [i for i, (_, fg, bg) in enumerate(self.rows) if len(fg) or len(bg)]
         self.wide = np.array([shapes[i][1] >= shapes[i][0] for i in self.usable], dtype=bool)
-        self.sampler = options.sampler
+        self.sampler = _sampler(options)
         self.cache = ImageCache()
         self._order: tuple[int, np.ndarray] | None = None
 

@@ -194,13 +194,6 @@ def _untrained(meta: Mapping[str, Any]) -> FastRcnn:
     return FastRcnn(build_backbone(meta["backbone"]), len(meta["classes"]), ranks)
 
 
-def default_ranks(model: FastRcnn) -> tuple[int, int]:
-    """The paper's VGG16 ratios (fc6 1024 and fc7 256 of 4096 outputs) applied to this network's fc
-    width: a quarter and a sixteenth."""
-    width = model.spec.fc_dim
-    return max(1, width // 4), max(1, width // 16)
-
-
 def compress(model: FastRcnn, ranks: tuple[int, int]) -> FastRcnn:
     """A copy of ``model`` with fc6 and fc7 replaced by their rank-``ranks`` truncated SVDs."""
     if model.ranks is not None:

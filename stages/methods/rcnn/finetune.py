@@ -3,20 +3,18 @@ classifier of warped proposals."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
+from stages.methods.rcnn.options import FinetuneOptions
 from stages.networks.backbones import Classifier, resolve_backbone
 from stages.networks.models import save_model
 from stages.proposals.propose import load_proposals
 from stages.runs.layout import RunLayout
 from stages.training.balanced_sampling import BalancedSampler
 from stages.training.matching import Matcher, label_split
-from stages.training.options import TrainingOptions
 from stages.training.solver import (
     TrainingStage,
     TrainingSummary,
@@ -27,25 +25,6 @@ from stages.training.solver import (
 from stages.training.windows import WindowBatches
 
 NAME = "rcnn"
-
-
-@dataclass(frozen=True)
-class FinetuneOptions(TrainingOptions):
-    """R-CNN fine-tuning (section 2.3 and the release's solver): SGD at 0.001, x0.1 every 20k of 40k
-    iterations, momentum 0.9, weight decay 0.0005; new layer at 10x (weights) and 20x (biases); mini-batches
-    of 128 windows, 25% with IoU >= 0.5 (any class) and the rest background, drawn with replacement and
-    mirrored at random."""
-
-    iterations: int = 40000
-    learning_rate: float = 0.001
-    step: int = 20000
-    backbone: str | None = None
-    weights: str | None = None
-    batch_size: int = 128
-    foreground_fraction: float = 0.25
-    foreground_iou: float = 0.5
-    mirror: bool = True
-    workers: int = 0
 
 
 def finetune(

@@ -11,8 +11,8 @@ from stages.datasets.records import Dataset
 from stages.methods.base import Benchmark, BenchSettings, CachedFeatureMethod
 from stages.methods.rcnn.benchmark import benchmark
 from stages.methods.rcnn.features import RegionExtractor, extract_features, load_finetuned
-from stages.methods.rcnn.finetune import NAME, FinetuneOptions, finetune
-from stages.methods.rcnn.options import ExtractOptions
+from stages.methods.rcnn.finetune import NAME, finetune
+from stages.methods.rcnn.options import ExtractOptions, FinetuneOptions
 from stages.runs.layout import RunLayout
 from stages.training.solver import TrainingSummary
 

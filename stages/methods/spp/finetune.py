@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -16,37 +15,17 @@ from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.methods.spp.network import NAME, SppClassifier, SppNet, load_spp
+from stages.methods.spp.options import SppFinetuneOptions
 from stages.networks.backbones import Backbone, build_backbone, resolve_backbone
 from stages.networks.models import save_model
 from stages.runs.layout import RunLayout, describe_input
 from stages.training.balanced_sampling import BalancedSampler
 from stages.training.matching import Matcher
-from stages.training.options import TrainingOptions
 from stages.training.solver import TrainingStage, TrainingSummary, classification_step, parameter_groups
 
 
-@dataclass(frozen=True)
-class SppFinetuneOptions(TrainingOptions):
-    """SPP-net fc fine-tuning (section 4.1): fc6, fc7 and a new (N + 1)-way layer on cached pyramids;
-    25% foreground (IoU >= 0.5), background IoU in [0.1, 0.5), drawn with replacement; 250k mini-batches
-    at 1e-4, then 50k at 1e-5. Mini-batches are drawn from one block of the cache at a time
-    (``block_rows`` regions, read once for ``block_iterations`` mini-batches, by default as many as draw
-    about as many windows as the block holds), so memory stays bounded and the cache is read a few
-    times, not once a mini-batch."""
-
-    iterations: int = 300000
-    learning_rate: float = 0.0001
-    step: int = 250000
-    batch_size: int = 128
-    foreground_fraction: float = 0.25
-    foreground_iou: float = 0.5
-    background_iou: tuple[float, float] = (0.1, 0.5)
-    block_rows: int = 32768
-    block_iterations: int | None = None
-
-    @property
-    def matcher(self) -> Matcher:
-        return Matcher(self.foreground_iou, self.background_iou)
+def _matcher(options: SppFinetuneOptions) -> Matcher:
+    return Matcher(options.foreground_iou, options.background_iou)
 
 
 class _BlockBatches:
@@ -67,7 +46,7 @@ class _BlockBatches:
         if self.loaded is None or self.loaded[0] != index:
             start, stop = self.blocks[index]
             h5 = self.cache.h5
-            labels, foreground, background = options.matcher.split(h5["class_iou"][start:stop])
+            labels, foreground, background = _matcher(options).split(h5["class_iou"][start:stop])
             block = {
                 "pyramid": h5["pyramid"][start:stop],
                 "labels": labels,
@@ -111,7 +90,7 @@ def finetune(
         net = SppNet(_conv_source(run, stamp["conv"]), stamp["levels"])
         model = SppClassifier(net, len(dataset.classes) + 1).to(stage.device)
         sampler = _BlockBatches(cache, options)
-        labels = np.concatenate([options.matcher(b["class_iou"]) for _, b in cache.blocks(["class_iou"])])
+        labels = np.concatenate([_matcher(options)(b["class_iou"]) for _, b in cache.blocks(["class_iou"])])
         stage.train(
             model,
             parameter_groups(

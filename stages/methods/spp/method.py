@@ -14,9 +14,9 @@ from stages.datasets.records import Dataset
 from stages.methods.base import Benchmark, BenchSettings, CachedFeatureMethod
 from stages.methods.spp.benchmark import benchmark
 from stages.methods.spp.features import SppExtractor, extract_features
-from stages.methods.spp.finetune import SppFinetuneOptions, finetune
+from stages.methods.spp.finetune import finetune
 from stages.methods.spp.network import NAME, load_spp
-from stages.methods.spp.options import SppExtractOptions
+from stages.methods.spp.options import SppExtractOptions, SppFinetuneOptions
 from stages.runs.layout import RunLayout
 from stages.runs.steps import SharedSteps, Step
 from stages.training.solver import TrainingSummary

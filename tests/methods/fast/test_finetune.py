@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from stages.core.errors import UserError
-from stages.methods.fast.finetune import FastFinetuneOptions
-from stages.methods.fast.minibatches import SamplingOptions
+from stages.methods.fast.options import FastFinetuneOptions, SamplingOptions
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from stages.core.geometry import encode_boxes
-from stages.methods.fast.minibatches import ImageBatches, SamplingOptions, scale_factor, target_statistics
+from stages.methods.fast.minibatches import ImageBatches, scale_factor, target_statistics
+from stages.methods.fast.options import SamplingOptions
 from stages.training.matching import LabelledRegions
 from tests.helpers import write_image
 

@@ -1,0 +1,96 @@
+"""Fast R-CNN's settings, torch-free so that the command line shows them at once: its mini-batch sampling,
+its fine-tuning and its truncated-SVD compression."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from stages.core.errors import UserError
+from stages.core.options import option, workers_option
+from stages.training.options import TrainingOptions
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """The paper's sampling: N = 2 images, R = 128 RoIs, 25% foreground; shorter side 600, longer <= 1000;
+    the images of a batch all wide or all tall (``aspect_grouping``)."""
+
+    images_per_batch: int = 2
+    rois_per_batch: int = 128
+    foreground_fraction: float = 0.25
+    foreground_iou: float = 0.5
+    background_iou: tuple[float, float] = (0.1, 0.5)
+    scales: tuple[int, ...] = option(
+        (600,),
+        help="Shorter side(s) of the training images; several: a random one an image (480,576,688,864,1200).",
+    )
+    max_size: int = option(1000, help="Longest side at most (px; 2000 by default with several scales).")
+    mirror: bool = True
+    aspect_grouping: bool = option(
+        True, help="A mini-batch's images all wide or all tall (as py-faster-rcnn)."
+    )
+
+
+@dataclass(frozen=True)
+class FastFinetuneOptions(TrainingOptions):
+    """Fast R-CNN training (sections 2.3 and 4): the paper's solver and sampling; ``scales`` one (600) or
+    several (a random one an image); ``test_scale`` (default: the training scale, or 600 with several)."""
+
+    iterations: int = 40000
+    learning_rate: float = 0.001
+    step: int = 30000
+    backbone: str | None = option(
+        None, help="Backbone: tiny, alexnet, vgg16 or zf5 (default: the run's, RUN/backbone.pt)."
+    )
+    weights: str | None = option(
+        None, help="Start from: RUN/backbone.pt (default), imagenet, random, or a weights file."
+    )
+    box_weight: float = 1.0
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    test_scale: int | None = option(
+        None, help="Test scale (default: the training scale, or 600 with several)."
+    )
+    workers: int = workers_option()
+
+    RUNTIME: ClassVar[tuple[str, ...]] = ("iterations", "workers", "device", "test_scale")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        sampling = self.sampling
+        if not sampling.scales or min(sampling.scales) < 16 or sampling.max_size < max(sampling.scales):
+            raise UserError("--scales: give shorter sides of at least 16 px, none above --max-size")
+        if sampling.images_per_batch < 1 or sampling.rois_per_batch < sampling.images_per_batch:
+            raise UserError("--images-per-batch and --rois-per-batch: at least one RoI an image")
+        if not 16 <= self.resolved_test_scale <= sampling.max_size:
+            raise UserError(
+                f"--test-scale {self.resolved_test_scale}: give a shorter side of at least 16 px, "
+                f"not above --max-size {sampling.max_size}"
+            )
+
+    @property
+    def resolved_test_scale(self) -> int:
+        scales = self.sampling.scales
+        return self.test_scale or (scales[0] if len(scales) == 1 else 600)
+
+
+@dataclass(frozen=True)
+class CompressOptions:
+    """Singular values kept of fc6 and fc7; None: the paper's VGG16 ratios of the width (1024 and 256 of
+    4096, ``default_ranks``)."""
+
+    fc6_rank: int | None = option(None, help="Singular values kept of fc6 (default: its width / 4).")
+    fc7_rank: int | None = option(None, help="Singular values kept of fc7 (default: its width / 16).")
+
+    def __post_init__(self) -> None:
+        if min(r for r in (self.fc6_rank, self.fc7_rank, 1) if r is not None) < 1:
+            raise UserError("ranks: give positive numbers of singular values")
+
+    def ranks(self, width: int) -> tuple[int, int]:
+        """The ranks kept of fc6 and fc7 of a network ``width`` outputs wide: those given, otherwise the
+        paper's VGG16 ratios (1024 and 256 of 4096: a quarter and a sixteenth)."""
+        return self.fc6_rank or max(1, width // 4), self.fc7_rank or max(1, width // 16)
+
+
+COMMAND_OPTIONS = {"finetune": FastFinetuneOptions, "compress": CompressOptions}
+"""The options of each staged command that runs a stage of Fast R-CNN (``stages.methods.METHODS``)."""
