@@ -9,7 +9,7 @@ import torch
 from stages.core.geometry import encode_boxes
 from stages.methods.fast.minibatches import ImageBatches, scale_factor, target_statistics
 from stages.methods.fast.options import SamplingOptions
-from stages.training.matching import LabelledRegions
+from stages.training.matching import LabelledRegions, Matcher
 from tests.helpers import write_image
 
 
@@ -114,7 +114,7 @@ def test_normalised_targets_have_zero_mean_and_unit_spread(two_images):
         rows = [
             encode_boxes(torch.as_tensor(r.boxes[m]), torch.as_tensor(r.target_boxes[m])).numpy()
             for r in regions
-            if (m := options.matcher(r.class_iou) == label).any()
+            if (m := Matcher(options.foreground_iou, options.background_iou)(r.class_iou) == label).any()
         ]
         normalised = (np.concatenate(rows) - means[label]) / stds[label]
         np.testing.assert_allclose(normalised.mean(axis=0), 0, atol=1e-5)
