@@ -12,7 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from stages.core.options import CommandOption, command_options
+from stages.core.options import DEVICE_HELP, PRECISION_HELP, CommandOption, command_options
 from stages.datasets.options import FORMATS
 from stages.methods import METHODS
 from stages.networks.options import PRECISIONS
@@ -89,8 +89,7 @@ MethodOption = Annotated[MethodName, typer.Option("--method", help="Which detect
 CachedMethodOption = Annotated[
     CachedMethod, typer.Option("--method", help="Which detector's stage to run (those with a feature cache).")
 ]
-Device = Annotated[str, typer.Option(help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")]
-Workers = Annotated[int, typer.Option(help="DataLoader worker processes (0: load in this process).")]
+Device = Annotated[str, typer.Option(help=DEVICE_HELP)]
 Resume = Annotated[
     bool,
     typer.Option(
@@ -98,17 +97,13 @@ Resume = Annotated[
         help="Continue the checkpoint of an interrupted run (the default), or start over.",
     ),
 ]
-Seed = Annotated[int, typer.Option(help="Seed of sampling and initialisation.")]
 PrecisionName = Enum("PrecisionName", {name: name for name in PRECISIONS}, type=str)  # type: ignore[misc]
 Precision = Annotated[
     PrecisionName,
-    typer.Option(
-        help="The network's arithmetic: fp32, bf16 (CPUs with AVX-512 BF16 or AMX, recent GPUs) or fp16 "
-        "(CUDA; training scales the loss)."
-    ),
+    typer.Option(help=PRECISION_HELP),
 ]
 DEFAULT_PRECISION = PrecisionName.fp32  # type: ignore[attr-defined]
-DEFAULT_SEED, DEFAULT_DEVICE = TrainingOptions.seed, TrainingOptions.device
+DEFAULT_DEVICE = TrainingOptions.device
 
 
 def layout_name(layout: Enum | None) -> str | None:

@@ -20,16 +20,21 @@ def option(default: Any = dataclasses.MISSING, *, help: str, flag: str | None = 
     return dataclasses.field(default=default, metadata={"help": help, "flag": flag})
 
 
+DEVICE_HELP = "auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ..."
+PRECISION_HELP = (
+    "The network's arithmetic: fp32, bf16 (CPUs with AVX-512 BF16 or AMX, recent GPUs) or fp16 (CUDA; "
+    "training scales the loss)."
+)
+"""The help of the device and precision options, which commands outside the options dataclasses take
+too (``rcnn evaluate``, ``rcnn detect``, ``rcnn bench``)."""
+
+
 def device_option(default: str = "auto") -> Any:
-    return option(default, help="auto (CUDA when present, else CPU), cpu, cuda, cuda:1, ...")
+    return option(default, help=DEVICE_HELP)
 
 
 def precision_option() -> Any:
-    return option(
-        "fp32",
-        help="The network's arithmetic: fp32, bf16 (CPUs with AVX-512 BF16 or AMX, recent GPUs) or fp16 "
-        "(CUDA; training scales the loss).",
-    )
+    return option("fp32", help=PRECISION_HELP)
 
 
 def workers_option() -> Any:
