@@ -7,7 +7,6 @@ import inspect
 import os
 import sys
 import traceback
-from importlib import metadata
 from typing import Annotated, NoReturn
 
 import typer
@@ -116,6 +115,8 @@ _reflow_every_help(app)
 
 def _version(value: bool) -> None:
     if value:
+        from importlib import metadata  # 0.1 s of imports, asked for by --version only
+
         typer.echo(f"rcnn {metadata.version('rcnn-toolkit')}")
         raise typer.Exit()
 
