@@ -62,14 +62,16 @@ def parse_classes(classes: str | None) -> tuple[str, ...] | None:
     return names
 
 
-def parse_sizes(text: str, option: str) -> tuple[int, ...]:
-    """``"480, 576"`` -> ``(480, 576)``; anything but positive integers is a usage error for ``option``."""
+def parse_sizes(text: str, option: str, kind: type = int) -> tuple[Any, ...]:
+    """``"480, 576"`` -> ``(480, 576)``; anything but positive integers (numbers, for ``kind`` float) is
+    a usage error for ``option``."""
     try:
-        sizes = tuple(int(part) for part in text.split(",") if part.strip())
+        sizes = tuple(kind(part) for part in text.split(",") if part.strip())
     except ValueError:
         sizes = ()
-    if not sizes or min(sizes) < 1:
-        raise typer.BadParameter(f"{text!r}: give comma-separated positive integers", param_hint=option)
+    if not sizes or not min(sizes) > 0 or (kind is int and min(sizes) < 1):
+        what = "integers" if kind is int else "numbers"
+        raise typer.BadParameter(f"{text!r}: give comma-separated positive {what}", param_hint=option)
     return sizes
 
 
@@ -163,7 +165,7 @@ def stage_options(*sources: type | Mapping[str, type], only: Collection[str] = (
             for name, found in taken.items():
                 value = values.pop(name)
                 if value is not None:
-                    given[name] = parse_sizes(value, found.flag) if found.kind is tuple else value
+                    given[name] = parse_sizes(value, found.flag, found.item) if found.kind is tuple else value
             return command(**values, given=given)
 
         kept = [parameter for name, parameter in signature.parameters.items() if name != "given"]

@@ -9,7 +9,7 @@ import pytest
 
 from stages.config.run_config import load_config, resolved_toml
 from stages.core.errors import UserError
-from stages.methods.fast.options import CompressOptions
+from stages.networks.options import CompressOptions
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
 

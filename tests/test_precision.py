@@ -11,11 +11,11 @@ from torch import nn
 from stages.cache.options import CacheOptions
 from stages.core.errors import UserError
 from stages.methods.fast.detector import FastDetector
-from stages.methods.fast.network import FastRcnn
 from stages.methods.rcnn.features import RegionExtractor
 from stages.methods.spp.features import SppExtractor
 from stages.methods.spp.network import SppNet
 from stages.networks.backbones import Classifier, build_backbone
+from stages.networks.fast_rcnn import FastRcnn
 from stages.networks.precision import (
     autocast,
     bf16_supported,

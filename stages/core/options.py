@@ -49,13 +49,14 @@ def seed_option() -> Any:
 class CommandOption:
     """One command-line option made from a field: ``name`` as the stage's options take it (a nested
     dataclass's fields flattened), its ``flag``, ``help``, value ``kind`` (bool, int, float, str, or
-    tuple for comma-separated integers) and ``default``."""
+    tuple for comma-separated numbers of type ``item``) and ``default``."""
 
     name: str
     flag: str
     help: str
     kind: type
     default: Any
+    item: type = int
 
 
 def command_options(options_type: type) -> Iterator[CommandOption]:
@@ -74,7 +75,7 @@ def command_options(options_type: type) -> Iterator[CommandOption]:
             found.default_factory() if found.default_factory is not dataclasses.MISSING else found.default
         )
         flag = metadata.get("flag") or f"--{found.name.replace('_', '-')}"
-        yield CommandOption(found.name, flag, metadata["help"], kind, default)
+        yield CommandOption(found.name, flag, metadata["help"], kind, default, _item(hints[found.name]))
 
 
 def _declared(options_type: type, name: str) -> typing.Mapping[str, Any] | None:
@@ -85,6 +86,13 @@ def _declared(options_type: type, name: str) -> typing.Mapping[str, Any] | None:
                 if found.name == name and "help" in found.metadata:
                     return found.metadata
     return None
+
+
+def _item(kind: Any) -> type:
+    """The numbers' type of ``tuple[float, ...]`` (or its ``| None``): float; int otherwise."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    return float if typing.get_origin(kind) is tuple and float in typing.get_args(kind) else int
 
 
 def _plain(kind: Any) -> Any:

@@ -192,8 +192,8 @@ def _detect_each(
         started = time.perf_counter()
         path = path_of[stem]
         try:
-            if boxes is None:
-                raise UserError(problem or f"{path}: no proposals ({proposer.source})")
+            if problem is not None:
+                raise UserError(problem)
             image = read_image(path)
         except UserError as exc:
             if not skip_bad:
@@ -201,9 +201,9 @@ def _detect_each(
             skipped.append(str(exc))
             advance()
             continue
-        if len(boxes) == 0:
+        if boxes is not None and len(boxes) == 0:
             log.warning("%s: no proposals (%s), so no detections", path, proposer.source)
-        found = detector.find(image, boxes)
+        found, proposals = detector.find(image, boxes)
         drawn = draw_detections(image, found.boxes, found.labels, found.scores, detector.classes)
         write_png(out / f"{stem}.png", drawn)
         write_detections(out / f"{stem}.json", detections_of([stem], [found], detector.classes))
@@ -214,7 +214,7 @@ def _detect_each(
                 "boxes": found.boxes,
                 "scores": found.scores,
                 "labels": found.labels,
-                "proposals": np.array([len(boxes)]),
+                "proposals": np.array([proposals]),
                 "seconds": np.array([seconds]),
             },
         )

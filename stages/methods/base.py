@@ -62,11 +62,13 @@ def options_from(
 
 @dataclass(frozen=True)
 class ImageDetector:
-    """A trained detector on any image: ``find(image (H, W, 3) uint8 RGB, proposals (N, 4))`` gives its
-    detections, labels 1..C of ``classes``."""
+    """A trained detector on any image: ``find(image (H, W, 3) uint8 RGB, proposals (N, 4) or None)``
+    gives its detections, labels 1..C of ``classes``, and how many proposals they came from. A detector
+    whose network proposes (its method's ``proposer`` is a ``NetworkProposals``) is given None and makes
+    its own from the conv5 it computes anyway."""
 
     classes: tuple[str, ...]
-    find: Callable[[np.ndarray, np.ndarray], ImageDetections]
+    find: Callable[[np.ndarray, np.ndarray | None], tuple[ImageDetections, int]]
 
 
 @dataclass(frozen=True)
@@ -232,7 +234,7 @@ class Method(ABC, Generic[FinetuneT]):
         """The steps of ``rcnn run`` that make what its detector reads, in order, from its config
         ``tables`` (name -> options; an optional table only when given): fine-tuning, and compression
         when asked for. The pipeline adds each variant's evaluation (``tested_after``)."""
-        found = [self.finetune_step(tables["finetune"], shared, (shared.proposals(shared.train),))]
+        found = [self.finetune_step(tables["finetune"], shared, self.trains_on(shared))]
         if "compress" in tables:
             options = tables["compress"]
             found.append(
@@ -246,9 +248,14 @@ class Method(ABC, Generic[FinetuneT]):
             )
         return found
 
+    def trains_on(self, shared: SharedSteps) -> tuple[StepKey, ...]:
+        """The steps whose artifacts its fine-tuning reads, besides the run's backbone: the training
+        split's proposals (none for a method whose network proposes)."""
+        return (shared.proposals(shared.train),)
+
     def tested_after(self, variant: Variant, split: str) -> tuple[StepKey, ...]:
-        """The steps whose artifacts the test of ``variant`` on ``split`` reads (besides the split's
-        proposals): what ``detect_split`` reads."""
+        """The steps whose artifacts the test of ``variant`` on ``split`` reads: what ``detect_split``
+        reads."""
         return (
             StepKey("compress" if variant.compressed else "finetune", self.name),
             SharedSteps.proposals(split),
@@ -299,9 +306,11 @@ class Method(ABC, Generic[FinetuneT]):
         """The trained detector of ``run`` with test settings ``options``, for images with proposals of
         their own; its network computes in ``precision`` (``stages.networks.precision``)."""
 
-    @abstractmethod
     def detector_inputs(self, run: RunLayout, *, variant: Variant = PLAIN) -> list[Path]:
-        """The artifacts that ``detector`` reads: what its detections of any image depend on."""
+        """The artifacts that ``detector`` reads: what its detections of any image depend on; the
+        network of ``variant``, as trained or compressed."""
+        files = self.files(run)
+        return [files.compressed if variant.compressed else files.finetune.model]
 
     @abstractmethod
     def test_inputs(self, run: RunLayout, split: str, *, variant: Variant = PLAIN) -> list[Path]:
@@ -328,10 +337,16 @@ class Method(ABC, Generic[FinetuneT]):
         """Its test pass of every variant and a fine-tuning mini-batch, built with random weights of
         ``settings.backbone`` (``rcnn bench methods``, ``features`` and ``scaling`` time them)."""
 
-    @abstractmethod
     def training_seconds(self, run: RunLayout, variant: Variant = PLAIN) -> float | None:
         """Seconds of the method's own training stages in ``run`` (not the shared proposals and
-        pre-training), None while any is missing."""
+        pre-training), None while any is missing: its one training run, and the compression for the
+        compressed model."""
+        files = self.files(run)
+        finetune = read_manifest(files.finetune.model)
+        compress = read_manifest(files.compressed) if variant.compressed else None
+        if finetune is None or (variant.compressed and compress is None):
+            return None
+        return finetune["seconds"] + (compress["seconds"] if compress else 0.0)
 
     def test_seconds(self, run: RunLayout, split: str, results: Mapping[str, Any]) -> float | None:
         """Seconds an image at test time (proposals excluded), from an evaluation's ``results``."""
@@ -478,7 +493,9 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
         bbox = load_bbox(files, svm.classes)
         extractor = self.region_features(run, svm.classes, device, precision)
 
-        def find(image: np.ndarray, boxes: np.ndarray) -> ImageDetections:
+        def find(image: np.ndarray, boxes: np.ndarray | None) -> tuple[ImageDetections, int]:
+            if boxes is None:
+                raise ValueError(f"{self.label} detects on proposals it is given")
             features = {k: v.numpy() for k, v in extractor(image, boxes).items()}
             plain, moved = detect_from_scores(
                 boxes,
@@ -487,7 +504,7 @@ class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):
                 options,
                 _regressor(bbox, features[bbox.feature] if bbox else None),
             )
-            return moved if moved is not None else plain
+            return (moved if moved is not None else plain), len(boxes)
 
         return ImageDetector(svm.classes, find)
 

@@ -7,6 +7,7 @@ normalisation: zero padding is R-CNN's "mean fill" (R-CNN appendix A).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -69,3 +70,22 @@ class ImageCache:
             oldest = next(iter(self._images))
             self._bytes -= self._images.pop(oldest).nbytes
         return image
+
+
+def scale_factor(height: int, width: int, scale: int, max_size: int) -> float:
+    """The factor that brings the shorter side to ``scale`` unless the longer one would pass ``max_size``."""
+    factor = scale / min(height, width)
+    if round(max(height, width) * factor) > max_size:
+        factor = max_size / max(height, width)
+    return factor
+
+
+def pad_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(3, H_i, W_i) inputs -> (N, 3, max H, max W), zero-padded right and bottom (zero is the mean pixel
+    after normalisation)."""
+    height = max(t.shape[1] for t in images)
+    width = max(t.shape[2] for t in images)
+    batch = images[0].new_zeros(len(images), 3, height, width)
+    for slot, tensor in enumerate(images):
+        batch[slot, :, : tensor.shape[1], : tensor.shape[2]] = tensor
+    return batch

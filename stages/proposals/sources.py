@@ -1,7 +1,8 @@
 """Where region proposals come from: one interface (``Proposer``) that ``rcnn propose``, ``rcnn detect``
 and ``rcnn run`` ask, with selective search (``SelectiveSearch``) and boxes imported from the original
-release's .mat files (``ImportedBoxes``) as its implementations. A proposer makes a split's proposals
-file, which records the proposer's ``source``, and, where it can, the proposals of any image.
+release's .mat files (``ImportedBoxes``) as its implementations, and ``NetworkProposals`` for a detector
+whose network proposes. A proposer makes a split's proposals file, which records the proposer's
+``source``, and, where it can, the proposals of any image.
 
 A method whose network makes its own proposals gives its proposer through ``Method.proposer``; every
 other method takes the run's (``run_proposer``).
@@ -25,7 +26,8 @@ from stages.proposals.propose import ProposalSummary, import_mat, propose, propo
 from stages.runs.layout import RunLayout
 
 Proposed = tuple[str, np.ndarray | None, str | None]
-"""One image's proposals: (image id, (K, 4) float32 boxes or None, the problem that stopped it or None)."""
+"""One image's proposals: (image id, (K, 4) float32 boxes, or None where the detector makes its own or a
+problem stopped it; the problem or None)."""
 
 
 class Proposer(ABC):
@@ -89,6 +91,31 @@ class ImportedBoxes(Proposer):
 
     def settings(self) -> Mapping[str, Any]:
         return {"mat_file": str(self.mat_file), **asdict(replace(self.options, workers=0))}
+
+
+@dataclass(frozen=True)
+class NetworkProposals(Proposer):
+    """The proposals a detector's own network makes from the conv5 it computes for detection anyway
+    (Faster R-CNN's region proposal network): each image goes to the detector without boxes. ``name``
+    says which network and ``options`` its settings; ``rcnn detect`` records both."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    source: ClassVar[str] = "network"
+
+    def propose_split(
+        self, dataset: Dataset, run: RunLayout, *, skip_bad: bool = False, progress: Progress = SILENT
+    ) -> ProposalSummary:
+        raise UserError(
+            f"{self.name}: proposes inside its detector; a split's file comes from `rcnn propose`"
+        )
+
+    def propose_images(self, images: Sequence[tuple[str, Path]], workers: int) -> Iterator[Proposed]:
+        for image_id, _ in images:
+            yield image_id, None, None
+
+    def settings(self) -> Mapping[str, Any]:
+        return {"network": self.name, **self.options}
 
 
 def run_proposer(run: RunLayout) -> Proposer:

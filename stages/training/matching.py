@@ -2,11 +2,13 @@
 overlap into a training label.
 
 - ``label_regions``: one image's ground truths and proposals, with each row's best IoU with the objects of
-  every class (``class_iou``) and the object it overlaps most (``target_boxes``, for box regression).
+  every class (``class_iou``) and the object it overlaps most (``target_boxes``, for box regression);
+  ``label_boxes`` the same for any objects and boxes (Faster R-CNN's, on the scaled image).
 - ``Matcher``: ``class_iou`` -> foreground class, background or ignored, thresholds as parameters: R-CNN's
   fine-tuning (IoU >= 0.5 foreground, the rest background; section 2.3), SPP-net's and Fast R-CNN's
   (background only in [0.1, 0.5); SPP-net 4.1, Fast R-CNN 2.3) and box regression's (IoU > 0.6, no
-  background; R-CNN appendix C) are three instances of it.
+  background; R-CNN appendix C) are three instances of it, and the region proposal network's anchors
+  (IoU > 0.7 positive, below 0.3 negative; Faster R-CNN 3.1.2) a fourth, with ``best_of_each_object``.
 
 As in the R-CNN and Fast R-CNN releases, difficult objects are left out of training: a proposal on one is
 judged only by its overlap with the other objects.
@@ -44,8 +46,16 @@ class LabelledRegions:
 def label_regions(record: ImageRecord, proposals: np.ndarray, num_classes: int) -> LabelledRegions:
     """Overlaps of ``record``'s non-difficult objects and ``proposals`` (K, 4) with those objects."""
     keep = ~record.difficult
-    gt_boxes = record.boxes[keep].astype(np.float32).reshape(-1, 4)
-    gt_labels = record.labels[keep].astype(np.int64)
+    return label_boxes(record.boxes[keep], record.labels[keep], proposals, num_classes)
+
+
+def label_boxes(
+    gt_boxes: np.ndarray, gt_labels: np.ndarray, proposals: np.ndarray, num_classes: int
+) -> LabelledRegions:
+    """The objects (G, 4) of classes ``gt_labels`` (G,) in 1..C, then ``proposals`` (K, 4), with each
+    row's overlaps with the objects."""
+    gt_boxes = np.asarray(gt_boxes, dtype=np.float32).reshape(-1, 4)
+    gt_labels = np.asarray(gt_labels).astype(np.int64)
     boxes = np.concatenate([gt_boxes, np.asarray(proposals, dtype=np.float32).reshape(-1, 4)])
     iou = box_iou(boxes, gt_boxes)  # (N, G)
     class_iou = np.zeros((len(boxes), num_classes), dtype=np.float32)
@@ -90,3 +100,13 @@ class Matcher:
         """(labels (N,), foreground rows, background rows) of (N, C) ``class_iou``."""
         labels = self(class_iou)
         return labels, np.flatnonzero(labels > 0), np.flatnonzero(labels == BACKGROUND)
+
+
+def best_of_each_object(iou: np.ndarray) -> np.ndarray:
+    """The rows of (N, G) ``iou`` that overlap some object the most of all rows, ties included: Faster
+    R-CNN's second rule for a positive anchor (section 3.1.2), which gives every object one even when no
+    anchor passes the IoU threshold. An object no row overlaps at all makes none."""
+    if not iou.size:
+        return np.zeros(0, dtype=np.int64)
+    best = iou.max(axis=0)
+    return np.flatnonzero(((iou == best) & (best > 0)).any(axis=1))

@@ -147,7 +147,9 @@ class Toy(Method[ToyOptions]):
         self, run, options, device: torch.device, *, variant=PLAIN, precision="fp32"
     ) -> ImageDetector:
         classes, detect = self._scorer(run, variant)
-        return ImageDetector(classes, lambda image, boxes: detect(boxes, image.shape[:2], options))
+        return ImageDetector(
+            classes, lambda image, boxes: (detect(boxes, image.shape[:2], options), len(boxes))
+        )
 
     def detector_inputs(self, run: RunLayout, *, variant: Variant = PLAIN) -> list[Path]:
         return [self._shrunk(run) if variant is SHRUNK else self.files(run).finetune.model]

@@ -14,11 +14,10 @@ import torch
 from stages.detections.postprocess import DetectOptions, detect_from_class_boxes
 from stages.methods.base import PLAIN, SVD, Benchmark, BenchSettings
 from stages.methods.fast.detector import FastDetector
-from stages.methods.fast.minibatches import pad_images
-from stages.methods.fast.network import FastRcnn, compress, multitask_loss, pooling_rois
-from stages.methods.fast.options import CompressOptions
 from stages.networks.backbones import build_backbone
-from stages.networks.inputs import to_network_input
+from stages.networks.fast_rcnn import FastRcnn, compress, multitask_loss, pooling_rois
+from stages.networks.inputs import pad_images, to_network_input
+from stages.networks.options import CompressOptions
 from stages.networks.precision import autocast
 from stages.runs.devices import synchronize
 

@@ -9,10 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from stages.core.geometry import clip_boxes, decode_boxes
-from stages.methods.fast.minibatches import scale_factor
-from stages.methods.fast.network import FastRcnn, load_trained, pooling_rois
-from stages.networks.inputs import resized_input
+from stages.methods.fast.network import load_trained
+from stages.networks.fast_rcnn import FastRcnn, score_regions
+from stages.networks.inputs import resized_input, scale_factor
 from stages.networks.models import TrainedModel
 from stages.networks.precision import autocast, check_supported
 from stages.runs.devices import synchronize
@@ -45,17 +44,9 @@ class FastDetector:
         synchronize(self.device)
         middle = time.perf_counter()
         proposals = torch.as_tensor(np.asarray(boxes, np.float32), device=self.device)
-        rois = pooling_rois(proposals, torch.zeros(len(proposals), device=self.device), factor)
-        with autocast(self.precision, self.device):
-            scores, deltas = self.model.head(self.model.pool(conv5, rois))
-        scores, deltas = scores.float(), deltas.float()
-        probabilities = torch.softmax(scores, dim=1)[:, 1:]
-        classes = deltas.shape[1] - 1
-        moved = decode_boxes(proposals.repeat_interleave(classes, 0), deltas[:, 1:].reshape(-1, 4))
-        synchronize(self.device)
+        found = score_regions(self.model, conv5, proposals, factor, (height, width), self.precision)
         self.last_timing = (middle - started, time.perf_counter() - middle)
-        moved_boxes = clip_boxes(moved.cpu().numpy(), height, width).reshape(len(proposals), classes, 4)
-        return probabilities.cpu().numpy(), moved_boxes
+        return found
 
 
 def fast_detector(

@@ -15,9 +15,10 @@ from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.methods.fast.minibatches import ImageBatches, target_statistics
-from stages.methods.fast.network import NAME, FastRcnn, fold_target_normalisation, multitask_loss, save_fast
+from stages.methods.fast.network import NAME, save_fast
 from stages.methods.fast.options import FastFinetuneOptions
 from stages.networks.backbones import resolve_backbone
+from stages.networks.fast_rcnn import FastRcnn, fold_target_normalisation, multitask_loss
 from stages.proposals.propose import load_proposals
 from stages.runs.layout import RunLayout
 from stages.runs.processes import processes

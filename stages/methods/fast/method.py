@@ -27,10 +27,11 @@ from stages.methods.fast.compress import CompressSummary, compress_run
 from stages.methods.fast.detector import FastDetector, fast_detector
 from stages.methods.fast.finetune import finetune
 from stages.methods.fast.network import NAME
-from stages.methods.fast.options import CompressOptions, FastFinetuneOptions, SamplingOptions
+from stages.methods.fast.options import FastFinetuneOptions, SamplingOptions
 from stages.networks.inputs import read_image
+from stages.networks.options import CompressOptions
 from stages.proposals.propose import load_proposals
-from stages.runs.layout import RunLayout, read_manifest
+from stages.runs.layout import RunLayout
 from stages.training.solver import TrainingSummary
 
 
@@ -83,15 +84,13 @@ class FastRCNN(Method[FastFinetuneOptions]):
     ) -> ImageDetector:
         detector, trained = fast_detector(run, device, variant.compressed, precision=precision)
 
-        def find(image: np.ndarray, boxes: np.ndarray) -> ImageDetections:
+        def find(image: np.ndarray, boxes: np.ndarray | None) -> tuple[ImageDetections, int]:
+            if boxes is None:
+                raise ValueError("Fast R-CNN detects on proposals it is given")
             scores, class_boxes = detector(image, boxes)
-            return detect_from_class_boxes(class_boxes, scores, options)
+            return detect_from_class_boxes(class_boxes, scores, options), len(boxes)
 
         return ImageDetector(trained.classes, find)
-
-    def detector_inputs(self, run: RunLayout, *, variant: Variant = PLAIN) -> list[Path]:
-        files = self.files(run)
-        return [files.compressed if variant.compressed else files.finetune.model]
 
     def test_inputs(self, run: RunLayout, split: str, *, variant: Variant = PLAIN) -> list[Path]:
         return [*self.detector_inputs(run, variant=variant), run.proposals(split)]
@@ -126,15 +125,6 @@ class FastRCNN(Method[FastFinetuneOptions]):
                 detect_from_class_boxes(class_boxes, scores, options),
                 {"conv": detector.last_timing[0], "fc": detector.last_timing[1]},
             )
-
-    def training_seconds(self, run: RunLayout, variant: Variant = PLAIN) -> float | None:
-        """Its one training run, and the compression for the compressed model."""
-        files = self.files(run)
-        finetune = read_manifest(files.finetune.model)
-        compress = read_manifest(files.compressed) if variant.compressed else None
-        if finetune is None or (variant.compressed and compress is None):
-            return None
-        return finetune["seconds"] + (compress["seconds"] if compress else 0.0)
 
     def benchmark(self, settings: BenchSettings) -> Benchmark:
         return benchmark(settings, self.test_options, settings.compress)

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from stages.core.geometry import encode_boxes, flip_boxes
-from stages.methods.fast.network import pooling_rois
 from stages.methods.fast.options import SamplingOptions
-from stages.networks.inputs import ImageCache, resized_input
+from stages.networks.fast_rcnn import pooling_rois
+from stages.networks.inputs import ImageCache, pad_images, resized_input, scale_factor
 from stages.training.balanced_sampling import BalancedSampler
 from stages.training.matching import LabelledRegions, Matcher
 
@@ -39,14 +39,6 @@ def _sampler(options: SamplingOptions) -> BalancedSampler:
     return BalancedSampler(
         options.rois_per_batch // options.images_per_batch, options.foreground_fraction, replace=False
     )
-
-
-def scale_factor(height: int, width: int, scale: int, max_size: int) -> float:
-    """The factor that brings the shorter side to ``scale`` unless the longer one would pass ``max_size``."""
-    factor = scale / min(height, width)
-    if round(max(height, width) * factor) > max_size:
-        factor = max_size / max(height, width)
-    return factor
 
 
 def target_statistics(
@@ -176,14 +168,3 @@ class ImageBatches:
             labels.append(row_labels)
             targets.append(torch.where(row_labels[:, None] > 0, deltas, torch.zeros_like(deltas)))
         return pad_images(images), torch.cat(rois), torch.cat(labels), torch.cat(targets)
-
-
-def pad_images(images: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(3, H_i, W_i) inputs -> (N, 3, max H, max W), zero-padded right and bottom (zero is the mean pixel
-    after normalisation)."""
-    height = max(t.shape[1] for t in images)
-    width = max(t.shape[2] for t in images)
-    batch = images[0].new_zeros(len(images), 3, height, width)
-    for slot, tensor in enumerate(images):
-        batch[slot, :, : tensor.shape[1], : tensor.shape[2]] = tensor
-    return batch

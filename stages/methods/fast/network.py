@@ -1,171 +1,20 @@
-"""Fast R-CNN's network (Girshick, ICCV 2015, section 2): one pass of the conv layers over the whole image,
-RoI pooling in place of the last max pool, fc6 and fc7, then two siblings: (K + 1)-way softmax scores and
-class-specific box regressors.
-
-- ``pooling_rois``: toolkit boxes -> the RoIs RoI pooling reads, in the release's convention.
-- ``FastRcnn``: the network; ``forward(images, rois) -> (scores, deltas)``.
-- ``multitask_loss``: L = L_cls(p, u) + lambda [u >= 1] L_loc(t^u, v) (section 2.3, equations 1 to 3).
-- ``truncated_svd``: a fc layer as two thinner ones (section 3.1).
-
-RoI pooling is ``torchvision.ops.roi_pool``: it rounds the scaled RoI corners (round(x / 16)), splits the
-RoI into H x W bins with floor/ceil edges and takes the max of each, the release's rules exactly; its
-backward adds each output gradient to the cell that was its bin's max (section 2.3, "Back-propagation
-through RoI pooling layers").
-"""
+"""Fast R-CNN's model files (Girshick, ICCV 2015): the network of ``stages.networks.fast_rcnn`` saved with
+its classes, backbone, fc ranks and test scale, and loaded back (``rcnn finetune``, ``rcnn compress``)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
-
-from stages.core.errors import UserError
-from stages.networks.backbones import Backbone, BackboneSpec, build_backbone, conv5_maps
+from stages.networks.backbones import build_backbone
+from stages.networks.fast_rcnn import (
+    FastRcnn,
+)
 from stages.networks.models import TrainedModel, load_model, save_model
-from stages.networks.precision import pooling_input
 from stages.runs.layout import RunLayout
 
 NAME = "fast"
-
-
-def pooling_rois(
-    boxes: torch.Tensor, image_index: torch.Tensor, factor: torch.Tensor | float
-) -> torch.Tensor:
-    """(R, 4) toolkit boxes of images ``image_index`` (R,), scaled by ``factor`` (scalar or (R,)) ->
-    (R, 5) RoIs (image, x1, y1, x2, y2) for ``roi_pool``.
-
-    The release's RoIs are 0-based inclusive pixel corners (x2 is the last pixel, one less than the
-    toolkit's continuous x2) multiplied by the image's scale factor; this is the one conversion.
-    """
-    factor = torch.as_tensor(factor, dtype=boxes.dtype, device=boxes.device).reshape(-1, 1)
-    corners = torch.cat([boxes[:, :2], boxes[:, 2:] - 1], dim=1) * factor
-    return torch.cat([image_index.to(boxes.dtype)[:, None], corners], dim=1)
-
-
-def _conv_index(conv: nn.Sequential, spec: BackboneSpec, layer: str) -> int:
-    """Position in ``conv`` of the Conv2d module of the declared conv layer ``layer``."""
-    names = [declared.name for declared in spec.layers if declared.kind == "conv"]
-    if layer not in names:
-        raise ValueError(f"{spec.name} has no conv layer {layer}")
-    positions = [i for i, module in enumerate(conv) if isinstance(module, nn.Conv2d)]
-    return positions[names.index(layer)]
-
-
-def low_rank_shape(layer: nn.Linear, rank: int) -> nn.Sequential:
-    """Linear(v, t, no bias) then Linear(t, u): the shape of ``layer``'s (u x v) rank-t factorisation,
-    for a compressed model's weights to load into."""
-    return nn.Sequential(nn.Linear(layer.in_features, rank, bias=False), nn.Linear(rank, layer.out_features))
-
-
-def low_rank_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
-    """``layer`` (W: u x v, bias b) as Linear(v, t, no bias) then Linear(t, u, bias b), from the ``rank``
-    largest singular values: W ~ U_t (S_t V_t^T), u t + v t weights instead of u v (section 3.1)."""
-    u, s, vh = torch.linalg.svd(layer.weight.detach().double(), full_matrices=False)
-    factors = low_rank_shape(layer, rank)
-    first, second = cast(nn.Linear, factors[0]), cast(nn.Linear, factors[1])
-    with torch.no_grad():
-        first.weight.copy_(s[:rank, None] * vh[:rank])
-        second.weight.copy_(u[:, :rank])
-        second.bias.copy_(layer.bias.detach())
-    return factors
-
-
-class FastRcnn(nn.Module):
-    """conv layers, RoI pooling (pool5's H x W grid), fc6, fc7, (K + 1)-way scores and 4 (K + 1) deltas.
-
-    ``forward(images (B, 3, H, W), rois (R, 5))`` -> ``(scores (R, K + 1), deltas (R, K + 1, 4))``: logits
-    and class-specific box regression deltas (row 0, background, is not trained). ``ranks`` (fc6, fc7)
-    builds the shape of the truncated-SVD form of the fc layers, for a compressed model's weights
-    (``compress`` makes them).
-    """
-
-    def __init__(self, backbone: Backbone, num_classes: int, ranks: tuple[int, int] | None = None):
-        super().__init__()
-        spec = backbone.spec
-        self.spec, self.num_classes, self.ranks = spec, num_classes, ranks
-        self.conv, self.fc6, self.fc7 = backbone.conv, backbone.fc6, backbone.fc7
-        self.pool_size, self.spatial_scale = spec.pool5_size, 1.0 / spec.stride
-        self.scores = nn.Linear(spec.fc_dim, num_classes + 1)
-        self.deltas = nn.Linear(spec.fc_dim, 4 * (num_classes + 1))
-        nn.init.normal_(self.scores.weight, std=0.01)
-        nn.init.normal_(self.deltas.weight, std=0.001)
-        nn.init.zeros_(self.scores.bias)
-        nn.init.zeros_(self.deltas.bias)
-        if ranks is not None:  # no SVD here: the weights that load replace them (AlexNet's took 95 s)
-            for block, rank in zip((self.fc6, self.fc7), ranks, strict=True):
-                block[spec.fc_linear_index] = low_rank_shape(self.fc_linear(block), rank)
-
-    def fc_linear(self, block: nn.Sequential) -> nn.Linear:
-        """The Linear layer of the fc block ``block`` (fc6 or fc7) of a full-rank network, where the
-        backbone declares it."""
-        return cast(nn.Linear, block[self.spec.fc_linear_index])
-
-    def factorise(self, ranks: tuple[int, int]) -> None:
-        """Replace fc6 and fc7 by truncated SVDs of their weights, of ``ranks`` (section 3.1)."""
-        for block, rank in zip((self.fc6, self.fc7), ranks, strict=True):
-            block[self.spec.fc_linear_index] = low_rank_linear(self.fc_linear(block), rank)
-        self.ranks = ranks
-
-    def freeze_early_layers(self) -> None:
-        """Freeze the conv layers before ``spec.fast_rcnn_trainable_from`` (section 4.5)."""
-        first = _conv_index(self.conv, self.spec, self.spec.fast_rcnn_trainable_from)
-        for module in list(self.conv)[:first]:
-            module.requires_grad_(False)
-
-    def conv5(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) -> (B, C, h, w) conv5 features (small images padded: ``conv5_maps``)."""
-        return conv5_maps(self.conv, self.spec, images)
-
-    def pool(self, conv5: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) maps, (R, 5) RoIs -> (R, C H W) RoI-pooled features."""
-        from torchvision.ops import roi_pool
-
-        size = (self.pool_size, self.pool_size)
-        conv5 = pooling_input(conv5)
-        return roi_pool(conv5, rois.to(conv5.dtype), size, self.spatial_scale).flatten(1)
-
-    def head(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(R, C H W) pooled features -> (scores (R, K + 1), deltas (R, K + 1, 4))."""
-        fc7 = self.fc7(self.fc6(pooled))
-        return self.scores(fc7), self.deltas(fc7).unflatten(1, (-1, 4))
-
-    def forward(self, images: torch.Tensor, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.pool(self.conv5(images), rois))
-
-
-def multitask_loss(
-    scores: torch.Tensor,
-    deltas: torch.Tensor,
-    labels: torch.Tensor,
-    targets: torch.Tensor,
-    box_weight: float = 1.0,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """(R, K + 1) logits, (R, K + 1, 4) deltas, (R,) labels u, (R, 4) normalised targets v ->
-    L = -log p_u + lambda [u >= 1] sum_i smooth_L1(t^u_i - v_i), averaged over the R RoIs (section 2.3);
-    with the two parts and the accuracy for the log."""
-    classification = F.cross_entropy(scores, labels)
-    foreground = torch.nonzero(labels > 0).flatten()
-    chosen = deltas[foreground, labels[foreground]]
-    localisation = F.smooth_l1_loss(chosen, targets[foreground], beta=1.0, reduction="sum") / len(labels)
-    accuracy = (scores.argmax(1) == labels).float().mean()
-    parts = {"cls_loss": classification.item(), "box_loss": localisation.item(), "accuracy": accuracy.item()}
-    return classification + box_weight * localisation, parts
-
-
-def fold_target_normalisation(model: FastRcnn, means: np.ndarray, stds: np.ndarray) -> None:
-    """Make the box layer predict raw deltas: trained on (t - mean_u) / std_u, its weights are scaled by
-    the class's std and its biases by std then shifted by the mean, as the release does when saving.
-    ``means``, ``stds``: (K + 1, 4)."""
-    means_t = torch.as_tensor(means, dtype=torch.float32).reshape(-1)
-    stds_t = torch.as_tensor(stds, dtype=torch.float32).reshape(-1)
-    with torch.no_grad():
-        model.deltas.weight.mul_(stds_t[:, None])
-        model.deltas.bias.mul_(stds_t).add_(means_t)
 
 
 def save_fast(path: Path, model: FastRcnn, classes: Sequence[str], **meta: Any) -> None:
@@ -192,19 +41,3 @@ def load_trained(
 def _untrained(meta: Mapping[str, Any]) -> FastRcnn:
     ranks = (int(meta["ranks"][0]), int(meta["ranks"][1])) if meta.get("ranks") else None
     return FastRcnn(build_backbone(meta["backbone"]), len(meta["classes"]), ranks)
-
-
-def compress(model: FastRcnn, ranks: tuple[int, int]) -> FastRcnn:
-    """A copy of ``model`` with fc6 and fc7 replaced by their rank-``ranks`` truncated SVDs."""
-    if model.ranks is not None:
-        raise UserError("the model is already compressed")
-    for name, block, rank in zip(("fc6", "fc7"), (model.fc6, model.fc7), ranks, strict=True):
-        layer = model.fc_linear(block)
-        limit = min(layer.in_features, layer.out_features)
-        if not 1 <= rank < limit:
-            shape = f"{layer.out_features} x {layer.in_features}"
-            raise UserError(f"--{name}-rank {rank}: choose 1 to {limit - 1} ({name} is {shape})")
-    compressed = FastRcnn(build_backbone(model.spec.name), model.num_classes)
-    compressed.load_state_dict(model.state_dict())
-    compressed.factorise(ranks)
-    return compressed

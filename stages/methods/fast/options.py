@@ -8,6 +8,7 @@ from typing import ClassVar
 
 from stages.core.errors import UserError
 from stages.core.options import option, workers_option
+from stages.networks.options import CompressOptions
 from stages.training.options import TrainingOptions
 
 
@@ -72,24 +73,6 @@ class FastFinetuneOptions(TrainingOptions):
     def resolved_test_scale(self) -> int:
         scales = self.sampling.scales
         return self.test_scale or (scales[0] if len(scales) == 1 else 600)
-
-
-@dataclass(frozen=True)
-class CompressOptions:
-    """Singular values kept of fc6 and fc7; None: the paper's VGG16 ratios of the width (1024 and 256 of
-    4096, ``default_ranks``)."""
-
-    fc6_rank: int | None = option(None, help="Singular values kept of fc6 (default: its width / 4).")
-    fc7_rank: int | None = option(None, help="Singular values kept of fc7 (default: its width / 16).")
-
-    def __post_init__(self) -> None:
-        if min(r for r in (self.fc6_rank, self.fc7_rank, 1) if r is not None) < 1:
-            raise UserError("ranks: give positive numbers of singular values")
-
-    def ranks(self, width: int) -> tuple[int, int]:
-        """The ranks kept of fc6 and fc7 of a network ``width`` outputs wide: those given, otherwise the
-        paper's VGG16 ratios (1024 and 256 of 4096: a quarter and a sixteenth)."""
-        return self.fc6_rank or max(1, width // 4), self.fc7_rank or max(1, width // 16)
 
 
 COMMAND_OPTIONS = {"finetune": FastFinetuneOptions, "compress": CompressOptions}

@@ -8,17 +8,16 @@ import pytest
 import torch
 
 from stages.core.errors import UserError
-from stages.methods.fast.network import (
+from stages.methods.fast.network import load_fast, save_fast
+from stages.networks.backbones import build_backbone
+from stages.networks.fast_rcnn import (
     FastRcnn,
     compress,
     fold_target_normalisation,
-    load_fast,
     low_rank_linear,
     multitask_loss,
     pooling_rois,
-    save_fast,
 )
-from stages.networks.backbones import build_backbone
 from stages.runs.layout import write_manifest
 
 

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from stages.core.geometry import encode_boxes
-from stages.methods.fast.minibatches import ImageBatches, scale_factor, target_statistics
+from stages.methods.fast.minibatches import ImageBatches, target_statistics
 from stages.methods.fast.options import SamplingOptions
+from stages.networks.inputs import scale_factor
 from stages.training.matching import LabelledRegions, Matcher
 from tests.helpers import write_image
 
