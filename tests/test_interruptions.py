@@ -63,8 +63,9 @@ def assert_same_weights(a: Path, b: Path) -> None:
         (lambda r: r.method("rcnn").finetune, ("finetune", "--method", "rcnn")),
         (lambda r: r.method("spp").finetune, ("finetune", "--method", "spp", "--learning-rate", "0.01")),
         (lambda r: r.method("fast").finetune, ("finetune", "--method", "fast", "--scales", "96")),
+        (lambda r: r.method("faster").finetune, ("finetune", "--method", "faster", "--scales", "96")),
     ],
-    ids=["pretrain", "rcnn", "spp", "fast"],
+    ids=["pretrain", "rcnn", "spp", "fast", "faster"],
 )
 def test_a_killed_training_stage_resumes_bit_identically(base, tmp_path, files, command):
     """Killed after its first checkpoint (iteration 3 of 6), resumed: the same weights and log as a run

@@ -72,6 +72,7 @@ METHODS = Registry(
         "rcnn": "stages.methods.rcnn.method:RCNN",
         "spp": "stages.methods.spp.method:SPPNet",
         "fast": "stages.methods.fast.method:FastRCNN",
+        "faster": "stages.methods.faster.method:FasterRCNN",
     }
 )
 """The lineage in order, by name (``Method.name``)."""

@@ -13,7 +13,7 @@ CACHED_TYPES = [name for name, method in METHODS.items() if isinstance(method, C
 
 
 def test_the_lineage_in_order_each_method_whole():
-    assert list(METHODS) == ["rcnn", "spp", "fast"]
+    assert list(METHODS) == ["rcnn", "spp", "fast", "faster"]
     assert METHODS.with_command("extract-features") == CACHED_TYPES == ["rcnn", "spp"]
     for name, method in METHODS.items():
         assert isinstance(method, Method) and method.name == name and method.label
@@ -21,7 +21,7 @@ def test_the_lineage_in_order_each_method_whole():
         assert isinstance(method.finetune_options({}), method.finetune_options_type)
     for method in map(get_cached_method, METHODS.with_command("extract-features")):
         assert isinstance(method, CachedFeatureMethod) and method.region_feature in ("pool5", "pyramid")
-    assert [[v.key for v in m.variants] for m in METHODS.values()] == [[""], [""], ["", "svd"]]
+    assert [[v.key for v in m.variants] for m in METHODS.values()] == [[""], [""], ["", "svd"], ["", "svd"]]
 
 
 def test_the_options_the_command_line_shows_are_the_methods_own():
@@ -41,7 +41,7 @@ def test_the_options_the_command_line_shows_are_the_methods_own():
 
 
 def test_unknown_methods_name_the_choices():
-    with pytest.raises(UserError, match="--method 'yolo': choose one of rcnn, spp, fast"):
+    with pytest.raises(UserError, match="--method 'yolo': choose one of rcnn, spp, fast, faster"):
         get_method("yolo")
     with pytest.raises(UserError, match="--method 'fast': has no feature cache; choose one of rcnn, spp"):
         get_cached_method("fast")
@@ -63,6 +63,15 @@ def test_fast_rcnn_scales_set_its_sampling():
     assert single.sampling.scales == (480,) and single.sampling.max_size == 1000
     several = fast.finetune_options({"scales": (480, 576, 688, 864, 1200)})
     assert several.sampling.max_size == 2000 and several.resolved_test_scale == 600
+
+
+def test_faster_rcnn_anchor_options_set_its_rpn():
+    faster = get_method("faster")
+    options = faster.finetune_options({"anchor_sizes": (16, 32), "anchor_ratios": (1.0,), "scales": (480,)})
+    assert options.rpn.anchor_sizes == (16, 32) and options.rpn.anchors_per_cell == 2
+    assert options.rpn.test_post_nms == 300 and options.resolved_test_scale == 480
+    with pytest.raises(UserError, match="--anchor-ratios"):
+        faster.finetune_options({"anchor_ratios": (0.0,)})
 
 
 def test_compressed_is_asked_only_of_a_method_that_has_it():

@@ -1,0 +1,62 @@
+"""Faster R-CNN on the command line, on the tiny dataset: training (resumed), compression, evaluation with
+and without SVD, detection without selective search, report."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from stages.detections.files import read_detections
+from stages.runs.layout import RunLayout
+from tests.helpers import rcnn, run_steps
+
+pytestmark = pytest.mark.slow  # a whole chain: `make test-quick` leaves it out
+
+
+def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, monkeypatch):
+    data, base = tiny_run
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    shutil.rmtree(run / "proposals")  # Faster R-CNN reads none
+    files = RunLayout(run).method("faster")
+    train = ("finetune", "--method", "faster", "--data", data, "--run", run, "--scales", "192")
+    train = (*train, "--anchor-sizes", "16,32,64", "--learning-rate", "0.01", "--step", "250")
+    result = rcnn(*train, "--checkpoint-every", "20", "--iterations", "40")
+    assert result.exit_code == 0, result.output
+    result = rcnn(*train, "--checkpoint-every", "20", "--iterations", "300")  # continues at iteration 40
+    assert result.exit_code == 0 and "fine-tuned (faster, 1 process)" in result.output, result.output
+    with open(files.finetune.log) as rows:
+        log = list(csv.DictReader(rows))
+    assert [int(row["iteration"]) for row in log] == list(range(20, 301, 20))
+    assert {"loss", "rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss", "accuracy"} <= set(log[0])
+    assert float(log[-1]["rpn_cls_loss"]) < float(log[0]["rpn_cls_loss"])
+    result = rcnn("compress", "--method", "faster", "--run", run)
+    assert result.exit_code == 0 and "128, 32" in result.output, result.output
+
+    def no_selective_search(*args, **kwargs):
+        raise AssertionError("Faster R-CNN ran selective search")
+
+    monkeypatch.setattr("stages.proposals.propose.search_many", no_selective_search)
+    on = ("--method", "faster", "--data", data)
+    output = run_steps(
+        run,
+        ("evaluate", *on, "--split", "trainval"),
+        ("evaluate", *on, "--split", "test"),
+        ("evaluate", *on, "--split", "trainval", "--compressed"),
+    )
+    assert "mAP (voc07)" in output
+    fitted = json.loads(files.results("trainval").read_text())
+    plain = json.loads(files.results("test").read_text())
+    svd = json.loads(files.results("trainval", "svd").read_text())
+    assert fitted["map"] > 0.25 and not plain["compressed"] and svd["compressed"], fitted["map"]
+    assert fitted["map"] - 0.15 <= svd["map"] <= fitted["map"] + 0.05, (fitted["map"], svd["map"])
+    for part in ("conv", "proposals", "fc"):
+        assert plain[f"{part}_seconds_per_image"] > 0, part
+    images = sorted((data / "JPEGImages").glob("*.jpg"))[:2]
+    out = tmp_path / "out"
+    result = rcnn("detect", *images, "--method", "faster", "--run", run, "--out", out, "--score-thresh", 0)
+    assert result.exit_code == 0 and "from 300 proposals" in result.output, result.output
+    assert 0 < len(read_detections(out / f"{images[0].stem}.json")) <= 100
+    result = rcnn("report", "--run", run)
+    assert result.exit_code == 0 and "Faster R-CNN + SVD" in result.output, result.output
