@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import errno
+import functools
+import importlib
 import inspect
 import os
 import sys
 import traceback
-from typing import Annotated, NoReturn
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
-from rcnn_cli import bench, classifiers, data, detect, evaluate, export, features, propose, report, run, train
 from rcnn_cli.console import err, setup_logging
 from stages.core.errors import UserError
 
@@ -68,27 +70,71 @@ class _ErrorEdge(TyperGroup):
         raise typer.Exit(EXIT_INTERNAL) from None
 
 
+COMMANDS = {
+    "run": "rcnn_cli.run:run",
+    "data": "rcnn_cli.data:app",
+    "propose": "rcnn_cli.propose:propose",
+    "pretrain": "rcnn_cli.train:pretrain",
+    "finetune": "rcnn_cli.train:finetune",
+    "compress": "rcnn_cli.train:compress",
+    "extract-features": "rcnn_cli.features:extract_features",
+    "train-svm": "rcnn_cli.classifiers:train_svm",
+    "train-bbox": "rcnn_cli.classifiers:train_bbox",
+    "detect": "rcnn_cli.detect:detect",
+    "evaluate": "rcnn_cli.evaluate:evaluate",
+    "export": "rcnn_cli.export:export",
+    "report": "rcnn_cli.report:report",
+    "bench": "rcnn_cli.bench:app",
+}
+"""The sub-commands in the order ``rcnn --help`` lists them: a command function, or a group's Typer app."""
+
+
+class _Commands(Mapping[str, Any]):
+    """``COMMANDS`` by name, each module imported and its click command built when first looked up."""
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in COMMANDS:
+            raise KeyError(name)
+        return _built(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(COMMANDS)
+
+    def __len__(self) -> int:
+        return len(COMMANDS)
+
+
+@functools.cache
+def _built(name: str) -> Any:
+    module, _, attribute = COMMANDS[name].partition(":")
+    found = getattr(importlib.import_module(module), attribute)
+    if not isinstance(found, typer.Typer):
+        single = typer.Typer(add_completion=False)
+        single.command(name)(found)
+        found = single
+    _reflow_every_help(found)
+    command = typer.main.get_command(found)
+    command.name = name
+    return command
+
+
+class _LazyGroup(_ErrorEdge):
+    """The root group: a sub-command is built (its module imported, its options made) only when it is
+    looked up, so that ``rcnn finetune --help`` builds ``finetune`` alone and every command starts at
+    once."""
+
+    def __init__(self, **settings: Any):
+        super().__init__(**settings)
+        self.commands = _Commands()  # type: ignore[assignment]
+
+
 app = typer.Typer(
-    cls=_ErrorEdge,
+    cls=_LazyGroup,
     name="rcnn",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("run")(run.run)
-app.add_typer(data.app, name="data")
-app.command("propose")(propose.propose)
-app.command("pretrain")(train.pretrain)
-app.command("finetune")(train.finetune)
-app.command("compress")(train.compress)
-app.command("extract-features")(features.extract_features)
-app.command("train-svm")(classifiers.train_svm)
-app.command("train-bbox")(classifiers.train_bbox)
-app.command("detect")(detect.detect)
-app.command("evaluate")(evaluate.evaluate)
-app.command("export")(export.export)
-app.command("report")(report.report)
-app.add_typer(bench.app, name="bench")
 
 
 def reflowed(doc: str) -> str:
@@ -110,9 +156,6 @@ def _reflow_every_help(group: typer.Typer) -> None:
             _reflow_every_help(subgroup.typer_instance)
 
 
-_reflow_every_help(app)
-
-
 def _version(value: bool) -> None:
     if value:
         from importlib import metadata  # 0.1 s of imports, asked for by --version only
@@ -128,7 +171,7 @@ def _root(
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
     ] = False,
 ) -> None:
-    """R-CNN -> SPP-net -> Fast R-CNN on your data: propose, extract features, train, detect, evaluate.
+    """R-CNN -> SPP-net -> Fast R-CNN -> Faster R-CNN on your data: propose, train, detect, evaluate.
 
     Example: rcnn data demo --out data/demo && rcnn propose --data data/demo --split test
     """

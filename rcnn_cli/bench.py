@@ -34,7 +34,9 @@ from rcnn_cli.options import (
 from stages.methods import get_cached_method
 from stages.proposals.options import ProposalOptions
 
-app = typer.Typer(help="Benchmarks: speed measured on this machine.", no_args_is_help=True)
+app = typer.Typer(
+    help="Benchmarks: speed measured on this machine.", no_args_is_help=True, add_completion=False
+)
 
 BenchBackbone = Annotated[str, typer.Option(help="tiny, alexnet, vgg16 or zf5 (random weights).")]
 BenchImages = Annotated[int, typer.Option(min=1, help="Images to time.")]

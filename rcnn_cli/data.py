@@ -13,7 +13,11 @@ from rcnn_cli.console import RichProgress, out
 from rcnn_cli.options import Classes, DataRoot, DatasetFormat, Layout, Split, layout_name, parse_classes
 from stages.datasets.options import DemoOptions
 
-app = typer.Typer(help="Datasets: the embedded demo set, and checks of your own.", no_args_is_help=True)
+app = typer.Typer(
+    help="Datasets: the embedded demo set, and checks of your own.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 
 
 @app.command("demo")
