@@ -14,6 +14,7 @@ from rcnn_cli.options import (
     DEFAULT_DEVICE,
     DEFAULT_PRECISION,
     DEFAULT_RUN,
+    Compressed,
     Device,
     MethodName,
     MethodOption,
@@ -39,9 +40,7 @@ def detect(
         float | None,
         typer.Option(help="Keep detections scoring at least this (default: probability 0.5; SVM margin 0)."),
     ] = None,
-    compressed: Annotated[
-        bool, typer.Option("--compressed", help="Fast R-CNN: the truncated-SVD model of `rcnn compress`.")
-    ] = False,
+    compressed: Compressed = False,
     grid: Annotated[
         Path | None, typer.Option(help="Also save the annotated images side by side in one PNG.")
     ] = None,
@@ -60,13 +59,15 @@ def detect(
         typer.Option(help="Selective search: single, fast or quality (default: as the run's proposals)."),
     ] = None,
 ) -> None:
-    """Detect objects: selective search, then the detector, per-class NMS (0.3).
+    """Detect objects: proposals, then the detector, per-class NMS (0.3).
 
     Fast R-CNN (the default): one forward pass, softmax scores and class-specific boxes, at most 100
-    detections an image. R-CNN and SPP-net: features, SVM scores, box regression, NMS again.
-    Writes OUT/<stem>.png (boxes, class names, scores drawn) and OUT/<stem>.json (the detections format)
-    for each image, and prints what it found. Selective search runs in worker processes ahead of the
-    network (--workers; default one a core), with the settings the run's proposals were made with.
+    detections an image. R-CNN and SPP-net: features, SVM scores, box regression, NMS again. Faster
+    R-CNN: its region proposal network makes the proposals in the same forward pass (300 an image), no
+    selective search, on images of any size. Writes OUT/<stem>.png (boxes, class names, scores drawn)
+    and OUT/<stem>.json (the detections format) for each image, and prints what it found. Selective
+    search runs in worker processes ahead of the network (--workers; default one a core), with the
+    settings the run's proposals were made with.
 
     Examples:
 
@@ -77,6 +78,8 @@ def detect(
       rcnn detect photos/ --recursive --run runs/demo --save-json photos.json
 
       rcnn detect 'photos/**/*.jpg' --run runs/demo --skip-bad
+
+      rcnn detect photos/ --method faster --run runs/demo
     """
     from stages.inference.detect import detect_images
     from stages.proposals.propose import searched_with

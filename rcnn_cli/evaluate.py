@@ -15,6 +15,7 @@ from rcnn_cli.options import (
     DEFAULT_DEVICE,
     DEFAULT_PRECISION,
     Classes,
+    Compressed,
     DataRoot,
     DatasetFormat,
     Device,
@@ -52,9 +53,7 @@ def evaluate(
     plot: Annotated[
         Path | None, typer.Option(help="PR curves PNG (default: beside --out or the detections).")
     ] = None,
-    compressed: Annotated[
-        bool, typer.Option("--compressed", help="Fast R-CNN: the truncated-SVD model of `rcnn compress`.")
-    ] = False,
+    compressed: Compressed = False,
     device: Device = DEFAULT_DEVICE,
     precision: Precision = DEFAULT_PRECISION,
     classes: Classes = None,

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from rcnn_cli.console import out
-from rcnn_cli.options import DEFAULT_RUN, MethodName, MethodOption, RunDir, Split
+from rcnn_cli.options import DEFAULT_RUN, Compressed, MethodName, MethodOption, RunDir, Split
 from stages.inference.options import EXPORT_FORMATS
 from stages.methods import get_method
 
@@ -32,9 +32,7 @@ def export(
     data: Annotated[
         Path | None, typer.Option(help="Dataset root (default: the one the detections were made on).")
     ] = None,
-    compressed: Annotated[
-        bool, typer.Option("--compressed", help="Fast R-CNN: the detections of the truncated-SVD model.")
-    ] = False,
+    compressed: Compressed = False,
 ) -> None:
     """Write a method's detections of a split (from `rcnn evaluate --run`) as result files: a COCO results
     JSON (`COCO.loadRes` reads it; the dataset's image and category ids) or the VOC devkit's

@@ -92,6 +92,10 @@ CachedMethodOption = Annotated[
     CachedMethod, typer.Option("--method", help="Which detector's stage to run (those with a feature cache).")
 ]
 Device = Annotated[str, typer.Option(help=DEVICE_HELP)]
+Compressed = Annotated[
+    bool,
+    typer.Option("--compressed", help="Fast and Faster R-CNN: the truncated-SVD model of `rcnn compress`."),
+]
 Resume = Annotated[
     bool,
     typer.Option(

@@ -92,8 +92,8 @@ def finetune(
     *,
     given: dict[str, Any],
 ) -> None:
-    """Fine-tune a detector's network on the split's proposals. Options left out take the method's paper
-    settings.
+    """Fine-tune a detector's network on the split (and its proposals). Options left out take the method's
+    paper settings.
 
     Fast R-CNN (the default; the paper's settings): the whole network from conv2 (conv3_1 for vgg16) up,
     end to end with the multi-task loss, 2 images and 128 RoIs a mini-batch (25% foreground), flipped at
@@ -101,6 +101,9 @@ def finetune(
     on CPUs). R-CNN: the whole network on warped windows, 32 foreground (IoU >= 0.5) and 96 background
     windows a mini-batch, x0.1 every 20k of 40k iterations. SPP-net: fc6, fc7 and the new layer only, on
     the cached pyramids of `rcnn extract-features --method spp`; 250k iterations at 1e-4, then 50k at 1e-5.
+    Faster R-CNN: a region proposal network on Fast R-CNN's conv5, trained with it (approximate joint
+    training: one image a mini-batch, 256 anchors for the RPN, 128 of its proposals for Fast R-CNN's head);
+    no proposals read; 60k iterations at 0.001, then 20k at 0.0001.
     Writes RUN/METHOD/finetune/model.pt, with checkpoint.pt and log.csv beside it; an interrupted run
     resumes (--resume, the default) unless --restart.
     Under torchrun, put `--` before `finetune` (torchrun would take --run for its --run-path).
@@ -114,6 +117,8 @@ def finetune(
       rcnn finetune --method rcnn --data data/demo --run runs/demo --iterations 600
 
       rcnn finetune --method spp --data data/demo --run runs/demo --iterations 2000
+
+      rcnn finetune --method faster --data data/demo --run runs/demo --anchor-sizes 32,64,128,256
     """
     from stages.datasets.formats import load_dataset
     from stages.runs.layout import RunLayout
@@ -139,13 +144,18 @@ def compress(
     *,
     given: dict[str, Any],
 ) -> None:
-    """Compress Fast R-CNN's fc6 and fc7 by truncated SVD (section 3.1) into RUN/fast/compressed/model.pt.
+    """Compress Fast (or Faster) R-CNN's fc6 and fc7 by truncated SVD (Fast R-CNN section 3.1) into
+    RUN/METHOD/compressed/model.pt.
 
     Each layer W (u x v) becomes two: S_t V_t^T (t x v, no bias) then U_t (u x t, with the bias). The
     defaults are the paper's VGG16 ratios (1024 and 256 of 4096). Use it with `rcnn detect --compressed`
     and `rcnn evaluate --method fast --compressed`.
 
-    Example: rcnn compress --run runs/demo --fc6-rank 128 --fc7-rank 32
+    Examples:
+
+      rcnn compress --run runs/demo --fc6-rank 128 --fc7-rank 32
+
+      rcnn compress --method faster --run runs/demo
     """
     from stages.runs.layout import RunLayout
 

@@ -12,6 +12,7 @@ from typer.core import TyperGroup
 
 from rcnn_cli.app import app
 from stages.datasets.formats import load_dataset
+from stages.methods import METHODS
 from tests.helpers import assert_one_line_error, rcnn
 
 
@@ -320,7 +321,8 @@ def test_bench_scaling_runs_the_stages_under_torchrun_and_times_growth(tiny_run)
         r"^(propose|extract-features \(spp\)) +2 +3 +[\d.]+ +[\d.]+ +1\.0x", result.output, re.M
     )
     assert staged == ["propose", "extract-features (spp)"]
-    grown = re.findall(r"^ *(\d+) +(\d+) +([\d.]*) +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ *$", result.output, re.M)
+    rows = sum(len(method.variants) for method in METHODS.values())  # a column each
+    grown = re.findall(rf"^ *(\d+) +(\d+) +([\d.]*)(?: +[\d.]+){{{rows}}} *$", result.output, re.M)
     assert [(side, count, bool(search)) for side, count, search in grown] == [
         ("64", "2000", True), ("96", "2000", True), ("600", "20", False), ("600", "40", False),
     ]  # fmt: skip

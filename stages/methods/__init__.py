@@ -32,15 +32,28 @@ class Registry(MutableMapping[str, "Method[Any]"]):
     def command_options(self, command: str) -> dict[str, type]:
         """The options of ``rcnn COMMAND`` for each method that it runs a stage of, in order."""
         found = {}
-        for name in self:
-            target = self._targets.get(name)
-            if target is None:  # registered as an object: no options module to read
-                continue
-            package = target.partition(":")[0].rpartition(".")[0]
+        for name, package in self._packages():
             declared = importlib.import_module(f"{package}.options").COMMAND_OPTIONS
             if command in declared:
                 found[name] = declared[command]
         return found
+
+    def proposers(self) -> dict[str, str]:
+        """The methods whose trained network proposes, by what ``rcnn propose --proposer`` calls it (their
+        options module's ``PROPOSER``)."""
+        found = {}
+        for name, package in self._packages():
+            proposer = getattr(importlib.import_module(f"{package}.options"), "PROPOSER", None)
+            if proposer is not None:
+                found[proposer] = name
+        return found
+
+    def _packages(self) -> Iterator[tuple[str, str]]:
+        """(name, package) of each method registered by name (an object has no options module to read)."""
+        for name in self:
+            target = self._targets.get(name)
+            if target is not None:
+                yield name, target.partition(":")[0].rpartition(".")[0]
 
     def with_command(self, command: str) -> list[str]:
         """The methods that ``rcnn COMMAND`` runs a stage of, in order."""

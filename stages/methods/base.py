@@ -197,6 +197,11 @@ class Method(ABC, Generic[FinetuneT]):
         lineage's three) for the run's proposer (``stages.proposals.sources.run_proposer``)."""
         return None
 
+    def model_proposer(self, model: Path, boxes: int, device: str = "auto") -> Proposer:
+        """Its trained network ``model`` as the proposals of any method, ``boxes`` an image, for a method
+        whose network proposes (``rcnn propose --proposer``); UserError for the others."""
+        raise UserError(f"{self.label}'s network makes no proposals")
+
     def row_label(self, variant: Variant = PLAIN) -> str:
         """Its name in tables: ``Fast R-CNN + SVD``."""
         return self.label + variant.label

@@ -15,9 +15,10 @@ import logging
 import multiprocessing
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -236,7 +237,7 @@ def low_recall_advice(
 
 
 @dataclass(frozen=True)
-class _Found:
+class FoundBoxes:
     """The boxes a stage found (image id -> (K, 4)), the problems it skipped, and how many images it
     computed in how many seconds."""
 
@@ -250,6 +251,15 @@ def _image_id(record: ImageRecord) -> str:
     return record.image_id
 
 
+Proposed = tuple[str, np.ndarray | None, str | None]
+"""One image's proposals: (image id, (K, 4) float32 boxes, or None where the detector makes its own or a
+problem stopped it; the problem or None)."""
+Maker = Callable[[list[ImageRecord], Processes], tuple[str, Iterator[Proposed]]]
+"""``make(records, procs) -> (description, proposals)``: a proposer's work on this process's images, with
+what the progress line calls it; proposals come as (image id, boxes or None, problem or None), in any
+order."""
+
+
 def propose(
     dataset: Dataset,
     run: RunLayout,
@@ -257,61 +267,105 @@ def propose(
     skip_bad: bool = False,
     progress: Progress = SILENT,
 ) -> ProposalSummary:
-    """Run selective search on every image of ``dataset`` and write the run's proposals of its split.
+    """Run selective search on every image of ``dataset`` and write the run's proposals of its split, with
+    ``procs.cores`` processes (``options.workers`` if given) on each process (``propose_with``)."""
 
-    Finished images are kept in parts (``RUN/proposals/.<split>.parts/``) as they come, so a rerun
-    searches only the missing ones. Under ``torchrun`` each process searches its own shard of the images
-    with its share of the machine's cores (``stages.runs.processes``), and rank 0 writes the file one process
-    would write.
+    def search(records: list[ImageRecord], procs: Processes):
+        workers = min(options.workers or procs.cores, max(1, len(records)))
+        jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in records]
+        label = f"{procs.world_size} x {workers}" if procs.world_size > 1 else str(workers)
+        found = (
+            (
+                image_id,
+                None if boxes is None else filter_boxes(boxes, options.min_size, options.max_boxes),
+                problem,
+            )
+            for image_id, boxes, problem in search_many(jobs, workers)
+        )
+        return f"selective search ({label} workers)", found
+
+    def advice(recall: float, per_image: float) -> str:
+        return low_recall_advice(dataset, options, recall, per_image, "selective_search")
+
+    return propose_with(
+        dataset,
+        run,
+        search,
+        source="selective_search",
+        settings=asdict(options),
+        advice=advice,
+        skip_bad=skip_bad,
+        progress=progress,
+    )
+
+
+def propose_with(
+    dataset: Dataset,
+    run: RunLayout,
+    make: Maker,
+    *,
+    source: str,
+    settings: Mapping[str, Any],
+    advice: Callable[[float, float], str],
+    device: str = "cpu",
+    skip_bad: bool = False,
+    progress: Progress = SILENT,
+) -> ProposalSummary:
+    """Write the run's proposals of ``dataset``'s split, made by ``make`` (``Maker``) from ``source`` with
+    ``settings``; ``advice(recall, boxes an image)`` says what to do when they find few objects.
+
+    Finished images are kept in parts (``RUN/proposals/.<split>.parts/``) as they come, so a rerun with the
+    same settings makes only the missing ones. Under ``torchrun`` each process makes its own shard of the
+    images on ``device`` (``stages.runs.processes``), and rank 0 writes the file one process would write.
+    An unreadable image is a UserError naming it, or with ``skip_bad`` is left out and listed.
     """
     started = time.perf_counter()
-    with processes() as procs:
-        stamp = {**asdict(options), "workers": None, "root": str(dataset.root)}
+    with processes(device) as procs:
+        stamp = {**settings, "source": source, "workers": None, "root": str(dataset.root)}  # any workers
         shard = ImageShard(procs, run.proposal_parts(dataset.split), stamp, dataset.images, _image_id)
-        workers = min(options.workers or procs.cores, max(1, len(shard.todo)))
-        jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in shard.todo]
         skipped: dict[str, str] = {}
-        search_started = time.perf_counter()
-        label = f"{procs.world_size} x {workers}" if procs.world_size > 1 else str(workers)
-        with shard.working(progress, f"selective search ({label} workers)") as advance:
-            for image_id, found, problem in search_many(jobs, workers):
-                if problem is not None:
+        description, proposed = make(shard.todo, procs)
+        made_started = time.perf_counter()  # after what ``make`` loads (a network)
+        with shard.working(progress, description) as advance:
+            for image_id, boxes, problem in proposed:
+                if problem is not None or boxes is None:
                     if not skip_bad:
-                        raise UserError(problem)
-                    skipped[image_id] = problem
+                        raise UserError(problem or f"{image_id}: no proposals ({source})")
+                    skipped[image_id] = problem or "no proposals"
                 else:
-                    boxes = filter_boxes(found, options.min_size, options.max_boxes)
                     shard.parts.add(image_id, {"boxes": boxes})
                 advance()
-        outcomes = procs.gather((skipped, len(jobs) - len(skipped), time.perf_counter() - search_started))
+        outcomes = procs.gather((skipped, len(shard.todo) - len(skipped), time.perf_counter() - made_started))
         summary: ProposalSummary | None = None
         if procs.writer:
             merged = {image_id: arrays["boxes"] for image_id, arrays in shard.parts.load().items()}
-            found_all = _Found(
+            found_all = FoundBoxes(
                 merged,
                 {k: v for problems, _, _ in outcomes for k, v in problems.items()},
                 sum(computed for _, computed, _ in outcomes),
                 max(seconds for _, _, seconds in outcomes),
             )
-            summary = _finish(
-                run, dataset, options, found_all, started, source="selective_search", procs=procs
+            summary = write_split(
+                run, dataset, found_all, started, source=source, settings=settings, advice=advice, procs=procs
             )
             shard.parts.remove()
         return procs.from_writer(summary)
 
 
-def _finish(
+def write_split(
     run: RunLayout,
     dataset: Dataset,
-    options: ProposalOptions,
-    found: _Found,
+    found: FoundBoxes,
     started: float,
     *,
     source: str,
+    settings: Mapping[str, Any],
+    advice: Callable[[float, float], str],
     inputs: Sequence[Path] = (),
     procs: Processes = SINGLE,
 ) -> ProposalSummary:
-    """Write the proposals file of the images with boxes, in split order, and its manifest."""
+    """Write the proposals file of the images with boxes, in split order, and its manifest, which records
+    the ``source`` and its ``settings``."""
     target = run.proposals(dataset.split)
     if found.skipped:
         log.warning(
@@ -325,15 +379,15 @@ def _finish(
     empty = [r.image_id for r in kept if len(found.boxes[r.image_id]) == 0]
     if empty:
         log.warning(
-            "%d images have no proposals (too small for a %d-pixel box?), so no detections: %s",
+            "%d images have no proposals (too small for a %s-pixel box?), so no detections: %s",
             len(empty),
-            options.min_size,
+            settings.get("min_size", "minimum"),
             ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else ""),
         )
     recall = proposal_recall(dataset, found.boxes) if dataset.annotated else None
     per_image = float(np.mean([len(found.boxes[r.image_id]) for r in kept]))
     if recall and recall["0.5"] < LOW_RECALL:
-        log.warning(low_recall_advice(dataset, options, recall["0.5"], per_image, source))
+        log.warning(advice(recall["0.5"], per_image))
     write_proposals(
         target,
         kept,
@@ -343,7 +397,7 @@ def _finish(
             "source": source,
             "dataset_root": str(dataset.root),
             "dataset_format": dataset.format,
-            **{k: v for k, v in asdict(options).items() if k != "workers"},
+            **{k: v for k, v in settings.items() if k != "workers"},
         },
     )
     rate = found.computed / found.seconds if found.computed and found.seconds > 0 else 0.0
@@ -363,7 +417,7 @@ def _finish(
     write_manifest(
         target,
         stage="propose",
-        options={**asdict(options), "source": source},
+        options={**settings, "source": source},
         inputs=[*([dataset.source] if dataset.source else []), *inputs],
         seconds=seconds,
         results=results,
@@ -406,8 +460,22 @@ def import_mat(
         xyxy[:, :2] -= 1.0  # 1-based inclusive -> 0-based continuous
         clipped = clip_boxes(xyxy, record.height, record.width)
         boxes[record.image_id] = filter_boxes(clipped, options.min_size, options.max_boxes)
-    found = _Found(boxes, {}, computed=0, seconds=0.0)
-    return _finish(run, dataset, options, found, started, source="import", inputs=[Path(mat_file)])
+    found = FoundBoxes(boxes, {}, computed=0, seconds=0.0)
+
+    def advice(recall: float, per_image: float) -> str:
+        return low_recall_advice(dataset, options, recall, per_image, "import")
+
+    settings = {k: v for k, v in asdict(options).items() if k != "workers"}
+    return write_split(
+        run,
+        dataset,
+        found,
+        started,
+        source="import",
+        settings=settings,
+        advice=advice,
+        inputs=[Path(mat_file)],
+    )
 
 
 def _read_mat(path: Path) -> tuple[list[str] | None, list[np.ndarray]]:
@@ -458,7 +526,7 @@ def _public(content: dict) -> list[str]:
 
 def propose_images(
     images: Sequence[tuple[str, Path]], options: ProposalOptions = ProposalOptions()
-) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+) -> Iterator[Proposed]:
     """Selective search on (image id, path) pairs for ``rcnn detect``: (image id, (K, 4) float32 boxes or
     None, problem or None), in completion order. Several images are searched by ``options.workers``
     spawned processes (default: one a core; the caller's network work is the smaller share), ahead of

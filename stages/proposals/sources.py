@@ -16,18 +16,19 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-import numpy as np
-
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.proposals.options import ProposalOptions
-from stages.proposals.propose import ProposalSummary, import_mat, propose, propose_images, searched_with
+from stages.proposals.propose import (
+    ProposalSummary,
+    Proposed,
+    import_mat,
+    propose,
+    propose_images,
+    searched_with,
+)
 from stages.runs.layout import RunLayout
-
-Proposed = tuple[str, np.ndarray | None, str | None]
-"""One image's proposals: (image id, (K, 4) float32 boxes, or None where the detector makes its own or a
-problem stopped it; the problem or None)."""
 
 
 class Proposer(ABC):

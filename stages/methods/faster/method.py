@@ -27,6 +27,7 @@ from stages.methods.faster.detector import Detected, FasterDetector, faster_dete
 from stages.methods.faster.finetune import finetune
 from stages.methods.faster.network import NAME, FasterRcnn, load_trained, save_faster
 from stages.methods.faster.options import FasterFinetuneOptions, RpnOptions
+from stages.methods.faster.proposer import RpnProposer
 from stages.networks.fast_rcnn import CompressSummary, compress_file
 from stages.networks.inputs import read_image
 from stages.networks.options import CompressOptions
@@ -56,6 +57,9 @@ class FasterRCNN(Method[FasterFinetuneOptions]):
     def proposer(self, run: RunLayout) -> Proposer:
         """Its region proposal network, inside the detector: no selective search."""
         return NetworkProposals("rpn")
+
+    def model_proposer(self, model: Path, boxes: int, device: str = "auto") -> Proposer:
+        return RpnProposer(model, boxes, device)
 
     def compress(self, run: RunLayout, options: CompressOptions) -> CompressSummary:
         trained = load_trained(run)

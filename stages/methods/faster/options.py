@@ -100,5 +100,8 @@ class FasterFinetuneOptions(TrainingOptions):
         return self.test_scale or (self.scales[0] if len(self.scales) == 1 else 600)
 
 
+PROPOSER = "rpn"
+"""What ``rcnn propose --proposer`` calls its trained network's proposals (``stages.methods.METHODS``)."""
+
 COMMAND_OPTIONS = {"finetune": FasterFinetuneOptions, "compress": CompressOptions}
 """The options of each staged command that runs a stage of Faster R-CNN (``stages.methods.METHODS``)."""

@@ -1,5 +1,5 @@
 """Faster R-CNN on the command line, on the tiny dataset: training (resumed), compression, evaluation with
-and without SVD, detection without selective search, report."""
+and without SVD, detection without selective search, report; its RPN's proposals read by Fast R-CNN."""
 
 import csv
 import json
@@ -9,7 +9,7 @@ import pytest
 
 from stages.detections.files import read_detections
 from stages.runs.layout import RunLayout
-from tests.helpers import rcnn, run_steps
+from tests.helpers import assert_one_line_error, rcnn, run_steps
 
 pytestmark = pytest.mark.slow  # a whole chain: `make test-quick` leaves it out
 
@@ -60,3 +60,19 @@ def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, mon
     assert 0 < len(read_detections(out / f"{images[0].stem}.json")) <= 100
     result = rcnn("report", "--run", run)
     assert result.exit_code == 0 and "Faster R-CNN + SVD" in result.output, result.output
+    # the trained RPN as another method's proposals (section 4.1), read by Fast R-CNN's training
+    learned = tmp_path / "learned"
+    shutil.copytree(base, learned)
+    model = files.finetune.model
+    propose = ("propose", "--data", data, "--run", learned, "--proposer", "rpn", "--max-boxes", "100")
+    result = rcnn(*propose, "--split", "trainval", "--model", model)
+    assert result.exit_code == 0 and "proposals:" in result.output, result.output
+    manifest = json.loads((learned / "proposals" / "trainval.manifest.json").read_text())
+    assert manifest["options"]["source"] == "rpn" and manifest["options"]["model"] == str(model)
+    assert 0 < manifest["results"]["boxes_per_image"] <= 100 and manifest["results"]["recall"]["0.5"] > 0
+    result = rcnn("finetune", "--data", data, "--run", learned, "--scales", "96", "--iterations", "5")
+    assert result.exit_code == 0 and "fine-tuned (fast" in result.output, result.output
+    other = learned / "backbone.pt"
+    assert_one_line_error(rcnn(*propose, "--split", "test", "--model", other), str(other), "not 'faster'")
+    result = rcnn(*propose, "--split", "test")
+    assert result.exit_code == 2 and "--model" in result.output
