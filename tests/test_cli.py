@@ -174,7 +174,8 @@ def test_bench_methods_times_the_lineage_beside_the_paper(tiny_demo):
     assert result.exit_code == 0, result.output
     first, second, spent = re.split(r"the work against the floor|where the test passes", result.output)
     timing, floor = _rows(first), _rows(second)
-    lineage = ["R-CNN", "SPP-net", "Fast R-CNN", "Fast R-CNN + SVD", "torchvision"]
+    lineage = ["R-CNN", "SPP-net", "Fast R-CNN", "Fast R-CNN + SVD", "Faster R-CNN", "Faster R-CNN + SVD"]
+    lineage.append("torchvision")
     assert [cells[0] for cells in timing] == [cells[0] for cells in floor] == lineage
     slowest = float(timing[0][3])
     for cells in timing:
@@ -203,7 +204,7 @@ def assert_speed_up(shown: str, slowest: float, total: float) -> None:
 
 def _rows(table: str) -> list[list[str]]:
     """The rows of a bench table that start with a method's name: the name, then the cells."""
-    methods = re.compile(r"^(R-CNN|SPP-net|Fast R-CNN \+ SVD|Fast R-CNN|torchvision) +(\d.*)$")
+    methods = re.compile(r"^(R-CNN|SPP-net|(?:Fast|Faster) R-CNN(?: \+ SVD)?|torchvision) +(\d.*)$")
     found = [methods.match(line) for line in table.splitlines()]
     return [[match[1], *match[2].split()] for match in found if match]
 

@@ -79,9 +79,9 @@ class Context:
 
 
 def steps(config: RunConfig) -> list[Step]:
-    """Every step ``config`` asks for, each after the steps it reads from: the shared ones (proposals,
-    pre-training), each method's own (``Method.steps``) with the evaluation of each of its variants
-    placed after the last step it reads, and the pictures of ``[detect]``."""
+    """Every step ``config`` asks for, each after the steps it reads from: the shared ones (proposals, where
+    a step reads them; pre-training), each method's own (``Method.steps``) with the evaluation of each of
+    its variants placed after the last step it reads, and the pictures of ``[detect]``."""
     run = RunLayout(Path(config.run.folder))
     data = config.data
     found = [
@@ -115,7 +115,8 @@ def steps(config: RunConfig) -> list[Step]:
         found += own
     if config.detect is not None:
         found.append(_detect_step(config, run))
-    return found
+    read = {key for step in found for key in step.after}
+    return [step for step in found if step.key.stage != "propose" or step.key in read]  # none unread
 
 
 def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad: bool) -> Step:
@@ -184,7 +185,7 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
             ctx.run,
             method,
             score_thresh=settings.score_thresh,
-            proposer=SelectiveSearch(config.propose),
+            proposer=method.proposer(ctx.run) or SelectiveSearch(config.propose),
             device=config.run.device,
             variant=variant,
             precision=settings.precision,
