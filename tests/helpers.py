@@ -40,6 +40,7 @@ root = "{data}"
 
 [run]
 folder = "{run}"
+methods = ["rcnn", "spp", "fast"]
 
 [propose]
 workers = 1
@@ -73,7 +74,8 @@ scales = [96]
 [detect]
 images = 2
 """
-"""A small run of every method on the tiny demo: ``RUN_CONFIG.format(data=..., run=...)``."""
+"""A small run of the lineage's first three methods on the tiny demo (Faster R-CNN's chain is
+``tests/methods/faster/test_chain.py``): ``RUN_CONFIG.format(data=..., run=...)``."""
 
 
 def make_run(data: Path, folder: Path) -> tuple[Path, Path]:
