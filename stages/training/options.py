@@ -78,3 +78,17 @@ class PretrainOptions(TrainingOptions):
     batch_size: int = option(128, help="Crops a mini-batch.")
     jitter: float = 0.1
     workers: int = workers_option()
+
+
+def checked_test_scale(scales: tuple[int, ...], max_size: int, test_scale: int | None) -> int:
+    """The test scale of a network trained at ``scales`` (shorter sides, the longer at most ``max_size``):
+    ``test_scale`` if given, else the one training scale, or 600 with several (Fast R-CNN section 5.2);
+    UserError for scales below 16 px or above ``max_size``."""
+    if not scales or min(scales) < 16 or max_size < max(scales):
+        raise UserError("--scales: give shorter sides of at least 16 px, none above --max-size")
+    chosen = test_scale or (scales[0] if len(scales) == 1 else 600)
+    if not 16 <= chosen <= max_size:
+        raise UserError(
+            f"--test-scale {chosen}: give a shorter side of at least 16 px, not above --max-size {max_size}"
+        )
+    return chosen

@@ -9,7 +9,7 @@ from typing import ClassVar
 from stages.core.errors import UserError
 from stages.core.options import option, workers_option
 from stages.networks.options import CompressOptions
-from stages.training.options import TrainingOptions
+from stages.training.options import TrainingOptions, checked_test_scale
 
 
 @dataclass(frozen=True)
@@ -59,20 +59,13 @@ class FastFinetuneOptions(TrainingOptions):
     def __post_init__(self) -> None:
         super().__post_init__()
         sampling = self.sampling
-        if not sampling.scales or min(sampling.scales) < 16 or sampling.max_size < max(sampling.scales):
-            raise UserError("--scales: give shorter sides of at least 16 px, none above --max-size")
         if sampling.images_per_batch < 1 or sampling.rois_per_batch < sampling.images_per_batch:
             raise UserError("--images-per-batch and --rois-per-batch: at least one RoI an image")
-        if not 16 <= self.resolved_test_scale <= sampling.max_size:
-            raise UserError(
-                f"--test-scale {self.resolved_test_scale}: give a shorter side of at least 16 px, "
-                f"not above --max-size {sampling.max_size}"
-            )
+        checked_test_scale(sampling.scales, sampling.max_size, self.test_scale)
 
     @property
     def resolved_test_scale(self) -> int:
-        scales = self.sampling.scales
-        return self.test_scale or (scales[0] if len(scales) == 1 else 600)
+        return checked_test_scale(self.sampling.scales, self.sampling.max_size, self.test_scale)
 
 
 COMMAND_OPTIONS = {"finetune": FastFinetuneOptions, "compress": CompressOptions}

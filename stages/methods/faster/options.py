@@ -9,7 +9,7 @@ from typing import ClassVar
 from stages.core.errors import UserError
 from stages.core.options import option, workers_option
 from stages.networks.options import CompressOptions
-from stages.training.options import TrainingOptions
+from stages.training.options import TrainingOptions, checked_test_scale
 
 
 @dataclass(frozen=True)
@@ -87,17 +87,11 @@ class FasterFinetuneOptions(TrainingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.scales or min(self.scales) < 16 or self.max_size < max(self.scales):
-            raise UserError("--scales: give shorter sides of at least 16 px, none above --max-size")
-        if not 16 <= self.resolved_test_scale <= self.max_size:
-            raise UserError(
-                f"--test-scale {self.resolved_test_scale}: give a shorter side of at least 16 px, "
-                f"not above --max-size {self.max_size}"
-            )
+        checked_test_scale(self.scales, self.max_size, self.test_scale)
 
     @property
     def resolved_test_scale(self) -> int:
-        return self.test_scale or (self.scales[0] if len(self.scales) == 1 else 600)
+        return checked_test_scale(self.scales, self.max_size, self.test_scale)
 
 
 PROPOSER = "rpn"
