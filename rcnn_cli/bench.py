@@ -55,21 +55,39 @@ def proposals(
     layout: DatasetFormat = None,
     split: Split = "test",
     images: Annotated[int, typer.Option(min=1, help="Images to search.")] = 40,
+    run: Annotated[
+        Path | None,
+        typer.Option(
+            help="A run folder: its trained networks that propose (Faster R-CNN's RPN) are scored too, and "
+            "selective search searches as the run's proposals were searched."
+        ),
+    ] = None,
+    device: Device = DEFAULT_DEVICE,
     *,
     given: dict[str, Any],
 ) -> None:
-    """Selective-search throughput (images/s) with 1 worker and with all cores.
+    """Selective-search throughput (images/s) with 1 worker and with all cores, and each proposer's
+    recall against IoU (0.5 to 0.95) with its best 300, 1,000 and 2,000 proposals an image, beside its
+    seconds an image (Faster R-CNN's figure 2 and table 5, on your data).
 
-    Example: rcnn bench proposals --data data/demo --split test --images 40
+    Examples:
+
+      rcnn bench proposals --data data/demo --split test --images 40
+
+      rcnn bench proposals --data data/demo --split test --images 40 --run runs/demo
     """
     from stages.bench.proposals import bench_proposals
     from stages.datasets.formats import load_dataset
+    from stages.proposals.recall import PROPOSAL_COUNTS
+    from stages.runs.layout import RunLayout
 
     dataset = load_dataset(data, split, format=layout_name(layout))
-    rows = bench_proposals(dataset, images, (searched := ProposalOptions(**given)), progress=RichProgress())
-    table = Table(title=f"selective search ({searched.mode}) on {data}/{split}: {_machine()}")
+    layout_of_run = None if run is None else RunLayout(run)
+    found = bench_proposals(dataset, images, given, layout_of_run, device, progress=RichProgress())
+    table = Table(title=f"selective search ({found.options.mode}) on {data}/{split}: {_machine()}")
     for column in ("workers", "images", "seconds", "images/s", "speed-up"):
         table.add_column(column, justify="right")
+    rows = found.throughput
     for row in rows:
         table.add_row(
             str(row.workers),
@@ -79,6 +97,22 @@ def proposals(
             f"{row.images_per_second / rows[0].images_per_second:.2f}x",
         )
     out.print(table)
+    if all(proposer.curves is None for proposer in found.proposers):
+        return
+    recall = Table(title=f"proposal recall on {images} images of {data}/{split} (AR: over IoU 0.5 to 0.95)")
+    columns = ("proposer", "s/image", "boxes/image", "recall@0.5 (300)", "recall@0.7 (300)")
+    for column in (*columns, *(f"AR@{count}" for count in PROPOSAL_COUNTS)):
+        recall.add_column(column, justify="left" if column == "proposer" else "right")
+    for proposer in found.proposers:
+        if (curves := proposer.curves) is not None:
+            recall.add_row(
+                proposer.label,
+                f"{proposer.seconds_per_image:.3f}",
+                f"{curves.boxes_per_image:.0f}",
+                *(f"{curves.at(iou, '300'):.3f}" for iou in (0.5, 0.7)),
+                *(f"{curves.average(str(count)):.3f}" for count in PROPOSAL_COUNTS),
+            )
+    out.print(recall)
 
 
 @app.command("detect-memory")

@@ -103,6 +103,11 @@ def evaluate(
         out.print(f"test time: {result.seconds_per_image:.3f} s an image")
         if result.without_box_regression is not None:
             out.print(f"mAP without box regression: {result.without_box_regression.map:.3f}")
+        if (curves := result.proposal_recall) is not None:
+            out.print(
+                f"its proposals find {curves.at(0.5, '300'):.3f} of the objects at IoU 0.5 with 300 an image "
+                f"(average recall, IoU 0.5 to 0.95: {curves.average('300'):.3f})"
+            )
         if out_file is not None:
             write_json(out_file, result.evaluation.to_json())
         out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,7 +14,7 @@ from rcnn_cli.console import out
 from rcnn_cli.options import DEFAULT_RUN
 
 if TYPE_CHECKING:
-    from stages.report.summary import RunReport
+    from stages.report.summary import ProposerRecall, RunReport
 
 
 def _score(value: float | None) -> str:
@@ -41,13 +42,16 @@ def report(
     ] = None,
 ) -> None:
     """Print each method's mAP (with and without box regression), test seconds an image and training
-    seconds, and the time of every stage; write all of it, with per-class AP, PR curves, training curves,
-    accuracy against test time and the detection grid, to one self-contained HTML page.
+    seconds, each proposer's recall, and the time of every stage; write all of it, with per-class AP, PR
+    curves, recall against IoU, training curves, accuracy against test time and the detection grid, to
+    one self-contained HTML page.
 
     Reads only what the stages recorded (eval JSON files, detections, logs and manifests); runs nothing.
-    Test time excludes proposals; training time counts each method's own stages (not the shared proposals
-    and pre-training). The paper's figures appear beside the measured ones when the run's config.toml
-    (written by `rcnn run`) has them. The page opens offline in any browser.
+    Test time is given without proposals and with them (a method whose network proposes makes them in
+    its test pass; the others add the seconds an image of their propose stage); training time counts
+    each method's own stages (not the shared proposals and pre-training). The paper's figures appear
+    beside the measured ones when the run's config.toml (written by `rcnn run`) has them. The page opens
+    offline in any browser.
 
     Examples:
 
@@ -71,7 +75,16 @@ def print_report(found: RunReport, title: str) -> None:
     from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS
 
     results = Table(title=f"results: {escape(title)}")
-    columns = ("method", "split", "metric", "mAP", "mAP without box regression", "test s/image", "training s")
+    columns = (
+        "method",
+        "split",
+        "metric",
+        "mAP",
+        "mAP without box regression",
+        "test s/image",
+        "with proposals",
+        "training s",
+    )
     for column in columns:
         results.add_column(column, justify="left" if column in ("method", "split", "metric") else "right")
     for r in found.results:
@@ -82,10 +95,11 @@ def print_report(found: RunReport, title: str) -> None:
             _score(r.map),
             _score(r.map_without_box_regression),
             _number(r.test_seconds_per_image, 3),
+            _number(r.test_seconds_with_proposals, 3),
             _number(r.training_seconds, 0),
         )
     if not found.results:
-        results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", "", "", "", "", "", "")
+        results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", *[""] * 7)
     out.print(results)
     if found.proposals:
         proposals = Table(title="proposals")
@@ -108,6 +122,8 @@ def print_report(found: RunReport, title: str) -> None:
                 f"[yellow]proposals that find fewer than {LOW_RECALL:.0%} of the objects limit every "
                 f"detector: {escape(LOW_RECALL_DOCS)}[/]"
             )
+    if found.recall:
+        print_recall(found.recall)
     stages = Table(title="time of each stage")
     stages.add_column("stage")
     stages.add_column("artifact")
@@ -116,3 +132,24 @@ def print_report(found: RunReport, title: str) -> None:
         stages.add_row(s.stage, s.artifact, f"{s.seconds:.1f}")
     stages.add_row("[bold]total[/]", "", f"[bold]{found.total_seconds:.1f}[/]")
     out.print(stages)
+
+
+def print_recall(proposers: Sequence[ProposerRecall]) -> None:
+    """Each proposer's recall: at IoU 0.5 and 0.7 with its 300 best proposals an image, and averaged over
+    IoU 0.5 to 0.95 (AR) with its 300, 1,000 and 2,000 best (Faster R-CNN's figure 2, in numbers)."""
+    from stages.proposals.recall import PROPOSAL_COUNTS
+
+    table = Table(title="proposal recall (AR: average over IoU 0.5 to 0.95)")
+    columns = ("proposer", "split", "boxes/image", "recall@0.5 (300)", "recall@0.7 (300)")
+    for column in (*columns, *(f"AR@{count}" for count in PROPOSAL_COUNTS)):
+        table.add_column(column, justify="left" if column in ("proposer", "split") else "right")
+    for p in proposers:
+        curves = p.curves
+        table.add_row(
+            escape(p.label),
+            escape(p.split),
+            f"{curves.boxes_per_image:.0f}",
+            *(_score(curves.at(iou, "300")) for iou in (0.5, 0.7)),
+            *(_score(curves.average(str(count))) for count in PROPOSAL_COUNTS),
+        )
+    out.print(table)

@@ -281,6 +281,8 @@ def test_bench_proposals_times_one_worker_then_every_core(tiny_demo):
     rows = re.findall(r"│ +(\d+) │ +2 │ +([\d.]+) │ +([\d.]+) │ +([\d.]+)x │", result.output)
     assert rows[0][0] == "1" and rows[0][3] == "1.00" and len(rows) in (1, 2)  # one row on a 1-core machine
     assert all(float(rate) > 0 for _, _, rate, _ in rows)
+    recall = re.search(r"│ selective search \(single\) │ +[\d.]+ │ +\d+ │ +([01]\.\d{3}) │", result.output)
+    assert recall is not None and 0 < float(recall.group(1)) <= 1, result.output
 
 
 def test_bench_svm_memory_trains_on_copies_of_the_cache(made):

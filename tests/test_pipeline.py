@@ -15,6 +15,7 @@ import pytest
 
 from stages.config.run_config import load_config
 from stages.pipeline.run import State, plan, run_config
+from stages.report.summary import report
 from stages.runs.layout import RunLayout
 from tests.helpers import CHECKPOINT_SAVED, RUN_CONFIG, killed, make_run, rcnn, run_steps
 
@@ -72,6 +73,26 @@ def test_the_run_made_what_the_staged_commands_make(made, tiny_run, tmp_path):
         assert staged.read_bytes() == RunLayout(made_run).method(method).detections("test").read_bytes()
     for name in ("config.toml", "report.html", "fast/detect/grid.png", "spp/eval/test.json"):
         assert (made_run / name).is_file(), name
+
+
+def test_the_report_adds_selective_search_to_test_time_and_draws_its_recall(made):
+    """The test seconds with proposals add the test split's selective search, as its manifest records
+    it; its recall curves are the report's, in the table and the page."""
+    _, run = made
+    found = report(RunLayout(run))
+    searched = json.loads((run / "proposals" / "test.manifest.json").read_text())["results"]
+    for result in found.results:
+        assert result.test_seconds_per_image is not None and result.test_seconds_with_proposals is not None
+        added = result.test_seconds_with_proposals - result.test_seconds_per_image
+        assert added == pytest.approx(1 / searched["images_per_second"]), result.label
+    assert [(p.label, p.split) for p in found.recall] == [
+        ("selective search (fast)", "test"),
+        ("selective search (fast)", "trainval"),
+    ]
+    test = found.recall[0].curves
+    assert test.at(0.5) == pytest.approx(searched["recall"]["0.5"], abs=1e-6)
+    page = (run / "report.html").read_text()
+    assert "AR (1,000)" in page and 'alt="recall against IoU at 300' in page
 
 
 def test_a_finished_run_is_up_to_date_and_a_rerun_changes_nothing(made):

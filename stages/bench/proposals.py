@@ -1,16 +1,27 @@
-"""`rcnn bench proposals`: selective search's images a second as its worker processes grow."""
+"""`rcnn bench proposals`: selective search's images a second as its worker processes grow, and each
+proposer's recall against its seconds an image on the same images (Faster R-CNN, figure 2 and table 5:
+what learned proposals gain in recall and time)."""
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
+from stages.methods import METHODS
 from stages.proposals.options import ProposalOptions
-from stages.proposals.propose import search_many
+from stages.proposals.propose import searched_with
+from stages.proposals.recall import PROPOSAL_COUNTS, RecallCurves, recall_curves
+from stages.proposals.sources import Proposer, SelectiveSearch
+from stages.runs.layout import RunLayout
 
 
 @dataclass(frozen=True)
@@ -26,23 +37,91 @@ class ThroughputRow:
         return self.images / self.seconds
 
 
-def bench_proposals(
-    dataset: Dataset, images: int, options: ProposalOptions, progress: Progress = SILENT
-) -> list[ThroughputRow]:
-    """Selective search on the first ``images`` images of the split with 1 worker and with all cores.
+@dataclass(frozen=True)
+class ProposerRow:
+    """A proposer on the bench's images, one at a time: its seconds an image after the first (which
+    pays for loading a network or starting a process) and its recall curves (None on a split without
+    annotations)."""
 
-    Process start-up is included, as a user of `rcnn propose` pays it too.
-    """
-    records = dataset.images[:images]
-    jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in records]
+    label: str
+    seconds_per_image: float
+    curves: RecallCurves | None
+
+
+@dataclass(frozen=True)
+class ProposalBench:
+    """Selective search's throughput with 1 worker and with all cores (searching with ``options``), and
+    every proposer's recall."""
+
+    options: ProposalOptions
+    throughput: list[ThroughputRow]
+    proposers: list[ProposerRow]
+
+
+def bench_proposals(
+    dataset: Dataset,
+    images: int,
+    given: Mapping[str, Any],
+    run: RunLayout | None = None,
+    device: str = "auto",
+    progress: Progress = SILENT,
+) -> ProposalBench:
+    """Selective search on the first ``images`` images of the split with 1 worker and with all cores
+    (process start-up included, as a user of `rcnn propose` pays it too), with the options ``given``
+    over the defaults or, with ``run``, over the settings its proposals were searched with; then the
+    proposals of each trained network of ``run`` that proposes (``Method.model_proposer``), keeping
+    2,000 an image, on ``device``. The recall of each is scored on the same images."""
+    options = replace(ProposalOptions() if run is None else searched_with(run), **given)
+    split = replace(dataset, images=dataset.images[:images])
+    pairs = [(r.image_id, r.path) for r in split.images]
     cores = os.cpu_count() or 1
-    rows = []
+    throughput, rows = [], []
     for workers in sorted({1, options.workers or cores}):
+        proposer = SelectiveSearch(replace(options, workers=workers))
         started = time.perf_counter()
-        with progress.task(f"selective search, {workers} workers", len(jobs), "img") as advance:
-            for _, _, problem in search_many(jobs, workers):
-                if problem is not None:
-                    raise UserError(problem)
-                advance()
-        rows.append(ThroughputRow(workers, len(jobs), time.perf_counter() - started))
-    return rows
+        with progress.task(f"selective search, {workers} workers", len(pairs), "img") as advance:
+            found, seconds_per_image = _timed(proposer, pairs, workers, advance)
+        throughput.append(ThroughputRow(workers, len(pairs), time.perf_counter() - started))
+        if workers == 1:
+            label = f"selective search ({options.mode})"
+            rows.append(ProposerRow(label, seconds_per_image, _curves(split, found)))
+    for label, network in [] if run is None else _trained_proposers(run, device):
+        with progress.task(label, len(pairs), "img") as advance:
+            found, seconds_per_image = _timed(network, pairs, 1, advance)
+        rows.append(ProposerRow(label, seconds_per_image, _curves(split, found)))
+    return ProposalBench(options, throughput, rows)
+
+
+def _trained_proposers(run: RunLayout, device: str) -> list[tuple[str, Proposer]]:
+    """Each trained network of ``run`` that proposes, named, as a proposer keeping 2,000 boxes an image."""
+    found = []
+    for name, method_name in METHODS.proposers().items():
+        method = METHODS[method_name]
+        model = method.files(run).finetune.model
+        if model.is_file():
+            found.append(
+                (
+                    f"{name.upper()} ({method.label})",
+                    method.model_proposer(model, max(PROPOSAL_COUNTS), device),
+                )
+            )
+    return found
+
+
+def _timed(
+    proposer: Proposer, pairs: Sequence[tuple[str, Path]], workers: int, advance: Callable[[], None]
+) -> tuple[dict[str, np.ndarray], float]:
+    """The proposals of every image, and the seconds an image after the first one (all of them with one)."""
+    found, clock, times = {}, time.perf_counter(), []
+    for image_id, boxes, problem in proposer.propose_images(pairs, workers):
+        if problem is not None or boxes is None:
+            raise UserError(problem or f"{image_id}: no proposals")
+        found[image_id] = boxes
+        times.append(time.perf_counter() - clock)
+        clock = time.perf_counter()
+        advance()
+    return found, float(np.mean(times[1:] or times))
+
+
+def _curves(split: Dataset, boxes: Mapping[str, np.ndarray]) -> RecallCurves | None:
+    return recall_curves(split, boxes) if split.annotated else None

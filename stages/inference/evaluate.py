@@ -22,6 +22,7 @@ from stages.detections.postprocess import DetectOptions, ImageDetections
 from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves
 from stages.methods.base import PLAIN, ImageResult, Method, Variant
 from stages.networks.precision import check_supported
+from stages.proposals.recall import RecallCurves, recall_curves
 from stages.runs.layout import RunLayout, describe_input, parts_of, read_manifest, write_manifest
 from stages.runs.processes import ImageShard, processes
 
@@ -31,7 +32,8 @@ log = logging.getLogger("rcnn")
 @dataclass(frozen=True)
 class RunEvaluation:
     """A method's results on a split: with box regression (when trained) and without; test time an image
-    (for Fast R-CNN also its conv and fc parts)."""
+    (for Fast R-CNN also its conv and fc parts); for a method whose network proposes, its proposals'
+    recall (``proposal_recall``)."""
 
     evaluation: Evaluation
     without_box_regression: Evaluation | None
@@ -40,6 +42,7 @@ class RunEvaluation:
     plot_path: Path
     seconds_per_image: float
     timing: dict[str, float] | None = None
+    proposal_recall: RecallCurves | None = None
 
 
 def evaluate_run(
@@ -122,6 +125,8 @@ def _as_arrays(result: ImageResult, seconds: float) -> dict[str, np.ndarray]:
             }
     for part, value in (result.timing or {}).items():
         arrays[f"timing.{part}"] = np.array([value])
+    if result.proposals is not None:
+        arrays["proposals"] = result.proposals
     return arrays
 
 
@@ -171,6 +176,11 @@ def _score(
     timing = {
         part: float(np.mean([arrays[f"timing.{part}"][0] for arrays in images])) for part in parts
     } or None
+    curves = (
+        recall_curves(dataset, {i: arrays["proposals"] for i, arrays in zip(image_ids, images, strict=True)})
+        if images and all("proposals" in arrays for arrays in images)
+        else None
+    )
     files = method.files(run)
     detections_path = files.detections(dataset.split, variant.key)
     results_path = files.results(dataset.split, variant.key)
@@ -187,6 +197,7 @@ def _score(
         "map_without_box_regression": None if without is None else round(without.map, 6),
         "seconds_per_image": round(seconds_per_image, 4),
         **({f"{k}_seconds_per_image": round(v, 4) for k, v in timing.items()} if timing else {}),
+        **({"proposal_recall": curves.to_json()} if curves else {}),
     }
     write_json(results_path, results)
     plot_pr_curves(evaluation, plot_path)
@@ -219,7 +230,7 @@ def _score(
         results={"map": results["map"], "map_without_box_regression": results["map_without_box_regression"]},
     )
     return RunEvaluation(
-        evaluation, without, detections_path, results_path, plot_path, seconds_per_image, timing
+        evaluation, without, detections_path, results_path, plot_path, seconds_per_image, timing, curves
     )
 
 

@@ -75,12 +75,15 @@ class ImageDetector:
 class ImageResult:
     """A method's detections of one image of a split: of the proposals' own boxes (``plain``) and after
     box regression (``regressed``, None without regressors); for a method that times its parts, their
-    seconds on this image (``timing``)."""
+    seconds on this image (``timing``); for a method whose network proposes, its proposals best first
+    (``proposals`` (N, 4), up to ``stages.proposals.recall.PROPOSAL_COUNTS``' largest), whose recall
+    the evaluation records."""
 
     image_id: str
     plain: ImageDetections
     regressed: ImageDetections | None
     timing: Mapping[str, float] | None = None
+    proposals: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -356,6 +359,19 @@ class Method(ABC, Generic[FinetuneT]):
     def test_seconds(self, run: RunLayout, split: str, results: Mapping[str, Any]) -> float | None:
         """Seconds an image at test time (proposals excluded), from an evaluation's ``results``."""
         return results.get("seconds_per_image")
+
+    def test_seconds_with_proposals(
+        self, run: RunLayout, split: str, results: Mapping[str, Any]
+    ) -> float | None:
+        """Seconds an image at test time with the proposals' own: ``test_seconds`` plus the seconds an
+        image the run's proposals of ``split`` took to make (their ``propose`` stage, its worker processes
+        in parallel, as the run made them); None when either is unknown."""
+        seconds = self.test_seconds(run, split, results)
+        made = read_manifest(run.proposals(split))
+        if seconds is None or made is None:
+            return None
+        rate = made["results"].get("images_per_second") or 0.0
+        return seconds + 1.0 / rate if rate > 0 else None
 
 
 class CachedFeatureMethod(Method[FinetuneT], Generic[FinetuneT, ExtractT]):

@@ -25,11 +25,12 @@ import numpy as np
 
 from stages.core.atomic import atomic_path
 from stages.core.errors import UserError
-from stages.core.geometry import box_iou, clip_boxes, first_unique, nonempty, xywh_to_boxes
+from stages.core.geometry import clip_boxes, first_unique, nonempty, xywh_to_boxes
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset, ImageRecord
 from stages.proposals import selective_search
 from stages.proposals.options import ProposalOptions
+from stages.proposals.recall import recall_curves
 from stages.runs.layout import RunLayout, read_manifest, require_artifact, write_manifest
 from stages.runs.processes import SINGLE, ImageShard, Processes, processes
 
@@ -177,21 +178,6 @@ def load_proposals(run: RunLayout, dataset: Dataset) -> tuple[Dataset, dict[str,
     if not dataset.images:
         raise UserError(f"{path}: every image of split {dataset.split!r} was skipped as unreadable")
     return dataset, proposals
-
-
-def proposal_recall(
-    dataset: Dataset, boxes: dict[str, np.ndarray], thresholds: Sequence[float] = (0.5, 0.7)
-) -> dict[str, float]:
-    """Fraction of non-difficult objects covered by a proposal at IoU >= each threshold."""
-    best = [
-        box_iou(r.boxes[~r.difficult], boxes[r.image_id]).max(axis=1, initial=0.0)
-        for r in dataset.images
-        if r.image_id in boxes
-    ]
-    best_all = np.concatenate(best) if best else np.zeros(0)
-    if len(best_all) == 0:
-        return {}
-    return {f"{t:g}": float((best_all >= t).mean()) for t in thresholds}
 
 
 LOW_RECALL = 0.7
@@ -384,7 +370,8 @@ def write_split(
             settings.get("min_size", "minimum"),
             ", ".join(empty[:10]) + (", ..." if len(empty) > 10 else ""),
         )
-    recall = proposal_recall(dataset, found.boxes) if dataset.annotated else None
+    curves = recall_curves(dataset, found.boxes) if dataset.annotated else None
+    recall = None if curves is None else {f"{iou:g}": curves.at(iou) for iou in (0.5, 0.7)}
     per_image = float(np.mean([len(found.boxes[r.image_id]) for r in kept]))
     if recall and recall["0.5"] < LOW_RECALL:
         log.warning(advice(recall["0.5"], per_image))
@@ -407,6 +394,7 @@ def write_split(
         "computed": found.computed,
         "boxes_per_image": round(per_image, 1),
         "recall": recall,
+        "recall_curves": None if curves is None else curves.to_json(),
         "images_per_second": round(rate, 3),
         "skipped": {**dataset.skipped, **found.skipped},
         "without_proposals": empty,

@@ -254,6 +254,55 @@ def pr_chart(runs: Sequence[CollectedRun]) -> str | None:
     return _figure_uri(fig)
 
 
+def recall_chart(runs: Sequence[CollectedRun]) -> str | None:
+    """Faster R-CNN's figure 2: recall against IoU with each proposer's 300, 1,000 and 2,000 best
+    proposals an image, a panel each, on the splits that were tested (all splits before any test); a
+    colour a proposer (a method's own: the method's), a line style a run. None without curves."""
+    from stages.proposals.recall import PROPOSAL_COUNTS
+
+    tested = {item.result.split for run in runs for item in run.evaluations}
+    series = [
+        (index, run, proposer)
+        for index, run in enumerate(runs)
+        for proposer in run.report.recall
+        if not tested or proposer.split in tested
+    ]
+    if not series:
+        return None
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(PROPOSAL_COUNTS), figsize=(3.0 * len(PROPOSAL_COUNTS), 2.9), sharey=True)
+    others = iter(_PALETTE[::-1])
+    colours = {
+        proposer.label: COLOURS.get((proposer.method, ""), SHARED_COLOUR)
+        if proposer.method or proposer.label.startswith("selective search")
+        else next(others)
+        for _, _, proposer in series
+    }
+    splits = len({proposer.split for _, _, proposer in series}) > 1
+    legend: dict[str, Any] = {}
+    for ax, count in zip(axes, PROPOSAL_COUNTS, strict=True):
+        for index, run, proposer in series:
+            curves = proposer.curves
+            (line,) = ax.plot(
+                curves.ious,
+                curves.recall[str(count)],
+                color=colours[proposer.label],
+                linestyle=_LINE_STYLES[index % len(_LINE_STYLES)],
+                linewidth=1.4,
+            )
+            label = f"{proposer.label}" + (f", {proposer.split}" if splits else "")
+            label += f" ({curves.boxes_per_image:.0f} an image)"
+            legend.setdefault(_series_label(run, label, len(runs) > 1), line)
+        ax.set_title(f"{count:,} proposals an image", fontsize=9)
+        ax.set(xlim=(0.5, 0.95), ylim=(0, 1.02))
+        ax.set_xlabel("IoU", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    axes[0].set_ylabel("recall", fontsize=8)
+    _legend_above(fig, legend)
+    return _figure_uri(fig)
+
+
 def training_chart(runs: Sequence[CollectedRun]) -> str | None:
     """Loss (log scale) and, where logged, accuracy against iteration, a line a training log; None
     without logs."""

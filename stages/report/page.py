@@ -25,10 +25,12 @@ from stages.core.atomic import atomic_path
 from stages.core.errors import UserError
 from stages.core.plotting import drawing
 from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS
+from stages.proposals.recall import PROPOSAL_COUNTS
 from stages.report.charts import (
     accuracy_speed_chart,
     picture_uri,
     pr_chart,
+    recall_chart,
     stage_chart,
     stage_colour,
     stage_rows,
@@ -163,7 +165,8 @@ def _page(runs: Sequence[CollectedRun]) -> str:
         f"<title>rcnn report: {_e(names)}</title><style>{_STYLE}</style></head><body>"
         f"<header><h1>rcnn report: {_e(names)}</h1>"
         f'<p class="meta">made {_e(made)} by <code>rcnn report</code> from the run folders\' artifacts; '
-        "test time excludes proposals, training time counts each method's own stages.</p>"
+        "test time without proposals and with them (selective search's seconds an image added, or an RPN's "
+        "made in the test pass), training time counts each method's own stages.</p>"
         f"<nav>{nav}</nav></header><main>{body}</main></body></html>\n"
     )
 
@@ -178,6 +181,7 @@ def _results_section(runs: Sequence[CollectedRun]) -> str:
     columns += [
         ("test s/image", False),
         ("paper test s/image", True),
+        ("with proposals", False),
         ("training", False),
         ("paper training", True),
     ]
@@ -200,15 +204,16 @@ def _results_section(runs: Sequence[CollectedRun]) -> str:
                 (_score(r.map), _score(paper.map)),
                 (_score(r.map_without_box_regression), _score(paper.map_without_box_regression)),
                 (_per_image(r.test_seconds_per_image), _per_image(paper.test_seconds_per_image)),
+                (_per_image(r.test_seconds_with_proposals), None),
                 (_duration(r.training_seconds), _hours(paper.training_hours)),
             ]
             for measured, theirs in measured_and_paper:
                 cells.append(f'<td class="num">{measured}</td>')
-                if with_paper:
+                if with_paper and theirs is not None:
                     cells.append(_paper_cell(theirs, item.paper, sources))
             rows.append(f"<tr>{''.join(cells)}</tr>")
     if not rows:
-        span = len(head) + 4 * (2 if with_paper else 1)
+        span = len(head) + sum(1 for _, paper in columns if with_paper or not paper)
         rows.append(
             f'<tr><td colspan="{span}">no evaluations yet: rcnn evaluate --run ... --method ...</td></tr>'
         )
@@ -225,7 +230,7 @@ def _proposals_section(runs: Sequence[CollectedRun]) -> str:
     """Each split's proposals: how they were made, how many, and the share of the objects they find;
     a recall below ``LOW_RECALL`` marked, as it caps every method's."""
     several = len(runs) > 1
-    head = [*(["run"] if several else []), "split", "mode", "images", "boxes an image"]
+    head = [*(["run"] if several else []), "split", "made by", "images", "boxes an image"]
     head += ["recall at IoU 0.5", "recall at IoU 0.7", "time"]
     rows = []
     for run in runs:
@@ -241,17 +246,55 @@ def _proposals_section(runs: Sequence[CollectedRun]) -> str:
                 + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers)
                 + "</tr>"
             )
-    if not rows:
+    if not rows and not any(run.report.recall for run in runs):
         return _notes(["No proposals yet (rcnn propose)."])
     header = "".join(f"<th>{_e(h)}</th>" for h in head)
-    table = f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    table = f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>" if rows else ""
     low = any(p.low_recall for run in runs for p in run.report.proposals)
     said = [
         "Recall: the share of the split's (non-difficult) objects that a proposal covers at the IoU. "
         "No detector finds what its proposals miss"
         + (f"; the highlighted splits' find fewer than {LOW_RECALL:.0%} ({LOW_RECALL_DOCS})." if low else ".")
     ]
-    return table + _notes(said)
+    return table + _notes(said) + _recall_table(runs)
+
+
+def _recall_table(runs: Sequence[CollectedRun]) -> str:
+    """Each proposer's recall with its best 300, 1,000 and 2,000 proposals an image, as a table and as
+    Faster R-CNN's figure 2 (recall against IoU); nothing without recall curves."""
+    several = len(runs) > 1
+    head = [*(["run"] if several else []), "proposer", "split", "boxes an image", "recall at IoU 0.5 (300)"]
+    head += [f"AR ({count:,})" for count in PROPOSAL_COUNTS]
+    rows = []
+    for run in runs:
+        for proposer in run.report.recall:
+            curves = proposer.curves
+            cells = [*([run.name] if several else []), proposer.label, proposer.split]
+            numbers = [f"{curves.boxes_per_image:.0f}", _score(curves.at(0.5, "300"))]
+            numbers += [_score(curves.average(str(count))) for count in PROPOSAL_COUNTS]
+            rows.append(
+                "<tr>"
+                + "".join(f"<td>{_e(c)}</td>" for c in cells)
+                + "".join(f'<td class="num">{_e(n)}</td>' for n in numbers)
+                + "</tr>"
+            )
+    if not rows:
+        return ""
+    header = "".join(f"<th>{_e(h)}</th>" for h in head)
+    table = f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+    said = _notes(
+        [
+            "AR: the recall averaged over IoU 0.5 to 0.95 (Hosang et al.), with the proposer's best N "
+            "proposals an image; a method's own proposals are those its network made at its test."
+        ]
+    )
+    figure = _figure(
+        recall_chart(runs),
+        "recall against IoU at 300, 1,000 and 2,000 proposals an image",
+        "Recall against IoU with each proposer's best 300, 1,000 and 2,000 proposals an image "
+        "(Faster R-CNN, figure 2).",
+    )
+    return f"<div>{table}{said}</div>{figure}"
 
 
 def _paper_cell(text: str, paper: PaperFigures | None, sources: dict[str, int]) -> str:

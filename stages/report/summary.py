@@ -13,14 +13,17 @@ from pathlib import Path
 
 from stages.core.errors import UserError
 from stages.methods import METHODS
+from stages.methods.base import PLAIN
 from stages.proposals.propose import LOW_RECALL
+from stages.proposals.recall import RecallCurves
 from stages.runs.layout import MANIFEST_SUFFIX, RunLayout
 
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One evaluation: accuracy, test seconds an image (proposals excluded) and training seconds (the
-    method's own stages; proposals and pre-training are shared by all methods and not counted)."""
+    """One evaluation: accuracy, test seconds an image (proposals excluded, and with them) and training
+    seconds (the method's own stages; proposals and pre-training are shared by all methods and not
+    counted)."""
 
     label: str
     split: str
@@ -37,13 +40,15 @@ class MethodResult:
     """(class, AP) in the dataset's class order; None for a class without positives."""
     untrained: tuple[str, ...] = ()
     """Classes with no object in the training split: scored, left out of the mAP."""
+    test_seconds_with_proposals: float | None = None
+    """Test seconds an image with the proposals' own (``Method.test_seconds_with_proposals``)."""
 
 
 @dataclass(frozen=True)
 class SplitProposals:
-    """A split's proposals: how they were made (``source``: selective search's mode, or ``imported``),
-    how many, and the share of the split's objects they find at IoU 0.5 and 0.7 (None without
-    annotations)."""
+    """A split's proposals: how they were made (``source``: selective search and its mode, a network's
+    proposer, or ``imported``), how many, and the share of the split's objects they find at IoU 0.5 and
+    0.7 (None without annotations)."""
 
     split: str
     source: str
@@ -59,6 +64,18 @@ class SplitProposals:
 
 
 @dataclass(frozen=True)
+class ProposerRecall:
+    """A proposer's recall against IoU on a split (``stages.proposals.recall``): a proposals file's
+    (``label``: its source) or the proposals a method's network made at its evaluation."""
+
+    label: str
+    split: str
+    curves: RecallCurves
+    method: str = ""
+    """The method whose network made them (its colour in charts); empty for a proposals file."""
+
+
+@dataclass(frozen=True)
 class StageTime:
     stage: str
     artifact: str
@@ -70,6 +87,8 @@ class RunReport:
     results: tuple[MethodResult, ...]
     stages: tuple[StageTime, ...]
     proposals: tuple[SplitProposals, ...] = ()
+    recall: tuple[ProposerRecall, ...] = ()
+    """Each proposer's recall curves: the proposals files', then each method's own network's."""
 
     @property
     def total_seconds(self) -> float:
@@ -87,7 +106,7 @@ def report(run: RunLayout) -> RunReport:
     """Collect the results and stage timings recorded in ``run``, methods in the lineage's order."""
     if not run.root.is_dir():
         raise UserError(f"{run}: no such run folder")
-    results = []
+    results, proposers = [], []
     for method in METHODS.values():
         found = []
         for path in method.files(run).evaluations():
@@ -106,10 +125,17 @@ def report(run: RunLayout) -> RunReport:
                 variant.key,
                 tuple(content.get("ap", {}).items()),
                 tuple(content.get("untrained_classes", ())),
+                method.test_seconds_with_proposals(run, split, content),
             )
             found.append((split, method.variants.index(variant), result))
+            if (curves := content.get("proposal_recall")) and variant == PLAIN:
+                proposers.append(
+                    ProposerRecall(
+                        f"{method.label}'s own", split, RecallCurves.from_json(curves), method.name
+                    )
+                )
         results += [result for *_, result in sorted(found, key=lambda item: item[:2])]
-    stages, proposals = [], []
+    stages, proposals, searched = [], [], []
     for path in run.manifests():  # each read once: the stage times, and each split's proposals
         manifest = _read(path)
         name = manifest.get("artifact", path.name.removesuffix(MANIFEST_SUFFIX))
@@ -117,17 +143,27 @@ def report(run: RunLayout) -> RunReport:
         stage = StageTime(manifest.get("stage", "?"), str(artifact), float(manifest.get("seconds", 0.0)))
         stages.append((manifest.get("created", ""), str(artifact), stage))
         if stage.stage == "propose":
-            proposals.append(_split_proposals(artifact.stem, manifest))
+            split = _split_proposals(artifact.stem, manifest)
+            proposals.append(split)
+            if curves := manifest.get("results", {}).get("recall_curves"):
+                searched.append(ProposerRecall(split.source, split.split, RecallCurves.from_json(curves)))
     stages.sort(key=lambda item: item[:2])
-    return RunReport(tuple(results), tuple(stage for *_, stage in stages), tuple(proposals))
+    return RunReport(
+        tuple(results),
+        tuple(stage for *_, stage in stages),
+        tuple(proposals),
+        tuple(sorted(searched, key=lambda p: p.split) + sorted(proposers, key=lambda p: p.split)),
+    )
 
 
 def _split_proposals(split: str, manifest: dict) -> SplitProposals:
     """A split's proposals as their manifest records them."""
     options, results = manifest.get("options", {}), manifest.get("results", {})
+    source = str(options.get("source"))
+    named = {"selective_search": f"selective search ({options.get('mode')})", "import": "imported"}
     return SplitProposals(
         split,
-        str(options.get("mode")) if options.get("source") == "selective_search" else "imported",
+        named.get(source, source.upper()),  # a network's proposer: rpn -> RPN
         int(results.get("images", 0)),
         float(results.get("boxes_per_image", 0.0)),
         results.get("recall") or None,

@@ -42,18 +42,24 @@ class ProposalLayer:
 
 @dataclass(frozen=True)
 class Detected:
-    """One image's test pass: the proposals (N, 4) and their objectness (N,), each class's probability
-    (N, K) and box (N, K, 4), all on the original image."""
+    """One image's test pass: the proposals (N, 4) the head scored and their objectness (N,), each
+    class's probability (N, K) and box (N, K, 4), all on the original image; ``ranked``: the RPN's
+    proposals best first, of which ``proposals`` are the first N (more of them when the detector keeps
+    more for their recall)."""
 
     proposals: np.ndarray
     objectness: np.ndarray
     probabilities: np.ndarray
     class_boxes: np.ndarray
+    ranked: np.ndarray
 
 
 class FasterDetector:
     """``(image (H, W, 3) uint8 RGB) -> Detected``. ``last_timing`` holds the seconds of the conv, the
-    proposals and the RoI-pooling + fc parts of the last call. The network computes in ``precision``."""
+    proposals and the RoI-pooling + fc parts of the last call. The network computes in ``precision``.
+    Up to ``ranked`` proposals an image are kept (at most the layer's ``test_pre_nms`` before NMS; the
+    head scores the ``test_post_nms`` best of them): the proposal layer's NMS keeps boxes best first, so
+    the head's are the same either way."""
 
     def __init__(
         self,
@@ -63,6 +69,7 @@ class FasterDetector:
         layer: ProposalLayer,
         device: torch.device,
         precision: str = "fp32",
+        ranked: int = 0,
     ):
         check_supported(precision, device)
         import torchvision.ops  # noqa: F401  (NMS's and RoI pooling's: 2 s to import, paid here)
@@ -70,6 +77,7 @@ class FasterDetector:
         self.model = model.to(device).eval()
         self.scale, self.max_size, self.layer = scale, max_size, layer
         self.device, self.precision = device, precision
+        self.ranked = max(ranked, layer.test_post_nms)
         self.last_timing = (0.0, 0.0, 0.0)
 
     @torch.no_grad()
@@ -85,14 +93,15 @@ class FasterDetector:
     def proposals(
         self, conv5: torch.Tensor, factor: float, scaled_size: tuple[int, int]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The RPN's proposals (N, 4) on the original image, and their objectness (N,)."""
+        """The RPN's ``ranked`` proposals (N, 4) on the original image, best first, and their objectness
+        (N,)."""
         layer = self.layer
         with autocast(self.precision, self.device):
             boxes, objectness = self.model.proposals(
                 conv5,
                 scaled_size,
                 pre_nms=layer.test_pre_nms,
-                post_nms=layer.test_post_nms,
+                post_nms=self.ranked,
                 nms_iou=layer.nms_iou,
                 min_size=layer.min_size * factor,
             )
@@ -104,14 +113,21 @@ class FasterDetector:
         conv5, factor, scaled_size = self.conv5(image)
         synchronize(self.device)
         convolved = time.perf_counter()
-        proposals, objectness = self.proposals(conv5, factor, scaled_size)
+        ranked, objectness = self.proposals(conv5, factor, scaled_size)
+        proposals = ranked[: self.layer.test_post_nms]
         synchronize(self.device)
         proposed = time.perf_counter()
         probabilities, class_boxes = score_regions(
             self.model, conv5, proposals, factor, image.shape[:2], self.precision
         )
         self.last_timing = (convolved - started, proposed - convolved, time.perf_counter() - proposed)
-        return Detected(proposals.cpu().numpy(), objectness.cpu().numpy(), probabilities, class_boxes)
+        return Detected(
+            proposals.cpu().numpy(),
+            objectness[: len(proposals)].cpu().numpy(),
+            probabilities,
+            class_boxes,
+            ranked.cpu().numpy(),
+        )
 
 
 def faster_detector(
@@ -121,12 +137,13 @@ def faster_detector(
     classes: Sequence[str] | None = None,
     precision: str = "fp32",
     post_nms: int | None = None,
+    ranked: int = 0,
 ) -> tuple[FasterDetector, TrainedModel[FasterRcnn]]:
     """The run's Faster R-CNN as a detector at its test scale, with the model it runs; ``post_nms``
-    proposals an image (default: the model's, 300)."""
+    proposals an image (default: the model's, 300); ``ranked``: proposals kept beyond them."""
     trained = load_trained(run, compressed, classes)
     meta = trained.meta
     layer = ProposalLayer.of(meta, post_nms)
     return FasterDetector(
-        trained.module, meta["test_scale"], meta["max_size"], layer, device, precision
+        trained.module, meta["test_scale"], meta["max_size"], layer, device, precision, ranked
     ), trained

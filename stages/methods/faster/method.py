@@ -31,6 +31,7 @@ from stages.methods.faster.proposer import RpnProposer
 from stages.networks.fast_rcnn import CompressSummary, compress_file
 from stages.networks.inputs import read_image
 from stages.networks.options import CompressOptions
+from stages.proposals.recall import PROPOSAL_COUNTS
 from stages.proposals.sources import NetworkProposals, Proposer
 from stages.runs.layout import RunLayout
 from stages.runs.steps import SharedSteps, StepKey
@@ -116,8 +117,11 @@ class FasterRCNN(Method[FasterFinetuneOptions]):
         precision: str = "fp32",
     ) -> Iterator[ImageResult]:
         """The network on every image, proposals included; each image's conv, proposal and head seconds
-        are timed. "Without box regression" scores the RPN's proposals themselves."""
-        detector, _ = faster_detector(run, device, variant.compressed, dataset.classes, precision)
+        are timed. "Without box regression" scores the RPN's proposals themselves. The RPN's 2,000 best
+        proposals an image come back too, for their recall (the head scores the first 300)."""
+        detector, _ = faster_detector(
+            run, device, variant.compressed, dataset.classes, precision, ranked=max(PROPOSAL_COUNTS)
+        )
         return self._detections(dataset, detector, options)
 
     @staticmethod
@@ -133,7 +137,20 @@ class FasterRCNN(Method[FasterFinetuneOptions]):
                 detect_from_class_boxes(unmoved, found.probabilities, options),
                 detect_from_class_boxes(found.class_boxes, found.probabilities, options),
                 {"conv": conv, "proposals": proposals, "fc": head},
+                found.ranked,
             )
+
+    def test_seconds(self, run: RunLayout, split: str, results: Mapping[str, Any]) -> float | None:
+        """The test pass less its proposal layer's seconds (the RPN's head and NMS), as for the methods
+        that read proposals made before."""
+        seconds, proposing = results.get("seconds_per_image"), results.get("proposals_seconds_per_image")
+        return None if seconds is None or proposing is None else seconds - proposing
+
+    def test_seconds_with_proposals(
+        self, run: RunLayout, split: str, results: Mapping[str, Any]
+    ) -> float | None:
+        """The whole test pass: the RPN's proposals are made in it."""
+        return results.get("seconds_per_image")
 
     def benchmark(self, settings: BenchSettings) -> Benchmark:
         return benchmark(settings, self.test_options)

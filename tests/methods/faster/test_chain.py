@@ -3,11 +3,13 @@ and without SVD, detection without selective search, report; its RPN's proposals
 
 import csv
 import json
+import re
 import shutil
 
 import pytest
 
 from stages.detections.files import read_detections
+from stages.report.summary import report
 from stages.runs.layout import RunLayout
 from tests.helpers import assert_one_line_error, rcnn, run_steps
 
@@ -34,6 +36,15 @@ def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, mon
     result = rcnn("compress", "--method", "faster", "--run", run)
     assert result.exit_code == 0 and "128, 32" in result.output, result.output
 
+    # the RPN's recall beside selective search's, on the same images
+    bench = ("bench", "proposals", "--data", data, "--run", run, "--images", "2", "--mode", "single")
+    result = rcnn(*bench, "--max-side", "100")
+    assert result.exit_code == 0 and "proposal recall" in result.output, result.output
+    assert re.search(r"│ selective search \(single\) +│ +[\d.]+ │", result.output), result.output
+    assert re.search(r"│ RPN \(Faster R-CNN\) +│ +[\d.]+ │ +\d+ │ +[01]\.\d{3} │", result.output), (
+        result.output
+    )
+
     def no_selective_search(*args, **kwargs):
         raise AssertionError("Faster R-CNN ran selective search")
 
@@ -53,6 +64,10 @@ def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, mon
     assert fitted["map"] - 0.15 <= svd["map"] <= fitted["map"] + 0.05, (fitted["map"], svd["map"])
     for part in ("conv", "proposals", "fc"):
         assert plain[f"{part}_seconds_per_image"] > 0, part
+    recall = plain["proposal_recall"]  # the RPN's 2,000 best an image, of which the head scored 300
+    assert 300 < recall["boxes_per_image"] <= 2000 and set(recall["recall"]) == {"300", "1000", "2000", "all"}
+    assert recall["recall"]["300"] <= recall["recall"]["2000"] == recall["recall"]["all"]
+    assert "its proposals find" in output
     images = sorted((data / "JPEGImages").glob("*.jpg"))[:2]
     out = tmp_path / "out"
     result = rcnn("detect", *images, "--method", "faster", "--run", run, "--out", out, "--score-thresh", 0)
@@ -60,6 +75,13 @@ def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, mon
     assert 0 < len(read_detections(out / f"{images[0].stem}.json")) <= 100
     result = rcnn("report", "--run", run)
     assert result.exit_code == 0 and "Faster R-CNN + SVD" in result.output, result.output
+    assert "proposal recall" in result.output and "Faster R-CNN's own" in result.output
+    found = report(RunLayout(run))
+    tested = next(r for r in found.results if r.label == "Faster R-CNN" and r.split == "test")
+    assert tested.test_seconds_with_proposals == plain["seconds_per_image"]
+    assert tested.test_seconds_per_image == pytest.approx(
+        plain["seconds_per_image"] - plain["proposals_seconds_per_image"]
+    )
     # the trained RPN as another method's proposals (section 4.1), read by Fast R-CNN's training
     learned = tmp_path / "learned"
     shutil.copytree(base, learned)
@@ -70,6 +92,9 @@ def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, mon
     manifest = json.loads((learned / "proposals" / "trainval.manifest.json").read_text())
     assert manifest["options"]["source"] == "rpn" and manifest["options"]["model"] == str(model)
     assert 0 < manifest["results"]["boxes_per_image"] <= 100 and manifest["results"]["recall"]["0.5"] > 0
+    assert manifest["results"]["recall_curves"]["recall"]["all"][0] == pytest.approx(
+        manifest["results"]["recall"]["0.5"]
+    )
     result = rcnn("finetune", "--data", data, "--run", learned, "--scales", "96", "--iterations", "5")
     assert result.exit_code == 0 and "fine-tuned (fast" in result.output, result.output
     other = learned / "backbone.pt"
