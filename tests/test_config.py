@@ -10,6 +10,7 @@ import pytest
 from stages.config.run_config import load_config, resolved_toml
 from stages.core.errors import UserError
 from stages.networks.options import CompressOptions
+from stages.pipeline.run import plan
 
 CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))
 
@@ -20,6 +21,7 @@ def test_configs_are_shipped():
         "voc07_rcnn_alexnet.toml",
         "voc07_spp_zf5.toml",
         "voc07_fast_vgg16.toml",
+        "voc07_faster_vgg16.toml",
     }
 
 
@@ -39,6 +41,15 @@ def test_paper_configs_carry_the_papers_figures(path):
         assert paper is not None and paper.map is not None and paper.source
 
 
+def test_the_faster_config_runs_no_selective_search(tiny_demo, tmp_path):
+    """Its one method reads no proposals: the plan has no propose step, and `[detect]` runs the RPN."""
+    path = CONFIGS[0].with_name("voc07_faster_vgg16.toml")
+    config = load_config(path, [f"data.root={tiny_demo}", f"run.folder={tmp_path / 'run'}"])
+    names = [item.step.name for item in plan(config)]
+    assert names[:2] == ["faster finetune", "faster evaluate test"], names
+    assert not any(name.startswith("propose") for name in names), names
+
+
 def test_demo_config_holds_the_demo_settings():
     config = load_config(CONFIGS[0].with_name("demo.toml"))
     assert config.propose.mode == "single"
@@ -51,6 +62,8 @@ def test_demo_config_holds_the_demo_settings():
     features = config.methods["spp"].tables["features"]
     assert features.scales == (640, 1280) and features.compression == "none"
     assert list(config.methods["spp"].tables) == ["finetune", "features", "svm", "bbox"]
+    rpn = config.methods["faster"].tables["finetune"].rpn
+    assert rpn.anchor_sizes == (32, 64, 128, 256) and (rpn.train_pre_nms, rpn.test_pre_nms) == (2000, 1000)
 
 
 def _config(tmp_path: Path, text: str) -> Path:

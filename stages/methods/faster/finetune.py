@@ -79,6 +79,7 @@ class JointLoss(nn.Module):
             torch.as_tensor(targets, device=device),
             conv5.shape[-2] * conv5.shape[-1],
             rpn.box_weight,
+            rpn.box_beta,
         )
         with torch.no_grad():
             proposals, _ = model.proposals(

@@ -30,6 +30,7 @@ class RpnOptions:
     anchors_per_image: int = 256
     positive_fraction: float = 0.5
     box_weight: float = 10.0
+    box_beta: float = 1.0
     nms_iou: float = 0.7
     min_size: float = 16.0
     train_pre_nms: int = 12000

@@ -118,6 +118,7 @@ def rpn_loss(
     targets: torch.Tensor,
     positions: int,
     box_weight: float = 10.0,
+    beta: float = 1.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """(N,) objectness logits, (N, 4) deltas, (N,) labels (1, 0, -1 unsampled), (N, 4) targets ->
     L = (1 / N_cls) sum_i L_cls(p_i, p_i*) + lambda (1 / N_reg) sum_i p_i* smooth_L1(t_i - t_i*)
@@ -129,7 +130,7 @@ def rpn_loss(
         logits[sampled], labels[sampled].to(logits.dtype), reduction="sum"
     )
     positive = labels == POSITIVE
-    localisation = F.smooth_l1_loss(deltas[positive], targets[positive], beta=1.0, reduction="sum")
+    localisation = F.smooth_l1_loss(deltas[positive], targets[positive], beta=beta, reduction="sum")
     classification = objectness / count
     regression = localisation / max(1, positions)
     parts = {"rpn_cls_loss": classification.item(), "rpn_box_loss": regression.item()}

@@ -124,14 +124,15 @@ def test_anchor_sampling_draws_256_at_most_half_positive():
     assert (labels >= 0).sum() == 256 and 0 < (labels == 1).sum() < 128  # padded with negatives
 
 
-def test_the_loss_is_equation_one_and_differentiable():
+@pytest.mark.parametrize("beta", [1.0, 1 / 9])  # Fast R-CNN's smooth L1; py-faster-rcnn's sigma = 3
+def test_the_loss_is_equation_one_and_differentiable(beta):
     rng = np.random.default_rng(0)
     count, positions = 40, 12
     logits = torch.tensor(rng.normal(size=count), dtype=torch.float64, requires_grad=True)
     deltas = torch.tensor(rng.normal(size=(count, 4)), dtype=torch.float64, requires_grad=True)
     labels = torch.as_tensor(rng.choice([-1, 0, 1], count))
     targets = torch.as_tensor(rng.normal(size=(count, 4)), dtype=torch.float64) * (labels == 1)[:, None]
-    loss, parts = rpn_loss(logits, deltas, labels, targets, positions, box_weight=10.0)
+    loss, parts = rpn_loss(logits, deltas, labels, targets, positions, box_weight=10.0, beta=beta)
     sampled = [i for i in range(count) if labels[i] >= 0]
     classification = 0.0
     for i in sampled:
@@ -141,12 +142,12 @@ def test_the_loss_is_equation_one_and_differentiable():
     for i in range(count):
         if labels[i] == 1:
             for d in (deltas[i] - targets[i]).tolist():
-                regression += 0.5 * d * d if abs(d) < 1 else abs(d) - 0.5
+                regression += 0.5 * d * d / beta if abs(d) < beta else abs(d) - 0.5 * beta
     expected = classification / len(sampled) + 10.0 * regression / positions
     assert loss.item() == pytest.approx(expected, rel=1e-9)
     assert parts["rpn_cls_loss"] == pytest.approx(classification / len(sampled), rel=1e-9)
     assert torch.autograd.gradcheck(
-        lambda lo, de: rpn_loss(lo, de, labels, targets, positions)[0], (logits, deltas)
+        lambda lo, de: rpn_loss(lo, de, labels, targets, positions, beta=beta)[0], (logits, deltas)
     )
 
 
