@@ -373,23 +373,57 @@ def methods(
             f"{row.floor_fraction(rate):.0%}",
         )
     out.print(floor)
-    spent = Table(
-        title="where the test passes spend their time (torch profiler, post-processing included)",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
+    out.print(
+        _breakdown(
+            "where the test passes spend their time (torch profiler, post-processing included)",
+            bench.breakdowns,
+            "s an image",
+        )
     )
-    spent.add_column("ops")
-    for name in bench.breakdowns:
-        spent.add_column(f"{name}\ns an image", justify="right")
-        spent.add_column("\nshare", justify="right")
-    wholes = {name: sum(parts.values()) for name, parts in bench.breakdowns.items()}
-    for kind in next(iter(bench.breakdowns.values())):
+    trained = [
+        row for row in rows if row.training_macs is not None and not row.variant
+    ]  # a variant trains as its method
+    if trained:
+        training = Table(
+            title="training mini-batches against the floor (forward and backward)",
+            caption="G: 10^9 multiply-adds a mini-batch, forward and backward; floor: seconds at the "
+            "matrix-product rate; train: forward, backward and SGD step",
+            box=box.SIMPLE_HEAD,
+            show_edge=False,
+            pad_edge=False,
+        )
+        training.add_column("method", no_wrap=True)
+        for column in ("G", "floor\ns", "train\ns", "of the\nfloor"):
+            training.add_column(column, justify="right")
+        for row in trained:
+            assert row.training_step is not None and row.training_macs is not None
+            training.add_row(
+                row.label,
+                f"{row.training_macs / 1e9:.4g}",
+                _seconds(row.training_macs / rate),
+                _seconds(row.training_step),
+                f"{row.training_floor_fraction(rate):.0%}",
+            )
+        out.print(training)
+    if bench.training_breakdowns:
+        title = "where the training mini-batches spend their time (torch profiler, backward with its op)"
+        out.print(_breakdown(title, bench.training_breakdowns, "s a batch"))
+
+
+def _breakdown(title: str, breakdowns: dict[str, dict[str, float]], unit: str) -> Table:
+    """Seconds by kind of op of each profiled pass (name -> kind -> seconds), with their shares."""
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("ops")
+    for name in breakdowns:
+        table.add_column(f"{name}\n{unit}", justify="right")
+        table.add_column("\nshare", justify="right")
+    wholes = {name: sum(parts.values()) for name, parts in breakdowns.items()}
+    for kind in next(iter(breakdowns.values())):
         cells = []
-        for name, parts in bench.breakdowns.items():
+        for name, parts in breakdowns.items():
             cells += [_seconds(parts[kind]), f"{parts[kind] / wholes[name]:.0%}"]
-        spent.add_row(kind, *cells)
-    out.print(spent)
+        table.add_row(kind, *cells)
+    return table
 
 
 @app.command("scaling")

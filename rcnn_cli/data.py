@@ -10,7 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from rcnn_cli.console import RichProgress, out
-from rcnn_cli.options import Classes, DataRoot, DatasetFormat, Layout, Split, layout_name, parse_classes
+from rcnn_cli.options import (
+    Classes,
+    DataRoot,
+    DatasetFormat,
+    Layout,
+    Split,
+    layout_name,
+    parse_classes,
+    parse_sizes,
+)
 from stages.datasets.options import DemoOptions
 
 app = typer.Typer(
@@ -18,6 +27,14 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+
+
+def _pair(text: str, option: str) -> tuple[int, int]:
+    """``"40,80"`` -> (40, 80); anything else is a usage error for ``option``."""
+    found = parse_sizes(text, option)
+    if len(found) != 2:
+        raise typer.BadParameter(f"{text!r}: give two numbers, MIN,MAX", param_hint=option)
+    return found[0], found[1]
 
 
 @app.command("demo")
@@ -29,6 +46,15 @@ def demo(
     num_train: Annotated[int, typer.Option(min=1, help="Images in the train split.")] = DemoOptions.num_train,
     num_val: Annotated[int, typer.Option(min=1, help="Images in the val split.")] = DemoOptions.num_val,
     num_test: Annotated[int, typer.Option(min=1, help="Images in the test split.")] = DemoOptions.num_test,
+    objects: Annotated[
+        str, typer.Option(help="Objects an image: MIN,MAX.")
+    ] = f"{DemoOptions.min_objects},{DemoOptions.max_objects}",
+    sizes: Annotated[
+        str, typer.Option(help="Object sizes (the longer side, px, log-uniform): MIN,MAX.")
+    ] = f"{DemoOptions.min_size},{DemoOptions.max_size}",
+    difficult_below: Annotated[
+        int, typer.Option(min=0, help="Objects with a longer side below this (px) are difficult; 0: none.")
+    ] = DemoOptions.difficult_below,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing folder.")] = False,
     layout: Annotated[
         Layout, typer.Option("--format", case_sensitive=False, help="Layout to write.")
@@ -41,10 +67,16 @@ def demo(
       rcnn data demo --out data/demo --seed 0
 
       rcnn data demo --out data/demo-coco --format coco
+
+      rcnn data demo --out data/dense --objects 40,80 --sizes 12,30 --difficult-below 0  (a dense scene)
     """
     from stages.datasets.demo import generate_demo
 
-    options = DemoOptions(seed=seed, num_train=num_train, num_val=num_val, num_test=num_test)
+    fewest, most = _pair(objects, "--objects")
+    smallest, largest = _pair(sizes, "--sizes")
+    options = DemoOptions(
+        seed, num_train, num_val, num_test, fewest, most, smallest, largest, difficult_below
+    )
     path = generate_demo(out_dir, options, force=force, layout=layout.value)
     out.print(f"demo dataset: {path} ({layout.value}, {num_train + num_val + num_test} images, seed {seed})")
 

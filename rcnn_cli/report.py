@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 
@@ -71,40 +72,39 @@ def report(
 
 
 def print_report(found: RunReport, title: str) -> None:
-    """The terminal tables of one run: its results and the time of each stage."""
+    """The terminal tables of one run: its results, its proposals and their recall, and the time of each
+    stage. The split and metric are columns only where the evaluations differ in them."""
     from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS
 
-    results = Table(title=f"results: {escape(title)}")
-    columns = (
-        "method",
-        "split",
-        "metric",
-        "mAP",
-        "mAP without box regression",
-        "test s/image",
-        "with proposals",
-        "training s",
-    )
-    for column in columns:
-        results.add_column(column, justify="left" if column in ("method", "split", "metric") else "right")
-    for r in found.results:
+    rows = found.results
+    shared = {name: {getattr(r, name) for r in rows} for name in ("split", "metric")}
+    said = ", ".join(f"{name} {next(iter(values))}" for name, values in shared.items() if len(values) == 1)
+    results = _table(f"results: {escape(title)}" + (f" ({said})" if rows and said else ""))
+    results.add_column("method", no_wrap=True)
+    varying = [name for name, values in shared.items() if len(values) > 1]
+    for name in varying:
+        results.add_column(name)
+    for column in ("mAP", "without\nbox reg.", "test\ns/image", "with\nproposals", "training\ns"):
+        results.add_column(column, justify="right")
+    for r in rows:
         results.add_row(
             r.label,
-            r.split,
-            r.metric,
+            *(getattr(r, name) for name in varying),
             _score(r.map),
             _score(r.map_without_box_regression),
             _number(r.test_seconds_per_image, 3),
             _number(r.test_seconds_with_proposals, 3),
             _number(r.training_seconds, 0),
         )
-    if not found.results:
-        results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", *[""] * 7)
+    if not rows:
+        results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", *[""] * 5)
     out.print(results)
     if found.proposals:
-        proposals = Table(title="proposals")
-        for column in ("split", "mode", "images", "boxes/image", "recall@0.5", "recall@0.7"):
-            proposals.add_column(column, justify="left" if column in ("split", "mode") else "right")
+        proposals = _table("proposals")
+        proposals.add_column("split")
+        proposals.add_column("made by", no_wrap=True)
+        for column in ("images", "boxes/image", "recall@0.5", "recall@0.7"):
+            proposals.add_column(column, justify="right")
         for p in found.proposals:
             recall = p.recall or {}
             style = "yellow" if p.low_recall else None
@@ -124,7 +124,7 @@ def print_report(found: RunReport, title: str) -> None:
             )
     if found.recall:
         print_recall(found.recall)
-    stages = Table(title="time of each stage")
+    stages = _table("time of each stage")
     stages.add_column("stage")
     stages.add_column("artifact")
     stages.add_column("seconds", justify="right")
@@ -135,21 +135,27 @@ def print_report(found: RunReport, title: str) -> None:
 
 
 def print_recall(proposers: Sequence[ProposerRecall]) -> None:
-    """Each proposer's recall: at IoU 0.5 and 0.7 with its 300 best proposals an image, and averaged over
-    IoU 0.5 to 0.95 (AR) with its 300, 1,000 and 2,000 best (Faster R-CNN's figure 2, in numbers)."""
+    """Each proposer's recall: at IoU 0.5 with its 300 best proposals an image, and averaged over IoU 0.5
+    to 0.95 (AR) with its 300, 1,000 and 2,000 best (Faster R-CNN's figure 2, in numbers)."""
     from stages.proposals.recall import PROPOSAL_COUNTS
 
-    table = Table(title="proposal recall (AR: average over IoU 0.5 to 0.95)")
-    columns = ("proposer", "split", "boxes/image", "recall@0.5 (300)", "recall@0.7 (300)")
-    for column in (*columns, *(f"AR@{count}" for count in PROPOSAL_COUNTS)):
-        table.add_column(column, justify="left" if column in ("proposer", "split") else "right")
+    table = _table("proposal recall (R: at IoU 0.5; AR: averaged over IoU 0.5 to 0.95)")
+    table.add_column("proposer", no_wrap=True)
+    table.add_column("split")
+    for column in ("boxes/\nimage", "R\n300", *(f"AR\n{count}" for count in PROPOSAL_COUNTS)):
+        table.add_column(column, justify="right")
     for p in proposers:
         curves = p.curves
         table.add_row(
             escape(p.label),
             escape(p.split),
             f"{curves.boxes_per_image:.0f}",
-            *(_score(curves.at(iou, "300")) for iou in (0.5, 0.7)),
+            _score(curves.at(0.5, "300")),
             *(_score(curves.average(str(count))) for count in PROPOSAL_COUNTS),
         )
     out.print(table)
+
+
+def _table(title: str) -> Table:
+    """A table without column rules or edges, so that its columns fit a terminal's 80 characters."""
+    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)

@@ -172,7 +172,10 @@ def test_bench_methods_times_the_lineage_beside_the_paper(tiny_demo):
     sizes = ("--images", "1", "--proposals", "40", "--image-size", "128", "--steps", "1")
     result = rcnn("bench", "methods", "--data", tiny_demo, "--backbone", "tiny", *sizes)
     assert result.exit_code == 0, result.output
-    first, second, spent = re.split(r"the work against the floor|where the test passes", result.output)
+    sections = (
+        r"the work against the floor|where the test passes|training mini-batches against|where the training"
+    )
+    first, second, spent, training, training_spent = re.split(sections, result.output)
     timing, floor = _rows(first), _rows(second)
     lineage = ["R-CNN", "SPP-net", "Fast R-CNN", "Fast R-CNN + SVD", "Faster R-CNN", "Faster R-CNN + SVD"]
     lineage.append("torchvision")
@@ -190,6 +193,14 @@ def test_bench_methods_times_the_lineage_beside_the_paper(tiny_demo):
     assert len(rows) == 6  # conv, fc, max pooling and ReLU, RoI pooling, NMS, other
     for column in (1, 3):  # Fast R-CNN's shares, the peer's
         assert sum(float(cells[column].rstrip("%")) for cells in rows) == pytest.approx(100, abs=3)
+    trained = _rows(training)  # G a mini-batch (forward and backward), floor s, train s, share
+    assert [cells[0] for cells in trained] == ["R-CNN", "SPP-net", "Fast R-CNN", "Faster R-CNN"]
+    for cells, timed in zip(trained, [timing[0], timing[1], timing[2], timing[4]], strict=True):
+        assert float(cells[1]) > 0 and cells[3] == timed[5] and 0 < float(cells[4].rstrip("%")) <= 200
+    shares = [line.split() for line in training_spent.splitlines() if line.endswith("%")]
+    assert len(shares) == 6  # Fast R-CNN's and Faster R-CNN's mini-batches by kind of op
+    for column in (-3, -1):
+        assert sum(float(cells[column].rstrip("%")) for cells in shares) == pytest.approx(100, abs=3)
 
 
 def assert_speed_up(shown: str, slowest: float, total: float) -> None:

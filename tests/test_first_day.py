@@ -79,7 +79,8 @@ def test_a_run_on_trees_says_what_cannot_work_before_and_in_the_report(trees, tm
     assert results["untrained_classes"] == ["alive", "dead"]
     assert results["map"] == pytest.approx(results["ap"]["tree"], abs=1e-6)  # the mAP of what was taught
     report = rcnn("report", "--run", run)
-    assert report.exit_code == 0 and re.search(r"trainval +│ fast +│ +5 │ +4 │ +0\.\d+", report.output)
+    assert report.exit_code == 0, report.output
+    assert re.search(r"trainval +selective search \(fast\) +5 +4 +0\.\d+", report.output), report.output
     page = (run / "report.html").read_text()
     assert 'id="proposals"' in page and 'class="low"' in page and "(not trained: not in the mAP)" in page
 

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -36,8 +36,9 @@ speed-up over R-CNN and training hours, as the paper prints them."""
 class MethodTiming:
     """One row's test seconds an image (conv and fc parts, proposals excluded), the multiply-adds of its
     conv layers and of its fc layers an image, and seconds a fine-tuning mini-batch (forward, backward
-    and SGD step of the layers the method trains; None for a peer, which is not trained). ``label``
-    names the row; a method's row has its ``method`` and ``variant`` (``Variant.key``), a peer's none."""
+    and SGD step of the layers the method trains; None for a peer, which is not trained) with its
+    multiply-adds (forward and backward). ``label`` names the row; a method's row has its ``method`` and
+    ``variant`` (``Variant.key``), a peer's none."""
 
     label: str
     conv: float
@@ -47,6 +48,7 @@ class MethodTiming:
     fc_macs: float
     method: str = ""
     variant: str = ""
+    training_macs: float | None = None
 
     @property
     def total(self) -> float:
@@ -56,6 +58,12 @@ class MethodTiming:
         """The share of the machine's matrix-product rate reached: seconds the multiply-adds would take at
         that rate over the seconds they took."""
         return (self.conv_macs + self.fc_macs) / macs_per_second / self.total
+
+    def training_floor_fraction(self, macs_per_second: float) -> float | None:
+        """The same share for a training mini-batch; None for a row not trained."""
+        if self.training_macs is None or not self.training_step:
+            return None
+        return self.training_macs / macs_per_second / self.training_step
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,9 @@ class MethodsBench:
     breakdowns: dict[str, dict[str, float]]
     peers: tuple[str, ...] = ()
     """The rows that are peers, not methods of the lineage."""
+    training_breakdowns: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Where the profiled methods' training mini-batches spend their time (method label -> seconds a
+    mini-batch by kind of op: forward, backward and SGD step)."""
 
 
 MATMUL_SHAPE = (2000, 9216, 4096)
@@ -99,13 +110,16 @@ def matmul_rate(precision: str, device: torch.device, shape: tuple[int, int, int
 _MATMULS = {"mm", "addmm", "bmm", "matmul"}
 
 
-def counted_macs(run: Callable[[], object]) -> tuple[float, float]:
+def counted_macs(run: Callable[[], object], backward: bool = False) -> tuple[float, float]:
     """(conv, fc) multiply-adds of ``run()``, as ``torch.utils.flop_counter`` counts them: convolutions,
-    and matrix products (the fc layers)."""
+    and matrix products (the fc layers); with ``backward``, ``run()`` is a loss and its backward pass
+    (the gradients of the inputs and of the weights) is counted too."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        run()
+    with torch.set_grad_enabled(backward), FlopCounterMode(display=False) as counter:
+        result = run()
+        if backward:
+            result.backward()  # type: ignore[attr-defined]
     conv = fc = 0
     for op, flops in counter.get_flop_counts().get("Global", {}).items():  # none: no torch op ran
         name = str(op).split(".")[-1]
@@ -140,15 +154,18 @@ def _native_stderr_to_null() -> Iterator[None]:
         os.close(saved)
 
 
-def time_by_op(run: Callable[[], object], device: torch.device, repeats: int = 1) -> dict[str, float]:
+def time_by_op(
+    run: Callable[[], object], device: torch.device, repeats: int = 1, training: bool = False
+) -> dict[str, float]:
     """Seconds of ``run()`` by kind of op (``_OP_KINDS``, the rest as "other"), from torch's profiler
     (self time, so nothing is counted twice; on a GPU the kernels' time), averaged over ``repeats``
-    calls."""
+    calls; gradients are tracked only for a ``training`` step (whose ops' backward passes are counted
+    with their kind)."""
     from torch.profiler import ProfilerActivity, profile
 
     on_gpu = device.type == "cuda"
     activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if on_gpu else [])]
-    with _native_stderr_to_null(), torch.no_grad(), profile(activities=activities) as prof:
+    with _native_stderr_to_null(), torch.set_grad_enabled(training), profile(activities=activities) as prof:
         for _ in range(repeats):
             run()
     found = dict.fromkeys([*_OP_KINDS, "other"], 0.0)
@@ -205,25 +222,36 @@ def bench_methods(
         name: tuple(np.mean([counted_macs(partial(measure, *job)) for job in work], axis=0))
         for name, measure in {**tests, **peers}.items()
     }
-    training = {
-        method: _training_seconds(method.label, bench, steps, chosen, precision, progress)
+    trainers = {
+        method: _trainer(bench, chosen, precision)
         for method, bench in benches.items()
         if bench.training is not None and bench.trained is not None
     }
-    breakdowns = {}
+    training = {
+        method: _training_seconds(method.label, step, steps, chosen, progress)
+        for method, step in trainers.items()
+    }
+    training_macs = {  # forward and backward (dropout as in training), the SGD step's few adds not counted
+        method: sum(counted_macs(_in_training(benches[method]), backward=True)) for method in trainers
+    }
+    breakdowns, training_breakdowns = {}, {}
     for method, bench in benches.items():
         if bench.profiled:
             for name, measure in ((method.label, bench.test[PLAIN]), *bench.peers.items()):
                 run = partial(_each, measure, work)
                 breakdowns[name] = {kind: s / len(work) for kind, s in time_by_op(run, chosen).items()}
+            if method in trainers:
+                training_breakdowns[method.label] = time_by_op(trainers[method], chosen, steps, training=True)
     rows = []
     for name in {**tests, **peers}:
         (conv, fc), (conv_macs, fc_macs) = timings[name], macs[name]
         maker, key = made_by.get(name, (None, ""))
         trained = None if maker is None else training.get(maker)
         made = {} if maker is None else {"method": maker.name, "variant": key}
-        rows.append(MethodTiming(name, conv, fc, trained, conv_macs, fc_macs, **made))
-    return MethodsBench(rows, matmul_rate(precision, chosen), breakdowns, tuple(peers))
+        counted = None if maker is None else training_macs.get(maker)
+        rows.append(MethodTiming(name, conv, fc, trained, conv_macs, fc_macs, **made, training_macs=counted))
+    rate = matmul_rate(precision, chosen)
+    return MethodsBench(rows, rate, breakdowns, tuple(peers), training_breakdowns)
 
 
 def _each(measure: Measure, work: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
@@ -231,29 +259,53 @@ def _each(measure: Measure, work: Sequence[tuple[np.ndarray, np.ndarray]]) -> No
         measure(image, boxes)
 
 
-def _training_seconds(
-    label: str, bench: Benchmark, steps: int, device: torch.device, precision: str, progress: Progress
-) -> float:
-    """Seconds a fine-tuning mini-batch: forward (``bench.training``), backward and an SGD step, the
-    mean of ``steps`` after one untimed; the loss scaled as in fine-tuning (fp16 on CUDA)."""
+def _trainer(bench: Benchmark, device: torch.device, precision: str) -> Callable[[], None]:
+    """One fine-tuning mini-batch of ``bench``: forward (``bench.training``), backward and an SGD step of
+    ``bench.trained``'s trainable parameters, the loss scaled as in fine-tuning (fp16 on CUDA)."""
     assert bench.training is not None and bench.trained is not None
-    model = bench.trained
-    model.train()
+    model, forward = bench.trained, bench.training
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6, momentum=0.9)
     scaler = grad_scaler(precision, device)
+
+    def step() -> None:
+        model.train()
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(precision, device):
+            loss = forward()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        model.eval()  # the test passes share the network
+
+    return step
+
+
+def _in_training(bench: Benchmark) -> Callable[[], torch.Tensor]:
+    """``bench``'s training loss, computed with its network in training mode."""
+    assert bench.training is not None and bench.trained is not None
+    model, forward = bench.trained, bench.training
+
+    def loss() -> torch.Tensor:
+        model.train()
+        try:
+            return forward()
+        finally:
+            model.eval()
+
+    return loss
+
+
+def _training_seconds(
+    label: str, step: Callable[[], None], steps: int, device: torch.device, progress: Progress
+) -> float:
+    """Seconds a fine-tuning mini-batch (``_trainer``): the mean of ``steps`` after one untimed."""
     started = 0.0
     with progress.task(f"training: {label}", steps + 1, "step") as advance:
         for k in range(steps + 1):
             if k == 1:
                 synchronize(device)
                 started = time.perf_counter()
-            optimizer.zero_grad(set_to_none=True)
-            with autocast(precision, device):
-                loss = bench.training()
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            step()
             advance()
         synchronize(device)
-    model.eval()
     return (time.perf_counter() - started) / steps

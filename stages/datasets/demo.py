@@ -32,7 +32,6 @@ DEMO_CLASSES = (
     "arrow", "cross", "crescent", "diamond", "disc", "heart", "hexagon", "ring", "star", "triangle",
 )  # fmt: skip
 HUE_FAMILIES = (0, 30, 60, 105, 150)  # OpenCV hue (0..180): red, yellow, green, blue, magenta
-DIFFICULT_BELOW = 24  # px: objects whose longer side is smaller are marked difficult
 MANIFEST = "demo.manifest.json"
 SPLITS = ("train", "val", "trainval", "test")
 
@@ -154,7 +153,7 @@ def render_image(rng: np.random.Generator, options: DemoOptions):
     for _ in range(wanted * 20):
         if len(objects) == wanted:
             break
-        size = float(np.exp(rng.uniform(np.log(16), np.log(200))))  # log-uniform: many small ones
+        size = float(np.exp(rng.uniform(np.log(options.min_size), np.log(options.max_size))))  # many small
         aspect = float(np.exp(rng.uniform(np.log(0.5), np.log(2.0))))
         w = max(8, int(size * min(1.0, aspect)))
         h = max(8, int(size * min(1.0, 1 / aspect)))
@@ -170,7 +169,7 @@ def render_image(rng: np.random.Generator, options: DemoOptions):
     return image, objects
 
 
-def _annotation_xml(image_id: str, height: int, width: int, objects) -> str:
+def _annotation_xml(image_id: str, height: int, width: int, objects, difficult_below: int) -> str:
     lines = [
         "<annotation>",
         "  <folder>demo</folder>",
@@ -181,7 +180,7 @@ def _annotation_xml(image_id: str, height: int, width: int, objects) -> str:
         # Toolkit box (x1, y1, x2, y2), clipped -> VOC 1-based inclusive pixels.
         xmin, ymin = max(x1, 0) + 1, max(y1, 0) + 1
         xmax, ymax = min(x2, width), min(y2, height)
-        difficult = max(x2 - x1, y2 - y1) < DIFFICULT_BELOW
+        difficult = max(x2 - x1, y2 - y1) < difficult_below
         lines += [
             "  <object>",
             f"    <name>{DEMO_CLASSES[label]}</name>",
@@ -234,7 +233,8 @@ def generate_demo(
                         raise OSError(f"{picture}: OpenCV could not write it")
                     height, width = image.shape[:2]
                     (staging / "Annotations" / f"{image_id}.xml").write_text(
-                        _annotation_xml(image_id, height, width, objects), encoding="utf-8"
+                        _annotation_xml(image_id, height, width, objects, options.difficult_below),
+                        encoding="utf-8",
                     )
                     splits[split].append(image_id)
                     k += 1
@@ -289,4 +289,8 @@ def _same_options(manifest: Path, options: DemoOptions, layout: str) -> bool:
         stored = json.loads(manifest.read_text(encoding="utf-8")).get("options")
     except (OSError, ValueError):
         return False
-    return isinstance(stored, dict) and {"format": "voc", **stored} == {**asdict(options), "format": layout}
+    defaults = asdict(DemoOptions())  # a set made before an option existed was made with its default
+    return isinstance(stored, dict) and {**defaults, "format": "voc", **stored} == {
+        **asdict(options),
+        "format": layout,
+    }
