@@ -103,7 +103,7 @@ def print_report(found: RunReport, title: str) -> None:
         proposals = _table("proposals")
         proposals.add_column("split")
         proposals.add_column("made by", no_wrap=True)
-        for column in ("images", "boxes/image", "recall@0.5", "recall@0.7"):
+        for column in ("images", "boxes/\nimage", "recall\nIoU 0.5", "recall\nIoU 0.7"):
             proposals.add_column(column, justify="right")
         for p in found.proposals:
             recall = p.recall or {}
