@@ -6,6 +6,8 @@ import json
 import re
 import shutil
 
+import cv2
+import numpy as np
 import pytest
 
 from stages.detections.files import read_detections
@@ -73,6 +75,14 @@ def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, mon
     result = rcnn("detect", *images, "--method", "faster", "--run", run, "--out", out, "--score-thresh", 0)
     assert result.exit_code == 0 and "from 300 proposals" in result.output, result.output
     assert 0 < len(read_detections(out / f"{images[0].stem}.json")) <= 100
+    # images smaller than the backbone's stride once scaled: a 4 x 5 image grows to the test scale; a
+    # 1 x 900 one stays a line a pixel tall, whose conv5 has no anchor inside it
+    small, line = tmp_path / "small.png", tmp_path / "line.png"
+    cv2.imwrite(str(small), np.full((4, 5, 3), 128, np.uint8))
+    cv2.imwrite(str(line), np.full((1, 900, 3), 128, np.uint8))
+    result = rcnn("detect", small, line, "--method", "faster", "--run", run, "--out", out)
+    said = " ".join(result.output.split())  # as printed, wrapped to the terminal
+    assert result.exit_code == 0 and "line.png: 0 detections from 0 proposals" in said, result.output
     result = rcnn("report", "--run", run)
     assert result.exit_code == 0 and "Faster R-CNN + SVD" in result.output, result.output
     assert "proposal recall" in result.output and "Faster R-CNN's own" in result.output
