@@ -11,7 +11,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from rcnn_cli.console import RichProgress, out
+from rcnn_cli.console import RichProgress, compact_table, out
 from rcnn_cli.options import (
     DEFAULT_DEVICE,
     DEFAULT_PRECISION,
@@ -49,7 +49,6 @@ def _machine() -> str:
 
 
 @app.command("proposals")
-@stage_options(ProposalOptions, only=("mode", "max_side"))
 def proposals(
     data: DataRoot,
     layout: DatasetFormat = None,
@@ -63,8 +62,14 @@ def proposals(
         ),
     ] = None,
     device: Device = DEFAULT_DEVICE,
-    *,
-    given: dict[str, Any],
+    mode: Annotated[
+        str | None,
+        typer.Option(help="Selective search: single, fast or quality (default: the run's, else fast)."),
+    ] = None,
+    max_side: Annotated[
+        int | None,
+        typer.Option(min=16, help="Selective search's longer side (px; default: the run's, else 500)."),
+    ] = None,
 ) -> None:
     """Selective-search throughput (images/s) with 1 worker and with all cores, and each proposer's
     recall against IoU (0.5 to 0.95) with its best 300, 1,000 and 2,000 proposals an image, beside its
@@ -83,7 +88,8 @@ def proposals(
 
     dataset = load_dataset(data, split, format=layout_name(layout))
     layout_of_run = None if run is None else RunLayout(run)
-    found = bench_proposals(dataset, images, given, layout_of_run, device, progress=RichProgress())
+    searched = given(mode=mode, max_side=max_side)
+    found = bench_proposals(dataset, images, searched, layout_of_run, device, progress=RichProgress())
     table = Table(title=f"selective search ({found.options.mode}) on {data}/{split}: {_machine()}")
     for column in ("workers", "images", "seconds", "images/s", "speed-up"):
         table.add_column(column, justify="right")
@@ -99,17 +105,22 @@ def proposals(
     out.print(table)
     if all(proposer.curves is None for proposer in found.proposers):
         return
-    recall = Table(title=f"proposal recall on {images} images of {data}/{split} (AR: over IoU 0.5 to 0.95)")
-    columns = ("proposer", "s/image", "boxes/image", "recall@0.5 (300)", "recall@0.7 (300)")
-    for column in (*columns, *(f"AR@{count}" for count in PROPOSAL_COUNTS)):
-        recall.add_column(column, justify="left" if column == "proposer" else "right")
+    recall = compact_table(
+        f"proposal recall on {images} images of {data}/{split} (R: at IoU 0.5, with the best 300; "
+        "AR: averaged over IoU 0.5 to 0.95)"
+    )
+    recall.add_column("proposer", no_wrap=True)
+    for column in ("s/\nimage", "boxes/\nimage", "R\n300"):
+        recall.add_column(column, justify="right")
+    for count in PROPOSAL_COUNTS:
+        recall.add_column(f"AR\n{count}", justify="right")
     for proposer in found.proposers:
         if (curves := proposer.curves) is not None:
             recall.add_row(
                 proposer.label,
                 f"{proposer.seconds_per_image:.3f}",
                 f"{curves.boxes_per_image:.0f}",
-                *(f"{curves.at(iou, '300'):.3f}" for iou in (0.5, 0.7)),
+                f"{curves.at(0.5, '300'):.3f}",
                 *(f"{curves.average(str(count)):.3f}" for count in PROPOSAL_COUNTS),
             )
     out.print(recall)
@@ -315,15 +326,12 @@ def methods(
         progress=RichProgress(),
     )
     rows = bench.rows
-    table = Table(
+    table = compact_table(  # nine columns
         title=f"{proposals} proposals an image, {backbone}, shorter side {image_size}: "
         + f"{_machine()}, {device}, {precision.value}",
         caption="test seconds an image (proposals excluded); train: seconds a mini-batch; paper: Fast R-CNN "
         "table 4, VGG16, one GPU (test s an image, speed-up, training hours); "
         f"{', '.join(bench.peers)}: a peer of a method's test pass, not trained (see --help)",
-        box=box.SIMPLE_HEAD,  # no column rules or edges: nine columns fit 80 characters
-        show_edge=False,
-        pad_edge=False,
     )
     columns = (
         "method",
@@ -351,13 +359,10 @@ def methods(
         )
     out.print(table)
     rate = bench.macs_per_second
-    floor = Table(
+    floor = compact_table(
         title=f"the work against the floor: {rate / 1e9:.0f} G multiply-adds a second "
         f"({'x'.join(map(str, MATMUL_SHAPE))} matrix product, {precision.value})",
         caption="G: 10^9 multiply-adds an image; floor: seconds at the matrix-product rate",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
     )
     floor.add_column("method", no_wrap=True)
     for column in ("conv\nG", "fc\nG", "conv\nfloor s", "fc\nfloor s", "test\ns", "of the\nfloor"):
@@ -384,13 +389,10 @@ def methods(
         row for row in rows if row.training_macs is not None and not row.variant
     ]  # a variant trains as its method
     if trained:
-        training = Table(
+        training = compact_table(
             title="training mini-batches against the floor (forward and backward)",
             caption="G: 10^9 multiply-adds a mini-batch, forward and backward; floor: seconds at the "
             "matrix-product rate; train: forward, backward and SGD step",
-            box=box.SIMPLE_HEAD,
-            show_edge=False,
-            pad_edge=False,
         )
         training.add_column("method", no_wrap=True)
         for column in ("G", "floor\ns", "train\ns", "of the\nfloor"):
@@ -412,7 +414,7 @@ def methods(
 
 def _breakdown(title: str, breakdowns: dict[str, dict[str, float]], unit: str) -> Table:
     """Seconds by kind of op of each profiled pass (name -> kind -> seconds), with their shares."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table = compact_table(title)
     table.add_column("ops")
     for name in breakdowns:
         table.add_column(f"{name}\n{unit}", justify="right")
@@ -491,12 +493,9 @@ def scaling(
         before_finetuning=before_finetuning,
         progress=RichProgress(),
     )
-    table = Table(
+    table = compact_table(
         title=f"the stages under torchrun on {data}/{split}, {cores} core(s) a process, features on "
         f"{device} in {precision.value}: {_machine()}",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
     )
     base = counts_of[0]
     for column in ("stage", "processes", "images", "seconds", "images/s", f"speed-up over {base}"):
@@ -523,13 +522,10 @@ def scaling(
         precision=precision.value,
         progress=RichProgress(),
     )
-    growth = Table(
+    growth = compact_table(
         title=f"seconds an image as images and proposals grow: {backbone}, {device}, {precision.value}",
         caption=f"selective search: {searched.mode} mode, one process, at the image's size; test passes: "
         "proposals excluded, SPP-net at one scale (the side)",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        pad_edge=False,
     )
     names = list(grown[0].methods)
     for column in ("shorter side", "proposals", "selective search", *names):

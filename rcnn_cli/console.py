@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -24,12 +25,18 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.progress import Progress as RichBar
+from rich.table import Table
 from rich.text import Text
 
 from stages.core.progress import Advance, Progress
 
 err = Console(stderr=True, highlight=False)
 out = Console(highlight=False, quiet=os.environ.get("RANK", "0").strip() not in ("", "0"))
+
+
+def compact_table(title: str, caption: str | None = None) -> Table:
+    """A table without column rules or edges, so that many columns fit a terminal's 80 characters."""
+    return Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
 
 
 def _rate(task: Task) -> float | None:

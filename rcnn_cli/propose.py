@@ -88,6 +88,8 @@ def propose(
 
     options = ProposalOptions(**given)
     chosen = network_proposer(proposer.value, model, options.max_boxes, device)
+    if chosen is not None and mat_file is not None:
+        raise typer.BadParameter("imported boxes come from a file, not a network", param_hint="--import")
     dataset = load_dataset(data, split, parse_classes(classes), skip_bad=skip_bad, format=layout_name(layout))
     if chosen is not None:
         source = chosen

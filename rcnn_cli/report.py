@@ -7,11 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
-from rcnn_cli.console import out
+from rcnn_cli.console import compact_table, out
 from rcnn_cli.options import DEFAULT_RUN
 
 if TYPE_CHECKING:
@@ -79,7 +77,7 @@ def print_report(found: RunReport, title: str) -> None:
     rows = found.results
     shared = {name: {getattr(r, name) for r in rows} for name in ("split", "metric")}
     said = ", ".join(f"{name} {next(iter(values))}" for name, values in shared.items() if len(values) == 1)
-    results = _table(f"results: {escape(title)}" + (f" ({said})" if rows and said else ""))
+    results = compact_table(f"results: {escape(title)}" + (f" ({said})" if rows and said else ""))
     results.add_column("method", no_wrap=True)
     varying = [name for name, values in shared.items() if len(values) > 1]
     for name in varying:
@@ -100,7 +98,7 @@ def print_report(found: RunReport, title: str) -> None:
         results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", *[""] * 5)
     out.print(results)
     if found.proposals:
-        proposals = _table("proposals")
+        proposals = compact_table("proposals")
         proposals.add_column("split")
         proposals.add_column("made by", no_wrap=True)
         for column in ("images", "boxes/\nimage", "recall\nIoU 0.5", "recall\nIoU 0.7"):
@@ -124,7 +122,7 @@ def print_report(found: RunReport, title: str) -> None:
             )
     if found.recall:
         print_recall(found.recall)
-    stages = _table("time of each stage")
+    stages = compact_table("time of each stage")
     stages.add_column("stage")
     stages.add_column("artifact")
     stages.add_column("seconds", justify="right")
@@ -139,7 +137,7 @@ def print_recall(proposers: Sequence[ProposerRecall]) -> None:
     to 0.95 (AR) with its 300, 1,000 and 2,000 best (Faster R-CNN's figure 2, in numbers)."""
     from stages.proposals.recall import PROPOSAL_COUNTS
 
-    table = _table("proposal recall (R: at IoU 0.5; AR: averaged over IoU 0.5 to 0.95)")
+    table = compact_table("proposal recall (R: at IoU 0.5; AR: averaged over IoU 0.5 to 0.95)")
     table.add_column("proposer", no_wrap=True)
     table.add_column("split")
     for column in ("boxes/\nimage", "R\n300", *(f"AR\n{count}" for count in PROPOSAL_COUNTS)):
@@ -154,8 +152,3 @@ def print_recall(proposers: Sequence[ProposerRecall]) -> None:
             *(_score(curves.average(str(count))) for count in PROPOSAL_COUNTS),
         )
     out.print(table)
-
-
-def _table(title: str) -> Table:
-    """A table without column rules or edges, so that its columns fit a terminal's 80 characters."""
-    return Table(title=title, box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)

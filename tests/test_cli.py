@@ -292,8 +292,13 @@ def test_bench_proposals_times_one_worker_then_every_core(tiny_demo):
     rows = re.findall(r"│ +(\d+) │ +2 │ +([\d.]+) │ +([\d.]+) │ +([\d.]+)x │", result.output)
     assert rows[0][0] == "1" and rows[0][3] == "1.00" and len(rows) in (1, 2)  # one row on a 1-core machine
     assert all(float(rate) > 0 for _, _, rate, _ in rows)
-    recall = re.search(r"│ selective search \(single\) │ +[\d.]+ │ +\d+ │ +([01]\.\d{3}) │", result.output)
+    recall = re.search(r"^selective search \(single\) +[\d.]+ +\d+ +([01]\.\d{3}) ", result.output, re.M)
     assert recall is not None and 0 < float(recall.group(1)) <= 1, result.output
+
+
+def test_bench_proposals_names_a_run_folder_that_is_not_there(tiny_demo, tmp_path):
+    result = rcnn("bench", "proposals", "--data", tiny_demo, "--images", "1", "--run", tmp_path / "nowhere")
+    assert_one_line_error(result, "nowhere: no such run folder")
 
 
 def test_bench_svm_memory_trains_on_copies_of_the_cache(made):

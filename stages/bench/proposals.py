@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,9 +17,9 @@ from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.methods import METHODS
 from stages.proposals.options import ProposalOptions
-from stages.proposals.propose import searched_with
+from stages.proposals.propose import Proposed, search_records, searched_with
 from stages.proposals.recall import PROPOSAL_COUNTS, RecallCurves, recall_curves
-from stages.proposals.sources import Proposer, SelectiveSearch
+from stages.proposals.sources import Proposer
 from stages.runs.layout import RunLayout
 
 
@@ -71,23 +70,24 @@ def bench_proposals(
     over the defaults or, with ``run``, over the settings its proposals were searched with; then the
     proposals of each trained network of ``run`` that proposes (``Method.model_proposer``), keeping
     2,000 an image, on ``device``. The recall of each is scored on the same images."""
+    if run is not None and not run.root.is_dir():
+        raise UserError(f"{run}: no such run folder")
     options = replace(ProposalOptions() if run is None else searched_with(run), **given)
     split = replace(dataset, images=dataset.images[:images])
     pairs = [(r.image_id, r.path) for r in split.images]
     cores = os.cpu_count() or 1
     throughput, rows = [], []
     for workers in sorted({1, options.workers or cores}):
-        proposer = SelectiveSearch(replace(options, workers=workers))
         started = time.perf_counter()
         with progress.task(f"selective search, {workers} workers", len(pairs), "img") as advance:
-            found, seconds_per_image = _timed(proposer, pairs, workers, advance)
+            found, seconds_per_image = _timed(search_records(pairs, options, workers), advance)
         throughput.append(ThroughputRow(workers, len(pairs), time.perf_counter() - started))
         if workers == 1:
             label = f"selective search ({options.mode})"
             rows.append(ProposerRow(label, seconds_per_image, _curves(split, found)))
     for label, network in [] if run is None else _trained_proposers(run, device):
         with progress.task(label, len(pairs), "img") as advance:
-            found, seconds_per_image = _timed(network, pairs, 1, advance)
+            found, seconds_per_image = _timed(network.propose_images(pairs, 1), advance)
         rows.append(ProposerRow(label, seconds_per_image, _curves(split, found)))
     return ProposalBench(options, throughput, rows)
 
@@ -108,12 +108,11 @@ def _trained_proposers(run: RunLayout, device: str) -> list[tuple[str, Proposer]
     return found
 
 
-def _timed(
-    proposer: Proposer, pairs: Sequence[tuple[str, Path]], workers: int, advance: Callable[[], None]
-) -> tuple[dict[str, np.ndarray], float]:
-    """The proposals of every image, and the seconds an image after the first one (all of them with one)."""
+def _timed(proposed: Iterator[Proposed], advance: Callable[[], None]) -> tuple[dict[str, np.ndarray], float]:
+    """Every image's proposals as they come, and the seconds an image after the first one (which pays for
+    a process's start or a network's loading; all of them with one image)."""
     found, clock, times = {}, time.perf_counter(), []
-    for image_id, boxes, problem in proposer.propose_images(pairs, workers):
+    for image_id, boxes, problem in proposed:
         if problem is not None or boxes is None:
             raise UserError(problem or f"{image_id}: no proposals")
         found[image_id] = boxes

@@ -223,7 +223,7 @@ def low_recall_advice(
 
 
 @dataclass(frozen=True)
-class FoundBoxes:
+class _Found:
     """The boxes a stage found (image id -> (K, 4)), the problems it skipped, and how many images it
     computed in how many seconds."""
 
@@ -258,17 +258,9 @@ def propose(
 
     def search(records: list[ImageRecord], procs: Processes):
         workers = min(options.workers or procs.cores, max(1, len(records)))
-        jobs = [(r.image_id, str(r.path), options.mode, options.max_side, options.seed) for r in records]
         label = f"{procs.world_size} x {workers}" if procs.world_size > 1 else str(workers)
-        found = (
-            (
-                image_id,
-                None if boxes is None else filter_boxes(boxes, options.min_size, options.max_boxes),
-                problem,
-            )
-            for image_id, boxes, problem in search_many(jobs, workers)
-        )
-        return f"selective search ({label} workers)", found
+        pairs = [(r.image_id, r.path) for r in records]
+        return f"selective search ({label} workers)", search_records(pairs, options, workers)
 
     def advice(recall: float, per_image: float) -> str:
         return low_recall_advice(dataset, options, recall, per_image, "selective_search")
@@ -283,6 +275,20 @@ def propose(
         skip_bad=skip_bad,
         progress=progress,
     )
+
+
+def search_records(
+    images: Sequence[tuple[str, Path]], options: ProposalOptions, workers: int, background: bool = False
+) -> Iterator[Proposed]:
+    """Selective search on (image id, path) pairs with ``workers`` processes (one: in this process, unless
+    ``background``), each image's boxes filtered by ``options`` (``filter_boxes``), in completion order."""
+    jobs = [(image_id, str(path), options.mode, options.max_side, options.seed) for image_id, path in images]
+    for image_id, boxes, problem in search_many(jobs, workers, background):
+        yield (
+            image_id,
+            None if boxes is None else filter_boxes(boxes, options.min_size, options.max_boxes),
+            problem,
+        )
 
 
 def propose_with(
@@ -325,23 +331,23 @@ def propose_with(
         summary: ProposalSummary | None = None
         if procs.writer:
             merged = {image_id: arrays["boxes"] for image_id, arrays in shard.parts.load().items()}
-            found_all = FoundBoxes(
+            found_all = _Found(
                 merged,
                 {k: v for problems, _, _ in outcomes for k, v in problems.items()},
                 sum(computed for _, computed, _ in outcomes),
                 max(seconds for _, _, seconds in outcomes),
             )
-            summary = write_split(
+            summary = _write_split(
                 run, dataset, found_all, started, source=source, settings=settings, advice=advice, procs=procs
             )
             shard.parts.remove()
         return procs.from_writer(summary)
 
 
-def write_split(
+def _write_split(
     run: RunLayout,
     dataset: Dataset,
-    found: FoundBoxes,
+    found: _Found,
     started: float,
     *,
     source: str,
@@ -448,13 +454,13 @@ def import_mat(
         xyxy[:, :2] -= 1.0  # 1-based inclusive -> 0-based continuous
         clipped = clip_boxes(xyxy, record.height, record.width)
         boxes[record.image_id] = filter_boxes(clipped, options.min_size, options.max_boxes)
-    found = FoundBoxes(boxes, {}, computed=0, seconds=0.0)
+    found = _Found(boxes, {}, computed=0, seconds=0.0)
 
     def advice(recall: float, per_image: float) -> str:
         return low_recall_advice(dataset, options, recall, per_image, "import")
 
     settings = {k: v for k, v in asdict(options).items() if k != "workers"}
-    return write_split(
+    return _write_split(
         run,
         dataset,
         found,
@@ -519,8 +525,5 @@ def propose_images(
     None, problem or None), in completion order. Several images are searched by ``options.workers``
     spawned processes (default: one a core; the caller's network work is the smaller share), ahead of
     the caller; one image is searched here."""
-    jobs = [(image_id, str(path), options.mode, options.max_side, options.seed) for image_id, path in images]
-    workers = min(options.workers or os.cpu_count() or 1, len(jobs))
-    for image_id, found, problem in search_many(jobs, workers, background=len(jobs) > 1):
-        boxes = None if found is None else filter_boxes(found, options.min_size, options.max_boxes)
-        yield image_id, boxes, problem
+    workers = min(options.workers or os.cpu_count() or 1, len(images))
+    return search_records(images, options, workers, background=len(images) > 1)

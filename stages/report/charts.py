@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import itertools
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -257,7 +258,8 @@ def pr_chart(runs: Sequence[CollectedRun]) -> str | None:
 def recall_chart(runs: Sequence[CollectedRun]) -> str | None:
     """Faster R-CNN's figure 2: recall against IoU with each proposer's 300, 1,000 and 2,000 best
     proposals an image, a panel each, on the splits that were tested (all splits before any test); a
-    colour a proposer (a method's own: the method's), a line style a run. None without curves."""
+    colour a proposer (a method's own: the method's; proposals files: grey, then the palette), a line
+    style a run. None without curves."""
     from stages.proposals.recall import PROPOSAL_COUNTS
 
     tested = {item.result.split for run in runs for item in run.evaluations}
@@ -271,13 +273,12 @@ def recall_chart(runs: Sequence[CollectedRun]) -> str | None:
         return None
     plt = pyplot()
     fig, axes = plt.subplots(1, len(PROPOSAL_COUNTS), figsize=(3.0 * len(PROPOSAL_COUNTS), 2.9), sharey=True)
-    others = iter(_PALETTE[::-1])
-    colours = {
-        proposer.label: COLOURS.get((proposer.method, ""), SHARED_COLOUR)
-        if proposer.method or proposer.label.startswith("selective search")
-        else next(others)
-        for _, _, proposer in series
-    }
+    files = itertools.cycle((SHARED_COLOUR, *_PALETTE[::-1]))  # the first proposals file: the shared grey
+    colours: dict[str, str] = {}
+    for _, _, proposer in series:
+        if proposer.label not in colours:
+            made_by = proposer.method
+            colours[proposer.label] = COLOURS.get((made_by, ""), SHARED_COLOUR) if made_by else next(files)
     splits = len({proposer.split for _, _, proposer in series}) > 1
     legend: dict[str, Any] = {}
     for ax, count in zip(axes, PROPOSAL_COUNTS, strict=True):
