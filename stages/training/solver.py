@@ -305,6 +305,27 @@ class TrainingStage:
     def writer(self) -> bool:
         return self.procs.writer
 
+    def parallel(self, module: nn.Module) -> nn.Module:
+        """``module`` as a training step should call it: under ``torchrun`` wrapped in
+        ``DistributedDataParallel`` (which averages the gradients over the processes), else itself; torch's
+        generator is then seeded by rank, so that each process draws its own dropout masks."""
+        runner = module
+        if self.procs.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            cuda = self.device.type == "cuda"
+            runner = DistributedDataParallel(module, device_ids=[self.device] if cuda else None)
+        torch.manual_seed(self.options.seed + self.procs.rank)
+        return runner
+
+    def agreed_weights(self, model: nn.Module) -> list[str]:
+        """Every process's ``weight_digest`` of the trained ``model``, rank order; RuntimeError unless they
+        are equal (data-parallel processes must end with the same weights)."""
+        digests = self.procs.gather(weight_digest(model))
+        if len(set(digests)) != 1:
+            raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
+        return digests
+
     def train(
         self,
         model: nn.Module,
@@ -314,11 +335,13 @@ class TrainingStage:
         *,
         stamp: Mapping[str, Any],
         description: str,
+        files: TrainingFiles | None = None,
     ) -> list[dict]:
         """Run the options' solver on ``model``; ``stamp`` adds what else the result depends on (the
-        classes, the weights started from) to the options a checkpoint must match."""
+        classes, the weights started from) to the options a checkpoint must match. ``files``: where the
+        checkpoint and log go, for one part of a training in several (default: the stage's)."""
         self.rows = train(
-            files=self.files,
+            files=files or self.files,
             model=model,
             groups=groups,
             solver=self.options.solver(),

@@ -29,7 +29,6 @@ from stages.training.solver import (
     TrainingSummary,
     iteration_batches,
     parameter_groups,
-    weight_digest,
 )
 
 
@@ -72,12 +71,7 @@ def finetune(
             raise UserError(f"{dataset.root}: split {dataset.split!r} gives no foreground or background RoIs")
         model = FastRcnn(backbone, len(dataset.classes)).to(device)
         model.freeze_early_layers()
-        runner: torch.nn.Module = model
-        if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-
-            runner = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
-        torch.manual_seed(options.seed + rank)  # each process its own dropout masks
+        runner = stage.parallel(model)
         stage.train(
             model,
             parameter_groups([(model, 1.0, 2.0)], options.weight_decay),
@@ -92,9 +86,7 @@ def finetune(
             },
             description=f"training Fast R-CNN ({backbone.spec.name}, {world_size} x {device.type})",
         )
-        digests = procs.gather(weight_digest(model))
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
+        digests = stage.agreed_weights(model)
         if stage.writer:
             fold_target_normalisation(model, means, stds)
             save_fast(
