@@ -67,6 +67,8 @@ def trained(tiny_run, tmp_path_factory) -> tuple[Path, Path]:
         ("extract-features", *spp, *scales, "--split", "test"),
         ("finetune", "--method", "fast", *on, "--scales", "96", *short),
         ("evaluate", "--method", "fast", *on, "--split", "test"),
+        ("finetune", "--method", "faster", *on, "--scales", "96", *short),
+        ("evaluate", "--method", "faster", *on, "--split", "test"),
     )
     return data, run
 
@@ -139,7 +141,7 @@ def test_a_feature_cache_of_two_processes_equals_one_process_s(trained, tmp_path
     assert not any(target.parent.glob(".*"))  # neither parts nor progress counts are left
 
 
-@pytest.mark.parametrize("method", ["rcnn", "fast"])
+@pytest.mark.parametrize("method", ["rcnn", "fast", "faster"])
 def test_an_evaluation_of_two_processes_equals_one_process_s(trained, tmp_path, method):
     data, run, single = copied(trained, tmp_path)
     files, expected = RunLayout(run).method(method), single.method(method)
@@ -147,12 +149,27 @@ def test_an_evaluation_of_two_processes_equals_one_process_s(trained, tmp_path, 
     files.results("test").unlink()
     torchrun("evaluate", "--method", method, "--data", data, "--split", "test", "--run", run)
     assert files.detections("test").read_bytes() == expected.detections("test").read_bytes()
-    timed = ("seconds_per_image", "conv_seconds_per_image", "fc_seconds_per_image")
+    timed = ("seconds_per_image", *(f"{part}_seconds_per_image" for part in ("conv", "proposals", "fc")))
     results, reference = (json.loads(p.results("test").read_text()) for p in (files, expected))
     assert {k: v for k, v in results.items() if k not in timed} == {
         k: v for k, v in reference.items() if k not in timed
     }
     assert_same_manifest(files.results("test"), expected.results("test"))
+
+
+@pytest.mark.parametrize("scheme", ["joint", "alternating"])
+def test_faster_rcnn_trains_on_two_processes_by_either_scheme(trained, tmp_path, scheme):
+    """Every step data-parallel (the alternating scheme's proposals made by both processes, half the
+    images each); the processes end with the same weights (``TrainingStage.agreed_weights``)."""
+    data, run, _ = copied(trained, tmp_path)
+    files = RunLayout(run).method("faster").finetune
+    shutil.rmtree(files.model.parent)
+    train = ("finetune", "--method", "faster", "--data", data, "--run", run, "--scales", "96")
+    torchrun(*train, "--iterations", "2", "--scheme", scheme)
+    results = read_manifest(files.model)["results"]
+    assert results["world_size"] == 2 and len(set(results["rank_weight_digests"])) == 1
+    steps = ["step1", "step2", "step3", "step4"] if scheme == "alternating" else []
+    assert sorted(p.name for p in files.model.parent.iterdir() if p.is_dir()) == steps
 
 
 def test_detect_on_many_images_with_two_processes_equals_one_process_s(trained, tmp_path):

@@ -56,26 +56,31 @@ def assert_same_weights(a: Path, b: Path) -> None:
             assert value == second[key], key
 
 
+FASTER = ("finetune", "--method", "faster", "--scales", "96")
+
+
 @pytest.mark.parametrize(
-    "files,command",
+    "files,command,checkpoints",
     [
-        (lambda r: r.pretrain, ("pretrain", "--batch-size", "32")),
-        (lambda r: r.method("rcnn").finetune, ("finetune", "--method", "rcnn")),
-        (lambda r: r.method("spp").finetune, ("finetune", "--method", "spp", "--learning-rate", "0.01")),
-        (lambda r: r.method("fast").finetune, ("finetune", "--method", "fast", "--scales", "96")),
-        (lambda r: r.method("faster").finetune, ("finetune", "--method", "faster", "--scales", "96")),
+        (lambda r: r.pretrain, ("pretrain", "--batch-size", "32"), 1),
+        (lambda r: r.method("rcnn").finetune, ("finetune", "--method", "rcnn"), 1),
+        (lambda r: r.method("spp").finetune, ("finetune", "--method", "spp", "--learning-rate", "0.01"), 1),
+        (lambda r: r.method("fast").finetune, ("finetune", "--method", "fast", "--scales", "96"), 1),
+        (lambda r: r.method("faster").finetune, FASTER, 1),
+        # the fifth checkpoint: steps 1 and 2 done, step 3 at iteration 3
+        (lambda r: r.method("faster").finetune.part("step3"), (*FASTER, "--scheme", "alternating"), 5),
     ],
-    ids=["pretrain", "rcnn", "spp", "fast", "faster"],
+    ids=["pretrain", "rcnn", "spp", "fast", "faster", "faster-alternating"],
 )
-def test_a_killed_training_stage_resumes_bit_identically(base, tmp_path, files, command):
-    """Killed after its first checkpoint (iteration 3 of 6), resumed: the same weights and log as a run
-    straight through (dropout masks included: the checkpoint keeps the random generators)."""
+def test_a_killed_training_stage_resumes_bit_identically(base, tmp_path, files, command, checkpoints):
+    """Killed after a checkpoint at iteration 3 of 6, resumed: the same weights and log as a run straight
+    through (dropout masks included: the checkpoint keeps the random generators)."""
     data, interrupted, straight = twins(base, tmp_path)
     if command[0] == "pretrain":  # the base run's backbone is pre-trained already: start over
         for run in (interrupted, straight):
             shutil.rmtree(run / "pretrain")
     stage = (*command, *TRAINING, "--data", data)
-    killed(CHECKPOINT_SAVED, 1, *stage, "--run", interrupted)
+    killed(CHECKPOINT_SAVED, checkpoints, *stage, "--run", interrupted)
     checkpoint = files(RunLayout(interrupted)).checkpoint
     assert torch.load(checkpoint, weights_only=True)["iteration"] == 3
     result = rcnn(*stage, "--run", interrupted)

@@ -49,6 +49,12 @@ class TrainingFiles:
     checkpoint: Path
     log: Path
 
+    def part(self, name: str) -> TrainingFiles:
+        """The checkpoint and log of part ``name`` of a training in several parts, in ``name/`` beside
+        this checkpoint; the parts end in this one model."""
+        folder = self.checkpoint.parent / name
+        return TrainingFiles(self.model, folder / "checkpoint.pt", folder / "log.csv")
+
 
 def _training_files(model: Path, folder: Path) -> TrainingFiles:
     return TrainingFiles(model, folder / "checkpoint.pt", folder / "log.csv")

@@ -14,7 +14,7 @@ import torch
 from stages.detections.postprocess import DetectOptions, detect_from_class_boxes
 from stages.methods.base import PLAIN, SVD, Benchmark, BenchSettings, Measure
 from stages.methods.faster.detector import FasterDetector, ProposalLayer
-from stages.methods.faster.finetune import JointLoss
+from stages.methods.faster.finetune import FasterLoss
 from stages.methods.faster.network import FasterRcnn
 from stages.methods.faster.options import FasterFinetuneOptions
 from stages.networks.backbones import build_backbone
@@ -41,13 +41,13 @@ def benchmark(settings: BenchSettings, options: DetectOptions) -> Benchmark:
     labels = torch.as_tensor(
         np.random.default_rng(settings.seed).integers(1, settings.classes + 1, len(objects))
     )
-    loss = JointLoss(faster, FasterFinetuneOptions())
+    loss = FasterLoss(faster, FasterFinetuneOptions())
     faster.freeze_early_layers()
     seeds = torch.tensor([settings.seed, 0, 0])
 
     def training() -> torch.Tensor:
         inputs = to_network_input(image, device)[None]
-        return loss(inputs, objects, labels, torch.tensor([1.0]), seeds)[0]
+        return loss(inputs, objects, labels, torch.tensor([1.0]), seeds, torch.zeros(0, 4))[0]
 
     return Benchmark(passes, training, faster, profiled=True)
 

@@ -1,15 +1,21 @@
 """Faster R-CNN training (Ren et al., NIPS 2015, section 3.2): the RPN and Fast R-CNN in one network, on one
-process or data-parallel over many (``torchrun``).
+process or data-parallel over many (``torchrun``), by either of the paper's schemes.
 
-Approximate joint training (py-faster-rcnn's end2end): each iteration one image's
+Approximate joint training (py-faster-rcnn's end2end, the default): each iteration one image's
 conv5 feeds the RPN, whose loss is taken on 256 of its anchors, and its proposals (no gradient through their
 coordinates) feed Fast R-CNN's head, whose loss is taken on 128 of them with the image's objects added;
 the two losses are summed. Fast R-CNN's regression targets are normalised by the fixed standard deviations
 (0.1, 0.1, 0.2, 0.2) (py-faster-rcnn's precomputed normalisation), folded into the box layer when the
 model is written, so the model file predicts raw deltas as Fast R-CNN's does.
+
+The 4-step alternating training (``ALTERNATING``) takes the same losses one at a time, on two networks
+of which the second is kept.
 """
 
 from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,14 +25,16 @@ from stages.core.errors import UserError
 from stages.core.geometry import encode_boxes
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
+from stages.methods.faster.detector import FasterDetector, ProposalLayer
 from stages.methods.faster.minibatches import ImageBatches
 from stages.methods.faster.network import NAME, FasterRcnn, save_faster
 from stages.methods.faster.options import FasterFinetuneOptions
 from stages.methods.faster.rpn import anchor_targets, rpn_loss
 from stages.networks.backbones import resolve_backbone
 from stages.networks.fast_rcnn import fold_target_normalisation, multitask_loss, pooling_rois
+from stages.networks.inputs import read_image
 from stages.runs.layout import RunLayout
-from stages.runs.processes import processes
+from stages.runs.processes import Processes, processes
 from stages.training.balanced_sampling import BalancedSampler
 from stages.training.matching import Matcher, label_boxes
 from stages.training.solver import (
@@ -34,7 +42,6 @@ from stages.training.solver import (
     TrainingSummary,
     iteration_batches,
     parameter_groups,
-    weight_digest,
 )
 
 TARGET_STDS = (0.1, 0.1, 0.2, 0.2)
@@ -42,16 +49,23 @@ TARGET_STDS = (0.1, 0.1, 0.2, 0.2)
 BBOX_NORMALIZE_STDS; its means are 0)."""
 
 
-class JointLoss(nn.Module):
-    """Approximate joint training's loss of one image: ``forward(image (1, 3, H, W), gt_boxes (G, 4),
-    gt_labels (G,), factor (1,), seeds (3,))`` -> (the RPN's loss + Fast R-CNN's, a stacked tensor of
-    their parts in ``PARTS`` order). A module, so that ``DistributedDataParallel`` can wrap it."""
+class FasterLoss(nn.Module):
+    """One image's training loss: ``forward(image (1, 3, H, W), gt_boxes (G, 4), gt_labels (G,),
+    factor (1,), seeds (3,), proposals (P, 4))`` -> (the loss, a tensor of its parts in ``parts`` order).
 
-    PARTS = ("rpn_cls_loss", "rpn_box_loss", "cls_loss", "box_loss", "accuracy")
+    With ``rpn``, the RPN's loss on 256 of its anchors; with ``head``, Fast R-CNN's on 128 RoIs with the
+    image's objects added. With both (approximate joint training) the RoIs are the network's own
+    proposals, with no gradient through their coordinates; with the head alone (the alternating scheme's
+    steps 2 and 4) they are the batch's ``proposals``, an earlier step's RPN's. A module, so that
+    ``DistributedDataParallel`` can wrap it.
+    """
 
-    def __init__(self, model: FasterRcnn, options: FasterFinetuneOptions):
+    def __init__(
+        self, model: FasterRcnn, options: FasterFinetuneOptions, *, rpn: bool = True, head: bool = True
+    ):
         super().__init__()
-        self.model, self.options = model, options
+        self.model, self.options, self.rpn, self.head = model, options, rpn, head
+        self.parts = ("rpn_cls_loss", "rpn_box_loss") * rpn + ("cls_loss", "box_loss", "accuracy") * head
         self.matcher = Matcher(options.foreground_iou, options.background_iou)
         self.sampler = BalancedSampler(options.rois_per_image, options.foreground_fraction, replace=False)
 
@@ -62,49 +76,87 @@ class JointLoss(nn.Module):
         gt_labels: torch.Tensor,
         factor: torch.Tensor,
         seeds: torch.Tensor,
+        proposals: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        model, options, rpn = self.model, self.options, self.options.rpn
-        device = image.device
+        model, rpn = self.model, self.options.rpn
         rng = np.random.default_rng(seeds.tolist())
         size = (image.shape[-2], image.shape[-1])
-        objects, classes = gt_boxes.cpu().numpy(), gt_labels.cpu().numpy()
+        objects = gt_boxes.cpu().numpy()
         conv5 = model.conv5(image)
-        logits, deltas = model.rpn(conv5)
-        anchors = model.anchors(conv5)
-        labels, targets = anchor_targets(anchors.cpu().numpy(), objects, size, rpn, rng)
-        rpn_total, rpn_parts = rpn_loss(
-            logits[0],
-            deltas[0],
-            torch.as_tensor(labels, device=device),
-            torch.as_tensor(targets, device=device),
-            conv5.shape[-2] * conv5.shape[-1],
-            rpn.box_weight,
-            rpn.box_beta,
-        )
-        with torch.no_grad():
-            proposals, _ = model.proposals(
-                conv5.detach(),
-                size,
-                pre_nms=rpn.train_pre_nms,
-                post_nms=rpn.train_post_nms,
-                nms_iou=rpn.nms_iou,
-                min_size=rpn.min_size * float(factor),
+        total, parts = torch.zeros((), device=image.device), dict[str, float]()
+        if self.rpn:
+            logits, deltas = model.rpn(conv5)
+            labels, targets = anchor_targets(model.anchors(conv5).cpu().numpy(), objects, size, rpn, rng)
+            rpn_total, rpn_parts = rpn_loss(
+                logits[0],
+                deltas[0],
+                torch.as_tensor(labels, device=image.device),
+                torch.as_tensor(targets, device=image.device),
+                conv5.shape[-2] * conv5.shape[-1],
+                rpn.box_weight,
+                rpn.box_beta,
             )
+            total, parts = total + rpn_total, {**parts, **rpn_parts}
+        if self.head:
+            if self.rpn:
+                with torch.no_grad():
+                    proposals, _ = model.proposals(
+                        conv5.detach(),
+                        size,
+                        pre_nms=rpn.train_pre_nms,
+                        post_nms=rpn.train_post_nms,
+                        nms_iou=rpn.nms_iou,
+                        min_size=rpn.min_size * float(factor),
+                    )
+            head_total, head_parts = self._head_loss(conv5, objects, gt_labels.cpu().numpy(), proposals, rng)
+            total, parts = total + head_total, {**parts, **head_parts}
+        return total, torch.tensor([parts[name] for name in self.parts])
+
+    def _head_loss(
+        self,
+        conv5: torch.Tensor,
+        objects: np.ndarray,
+        classes: np.ndarray,
+        proposals: torch.Tensor,
+        rng: np.random.Generator,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Fast R-CNN's loss on 128 of the image's objects and ``proposals`` (the scaled image's)."""
+        model, device = self.model, conv5.device
         regions = label_boxes(objects, classes, proposals.cpu().numpy(), model.num_classes)
         matched, foreground, background = self.matcher.split(regions.class_iou)
         rows = self.sampler(foreground, background, rng)
         boxes = torch.as_tensor(regions.boxes[rows], device=device)
-        row_labels = torch.as_tensor(matched[rows], device=device)
+        labels = torch.as_tensor(matched[rows], device=device)
         goals = torch.as_tensor(regions.target_boxes[rows], device=device)
         normalised = encode_boxes(boxes, goals) / torch.tensor(TARGET_STDS, device=device)
-        targets_t = torch.where(row_labels[:, None] > 0, normalised, torch.zeros_like(normalised))
+        targets = torch.where(labels[:, None] > 0, normalised, torch.zeros_like(normalised))
         rois = pooling_rois(boxes, torch.zeros(len(rows), device=device), 1.0)
         scores, class_deltas = model.head(model.pool(conv5, rois))
-        fast_total, fast_parts = multitask_loss(
-            scores, class_deltas, row_labels, targets_t, options.box_weight
-        )
-        parts = {**rpn_parts, **fast_parts}
-        return rpn_total + fast_total, torch.tensor([parts[name] for name in self.PARTS])
+        return multitask_loss(scores, class_deltas, labels, targets, self.options.box_weight)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One training of the network: what it trains and where its checkpoint and log go."""
+
+    name: str
+    description: str
+    rpn: bool
+    head: bool
+    trains: tuple[str, ...]
+
+
+JOINT = _Step("", "Faster R-CNN", rpn=True, head=True, trains=("conv", "rpn", "head"))
+ALTERNATING = (
+    _Step("step1", "step 1 of 4: the RPN", rpn=True, head=False, trains=("conv", "rpn")),
+    _Step("step2", "step 2 of 4: Fast R-CNN", rpn=False, head=True, trains=("conv", "head")),
+    _Step("step3", "step 3 of 4: the RPN's layers", rpn=True, head=False, trains=("rpn",)),
+    _Step("step4", "step 4 of 4: Fast R-CNN's layers", rpn=False, head=True, trains=("head",)),
+)
+"""The 4-step alternating training (section 3.2): 1, the RPN from the backbone's weights; 2, a second
+network from the backbone's weights, Fast R-CNN on step 1's proposals; 3, step 2's network with its conv
+frozen, the RPN's layers alone; 4, the same conv still frozen, Fast R-CNN's layers alone on step 3's
+proposals. Steps 3 and 4 leave one network whose conv layers both share."""
 
 
 def finetune(
@@ -114,7 +166,9 @@ def finetune(
     resume: bool = True,
     progress: Progress = SILENT,
 ) -> TrainingSummary:
-    """Train Faster R-CNN on the split's images; write the model file.
+    """Train Faster R-CNN on the split's images, by approximate joint training or the 4-step alternating
+    scheme (``options.scheme``); write the model file. Each step of the alternating scheme runs the
+    options' solver, with its own checkpoint and log (``RUN/faster/finetune/stepK/``).
 
     Under ``torchrun`` each process trains on its own slice of every epoch's images (DDP averages the
     gradients), and only rank 0 writes the checkpoint, log, model and manifest.
@@ -123,46 +177,66 @@ def finetune(
         raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to train on")
     files = run.method(NAME).finetune
     with processes(options.device) as procs:
-        rank, world_size, device = procs.rank, procs.world_size, procs.device
+        device = procs.device
         stage = TrainingStage(
             "finetune", options, files, method=NAME, resume=resume, progress=progress, procs=procs
         )
         backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
-        batches = ImageBatches(dataset.images, options, seed=options.seed, rank=rank, world_size=world_size)
-        model = FasterRcnn(
-            backbone, len(dataset.classes), options.rpn.anchor_sizes, options.rpn.anchor_ratios
-        )
-        model = model.to(device)
-        model.freeze_early_layers()
-        runner: nn.Module = JointLoss(model, options)
-        if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
+        stamp = {
+            "classes": list(dataset.classes),
+            "weights_file": str(weights_file),
+            "world_size": procs.world_size,
+        }
+        where = f"{backbone.spec.name}, {procs.world_size} x {device.type}"
 
-            runner = DistributedDataParallel(runner, device_ids=[device] if device.type == "cuda" else None)
-        torch.manual_seed(options.seed + rank)  # each process its own dropout masks
+        def network() -> FasterRcnn:
+            """A network from the backbone's weights (a copy: the alternating scheme makes two)."""
+            sizes, ratios = options.rpn.anchor_sizes, options.rpn.anchor_ratios
+            return FasterRcnn(copy.deepcopy(backbone), len(dataset.classes), sizes, ratios).to(device)
 
-        def step(batch):
-            image, *rest = batch
-            loss, parts = runner(image.to(device, non_blocking=True), *rest)
-            return loss, dict(zip(JointLoss.PARTS, parts.tolist(), strict=True))
+        def train(model: FasterRcnn, step: _Step, proposals: list[np.ndarray] | None = None) -> None:
+            model.train_only(*step.trains)
+            loss = FasterLoss(model, options, rpn=step.rpn, head=step.head)
+            runner = stage.parallel(loss)
+            batches = ImageBatches(
+                dataset.images,
+                options,
+                proposals=proposals,
+                seed=options.seed,
+                rank=procs.rank,
+                world_size=procs.world_size,
+            )
 
-        stage.train(
-            model,
-            parameter_groups([(model, 1.0, 2.0)], options.weight_decay),
-            lambda start: iteration_batches(
-                batches, start, options.iterations, options.workers, device.type == "cuda", ahead=True
-            ),
-            step,
-            stamp={
-                "classes": list(dataset.classes),
-                "weights_file": str(weights_file),
-                "world_size": world_size,
-            },
-            description=f"training Faster R-CNN ({backbone.spec.name}, {world_size} x {device.type})",
-        )
-        digests = procs.gather(weight_digest(model))
-        if len(set(digests)) != 1:
-            raise RuntimeError(f"data-parallel ranks ended with different weights: {digests}")
+            def run_batch(batch):
+                image, *rest = batch
+                total, parts = runner(image.to(device, non_blocking=True), *rest)
+                return total, dict(zip(loss.parts, parts.tolist(), strict=True))
+
+            stage.train(
+                model,
+                parameter_groups([(model, 1.0, 2.0)], options.weight_decay),
+                lambda start: iteration_batches(
+                    batches, start, options.iterations, options.workers, device.type == "cuda", ahead=True
+                ),
+                run_batch,
+                stamp={**stamp, **({"step": step.name} if step.name else {})},
+                description=f"training {step.description} ({where})",
+                files=files.part(step.name) if step.name else None,
+            )
+
+        if options.scheme == "joint":
+            model = network()
+            train(model, JOINT)
+        else:
+            first, second, third, fourth = ALTERNATING
+            rpn_network = network()
+            train(rpn_network, first)
+            proposals = _training_proposals(rpn_network, dataset, options, procs, stage.progress)
+            model = network()
+            train(model, second, proposals)
+            train(model, third)
+            train(model, fourth, _training_proposals(model, dataset, options, procs, stage.progress))
+        digests = stage.agreed_weights(model)
         if stage.writer:
             classes = len(dataset.classes) + 1
             fold_target_normalisation(model, np.zeros((classes, 4)), np.tile(TARGET_STDS, (classes, 1)))
@@ -185,5 +259,36 @@ def finetune(
             "images": len(dataset.images),
             "objects": int(sum((~r.difficult).sum() for r in dataset.images)),
         },
-        results={"backbone": backbone.spec.name, "world_size": world_size, "rank_weight_digests": digests},
+        results={
+            "backbone": backbone.spec.name,
+            "world_size": procs.world_size,
+            "rank_weight_digests": digests,
+        },
     )
+
+
+def _training_proposals(
+    model: FasterRcnn,
+    dataset: Dataset,
+    options: FasterFinetuneOptions,
+    procs: Processes,
+    progress: Progress,
+) -> list[np.ndarray]:
+    """The RPN's proposals (K, 4) of every training image, on the original image, as the alternating
+    scheme's next step reads them (py-faster-rcnn writes them to a file; here they are made again on
+    resuming, from the same weights): at the test scale, the training counts before and after NMS. Each
+    process proposes its share of the images; every process returns all of them."""
+    rpn = options.rpn
+    layer = ProposalLayer(rpn.nms_iou, rpn.min_size, rpn.train_pre_nms, rpn.train_post_nms)
+    detector = FasterDetector(
+        model, options.resolved_test_scale, options.max_size, layer, procs.device, options.precision
+    )
+    shard = procs.shard(len(dataset.images))
+    found = []
+    shown = progress if procs.writer else SILENT
+    with shown.task("RPN proposals of the training images", len(shard), "img") as advance:
+        for index in shard:
+            boxes, _ = detector.proposals(*detector.conv5(read_image(dataset.images[index].path)))
+            found.append(boxes.cpu().numpy())
+            advance(1)
+    return [boxes for part in procs.gather(found) for boxes in part]

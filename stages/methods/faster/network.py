@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from stages.methods.faster.options import RpnOptions
 from stages.methods.faster.rpn import RegionProposalNetwork, anchor_shapes, grid_anchors, propose
@@ -74,10 +75,23 @@ class FasterRcnn(FastRcnn):
             min_size=min_size,
         )
 
-    def freeze_shared_layers(self) -> None:
-        """Freeze every conv layer: the alternating scheme's steps 3 and 4 tune only the RPN's own layers
-        or only Fast R-CNN's (section 3.2)."""
-        self.conv.requires_grad_(False)
+    def train_only(self, *parts: str) -> None:
+        """Leave only ``parts`` trainable: "conv" (less the layers Fast R-CNN freezes, section 4.5),
+        "rpn", "head" (fc6, fc7 and the two output layers). The alternating scheme trains two or one of
+        them a step (section 3.2)."""
+        modules: dict[str, list[nn.Module]] = {
+            "conv": [self.conv],
+            "rpn": [self.rpn],
+            "head": [self.fc6, self.fc7, self.scores, self.deltas],
+        }
+        unknown = set(parts) - modules.keys()
+        if unknown:
+            raise ValueError(f"no part {', '.join(sorted(unknown))} in Faster R-CNN")
+        self.requires_grad_(False)
+        for part in parts:
+            for module in modules[part]:
+                module.requires_grad_(True)
+        self.freeze_early_layers()
 
 
 def save_faster(path: Path, model: FasterRcnn, classes: Sequence[str], **meta: Any) -> None:

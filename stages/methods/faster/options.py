@@ -54,12 +54,17 @@ class RpnOptions:
         return len(self.anchor_sizes) * len(self.anchor_ratios)
 
 
+SCHEMES = ("joint", "alternating")
+"""Faster R-CNN's training schemes (section 3.2), ``FasterFinetuneOptions.scheme``."""
+
+
 @dataclass(frozen=True)
 class FasterFinetuneOptions(TrainingOptions):
     """Faster R-CNN training (section 3.2): SGD at 0.001 for 60k mini-batches, then 0.0001 for 20k, one
-    image a mini-batch at shorter side 600 (longer at most 1000), mirrored with probability 0.5; the RPN
-    (``rpn``) and Fast R-CNN's head on 128 of its proposals an image, a quarter foreground (IoU >= 0.5),
-    the rest background below 0.5 (py-faster-rcnn's joint training keeps background down to IoU 0)."""
+    image a mini-batch at shorter side 600 (longer at most 1000), mirrored with probability 0.5; by
+    approximate joint training or the 4-step alternating ``scheme``; the RPN (``rpn``) and Fast R-CNN's
+    head on 128 of its proposals an image, a quarter foreground (IoU >= 0.5), the rest background below
+    0.5 (py-faster-rcnn's joint training keeps background down to IoU 0)."""
 
     iterations: int = 80000
     learning_rate: float = 0.001
@@ -69,6 +74,11 @@ class FasterFinetuneOptions(TrainingOptions):
     )
     weights: str | None = option(
         None, help="Start from: RUN/backbone.pt (default), imagenet, random, or a weights file."
+    )
+    scheme: str = option(
+        "joint",
+        help="joint: approximate joint training (one network, the two losses summed); alternating: the "
+        "paper's 4 steps, each of --iterations.",
     )
     rpn: RpnOptions = field(default_factory=RpnOptions)
     rois_per_image: int = 128
@@ -88,6 +98,8 @@ class FasterFinetuneOptions(TrainingOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.scheme not in SCHEMES:
+            raise UserError(f"--scheme: {self.scheme!r} is not one of {', '.join(SCHEMES)}")
         checked_test_scale(self.scales, self.max_size, self.test_scale)
 
     @property
