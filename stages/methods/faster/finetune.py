@@ -29,7 +29,7 @@ from stages.methods.faster.detector import FasterDetector, ProposalLayer
 from stages.methods.faster.minibatches import ImageBatches
 from stages.methods.faster.network import NAME, FasterRcnn, save_faster
 from stages.methods.faster.options import FasterFinetuneOptions
-from stages.methods.faster.rpn import anchor_targets, rpn_loss
+from stages.methods.faster.rpn import anchor_targets, propose, rpn_loss
 from stages.networks.backbones import resolve_backbone
 from stages.networks.fast_rcnn import fold_target_normalisation, multitask_loss, pooling_rois
 from stages.networks.inputs import read_image
@@ -86,7 +86,8 @@ class FasterLoss(nn.Module):
         total, parts = torch.zeros((), device=image.device), dict[str, float]()
         if self.rpn:
             logits, deltas = model.rpn(conv5)
-            labels, targets = anchor_targets(model.anchors(conv5).cpu().numpy(), objects, size, rpn, rng)
+            anchors = model.anchors(conv5)
+            labels, targets = anchor_targets(anchors.cpu().numpy(), objects, size, rpn, rng)
             rpn_total, rpn_parts = rpn_loss(
                 logits[0],
                 deltas[0],
@@ -99,15 +100,16 @@ class FasterLoss(nn.Module):
             total, parts = total + rpn_total, {**parts, **rpn_parts}
         if self.head:
             if self.rpn:
-                with torch.no_grad():
-                    proposals, _ = model.proposals(
-                        conv5.detach(),
-                        size,
-                        pre_nms=rpn.train_pre_nms,
-                        post_nms=rpn.train_post_nms,
-                        nms_iou=rpn.nms_iou,
-                        min_size=rpn.min_size * float(factor),
-                    )
+                proposals, _ = propose(
+                    anchors,
+                    logits[0].detach(),
+                    deltas[0].detach(),
+                    size,
+                    pre_nms=rpn.train_pre_nms,
+                    post_nms=rpn.train_post_nms,
+                    nms_iou=rpn.nms_iou,
+                    min_size=rpn.min_size * float(factor),
+                )
             head_total, head_parts = self._head_loss(conv5, objects, gt_labels.cpu().numpy(), proposals, rng)
             total, parts = total + head_total, {**parts, **head_parts}
         return total, torch.tensor([parts[name] for name in self.parts])
