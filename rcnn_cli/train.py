@@ -103,7 +103,9 @@ def finetune(
     the cached pyramids of `rcnn extract-features --method spp`; 250k iterations at 1e-4, then 50k at 1e-5.
     Faster R-CNN: a region proposal network on Fast R-CNN's conv5, trained with it (approximate joint
     training: one image a mini-batch, 256 anchors for the RPN, 128 of its proposals for Fast R-CNN's head);
-    no proposals read; 60k iterations at 0.001, then 20k at 0.0001.
+    no proposals read; 60k iterations at 0.001, then 20k at 0.0001. --scheme alternating: the paper's 4
+    steps instead (RPN; Fast R-CNN on its proposals; the RPN's layers, then the head's, on a frozen shared
+    conv), each of --iterations, each checkpointed in RUN/faster/finetune/stepK/.
     Writes RUN/METHOD/finetune/model.pt, with checkpoint.pt and log.csv beside it; an interrupted run
     resumes (--resume, the default) unless --restart.
     Under torchrun, put `--` before `finetune` (torchrun would take --run for its --run-path).
@@ -119,6 +121,8 @@ def finetune(
       rcnn finetune --method spp --data data/demo --run runs/demo --iterations 2000
 
       rcnn finetune --method faster --data data/demo --run runs/demo --anchor-sizes 32,64,128,256
+
+      rcnn finetune --method faster --scheme alternating --data data/demo --run runs/alt --iterations 1000
     """
     from stages.datasets.formats import load_dataset
     from stages.runs.layout import RunLayout

@@ -193,8 +193,14 @@ def finetune(
 
         def network() -> FasterRcnn:
             """A network from the backbone's weights (a copy: the alternating scheme makes two)."""
-            sizes, ratios = options.rpn.anchor_sizes, options.rpn.anchor_ratios
-            return FasterRcnn(copy.deepcopy(backbone), len(dataset.classes), sizes, ratios).to(device)
+            rpn = options.rpn
+            return FasterRcnn(
+                copy.deepcopy(backbone),
+                len(dataset.classes),
+                rpn.anchor_sizes,
+                rpn.anchor_ratios,
+                rpn_conv_std=rpn.conv_init_std,
+            ).to(device)
 
         def train(model: FasterRcnn, step: _Step, proposals: list[np.ndarray] | None = None) -> None:
             model.train_only(*step.trains)

@@ -28,7 +28,8 @@ NAME = "faster"
 
 class FasterRcnn(FastRcnn):
     """Fast R-CNN's network (``forward(images, rois)``, ``conv5``, ``pool``, ``head``) and a region
-    proposal network (``rpn``) on its conv5 with anchors of ``anchor_sizes`` and ``anchor_ratios``."""
+    proposal network (``rpn``) on its conv5 with anchors of ``anchor_sizes`` and ``anchor_ratios``, its
+    3 x 3 conv started from N(0, ``rpn_conv_std``^2)."""
 
     anchor_shapes: torch.Tensor
 
@@ -39,12 +40,13 @@ class FasterRcnn(FastRcnn):
         anchor_sizes: Sequence[float] = RpnOptions.anchor_sizes,
         anchor_ratios: Sequence[float] = RpnOptions.anchor_ratios,
         ranks: tuple[int, int] | None = None,
+        rpn_conv_std: float = RpnOptions.conv_init_std,
     ):
         super().__init__(backbone, num_classes, ranks)
         self.anchor_sizes, self.anchor_ratios = tuple(anchor_sizes), tuple(anchor_ratios)
         shapes = anchor_shapes(self.anchor_sizes, self.anchor_ratios)
         self.register_buffer("anchor_shapes", shapes)
-        self.rpn = RegionProposalNetwork(self.spec.conv5_channels, len(shapes))
+        self.rpn = RegionProposalNetwork(self.spec.conv5_channels, len(shapes), rpn_conv_std)
 
     def anchors(self, conv5: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) conv5 -> (h w A, 4) anchors in the scaled image, in the RPN's output order."""

@@ -19,7 +19,9 @@ class RpnOptions:
     above ``positive_iou`` or an object's best, negative below ``negative_iou``; 256 anchors an image, at
     most half positive; loss weight lambda = 10. The proposal layer: boxes smaller than ``min_size`` px
     of the original image dropped, NMS at ``nms_iou``, the best ``*_pre_nms`` before it and ``*_post_nms``
-    after, in training and at test (py-faster-rcnn's 12000 / 2000 and 6000 / 300)."""
+    after, in training and at test (py-faster-rcnn's 12000 / 2000 and 6000 / 300). ``conv_init_std``: the
+    RPN's 3 x 3 conv starts from N(0, std^2), the paper's 0.01 (set for VGG16's conv5; a backbone whose
+    conv5 is far smaller, as ``tiny``'s, learns faster from a larger one: docs/measurements.md)."""
 
     anchor_sizes: tuple[int, ...] = option(
         (128, 256, 512), help="Anchor sizes: the square root of their areas, px of the scaled image."
@@ -31,6 +33,7 @@ class RpnOptions:
     positive_fraction: float = 0.5
     box_weight: float = 10.0
     box_beta: float = 1.0
+    conv_init_std: float = 0.01
     nms_iou: float = 0.7
     min_size: float = 16.0
     train_pre_nms: int = 12000
@@ -46,6 +49,8 @@ class RpnOptions:
         if not 0 <= self.negative_iou <= self.positive_iou <= 1:
             raise UserError("the RPN's IoU thresholds: 0 <= negative <= positive <= 1")
         counts = (self.train_pre_nms, self.train_post_nms, self.test_pre_nms, self.test_post_nms)
+        if self.conv_init_std <= 0:
+            raise UserError("the RPN's conv_init_std: a positive standard deviation, e.g. 0.01")
         if min(counts) < 1 or self.anchors_per_image < 1:
             raise UserError("--test-post-nms and the RPN's other counts: at least 1")
 

@@ -51,18 +51,19 @@ def grid_anchors(shapes: torch.Tensor, rows: int, columns: int, stride: int) -> 
 class RegionProposalNetwork(nn.Module):
     """A 3 x 3 conv with ReLU over conv5 (as many channels as conv5: 512 for VGG16, 256 for ZF), then two
     sibling 1 x 1 convs: an objectness logit and 4 box deltas for each of ``anchors_per_cell`` anchors.
-    New layers start from N(0, 0.01^2), biases 0 (section 3.1.3).
+    New layers start from N(0, 0.01^2), biases 0 (section 3.1.3); the 3 x 3 conv's weights from
+    N(0, ``conv_std``^2) when given (``RpnOptions.conv_init_std``).
 
     ``forward(conv5 (B, C, h, w))`` -> ``(logits (B, h w A), deltas (B, h w A, 4))`` in anchor order.
     """
 
-    def __init__(self, channels: int, anchors_per_cell: int):
+    def __init__(self, channels: int, anchors_per_cell: int, conv_std: float = 0.01):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 3, padding=1)
         self.objectness = nn.Conv2d(channels, anchors_per_cell, 1)
         self.deltas = nn.Conv2d(channels, 4 * anchors_per_cell, 1)
-        for layer in (self.conv, self.objectness, self.deltas):
-            nn.init.normal_(layer.weight, std=0.01)
+        for layer, std in ((self.conv, conv_std), (self.objectness, 0.01), (self.deltas, 0.01)):
+            nn.init.normal_(layer.weight, std=std)
             nn.init.zeros_(cast(torch.Tensor, layer.bias))
 
     def forward(self, conv5: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,6 +50,18 @@ def test_grid_anchors_match_a_loop_over_cells_and_torchvisions_generator():
     np.testing.assert_allclose(found - stride / 2, theirs, atol=0.5)
 
 
+def test_a_larger_conv_init_scales_the_conv_alone():
+    """``conv_init_std`` multiplies the 3 x 3 conv's draws; the other layers start where they would."""
+    torch.manual_seed(0)
+    paper = RegionProposalNetwork(8, 6)
+    torch.manual_seed(0)
+    larger = RegionProposalNetwork(8, 6, conv_std=0.3)
+    assert torch.allclose(larger.conv.weight, 30 * paper.conv.weight)
+    for name in ("objectness.weight", "deltas.weight", "conv.bias"):
+        assert torch.equal(larger.state_dict()[name], paper.state_dict()[name]), name
+    assert 0.25 < float(larger.conv.weight.detach().std()) < 0.35
+
+
 def test_the_networks_outputs_follow_the_anchors_order():
     torch.manual_seed(0)
     network = RegionProposalNetwork(8, 6).eval()
