@@ -272,6 +272,7 @@ class Method(ABC, Generic[FinetuneT]):
     def finetune_step(self, options: FinetuneT, shared: SharedSteps, after: tuple[StepKey, ...]) -> Step:
         """The fine-tuning step, after the steps ``after`` and the run's backbone where it starts from it."""
         files = self.files(shared.run).finetune
+        parts = [files.part(name) for name in options.training_parts]
         train = shared.train
         return Step(
             StepKey("finetune", self.name),
@@ -279,8 +280,8 @@ class Method(ABC, Generic[FinetuneT]):
             {"method": self.name, **asdict(options)},
             lambda ctx: self.finetune(ctx.dataset(train), ctx.run, options, progress=ctx.progress),
             after=(*after, *shared.backbone_for(options)),
-            partial=(files.checkpoint,),
-            stale=(files.checkpoint, files.log),
+            partial=(files.checkpoint, *(part.checkpoint for part in parts)),
+            stale=(files.checkpoint, files.log, *(part.checkpoint.parent for part in parts)),
             everywhere=self.finetunes_distributed,
         )
 

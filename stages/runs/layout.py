@@ -52,8 +52,7 @@ class TrainingFiles:
     def part(self, name: str) -> TrainingFiles:
         """The checkpoint and log of part ``name`` of a training in several parts, in ``name/`` beside
         this checkpoint; the parts end in this one model."""
-        folder = self.checkpoint.parent / name
-        return TrainingFiles(self.model, folder / "checkpoint.pt", folder / "log.csv")
+        return _training_files(self.model, self.checkpoint.parent / name)
 
 
 def _training_files(model: Path, folder: Path) -> TrainingFiles:

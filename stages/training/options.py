@@ -57,6 +57,12 @@ class TrainingOptions(Solver):
         """The solver's settings alone."""
         return Solver(**{f.name: getattr(self, f.name) for f in fields(Solver)})
 
+    @property
+    def training_parts(self) -> tuple[str, ...]:
+        """The trainings a stage runs one after another, each with its own checkpoint and log
+        (``TrainingFiles.part``); none where it trains once."""
+        return ()
+
     def resume_stamp(self) -> dict[str, Any]:
         """The options a checkpoint must have been made with to be continued, but the solver's, which
         ``train`` stamps itself."""

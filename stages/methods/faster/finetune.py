@@ -158,7 +158,8 @@ ALTERNATING = (
 """The 4-step alternating training (section 3.2): 1, the RPN from the backbone's weights; 2, a second
 network from the backbone's weights, Fast R-CNN on step 1's proposals; 3, step 2's network with its conv
 frozen, the RPN's layers alone; 4, the same conv still frozen, Fast R-CNN's layers alone on step 3's
-proposals. Steps 3 and 4 leave one network whose conv layers both share."""
+proposals. Steps 3 and 4 leave one network whose conv layers both share. Named as
+``FasterFinetuneOptions.training_parts`` names their folders."""
 
 
 def finetune(

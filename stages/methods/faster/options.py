@@ -62,6 +62,9 @@ class RpnOptions:
 SCHEMES = ("joint", "alternating")
 """Faster R-CNN's training schemes (section 3.2), ``FasterFinetuneOptions.scheme``."""
 
+ALTERNATING_STEPS = ("step1", "step2", "step3", "step4")
+"""The alternating scheme's four trainings, each with its checkpoint and log in a folder of its name."""
+
 
 @dataclass(frozen=True)
 class FasterFinetuneOptions(TrainingOptions):
@@ -110,6 +113,10 @@ class FasterFinetuneOptions(TrainingOptions):
     @property
     def resolved_test_scale(self) -> int:
         return checked_test_scale(self.scales, self.max_size, self.test_scale)
+
+    @property
+    def training_parts(self) -> tuple[str, ...]:
+        return ALTERNATING_STEPS if self.scheme == "alternating" else ()
 
 
 PROPOSER = "rpn"

@@ -10,11 +10,14 @@ import pytest
 import torch
 
 from stages.datasets.formats import load_dataset
+from stages.methods import METHODS
+from stages.methods.faster.finetune import ALTERNATING
 from stages.methods.faster.minibatches import ImageBatches
 from stages.methods.faster.network import FasterRcnn
 from stages.methods.faster.options import FasterFinetuneOptions
 from stages.networks.backbones import build_backbone
 from stages.runs.layout import RunLayout
+from stages.runs.steps import SharedSteps
 from tests.helpers import assert_one_line_error, rcnn
 
 
@@ -53,6 +56,19 @@ def test_given_proposals_are_scaled_and_mirrored_with_the_image(tiny_demo):
     assert flipped > 0  # some were mirrored
     plain = ImageBatches(dataset.images, replace(options, mirror=False))
     assert plain(0)[-1].shape == (0, 4)  # joint training's batches carry none
+
+
+def test_a_run_clears_and_resumes_every_step_of_the_alternating_scheme(tmp_path):
+    """``rcnn run`` sees an interrupted step's checkpoint, and clears every step's before starting over."""
+    options = FasterFinetuneOptions(scheme="alternating")
+    assert tuple(step.name for step in ALTERNATING) == options.training_parts
+    run = RunLayout(tmp_path)
+    step = METHODS["faster"].finetune_step(options, SharedSteps(run, "trainval", "test"), ())
+    files = run.method("faster").finetune
+    assert files.part("step3").checkpoint in step.partial
+    assert files.part("step3").checkpoint.parent in step.stale and files.checkpoint in step.stale
+    joint = METHODS["faster"].finetune_step(replace(options, scheme="joint"), SharedSteps(run, "a", "b"), ())
+    assert joint.partial == (files.checkpoint,)
 
 
 @pytest.mark.slow
