@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -85,14 +86,25 @@ class Evaluation:
         }
 
 
-def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07") -> float:
-    """AP from a PR curve (recall non-decreasing). voc07: mean of the best precision at recall >= t
-    for t in 0, 0.1, ..., 1; voc10: area under the precision envelope."""
+def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str = "voc07") -> Any:
+    """AP from a PR curve (recall non-decreasing), or from a stack of them along the last axis (B, K) ->
+    (B,). voc07: mean of the best precision at recall >= t for t in 0, 0.1, ..., 1; voc10: area under
+    the precision envelope."""
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
+    if recall.ndim > 1:
+        if metric == "voc07":  # the best precision at recall >= t: the envelope at the first such point
+            envelope = np.maximum.accumulate(precision[:, ::-1], axis=1)[:, ::-1]
+            thresholds = np.linspace(0, 1, 11)
+            points = np.zeros((len(recall), len(thresholds)))
+            for row, (curve, best) in enumerate(zip(recall, envelope, strict=True)):
+                first = np.searchsorted(curve, thresholds)
+                inside = first < len(curve)
+                points[row, inside] = best[first[inside]]
+            return points.mean(axis=-1)
+        return np.array([average_precision(r, p, metric) for r, p in zip(recall, precision, strict=True)])
     if metric == "voc07":
-        points = [precision[recall >= t].max(initial=0.0) for t in np.linspace(0, 1, 11)]
-        return float(np.mean(points))
+        return float(np.mean([precision[recall >= t].max(initial=0.0) for t in np.linspace(0, 1, 11)]))
     if metric == "voc10":
         r = np.concatenate([[0.0], recall, [1.0]])
         p = np.concatenate([[0.0], precision, [0.0]])
@@ -102,29 +114,62 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, metric: str = "
     raise UserError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
 
 
-def _match_class(
-    dataset: Dataset,
-    label: int,
-    image_ids: np.ndarray,
-    scores: np.ndarray,
-    boxes: np.ndarray,
-    iou_threshold: float,
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """Greedy matching of one class: (hit (D,), counted (D,) bool in score order, positives)."""
+@dataclass(frozen=True)
+class ClassMatches:
+    """One class's detections matched to its objects: for each detection that counts (not on a difficult
+    object), best score first, the index of its image in the split (K,) and whether it is a hit (K,);
+    and the class's non-difficult objects in each image of the split (N,)."""
+
+    images: np.ndarray
+    hit: np.ndarray
+    positives: np.ndarray
+
+    def curve(self, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(recall (K,), precision (K,)), with each image counted ``weights`` (N,) times (a bootstrap
+        resample; default once): a repeated image's detections and objects count as many times. With a
+        stack of weights (B, N), a stack of curves (B, K); a curve without positives has NaN recall."""
+        counts = np.ones(len(self.positives)) if weights is None else np.asarray(weights, np.float64)
+        each = counts[..., self.images]
+        tp = np.cumsum(each * self.hit, axis=-1)
+        fp = np.cumsum(each * ~self.hit, axis=-1)
+        positives = np.asarray(counts @ self.positives, dtype=np.float64)[..., None]
+        recall = np.divide(tp, positives, out=np.full(tp.shape, np.nan), where=positives > 0)
+        return recall, tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+
+
+def class_matches(dataset: Dataset, detections: Detections, iou_threshold: float = 0.5) -> list[ClassMatches]:
+    """Every class's detections on the split's images matched greedily to its objects (VOC's rule),
+    in the order of ``dataset.classes``."""
+    position = {r.image_id: i for i, r in enumerate(dataset.images)}
+    in_split = np.isin(detections.image_ids, list(position))
+    found = []
+    for label, name in enumerate(dataset.classes, start=1):
+        mine = in_split & (detections.classes == name)
+        image_ids, scores, boxes = detections.image_ids[mine], detections.scores[mine], detections.boxes[mine]
+        order = np.argsort(-scores, kind="stable")
+        hit, counted = _match_ranked(dataset, label, image_ids[order], boxes[order], iou_threshold)
+        ranked_images = np.array([position[i] for i in image_ids[order][counted]], dtype=np.int64)
+        positives = np.array([int((~r.difficult[r.labels == label]).sum()) for r in dataset.images])
+        found.append(ClassMatches(ranked_images, hit[counted], positives))
+    return found
+
+
+def _match_ranked(
+    dataset: Dataset, label: int, image_ids: np.ndarray, boxes: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy matching of one class's detections, best first: (hit (D,), counted (D,) bool)."""
     gt = {r.image_id: (r.boxes[r.labels == label], r.difficult[r.labels == label]) for r in dataset.images}
-    positives = sum(int((~difficult).sum()) for _, difficult in gt.values())
-    order = np.argsort(-scores, kind="stable")
     taken = {image_id: np.zeros(len(b), dtype=bool) for image_id, (b, _) in gt.items()}
-    hit = np.zeros(len(order), dtype=bool)
-    counted = np.ones(len(order), dtype=bool)
+    hit = np.zeros(len(image_ids), dtype=bool)
+    counted = np.ones(len(image_ids), dtype=bool)
     by_image: dict[str, list[int]] = {}
-    for rank, index in enumerate(order):
-        by_image.setdefault(image_ids[index], []).append(rank)
+    for rank, image_id in enumerate(image_ids.tolist()):
+        by_image.setdefault(image_id, []).append(rank)
     for image_id, ranks in by_image.items():  # one IoU matrix an image
         objects, difficult = gt[image_id]
         if not len(objects):
             continue
-        ious = box_iou(boxes[order[ranks]], objects)
+        ious = box_iou(boxes[ranks], objects)
         best = ious.argmax(axis=1)
         matched = ious[np.arange(len(ranks)), best] >= iou_threshold
         for rank, obj in zip(np.asarray(ranks)[matched].tolist(), best[matched].tolist(), strict=True):
@@ -133,7 +178,7 @@ def _match_class(
             elif not taken[image_id][obj]:
                 taken[image_id][obj] = True
                 hit[rank] = True
-    return hit, counted, positives
+    return hit, counted
 
 
 def evaluate(
@@ -172,22 +217,12 @@ def evaluate(
     if metric == "coco":
         return _coco(dataset, detections, untrained)
     results = []
-    for label, name in enumerate(dataset.classes, start=1):
-        mine = in_split & (detections.classes == name)
-        hit, counted, positives = _match_class(
-            dataset,
-            label,
-            detections.image_ids[mine],
-            detections.scores[mine],
-            detections.boxes[mine],
-            iou_threshold,
-        )
-        tp = np.cumsum(hit[counted])
-        fp = np.cumsum(~hit[counted])
-        recall = tp / positives if positives else np.full(len(tp), np.nan)
-        precision = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    for name, matches in zip(dataset.classes, class_matches(dataset, detections, iou_threshold), strict=True):
+        recall, precision = matches.curve()
+        positives = int(matches.positives.sum())
         ap = average_precision(recall, precision, metric) if positives else float("nan")
-        results.append(ClassResult(name, ap, positives, int(mine.sum()), recall, precision))
+        count = int((in_split & (detections.classes == name)).sum())
+        results.append(ClassResult(name, ap, positives, count, recall, precision))
     return Evaluation(metric, iou_threshold, tuple(results), untrained=untrained)
 
 

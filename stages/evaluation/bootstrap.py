@@ -1,0 +1,102 @@
+"""How sure an mAP is: a 95% interval by bootstrap over the test images (Efron and Tibshirani, "An
+Introduction to the Bootstrap", 1993, chapter 13: the percentile interval).
+
+The split's images are drawn with replacement, as many as it has, ``samples`` times (seeded); each draw is
+scored as the split is, an image drawn k times counting its detections and objects k times, and the
+interval is the 2.5th and 97.5th percentiles of the draws' APs and mAPs. Matching happens within an image,
+so each detection's hit or miss is found once (``class_matches``) and a draw only reweights the images
+(``ClassMatches.curve``). The interval measures the test set's sampling noise, not the training's: a
+retrained detector moves as well (``rcnn run --seeds``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from stages.core.errors import UserError
+from stages.datasets.records import Dataset
+from stages.detections.files import Detections
+from stages.evaluation.metrics import average_precision, class_matches
+
+SAMPLES = 1000
+"""Draws of the test images: enough for the 2.5th and 97.5th percentiles to settle within about 0.005."""
+
+CHUNK = 250_000
+"""Draws x detections scored at once: arrays of 2 MB, which stay in the cache."""
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """95% intervals: of the mAP ``(low, high)``, and of each class's AP by name (None: no positives)."""
+
+    map: tuple[float, float]
+    ap: dict[str, tuple[float, float] | None]
+    samples: int
+    seed: int
+
+    def to_json(self) -> dict:
+        """``{"map_ci95": [low, high], "ap_ci95": {class: [low, high] or null}, "bootstrap": {...}}``."""
+
+        def pair(found: tuple[float, float] | None) -> list[float] | None:
+            return None if found is None else [round(found[0], 6), round(found[1], 6)]
+
+        return {
+            "map_ci95": pair(self.map),
+            "ap_ci95": {name: pair(found) for name, found in self.ap.items()},
+            "bootstrap": {"samples": self.samples, "seed": self.seed, "over": "test images"},
+        }
+
+
+def bootstrap_intervals(
+    dataset: Dataset,
+    detections: Detections,
+    metric: str = "voc07",
+    iou_threshold: float = 0.5,
+    untrained: Sequence[str] = (),
+    samples: int = SAMPLES,
+    seed: int = 0,
+) -> Intervals:
+    """95% percentile intervals of every class's AP and of the mAP (over the trained classes with
+    positives in a draw, as ``Evaluation.map``) under ``metric``, voc07 or voc10."""
+    if metric not in ("voc07", "voc10"):
+        raise UserError(f"bootstrap intervals: the VOC metrics only, not {metric!r}")
+    if samples < 1:
+        raise UserError("bootstrap intervals: at least one sample")
+    images = len(dataset.images)
+    counts = np.random.default_rng(seed).multinomial(images, np.full(images, 1 / images), size=samples)
+    matches = class_matches(dataset, detections, iou_threshold)
+    aps = np.full((samples, len(matches)), np.nan)
+    for column, found in enumerate(matches):
+        for rows in np.array_split(np.arange(samples), max(1, samples * len(found.hit) // CHUNK)):
+            scored = counts[rows] @ found.positives > 0
+            drawn = rows[scored]
+            if len(drawn):
+                aps[drawn, column] = average_precision(*found.curve(counts[drawn]), metric)
+    trained = [i for i, name in enumerate(dataset.classes) if name not in set(untrained)]
+    means = _nanmean_rows(aps[:, trained])
+    return Intervals(
+        _percentiles(means) or (float("nan"), float("nan")),
+        {name: _percentiles(aps[:, i]) for i, name in enumerate(dataset.classes)},
+        samples,
+        seed,
+    )
+
+
+def _nanmean_rows(values: np.ndarray) -> np.ndarray:
+    """Each row's mean over its finite entries (NaN for a row without any)."""
+    finite = np.isfinite(values)
+    total = np.where(finite, values, 0.0).sum(axis=1)
+    kept = finite.sum(axis=1)
+    return np.divide(total, kept, out=np.full(len(values), np.nan), where=kept > 0)
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float] | None:
+    """The 2.5th and 97.5th percentiles of the finite ``values``; None without any."""
+    finite = values[np.isfinite(values)]
+    if not len(finite):
+        return None
+    low, high = np.percentile(finite, [2.5, 97.5])
+    return float(low), float(high)
