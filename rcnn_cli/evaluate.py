@@ -29,6 +29,7 @@ from rcnn_cli.options import (
 from stages.methods import get_method
 
 if TYPE_CHECKING:
+    from stages.evaluation.bootstrap import Intervals
     from stages.evaluation.metrics import Evaluation
 
 
@@ -78,6 +79,8 @@ def evaluate(
     from stages.core.atomic import write_json
     from stages.datasets.formats import load_dataset
     from stages.detections.files import read_detections
+    from stages.evaluation.bootstrap import METRICS as BOOTSTRAPPED
+    from stages.evaluation.bootstrap import bootstrap_intervals
     from stages.evaluation.metrics import evaluate as run_evaluation
     from stages.evaluation.metrics import save_evaluation
     from stages.inference.evaluate import evaluate_run
@@ -99,7 +102,7 @@ def evaluate(
             progress=RichProgress(),
         )
         label = chosen.row_label(chosen.variant(compressed))
-        print_results(result.evaluation, f"{label} on {split}: {result.detections_path}")
+        print_results(result.evaluation, f"{label} on {split}: {result.detections_path}", result.intervals)
         out.print(f"test time: {result.seconds_per_image:.3f} s an image")
         if result.without_box_regression is not None:
             out.print(f"mAP without box regression: {result.without_box_regression.map:.3f}")
@@ -109,31 +112,52 @@ def evaluate(
                 f"(average recall, IoU 0.5 to 0.95: {curves.average('300'):.3f})"
             )
         if out_file is not None:
-            write_json(out_file, result.evaluation.to_json())
+            extra = result.intervals.to_json() if result.intervals else {}
+            write_json(out_file, {**result.evaluation.to_json(), **extra})
         out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")
     elif detections is not None and run is None:
         dataset = load_dataset(data, split, parse_classes(classes), format=layout_name(layout))
-        results = run_evaluation(dataset, read_detections(detections), metric)
+        found = read_detections(detections)
+        results = run_evaluation(dataset, found, metric)
+        intervals = (
+            bootstrap_intervals(dataset, found, results.metric) if results.metric in BOOTSTRAPPED else None
+        )
         plot = plot or (out_file or detections).with_suffix(".pr.png")
-        save_evaluation(results, out_file, plot)
-        print_results(results, f"{split}: {detections}")
+        save_evaluation(results, out_file, plot, intervals.to_json() if intervals else {})
+        print_results(results, f"{split}: {detections}", intervals)
         out.print(f"PR curves: {plot}")
     else:
         raise typer.BadParameter("give either --detections FILE, or --run RUN with --method")
 
 
-def print_results(results: Evaluation, title: str) -> None:
-    """Per-class AP table with the mAP as its last row."""
+def print_results(results: Evaluation, title: str, intervals: Intervals | None = None) -> None:
+    """Per-class AP table with the mAP as its last row; with ``intervals``, a column of their 95%
+    intervals over the test images."""
     table = Table(title=title)
     table.add_column("class")
-    for column in ("AP", "positives", "detections"):
+    for column in ("AP", *(["95% interval"] if intervals else []), "positives", "detections"):
         table.add_column(column, justify="right")
     untrained = set(results.untrained)
+
+    def spread(found: tuple[float, float] | None) -> tuple[str, ...]:
+        if intervals is None:
+            return ()
+        return ("-" if found is None else f"{found[0]:.3f}-{found[1]:.3f}",)
+
     for c in results.classes:
         name = escape(c.name) + (" [dim](not trained)[/]" if c.name in untrained else "")
-        table.add_row(name, "-" if math.isnan(c.ap) else f"{c.ap:.3f}", str(c.positives), str(c.detections))
-    table.add_row(f"[bold]mAP ({results.metric})[/]", f"[bold]{results.map:.3f}[/]", "", "")
+        ap = "-" if math.isnan(c.ap) else f"{c.ap:.3f}"
+        found = intervals.ap.get(c.name) if intervals else None
+        table.add_row(name, ap, *spread(found), str(c.positives), str(c.detections))
+    mean = intervals.map if intervals else None
+    table.add_row(f"[bold]mAP ({results.metric})[/]", f"[bold]{results.map:.3f}[/]", *spread(mean), "", "")
     out.print(table)
+    if intervals:
+        out.print(
+            f"95% intervals: bootstrap over the split's images ({intervals.samples} draws, seed "
+            f"{intervals.seed}); a retrained detector moves as well",
+            soft_wrap=True,
+        )
     if untrained:
         out.print(
             f"not in the mAP: {escape(', '.join(results.untrained))}, with no object in the training split",

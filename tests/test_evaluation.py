@@ -268,3 +268,21 @@ def test_class_names_in_any_script_are_drawn_or_said_once_never_as_raw_warnings(
         assert len(said) == 1 and "枯树, 活的树" in said[0]
     again = rcnn("evaluate", *on, "--out", tmp_path / "again.json")
     assert "no installed font" not in again.output  # once a process
+
+
+def test_evaluate_gives_each_ap_and_the_map_a_95_percent_interval(scene, tmp_path):
+    found = detections(
+        [
+            ("a", "aaa", 0.9, [0, 0, 10, 10]),
+            ("a", "bbb", 0.8, [20, 0, 30, 10]),
+            ("b", "bbb", 0.7, [0, 0, 5, 5]),
+        ]
+    )
+    write_detections(tmp_path / "d.json", found)
+    on = ("--data", scene.root, "--split", "train", "--detections", tmp_path / "d.json")
+    result = rcnn("evaluate", *on, "--classes", "aaa,bbb,ccc,ddd", "--out", tmp_path / "r.json")
+    assert result.exit_code == 0 and "95% interval" in result.output, result.output
+    written = json.loads((tmp_path / "r.json").read_text())
+    low, high = written["map_ci95"]
+    assert low <= written["map"] <= high and written["bootstrap"]["samples"] == 1000
+    assert set(written["ap_ci95"]) == {"aaa", "bbb", "ccc", "ddd"}

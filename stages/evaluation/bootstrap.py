@@ -21,6 +21,10 @@ from stages.datasets.records import Dataset
 from stages.detections.files import Detections
 from stages.evaluation.metrics import average_precision, class_matches
 
+METRICS = ("voc07", "voc10")
+"""The metrics a bootstrap interval is drawn for: COCO's averages over IoUs and sizes in pycocotools are
+not reweighted here yet."""
+
 SAMPLES = 1000
 """Draws of the test images: enough for the 2.5th and 97.5th percentiles to settle within about 0.005."""
 
@@ -61,7 +65,7 @@ def bootstrap_intervals(
 ) -> Intervals:
     """95% percentile intervals of every class's AP and of the mAP (over the trained classes with
     positives in a draw, as ``Evaluation.map``) under ``metric``, voc07 or voc10."""
-    if metric not in ("voc07", "voc10"):
+    if metric not in METRICS:
         raise UserError(f"bootstrap intervals: the VOC metrics only, not {metric!r}")
     if samples < 1:
         raise UserError("bootstrap intervals: at least one sample")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,10 +253,13 @@ def _coco(dataset: Dataset, detections: Detections, untrained: tuple[str, ...]) 
     return Evaluation("coco", 0.5, tuple(results), summary, untrained)
 
 
-def save_evaluation(evaluation: Evaluation, json_path: Path | None, plot_path: Path | None) -> None:
-    """Write the results JSON and the PR curves PNG (either may be None), atomically."""
+def save_evaluation(
+    evaluation: Evaluation, json_path: Path | None, plot_path: Path | None, extra: Mapping[str, Any] = {}
+) -> None:
+    """Write the results JSON (with ``extra`` fields) and the PR curves PNG (either may be None),
+    atomically."""
     if json_path is not None:
-        write_json(json_path, evaluation.to_json())
+        write_json(json_path, {**evaluation.to_json(), **extra})
     if plot_path is not None:
         plot_pr_curves(evaluation, plot_path)
 

@@ -19,6 +19,8 @@ from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset, ImageRecord
 from stages.detections.files import detections_of, write_detections
 from stages.detections.postprocess import DetectOptions, ImageDetections
+from stages.evaluation.bootstrap import METRICS as BOOTSTRAPPED
+from stages.evaluation.bootstrap import Intervals, bootstrap_intervals
 from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves
 from stages.methods.base import PLAIN, ImageResult, Method, Variant
 from stages.networks.precision import check_supported
@@ -33,7 +35,8 @@ log = logging.getLogger("rcnn")
 class RunEvaluation:
     """A method's results on a split: with box regression (when trained) and without; test time an image
     (for Fast R-CNN also its conv and fc parts); for a method whose network proposes, its proposals'
-    recall (``proposal_recall``)."""
+    recall (``proposal_recall``); the 95% intervals of its APs and mAP over the test images (the VOC
+    metrics: ``stages.evaluation.bootstrap``)."""
 
     evaluation: Evaluation
     without_box_regression: Evaluation | None
@@ -43,6 +46,7 @@ class RunEvaluation:
     seconds_per_image: float
     timing: dict[str, float] | None = None
     proposal_recall: RecallCurves | None = None
+    intervals: Intervals | None = None
 
 
 def evaluate_run(
@@ -164,6 +168,9 @@ def _score(
     untrained = _untrained(method, run, dataset)
     evaluation = evaluate(dataset, primary, metric, untrained=untrained)
     metric = evaluation.metric
+    intervals = (
+        bootstrap_intervals(dataset, primary, metric, untrained=untrained) if metric in BOOTSTRAPPED else None
+    )
     without = (
         None
         if regressed is None
@@ -195,6 +202,7 @@ def _score(
         "split": dataset.split,
         "box_regression": regressed is not None,
         "map_without_box_regression": None if without is None else round(without.map, 6),
+        **(intervals.to_json() if intervals else {}),
         "seconds_per_image": round(seconds_per_image, 4),
         **({f"{k}_seconds_per_image": round(v, 4) for k, v in timing.items()} if timing else {}),
         **({"proposal_recall": curves.to_json()} if curves else {}),
@@ -227,10 +235,22 @@ def _score(
         options=made_with,
         inputs=inputs,
         seconds=time.perf_counter() - scoring,
-        results={"map": results["map"], "map_without_box_regression": results["map_without_box_regression"]},
+        results={
+            "map": results["map"],
+            "map_ci95": results.get("map_ci95"),
+            "map_without_box_regression": results["map_without_box_regression"],
+        },
     )
     return RunEvaluation(
-        evaluation, without, detections_path, results_path, plot_path, seconds_per_image, timing, curves
+        evaluation,
+        without,
+        detections_path,
+        results_path,
+        plot_path,
+        seconds_per_image,
+        timing,
+        curves,
+        intervals,
     )
 
 

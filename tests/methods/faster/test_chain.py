@@ -65,6 +65,7 @@ def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, mon
     assert fitted["map"] - 0.15 <= svd["map"] <= fitted["map"] + 0.05, (fitted["map"], svd["map"])
     for part in ("conv", "proposals", "fc"):
         assert plain[f"{part}_seconds_per_image"] > 0, part
+    assert plain["map_ci95"][0] <= plain["map"] <= plain["map_ci95"][1]  # over the test images
     recall = plain["proposal_recall"]  # the RPN's 2,000 best an image, of which the head scored 300
     assert 300 < recall["boxes_per_image"] <= 2000 and set(recall["recall"]) == {"300", "1000", "2000", "all"}
     assert recall["recall"]["300"] <= recall["recall"]["2000"] == recall["recall"]["all"]
