@@ -82,20 +82,22 @@ def print_report(found: RunReport, title: str) -> None:
     varying = [name for name, values in shared.items() if len(values) > 1]
     for name in varying:
         results.add_column(name)
-    for column in ("mAP", "without\nbox reg.", "test\ns/image", "with\nproposals", "training\ns"):
+    for column in ("mAP", "95%\ninterval", "without\nbox reg.", "test\ns/image", "with\nproposals"):
         results.add_column(column, justify="right")
+    results.add_column("training\ns", justify="right")
     for r in rows:
         results.add_row(
             r.label,
             *(getattr(r, name) for name in varying),
             _score(r.map),
+            "" if r.map_ci95 is None else f"{r.map_ci95[0]:.2f}-{r.map_ci95[1]:.2f}",
             _score(r.map_without_box_regression),
             _number(r.test_seconds_per_image, 3),
             _number(r.test_seconds_with_proposals, 3),
             _number(r.training_seconds, 0),
         )
     if not rows:
-        results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", *[""] * 5)
+        results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", *[""] * 6)
     out.print(results)
     if found.proposals:
         proposals = compact_table("proposals")

@@ -4,6 +4,7 @@ run (evaluations, detections, logs, manifests and a grid picture), no training n
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from stages.core.atomic import write_json
 from stages.datasets.formats import load_dataset
 from stages.detections.files import Detections, write_detections
+from stages.evaluation.bootstrap import bootstrap_intervals
 from stages.evaluation.metrics import evaluate
 from stages.methods import METHODS
 from stages.proposals.propose import write_proposals
@@ -72,6 +74,7 @@ def _write_evaluation(run: RunLayout, method: str, dataset, shift: float, compre
             "split": "test",
             "box_regression": True,
             "map_without_box_regression": round(evaluation.map - 0.01, 6),
+            **bootstrap_intervals(dataset, detections, samples=50).to_json(),
             "seconds_per_image": 0.05 if compressed else 0.08,
         },
     )
@@ -139,6 +142,9 @@ def test_the_page_is_one_self_contained_file(run_folder, tmp_path):
         assert f"{label}</th>" in page
     assert "left out" not in page  # the PR curves were scored again from the detections
     assert "paper mAP" not in page and "table 4" not in page
+    fast = json.loads(RunLayout(run_folder).method("fast").results("test").read_text())
+    low, high = fast["map_ci95"]
+    assert f'<td class="num">{low:.3f} to {high:.3f}</td>' in page and "by bootstrap over the test" in page
 
 
 def test_paper_figures_from_the_runs_config(run_folder, dataset_root, tmp_path):

@@ -42,6 +42,8 @@ class MethodResult:
     """Classes with no object in the training split: scored, left out of the mAP."""
     test_seconds_with_proposals: float | None = None
     """Test seconds an image with the proposals' own (``Method.test_seconds_with_proposals``)."""
+    map_ci95: tuple[float, float] | None = None
+    """The mAP's 95% interval by bootstrap over the test images (``stages.evaluation.bootstrap``)."""
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,10 @@ def _read(path: Path) -> dict:
         raise UserError(f"{path}: unreadable ({exc})") from None
 
 
+def _pair(found: list[float] | None) -> tuple[float, float] | None:
+    return None if not found else (float(found[0]), float(found[1]))
+
+
 def report(run: RunLayout) -> RunReport:
     """Collect the results and stage timings recorded in ``run``, methods in the lineage's order."""
     if not run.root.is_dir():
@@ -126,6 +132,7 @@ def report(run: RunLayout) -> RunReport:
                 tuple(content.get("ap", {}).items()),
                 tuple(content.get("untrained_classes", ())),
                 method.test_seconds_with_proposals(run, split, content),
+                _pair(content.get("map_ci95")),
             )
             found.append((split, method.variants.index(variant), result))
             if (curves := content.get("proposal_recall")) and variant == PLAIN:

@@ -85,6 +85,8 @@ def test_the_faster_rcnn_chain_learns_its_training_split(tiny_run, tmp_path, mon
     assert result.exit_code == 0 and "line.png: 0 detections from 0 proposals" in said, result.output
     result = rcnn("report", "--run", run)
     assert result.exit_code == 0 and "Faster R-CNN + SVD" in result.output, result.output
+    low, high = plain["map_ci95"]
+    assert f"{low:.2f}-{high:.2f}" in result.output  # the interval the evaluation wrote
     assert "proposal recall" in result.output and "Faster R-CNN's own" in result.output
     found = report(RunLayout(run))
     tested = next(r for r in found.results if r.label == "Faster R-CNN" and r.split == "test")
