@@ -139,7 +139,9 @@ class FasterLoss(nn.Module):
 
 @dataclass(frozen=True)
 class _Step:
-    """One training of the network: what it trains and where its checkpoint and log go."""
+    """One training of a network: its losses (``rpn``, ``head``), the parts it trains
+    (``FasterRcnn.train_only``) and the folder of its checkpoint and log beside the model (``name``;
+    empty: the stage's own)."""
 
     name: str
     description: str
