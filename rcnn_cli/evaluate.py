@@ -79,7 +79,6 @@ def evaluate(
     from stages.core.atomic import write_json
     from stages.datasets.formats import load_dataset
     from stages.detections.files import read_detections
-    from stages.evaluation.bootstrap import METRICS as BOOTSTRAPPED
     from stages.evaluation.bootstrap import bootstrap_intervals
     from stages.evaluation.metrics import evaluate as run_evaluation
     from stages.evaluation.metrics import save_evaluation
@@ -117,11 +116,8 @@ def evaluate(
         out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")
     elif detections is not None and run is None:
         dataset = load_dataset(data, split, parse_classes(classes), format=layout_name(layout))
-        found = read_detections(detections)
-        results = run_evaluation(dataset, found, metric)
-        intervals = (
-            bootstrap_intervals(dataset, found, results.metric) if results.metric in BOOTSTRAPPED else None
-        )
+        results = run_evaluation(dataset, read_detections(detections), metric)
+        intervals = bootstrap_intervals(results)
         plot = plot or (out_file or detections).with_suffix(".pr.png")
         save_evaluation(results, out_file, plot, intervals.to_json() if intervals else {})
         print_results(results, f"{split}: {detections}", intervals)

@@ -100,9 +100,9 @@ def test_one_draw_of_every_image_once_is_the_split_itself():
 def test_intervals_are_seeded_and_bracket_the_split_s_figures():
     dataset, found = random_split(3, images=40)
     split = evaluate(dataset, found)
-    first = bootstrap_intervals(dataset, found, samples=300, seed=1)
-    assert first == bootstrap_intervals(dataset, found, samples=300, seed=1)
-    assert first != bootstrap_intervals(dataset, found, samples=300, seed=2)
+    first = bootstrap_intervals(split, samples=300, seed=1)
+    assert first is not None and first == bootstrap_intervals(split, samples=300, seed=1)
+    assert first != bootstrap_intervals(split, samples=300, seed=2)
     assert first.map[0] < split.map < first.map[1]
     for result in split.classes:
         low, high = first.ap[result.name]
@@ -122,13 +122,15 @@ def test_a_class_without_positives_has_no_interval_and_untrained_ones_leave_the_
     )  # fmt: skip
     without = Dataset(dataset.root, "test", CLASSES, records, annotated=True)
     cut = Detections(found.image_ids[keep], found.classes[keep], found.scores[keep], found.boxes[keep])
-    found_intervals = bootstrap_intervals(without, cut, samples=100)
-    assert found_intervals.ap["ccc"] is None and found_intervals.to_json()["ap_ci95"]["ccc"] is None
-    alone = bootstrap_intervals(dataset, found, samples=100, untrained=("aaa", "bbb"))
-    assert alone.map == alone.ap["ccc"]  # the mean of one class is that class
+    found_intervals = bootstrap_intervals(evaluate(without, cut), samples=100)
+    assert found_intervals is not None and found_intervals.ap["ccc"] is None
+    assert found_intervals.to_json()["ap_ci95"]["ccc"] is None
+    alone = bootstrap_intervals(evaluate(dataset, found, untrained=("aaa", "bbb")), samples=100)
+    assert alone is not None and alone.map == alone.ap["ccc"]  # the mean of one class is that class
 
 
-def test_coco_s_metric_is_refused():
+def test_coco_s_metric_has_none_and_a_draw_needs_a_sample():
     dataset, found = random_split(0)
-    with pytest.raises(UserError, match="VOC metrics"):
-        bootstrap_intervals(dataset, found, "coco")
+    assert bootstrap_intervals(evaluate(dataset, found, "coco")) is None  # pycocotools' averages
+    with pytest.raises(UserError, match="at least one sample"):
+        bootstrap_intervals(evaluate(dataset, found), samples=0)

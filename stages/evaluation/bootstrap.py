@@ -3,27 +3,24 @@ Introduction to the Bootstrap", 1993, chapter 13: the percentile interval).
 
 The split's images are drawn with replacement, as many as it has, ``samples`` times (seeded); each draw is
 scored as the split is, an image drawn k times counting its detections and objects k times, and the
-interval is the 2.5th and 97.5th percentiles of the draws' APs and mAPs. Matching happens within an image,
-so each detection's hit or miss is found once (``class_matches``) and a draw only reweights the images
-(``ClassMatches.curve``). The interval measures the test set's sampling noise, not the training's: a
-retrained detector moves as well (``rcnn run --seeds``).
+interval is the 2.5th and 97.5th percentiles of the draws' APs and mAPs. Matching happens within an
+image, so each detection's hit or miss is found once, by the evaluation (``ClassResult.matches``), and a
+draw only reweights the images (``ClassMatches.curve``). The interval measures the test set's sampling
+noise, not the training's: a detector trained again with another seed moves as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from stages.core.errors import UserError
-from stages.datasets.records import Dataset
-from stages.detections.files import Detections
-from stages.evaluation.metrics import average_precision, class_matches
+from stages.evaluation.metrics import Evaluation, average_precision
 
 METRICS = ("voc07", "voc10")
 """The metrics a bootstrap interval is drawn for: COCO's averages over IoUs and sizes in pycocotools are
-not reweighted here yet."""
+not reweighted here."""
 
 SAMPLES = 1000
 """Draws of the test images: enough for the 2.5th and 97.5th percentiles to settle within about 0.005."""
@@ -54,36 +51,29 @@ class Intervals:
         }
 
 
-def bootstrap_intervals(
-    dataset: Dataset,
-    detections: Detections,
-    metric: str = "voc07",
-    iou_threshold: float = 0.5,
-    untrained: Sequence[str] = (),
-    samples: int = SAMPLES,
-    seed: int = 0,
-) -> Intervals:
+def bootstrap_intervals(evaluation: Evaluation, samples: int = SAMPLES, seed: int = 0) -> Intervals | None:
     """95% percentile intervals of every class's AP and of the mAP (over the trained classes with
-    positives in a draw, as ``Evaluation.map``) under ``metric``, voc07 or voc10."""
-    if metric not in METRICS:
-        raise UserError(f"bootstrap intervals: the VOC metrics only, not {metric!r}")
+    positives in a draw, as ``Evaluation.map``) of a VOC-metric ``evaluation``, from the matches it
+    kept; None for COCO's metric, whose averages pycocotools makes (not reweighted here)."""
     if samples < 1:
         raise UserError("bootstrap intervals: at least one sample")
-    images = len(dataset.images)
+    kept = [c.matches for c in evaluation.classes]
+    matches = [m for m in kept if m is not None]
+    if evaluation.metric not in METRICS or not matches or len(matches) < len(kept):
+        return None
+    images = len(matches[0].positives)
     counts = np.random.default_rng(seed).multinomial(images, np.full(images, 1 / images), size=samples)
-    matches = class_matches(dataset, detections, iou_threshold)
     aps = np.full((samples, len(matches)), np.nan)
     for column, found in enumerate(matches):
         for rows in np.array_split(np.arange(samples), max(1, samples * len(found.hit) // CHUNK)):
-            scored = counts[rows] @ found.positives > 0
-            drawn = rows[scored]
+            drawn = rows[counts[rows] @ found.positives > 0]
             if len(drawn):
-                aps[drawn, column] = average_precision(*found.curve(counts[drawn]), metric)
-    trained = [i for i, name in enumerate(dataset.classes) if name not in set(untrained)]
-    means = _nanmean_rows(aps[:, trained])
+                aps[drawn, column] = average_precision(*found.curve(counts[drawn]), evaluation.metric)
+    names = [c.name for c in evaluation.classes]
+    trained = [i for i, name in enumerate(names) if name not in set(evaluation.untrained)]
     return Intervals(
-        _percentiles(means) or (float("nan"), float("nan")),
-        {name: _percentiles(aps[:, i]) for i, name in enumerate(dataset.classes)},
+        _percentiles(_nanmean_rows(aps[:, trained])) or (float("nan"), float("nan")),
+        {name: _percentiles(aps[:, i]) for i, name in enumerate(names)},
         samples,
         seed,
     )

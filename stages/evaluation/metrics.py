@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,9 @@ def default_metric(dataset_format: str) -> str:
 
 @dataclass(frozen=True)
 class ClassResult:
-    """One class: AP (NaN without positives), positives, detections, and the PR curve (D,) arrays."""
+    """One class: AP (NaN without positives), positives, detections, and the PR curve (D,) arrays; under
+    the VOC metrics also its detections' ``matches``, from which a bootstrap draws
+    (``stages.evaluation.bootstrap``)."""
 
     name: str
     ap: float
@@ -45,6 +47,7 @@ class ClassResult:
     detections: int
     recall: np.ndarray
     precision: np.ndarray
+    matches: ClassMatches | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -222,7 +225,7 @@ def evaluate(
         positives = int(matches.positives.sum())
         ap = average_precision(recall, precision, metric) if positives else float("nan")
         count = int((in_split & (detections.classes == name)).sum())
-        results.append(ClassResult(name, ap, positives, count, recall, precision))
+        results.append(ClassResult(name, ap, positives, count, recall, precision, matches))
     return Evaluation(metric, iou_threshold, tuple(results), untrained=untrained)
 
 

@@ -19,7 +19,6 @@ from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset, ImageRecord
 from stages.detections.files import detections_of, write_detections
 from stages.detections.postprocess import DetectOptions, ImageDetections
-from stages.evaluation.bootstrap import METRICS as BOOTSTRAPPED
 from stages.evaluation.bootstrap import Intervals, bootstrap_intervals
 from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves
 from stages.methods.base import PLAIN, ImageResult, Method, Variant
@@ -168,9 +167,7 @@ def _score(
     untrained = _untrained(method, run, dataset)
     evaluation = evaluate(dataset, primary, metric, untrained=untrained)
     metric = evaluation.metric
-    intervals = (
-        bootstrap_intervals(dataset, primary, metric, untrained=untrained) if metric in BOOTSTRAPPED else None
-    )
+    intervals = bootstrap_intervals(evaluation)
     without = (
         None
         if regressed is None
