@@ -76,7 +76,6 @@ def evaluate(
 
       rcnn evaluate --data data/demo --split test --detections dets.json --out results.json
     """
-    from stages.core.atomic import write_json
     from stages.datasets.formats import load_dataset
     from stages.detections.files import read_detections
     from stages.evaluation.bootstrap import bootstrap_intervals
@@ -110,9 +109,8 @@ def evaluate(
                 f"its proposals find {curves.at(0.5, '300'):.3f} of the objects at IoU 0.5 with 300 an image "
                 f"(average recall, IoU 0.5 to 0.95: {curves.average('300'):.3f})"
             )
-        if out_file is not None:
-            extra = result.intervals.to_json() if result.intervals else {}
-            write_json(out_file, {**result.evaluation.to_json(), **extra})
+        extra = result.intervals.to_json() if result.intervals else {}
+        save_evaluation(result.evaluation, out_file, None, extra)
         out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")
     elif detections is not None and run is None:
         dataset = load_dataset(data, split, parse_classes(classes), format=layout_name(layout))

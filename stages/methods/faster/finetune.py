@@ -64,7 +64,7 @@ class FasterLoss(nn.Module):
         self, model: FasterRcnn, options: FasterFinetuneOptions, *, rpn: bool = True, head: bool = True
     ):
         super().__init__()
-        self.model, self.options, self.rpn, self.head = model, options, rpn, head
+        self.model, self.options, self.with_rpn, self.with_head = model, options, rpn, head
         self.parts = ("rpn_cls_loss", "rpn_box_loss") * rpn + ("cls_loss", "box_loss", "accuracy") * head
         self.matcher = Matcher(options.foreground_iou, options.background_iou)
         self.sampler = BalancedSampler(options.rois_per_image, options.foreground_fraction, replace=False)
@@ -84,7 +84,7 @@ class FasterLoss(nn.Module):
         objects = gt_boxes.cpu().numpy()
         conv5 = model.conv5(image)
         total, parts = torch.zeros((), device=image.device), dict[str, float]()
-        if self.rpn:
+        if self.with_rpn:
             logits, deltas = model.rpn(conv5)
             anchors = model.anchors(conv5)
             labels, targets = anchor_targets(anchors.cpu().numpy(), objects, size, rpn, rng)
@@ -98,8 +98,8 @@ class FasterLoss(nn.Module):
                 rpn.box_beta,
             )
             total, parts = total + rpn_total, {**parts, **rpn_parts}
-        if self.head:
-            if self.rpn:
+        if self.with_head:
+            if self.with_rpn:
                 proposals, _ = propose(
                     anchors,
                     logits[0].detach(),
@@ -243,6 +243,7 @@ def finetune(
             rpn_network = network()
             train(rpn_network, first)
             proposals = _training_proposals(rpn_network, dataset, options, procs, stage.progress)
+            del rpn_network  # its proposals are all step 2 reads of it
             model = network()
             train(model, second, proposals)
             train(model, third)
