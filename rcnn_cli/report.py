@@ -13,7 +13,7 @@ from rcnn_cli.console import compact_table, out
 from rcnn_cli.options import DEFAULT_RUN
 
 if TYPE_CHECKING:
-    from stages.report.summary import ProposerRecall, RunReport
+    from stages.report.summary import ProposerRecall, RunReport, SeedSpread
 
 
 def _score(value: float | None) -> str:
@@ -82,14 +82,19 @@ def print_report(found: RunReport, title: str) -> None:
     varying = [name for name, values in shared.items() if len(values) > 1]
     for name in varying:
         results.add_column(name)
-    for column in ("mAP", "95%\ninterval", "without\nbox reg.", "test\ns/image", "with\nproposals"):
+    spreads = {(s.method, s.variant, s.split): s for s in found.seeds}
+    seeds = max((len(s.maps) for s in found.seeds), default=0)
+    columns = ["mAP", *([f"{seeds} seeds\nmean ± std"] if seeds else []), "95%\ninterval"]
+    for column in (*columns, "without\nbox reg.", "test\ns/image", "with\nproposals"):
         results.add_column(column, justify="right")
     results.add_column("training\ns", justify="right")
     for r in rows:
+        spread = spreads.get((r.method, r.variant, r.split))
         results.add_row(
             r.label,
             *(getattr(r, name) for name in varying),
             _score(r.map),
+            *([_spread(spread)] if seeds else []),
             "" if r.map_ci95 is None else f"{r.map_ci95[0]:.2f}-{r.map_ci95[1]:.2f}",
             _score(r.map_without_box_regression),
             _number(r.test_seconds_per_image, 3),
@@ -99,6 +104,8 @@ def print_report(found: RunReport, title: str) -> None:
     if not rows:
         results.add_row("(no evaluations yet: rcnn evaluate --run ... --method ...)", *[""] * 6)
     out.print(results)
+    if found.seeds:
+        print_seed_differences(found)
     if found.proposals:
         proposals = compact_table("proposals")
         proposals.add_column("split")
@@ -132,6 +139,43 @@ def print_report(found: RunReport, title: str) -> None:
         stages.add_row(s.stage, s.artifact, f"{s.seconds:.1f}")
     stages.add_row("[bold]total[/]", "", f"[bold]{found.total_seconds:.1f}[/]")
     out.print(stages)
+
+
+def _spread(spread: SeedSpread | None) -> str:
+    """Mean ± standard deviation over the seeds; the number of seeds when some lack the evaluation."""
+    if spread is None or len(spread.maps) < 2:
+        return "-"
+    return f"{spread.mean:.3f} ± {spread.std:.3f}"
+
+
+def print_seed_differences(found: RunReport) -> None:
+    """Each pair of methods compared over the seeds: the difference of their means, Welch's p, and
+    whether it exceeds the training noise; then each seed's mAP."""
+    from stages.report.summary import NOISE_LEVEL, seed_differences
+
+    table = compact_table(f"differences over the seeds (beyond the noise: Welch's t-test, p < {NOISE_LEVEL})")
+    for column in ("first", "second", "split"):
+        table.add_column(column, no_wrap=True)
+    for column in ("difference", "p"):
+        table.add_column(column, justify="right")
+    table.add_column("")
+    for d in seed_differences(found.seeds):
+        said = "[bold]beyond the noise[/]" if d.beyond_noise else "[dim]within the noise[/]"
+        table.add_row(
+            d.first.label, d.second.label, d.first.split, f"{d.difference:+.3f}", f"{d.p_value:.3f}", said
+        )
+    out.print(table)
+    points = compact_table(
+        f"mAP of each seed (replicas in RUN/seeds/: {found.replica_seconds:.0f} s of stages)"
+    )
+    points.add_column("method", no_wrap=True)
+    offsets = sorted({offset for s in found.seeds for offset, _ in s.maps})
+    for offset in offsets:
+        points.add_column(f"seed\n+{offset}", justify="right")
+    for spread in found.seeds:
+        value = dict(spread.maps)
+        points.add_row(spread.label, *(_score(value.get(offset)) for offset in offsets))
+    out.print(points)
 
 
 def print_recall(proposers: Sequence[ProposerRecall]) -> None:

@@ -44,6 +44,15 @@ def run(
         bool, typer.Option("--restart", help="Start interrupted stages over instead of resuming them.")
     ] = False,
     plan_only: Annotated[bool, typer.Option("--plan", help="Print the plan and stop.")] = False,
+    seeds: Annotated[
+        int,
+        typer.Option(
+            "--seeds",
+            min=1,
+            help="Train and test every method this many times, each seed of the config + 0, 1, ...: the "
+            "report gives each method's mean and spread, and which differences exceed it.",
+        ),
+    ] = 1,
 ) -> None:
     """Run every stage the config asks for, in dependency order, then print the results and write
     RUN/report.html.
@@ -54,11 +63,18 @@ def run(
     RUN/config.toml: `rcnn run RUN/config.toml` remakes the run. Options a config leaves out take the
     papers' settings. Under torchrun, put `--` before `run`; data-parallel stages use every process.
 
+    With --seeds N the run is made, then N - 1 replicas in RUN/seeds/1/ ... with every training seed
+    (pre-training's and each method's) + 1, ...; they share the run's proposals. The report adds each
+    method's mean and standard deviation over the seeds, and for each pair of methods whether their
+    difference exceeds the training noise. A run made before is seed + 0: it is reused.
+
     Examples:
 
       rcnn run configs/demo.toml
 
       rcnn run configs/demo.toml --set fast.finetune.iterations=500 --run runs/demo-500
+
+      rcnn run configs/demo.toml --seeds 3
 
       rcnn run configs/voc07_fast_vgg16.toml --data ~/data/VOCdevkit/VOC2007 --run runs/voc07-fast
 
@@ -78,10 +94,11 @@ def run(
         classes=parse_classes(classes),
     )
     if plan_only:
-        print_plan(plan(chosen, restart))
+        for offset in range(seeds):
+            print_plan(plan(chosen.replica(offset), restart))
         return
     outcome = run_config(
-        chosen, restart=restart, progress=RichProgress(), show_plan=print_plan, on_step=_done
+        chosen, seeds=seeds, restart=restart, progress=RichProgress(), show_plan=print_plan, on_step=_done
     )
     if outcome.rank != 0:
         return

@@ -41,6 +41,7 @@ from stages.methods import METHODS
 from stages.methods.base import Method, Variant
 from stages.networks.options import check_precision
 from stages.proposals.options import ProposalOptions
+from stages.runs.layout import RunLayout
 from stages.training.options import PretrainOptions
 
 
@@ -145,6 +146,39 @@ class RunConfig:
     def method_objects(self) -> list[Method[Any]]:
         """The methods to run, in the lineage's order."""
         return [METHODS[name] for name in self.methods]
+
+    def replica(self, offset: int) -> RunConfig:
+        """This config trained again with every training seed + ``offset`` (pre-training's and each
+        method's), in the replica's folder (``RunLayout.replica``), reading this run's proposals (their
+        options unchanged), without ``[detect]``'s pictures; this config for 0."""
+        if offset == 0:
+            return self
+        folder = RunLayout(Path(self.run.folder)).replica(offset).root
+        methods = {
+            name: dataclasses.replace(
+                settings, tables={key: _reseeded(options, offset) for key, options in settings.tables.items()}
+            )
+            for name, settings in self.methods.items()
+        }
+        return dataclasses.replace(
+            self,
+            run=dataclasses.replace(self.run, folder=str(folder)),
+            pretrain=None if self.pretrain is None else _reseeded(self.pretrain, offset),
+            methods=methods,
+            detect=None,
+        )
+
+
+def _reseeded(options: Any, offset: int) -> Any:
+    """``options`` (a dataclass, nested ones included) with every ``seed`` field + ``offset``."""
+    changes = {}
+    for item in fields(options):
+        value = getattr(options, item.name)
+        if item.name == "seed":
+            changes["seed"] = value + offset
+        elif is_dataclass(value) and not isinstance(value, type):
+            changes[item.name] = _reseeded(value, offset)
+    return dataclasses.replace(options, **changes)
 
 
 _SHARED_TABLES = ("data", "run", "propose", "pretrain", "evaluate", "detect")

@@ -37,7 +37,7 @@ from stages.methods.base import Method, Variant
 from stages.proposals.options import ProposalOptions
 from stages.proposals.sources import SelectiveSearch
 from stages.runs.layout import RunLayout, manifest_path, parts_of, read_manifest, write_manifest
-from stages.runs.processes import processes
+from stages.runs.processes import Processes, processes
 from stages.runs.steps import SharedSteps, Step, StepKey
 from stages.training.pretrain import pretrain
 
@@ -298,6 +298,7 @@ class RunOutcome:
 def run_config(
     config: RunConfig,
     *,
+    seeds: int = 1,
     restart: bool = False,
     progress: Progress = SILENT,
     show_plan: Callable[[list[PlannedStep]], None] = lambda planned: None,
@@ -305,36 +306,62 @@ def run_config(
 ) -> RunOutcome:
     """Plan ``config`` (``plan``), hand the plan to ``show_plan``, run the steps that are not up to date
     in order (``on_step`` hears of each one done, with its seconds and ``Step.summary``) and write
-    ``RUN/report.html``.
+    ``RUN/report.html``. With ``seeds`` > 1, then the same for each replica ``config.replica(k)``, k = 1
+    .. seeds - 1, in ``RUN/seeds/<k>/``: the methods trained and tested again with every seed + k, on the
+    proposals made once; the report gives each method's spread over the seeds.
 
-    The resolved config is written to ``RUN/config.toml`` first. Files are written by rank 0 only.
+    Each run's resolved config is written to its ``config.toml`` first. Files are written by rank 0 only.
     """
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: give at least 1")
     run = RunLayout(Path(config.run.folder))
+    planned: list[PlannedStep] = []
     with processes(config.run.device) as procs:  # held for the whole run; the stages join it
-        context = Context(config, run, progress if procs.writer else SILENT, writer=procs.writer)
-        planned = plan(config, restart, context)
+        datasets: dict[str, Dataset] = {}  # read once for every seed
+        for offset in range(seeds):
+            chosen = config.replica(offset)
+            context = Context(
+                chosen,
+                RunLayout(Path(chosen.run.folder)),
+                progress if procs.writer else SILENT,
+                writer=procs.writer,
+                datasets=datasets,
+            )
+            planned += _execute(context, plan(chosen, restart, context), procs, show_plan, on_step)
         outcome = RunOutcome(planned, procs.rank)
-        if procs.writer:
-            show_plan(planned)
-            _write_config(config, run.config)
-            for item in outcome.ran:  # all at once: no step may read what an earlier run of another left
-                if item.state is State.RUN and item.step.replaces:
-                    _remove(item.step)
-        for item in outcome.ran:
-            procs.wait()
-            started = time.perf_counter()
-            result = None
-            if item.step.everywhere or procs.writer:  # the others wait for rank 0 at the next barrier
-                result = item.step.execute(context)
-            procs.wait()
-            if procs.writer:
-                on_step(item, time.perf_counter() - started, item.step.summary(result))
         page = run.report_page
         if procs.writer and (outcome.ran or not page.exists()):
             from stages.report.page import write_report_page  # matplotlib: only when a page is due
 
             write_report_page([run], page)
     return outcome
+
+
+def _execute(
+    context: Context,
+    planned: list[PlannedStep],
+    procs: Processes,
+    show_plan: Callable[[list[PlannedStep]], None],
+    on_step: Callable[[PlannedStep, float, str], None],
+) -> list[PlannedStep]:
+    """Run the steps of ``planned`` that are not up to date, in order; return ``planned``."""
+    ran = [item for item in planned if item.state is not State.UP_TO_DATE]
+    if procs.writer:
+        show_plan(planned)
+        _write_config(context.config, context.run.config)
+        for item in ran:  # all at once: no step may read what an earlier run of another left
+            if item.state is State.RUN and item.step.replaces:
+                _remove(item.step)
+    for item in ran:
+        procs.wait()
+        started = time.perf_counter()
+        result = None
+        if item.step.everywhere or procs.writer:  # the others wait for rank 0 at the next barrier
+            result = item.step.execute(context)
+        procs.wait()
+        if procs.writer:
+            on_step(item, time.perf_counter() - started, item.step.summary(result))
+    return planned
 
 
 def _remove(step: Step) -> None:

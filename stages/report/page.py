@@ -27,10 +27,13 @@ from stages.core.plotting import drawing
 from stages.proposals.propose import LOW_RECALL, LOW_RECALL_DOCS
 from stages.proposals.recall import PROPOSAL_COUNTS
 from stages.report.charts import (
+    COLOURS,
+    SHARED_COLOUR,
     accuracy_speed_chart,
     picture_uri,
     pr_chart,
     recall_chart,
+    seeds_chart,
     stage_chart,
     stage_colour,
     stage_rows,
@@ -40,6 +43,7 @@ from stages.report.collect import (
     CollectedRun,
     collect_run,
 )
+from stages.report.summary import NOISE_LEVEL, seed_differences
 from stages.runs.layout import RunLayout
 
 log = logging.getLogger("rcnn")
@@ -146,6 +150,11 @@ def _page(runs: Sequence[CollectedRun]) -> str:
     names = ", ".join(run.name for run in runs)
     sections = [
         ("results", "Results", _results_section(runs)),
+        *(
+            [("seeds", "Training noise", _seeds_section(runs))]
+            if any(run.report.seeds for run in runs)
+            else []
+        ),
         ("proposals", "Proposals", _proposals_section(runs)),
         ("classes", "AP of each class", _class_section(runs)),
         ("pr", "PR curves", _pr_section(runs)),
@@ -233,6 +242,58 @@ def _results_section(runs: Sequence[CollectedRun]) -> str:
         )
     figure = _figure(accuracy_speed_chart(runs), "mAP against test seconds per image", css="chart")
     return f'<div class="row"><div>{table}{footnotes}</div>{figure}</div>'
+
+
+def _seeds_section(runs: Sequence[CollectedRun]) -> str:
+    """Each evaluation over the seeds of ``rcnn run --seeds`` (every seed's mAP, mean and standard
+    deviation), each pair of methods' difference against that spread, and the chart of both."""
+    several = len(runs) > 1
+    offsets = sorted({offset for run in runs for s in run.report.seeds for offset, _ in s.maps})
+    rows, pairs = [], []
+    for run in runs:
+        named = [run.name] if several else []
+        for spread in run.report.seeds:
+            colour = COLOURS.get((spread.method, spread.variant), SHARED_COLOUR)
+            value = dict(spread.maps)
+            numbers = [_score(value.get(offset)) for offset in offsets]
+            numbers += [f"{spread.mean:.3f}", "–" if len(spread.maps) < 2 else f"{spread.std:.3f}"]
+            rows.append(
+                _row([f"{_swatch(colour)}{_e(spread.label)}", *map(_e, named), _e(spread.split)], numbers)
+            )
+        for d in seed_differences(run.report.seeds):
+            verdict = "<b>beyond the noise</b>" if d.beyond_noise else "within the noise"
+            texts = [*map(_e, named), _e(d.first.label), _e(d.second.label), _e(d.first.split)]
+            pairs.append(_row(texts, [f"{d.difference:+.3f}", f"{d.p_value:.3f}"], verdict))
+    run_head = ["run"] if several else []
+    table = _table(["method", *run_head, "split"], [*(f"seed +{k}" for k in offsets), "mean", "std"], rows)
+    compared = _table([*run_head, "first", "second", "split"], ["difference of means", "p"], pairs, 1)
+    said = _notes(
+        [
+            "Each method trained and tested again with every training seed of the config + 1, + 2, ... "
+            "(rcnn run --seeds; the replicas in RUN/seeds/ took "
+            f"{_duration(sum(run.report.replica_seconds for run in runs))} of stages), on the same "
+            "proposals and test images: the spread is the training's noise. A difference is beyond the "
+            f"noise when Welch's t-test over the seeds gives p < {NOISE_LEVEL}; with a few seeds, only "
+            "large differences can be."
+        ]
+    )
+    figure = _figure(seeds_chart(runs), "mAP of each seed", css="chart")
+    return f'<div class="row"><div>{table}{compared if pairs else ""}{said}</div>{figure}</div>'
+
+
+def _row(texts: Sequence[str], numbers: Sequence[str], last: str = "") -> str:
+    """A table row: cells of HTML ``texts``, then right-aligned ``numbers``, then ``last`` if given."""
+    cells = "".join(f"<td>{text}</td>" for text in texts)
+    cells += "".join(f'<td class="num">{_e(number)}</td>' for number in numbers)
+    return f"<tr>{cells}{f'<td>{last}</td>' if last else ''}</tr>"
+
+
+def _table(texts: Sequence[str], numbers: Sequence[str], rows: Sequence[str], blank: int = 0) -> str:
+    """A table of ``rows`` under a header of ``texts``, right-aligned ``numbers`` and ``blank`` empty
+    columns."""
+    header = "".join(f"<th>{_e(h)}</th>" for h in texts)
+    header += "".join(f'<th class="num">{_e(n)}</th>' for n in numbers) + "<th></th>" * blank
+    return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
 def _proposals_section(runs: Sequence[CollectedRun]) -> str:

@@ -8,8 +8,12 @@ counts as a method's test and training time is the method's to say (``stages.met
 from __future__ import annotations
 
 import json
+import operator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from stages.core.errors import UserError
 from stages.methods import METHODS
@@ -77,6 +81,70 @@ class ProposerRecall:
     """The method whose network made them (its colour in charts); empty for a proposals file."""
 
 
+NOISE_LEVEL = 0.05
+"""Two methods differ beyond the training noise when Welch's t-test over their seeds' mAPs gives p below
+this."""
+
+
+@dataclass(frozen=True)
+class SeedSpread:
+    """One evaluation over the run's seeds (``rcnn run --seeds``): the mAP of the run and of each
+    replica, as (seed offset, mAP)."""
+
+    label: str
+    method: str
+    variant: str
+    split: str
+    maps: tuple[tuple[int, float], ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean([value for _, value in self.maps]))
+
+    @property
+    def std(self) -> float:
+        """The sample standard deviation (n - 1); NaN for one seed."""
+        values = [value for _, value in self.maps]
+        return float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+
+
+@dataclass(frozen=True)
+class SeedDifference:
+    """Two evaluations of a split compared over their seeds: the difference of their mean mAPs and
+    Welch's t-test of it (unequal variances; Welch, Biometrika 1947)."""
+
+    first: SeedSpread
+    second: SeedSpread
+    p_value: float
+
+    @property
+    def difference(self) -> float:
+        return self.first.mean - self.second.mean
+
+    @property
+    def beyond_noise(self) -> bool:
+        return self.p_value < NOISE_LEVEL
+
+
+def seed_differences(spreads: Sequence[SeedSpread]) -> list[SeedDifference]:
+    """Each pair of evaluations of the same split with at least two seeds each, in the report's order."""
+    from scipy import stats
+
+    found = []
+    for index, first in enumerate(spreads):
+        for second in spreads[index + 1 :]:
+            a = [value for _, value in first.maps]
+            b = [value for _, value in second.maps]
+            if first.split != second.split or min(len(a), len(b)) < 2:
+                continue
+            if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread at all: t is undefined
+                p_value = 1.0 if a[0] == b[0] else 0.0
+            else:
+                p_value = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+            found.append(SeedDifference(first, second, p_value))
+    return found
+
+
 @dataclass(frozen=True)
 class StageTime:
     stage: str
@@ -91,6 +159,10 @@ class RunReport:
     proposals: tuple[SplitProposals, ...] = ()
     recall: tuple[ProposerRecall, ...] = ()
     """Each proposer's recall curves: the proposals files', then each method's own network's."""
+    seeds: tuple[SeedSpread, ...] = ()
+    """Each evaluation over the run's seeds, where it has replicas (``RunLayout.replicas``)."""
+    replica_seconds: float = 0.0
+    """The time of every stage of the replicas, which ``stages`` leaves out."""
 
     @property
     def total_seconds(self) -> float:
@@ -109,9 +181,38 @@ def _pair(found: list[float] | None) -> tuple[float, float] | None:
 
 
 def report(run: RunLayout) -> RunReport:
-    """Collect the results and stage timings recorded in ``run``, methods in the lineage's order."""
+    """Collect the results and stage timings recorded in ``run``, methods in the lineage's order, and
+    each evaluation's spread over the run's replicas."""
     if not run.root.is_dir():
         raise UserError(f"{run}: no such run folder")
+    results, proposers = _evaluations(run)
+    replicas = run.replicas()[1:]
+    stages, proposals, searched = [], [], []
+    for path in run.manifests():  # each read once: the stage times, and each split's proposals
+        manifest = _read(path)
+        name = manifest.get("artifact", path.name.removesuffix(MANIFEST_SUFFIX))
+        artifact = path.with_name(name).relative_to(run.root)
+        stage = StageTime(manifest.get("stage", "?"), str(artifact), float(manifest.get("seconds", 0.0)))
+        stages.append((manifest.get("created", ""), str(artifact), stage))
+        if stage.stage == "propose":
+            split = _split_proposals(artifact.stem, manifest)
+            proposals.append(split)
+            if curves := manifest.get("results", {}).get("recall_curves"):
+                searched.append(ProposerRecall(split.source, split.split, RecallCurves.from_json(curves)))
+    stages.sort(key=lambda item: item[:2])
+    return RunReport(
+        tuple(results),
+        tuple(stage for *_, stage in stages),
+        tuple(proposals),
+        tuple(sorted(searched, key=lambda p: p.split) + sorted(proposers, key=lambda p: p.split)),
+        _seed_spreads(results, replicas),
+        sum(float(_read(path).get("seconds", 0.0)) for replica in replicas for path in replica.manifests()),
+    )
+
+
+def _evaluations(run: RunLayout) -> tuple[list[MethodResult], list[ProposerRecall]]:
+    """Every evaluation of ``run``, methods in the lineage's order, and the recall of the proposals each
+    method's own network made."""
     results, proposers = [], []
     for method in METHODS.values():
         found = []
@@ -142,24 +243,24 @@ def report(run: RunLayout) -> RunReport:
                     )
                 )
         results += [result for *_, result in sorted(found, key=lambda item: item[:2])]
-    stages, proposals, searched = [], [], []
-    for path in run.manifests():  # each read once: the stage times, and each split's proposals
-        manifest = _read(path)
-        name = manifest.get("artifact", path.name.removesuffix(MANIFEST_SUFFIX))
-        artifact = path.with_name(name).relative_to(run.root)
-        stage = StageTime(manifest.get("stage", "?"), str(artifact), float(manifest.get("seconds", 0.0)))
-        stages.append((manifest.get("created", ""), str(artifact), stage))
-        if stage.stage == "propose":
-            split = _split_proposals(artifact.stem, manifest)
-            proposals.append(split)
-            if curves := manifest.get("results", {}).get("recall_curves"):
-                searched.append(ProposerRecall(split.source, split.split, RecallCurves.from_json(curves)))
-    stages.sort(key=lambda item: item[:2])
-    return RunReport(
-        tuple(results),
-        tuple(stage for *_, stage in stages),
-        tuple(proposals),
-        tuple(sorted(searched, key=lambda p: p.split) + sorted(proposers, key=lambda p: p.split)),
+    return results, proposers
+
+
+def _seed_spreads(results: Sequence[MethodResult], replicas: Sequence[RunLayout]) -> tuple[SeedSpread, ...]:
+    """Each of ``results`` with the mAPs of the same evaluation in each of ``replicas``; none without
+    replicas."""
+    if not replicas:
+        return ()
+    key = operator.attrgetter("method", "variant", "split", "metric")
+    maps: dict[tuple, list[tuple[int, float]]] = {key(r): [(0, r.map)] for r in results if r.map is not None}
+    for replica in replicas:
+        for result in _evaluations(replica)[0]:
+            if key(result) in maps and result.map is not None:
+                maps[key(result)].append((replica.replica_offset, result.map))
+    return tuple(
+        SeedSpread(r.label, r.method, r.variant, r.split, tuple(maps[key(r)]))
+        for r in results
+        if key(r) in maps
     )
 
 

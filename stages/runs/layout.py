@@ -15,6 +15,8 @@ Layout (``RUN`` defaults to ``runs/default``)::
     RUN/<method>/detect/                     ``rcnn detect``'s pictures and JSON
     RUN/config.toml                          the resolved config of ``rcnn run``
     RUN/report.html                          the report page
+    RUN/seeds/<k>/                           the run trained again with every seed + k (``rcnn run --seeds``):
+                                             a run folder of its own, but for the proposals, RUN's
     <every artifact>.manifest.json           how it was made
     .<artifact stem>.parts/                  what the processes of an unfinished stage saved (``parts_of``)
 
@@ -39,6 +41,8 @@ from stages.core.atomic import write_json
 from stages.core.errors import UserError
 
 MANIFEST_SUFFIX = ".manifest.json"
+REPLICAS = "seeds"
+"""``RUN/seeds/<k>/``: the run's replicas, each trained with every seed + k."""
 
 
 @dataclass(frozen=True)
@@ -135,9 +139,30 @@ class RunLayout:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
+    @property
+    def shared(self) -> Path:
+        """Where the proposals are: a replica's (``RUN/seeds/<k>/``) are ``RUN``'s, made once for every seed
+        (selective search has none); any other run's are its own."""
+        return self.root.parent.parent if self.replica_offset else self.root
+
+    @property
+    def replica_offset(self) -> int:
+        """k for the replica ``RUN/seeds/<k>/``, which adds k to every seed; 0 for any other run."""
+        name = self.root.name
+        return int(name) if self.root.parent.name == REPLICAS and name.isdigit() and int(name) > 0 else 0
+
+    def replica(self, offset: int) -> RunLayout:
+        """The run trained again with every seed + ``offset``: ``seeds/<offset>/``; this run for 0."""
+        return self if offset == 0 else RunLayout(self.root / REPLICAS / str(offset))
+
+    def replicas(self) -> list[RunLayout]:
+        """This run and its replicas that exist, by offset."""
+        found = [RunLayout(path) for path in (self.root / REPLICAS).glob("*") if path.is_dir()]
+        return [self, *sorted((r for r in found if r.replica_offset), key=lambda r: r.replica_offset)]
+
     def proposals(self, split: str) -> Path:
-        """``proposals/<split>.h5``."""
-        return self.root / "proposals" / f"{split}.h5"
+        """``proposals/<split>.h5`` (a replica's: its run's)."""
+        return self.shared / "proposals" / f"{split}.h5"
 
     def proposal_parts(self, split: str) -> Path:
         """``proposals/.<split>.parts/``: finished parts of an interrupted search."""
@@ -163,13 +188,15 @@ class RunLayout:
         return self.root / "report.html"
 
     def manifests(self) -> list[Path]:
-        """Every manifest in the run folder."""
-        return sorted(self.root.rglob(f"*{MANIFEST_SUFFIX}"))
+        """Every manifest in the run folder, less its replicas' (runs of their own)."""
+        replicas = self.root / REPLICAS
+        return sorted(p for p in self.root.rglob(f"*{MANIFEST_SUFFIX}") if not p.is_relative_to(replicas))
 
     def command_for(self, artifact: Path, data: Path | str | None = None) -> str:
         """The command that makes ``artifact`` of this run, as an error's hint prints it: runnable as
         printed, with the stage's defaults and ``--data`` as ``data_option`` gives it."""
-        parts = Path(artifact).relative_to(self.root).parts
+        artifact = Path(artifact)
+        parts = artifact.relative_to(self.root if artifact.is_relative_to(self.root) else self.shared).parts
         stem = Path(parts[-1]).stem.removesuffix(".svd")
         on, run = self.data_option(data), f"--run {self}"
         if parts[0] == "proposals":
@@ -191,7 +218,7 @@ class RunLayout:
     def data_option(self, root: Path | str | None = None) -> str:
         """``--data ROOT`` for a command a hint prints: ``root`` when the caller knows the dataset, else
         the one the run's proposals were made from (their manifests record it), else a placeholder."""
-        for proposals in sorted((self.root / "proposals").glob("*.h5")) if root is None else ():
+        for proposals in sorted((self.shared / "proposals").glob("*.h5")) if root is None else ():
             try:  # a hint never fails for a manifest it only looks into
                 root = (read_manifest(proposals) or {}).get("results", {}).get("dataset_root")
             except UserError:

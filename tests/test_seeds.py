@@ -1,0 +1,145 @@
+"""`rcnn run --seeds N`: the run trained again with every seed + 1, ..., in RUN/seeds/<k>/ on the run's
+proposals, and the report's spread over the seeds with the differences beyond it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stages.config.run_config import load_config
+from stages.pipeline.run import State, plan
+from stages.report.summary import SeedSpread, report, seed_differences
+from stages.runs.layout import RunLayout, read_manifest
+from tests.helpers import RUN_CONFIG, rcnn
+
+SEEDED_CONFIG = """
+[data]
+root = "{data}"
+
+[run]
+folder = "{run}"
+methods = ["fast"]
+
+[propose]
+workers = 1
+max_side = 160
+
+[pretrain]
+iterations = 20
+batch_size = 32
+
+[fast.finetune]
+iterations = 4
+learning_rate = 0.01
+
+[fast.finetune.sampling]
+scales = [96]
+
+[fast.compress]
+"""
+"""The cheapest run with two evaluations to compare: Fast R-CNN and its compressed model."""
+
+
+def test_a_replica_adds_its_offset_to_every_training_seed_and_keeps_the_proposals(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(RUN_CONFIG.format(data=tmp_path / "data", run=tmp_path / "run"), encoding="utf-8")
+    chosen = load_config(config, ["rcnn.svm.seed=5", "propose.seed=3"])
+    replica = chosen.replica(2)
+    assert chosen.replica(0) is chosen
+    assert Path(replica.run.folder) == tmp_path / "run" / "seeds" / "2"
+    assert replica.propose == chosen.propose  # the proposals are made once, for every seed
+    assert replica.pretrain is not None and chosen.pretrain is not None
+    assert replica.pretrain.seed == chosen.pretrain.seed + 2
+    rcnn_tables = replica.methods["rcnn"].tables
+    assert rcnn_tables["svm"].seed == 7 and rcnn_tables["finetune"].seed == 2
+    assert replica.methods["fast"].tables["finetune"].seed == 2
+    assert replica.detect is None
+    unchanged = ("data", "evaluate")
+    assert all(getattr(replica, name) == getattr(chosen, name) for name in unchanged)
+
+
+def test_a_replica_reads_its_runs_proposals_and_is_left_out_of_its_manifests(tmp_path):
+    run = RunLayout(tmp_path / "run")
+    replica = run.replica(3)
+    assert replica.root == tmp_path / "run" / "seeds" / "3" and replica.replica_offset == 3
+    assert replica.proposals("test") == run.proposals("test")
+    assert replica.method("fast").root == replica.root / "fast"
+    assert run.replica_offset == 0 and RunLayout(tmp_path / "seeds" / "x").replica_offset == 0
+    assert RunLayout(tmp_path / "seeds" / "0").replica_offset == 0  # seed + 0 is the run itself
+    for layout in (run, replica):
+        layout.method("fast").root.mkdir(parents=True)
+        (layout.method("fast").root / "a.manifest.json").write_text("{}", encoding="utf-8")
+    assert run.manifests() == [run.method("fast").root / "a.manifest.json"]
+    assert [r.root for r in run.replicas()] == [run.root, replica.root]
+    command = replica.command_for(replica.proposals("test"), "data")
+    assert command == f"rcnn propose --data data --split test --run {replica}"
+
+
+def _spread(label: str, *maps: float, split: str = "test") -> SeedSpread:
+    return SeedSpread(label, label, "", split, tuple(enumerate(maps)))
+
+
+def test_welchs_test_tells_a_difference_beyond_the_seeds_spread_from_one_within_it():
+    apart = _spread("a", 0.80, 0.81, 0.82)
+    below = _spread("b", 0.60, 0.62, 0.61)
+    mixed = _spread("c", 0.78, 0.84, 0.80)
+    found = {(d.first.label, d.second.label): d for d in seed_differences([apart, below, mixed])}
+    assert found["a", "b"].beyond_noise and found["a", "b"].difference == pytest.approx(0.20)
+    assert not found["a", "c"].beyond_noise
+    # Welch's t and degrees of freedom by their formulas, against the p-value reported
+    a, c = np.array([0.80, 0.81, 0.82]), np.array([0.78, 0.84, 0.80])
+    va, vc = a.var(ddof=1) / 3, c.var(ddof=1) / 3
+    t = (a.mean() - c.mean()) / math.sqrt(va + vc)
+    freedom = (va + vc) ** 2 / (va**2 / 2 + vc**2 / 2)
+    from scipy import stats
+
+    assert found["a", "c"].p_value == pytest.approx(2 * stats.t.sf(abs(t), freedom))
+    assert mixed.std == pytest.approx(float(np.std([0.78, 0.84, 0.80], ddof=1)))
+
+
+def test_seeds_without_spread_and_other_splits_are_compared_as_they_can_be():
+    same, other = _spread("a", 0.5, 0.5), _spread("b", 0.6, 0.6)
+    assert seed_differences([same, other])[0].beyond_noise
+    assert not seed_differences([same, _spread("c", 0.5, 0.5)])[0].beyond_noise
+    assert seed_differences([same, _spread("d", 0.1, 0.2, split="val")]) == []
+    assert seed_differences([same, _spread("e", 0.1)]) == []  # one seed: no spread to compare with
+    assert math.isnan(_spread("f", 0.3).std)
+
+
+@pytest.mark.slow
+def test_seeds_train_each_method_again_on_the_same_proposals_and_the_report_gives_their_spread(
+    tiny_demo, tmp_path
+):
+    run = RunLayout(tmp_path / "run")
+    config = tmp_path / "config.toml"
+    config.write_text(SEEDED_CONFIG.format(data=tiny_demo, run=run), encoding="utf-8")
+    result = rcnn("run", config, "--seeds", "2")
+    assert result.exit_code == 0, result.output
+    replica = run.replica(1)
+    assert not (replica.root / "proposals").exists()
+    for layout, seed in ((run, 0), (replica, 1)):
+        finetuned = read_manifest(layout.method("fast").finetune.model)
+        assert finetuned is not None and finetuned["options"]["seed"] == seed
+        assert str(run.proposals("trainval")) in {entry["path"] for entry in finetuned["inputs"]}
+        assert (layout.method("fast").results("test", "svd")).is_file()
+    weights = [layout.method("fast").detections("test").read_bytes() for layout in (run, replica)]
+    assert weights[0] != weights[1]  # another seed, another detector
+
+    found = report(run)
+    maps = {(s.label, offset): value for s in found.seeds for offset, value in s.maps}
+    for layout, offset in ((run, 0), (replica, 1)):
+        saved = json.loads(layout.method("fast").results("test").read_text(encoding="utf-8"))
+        assert maps["Fast R-CNN", offset] == saved["map"]
+    assert found.replica_seconds > 0
+    assert not any("seeds" in stage.artifact for stage in found.stages)
+    assert "2 seeds" in result.output and "differences over the seeds" in result.output
+    assert "Training noise" in run.report_page.read_text(encoding="utf-8")
+
+    again = rcnn("run", config, "--seeds", "2", "--plan")
+    assert again.exit_code == 0 and again.output.count("not made yet") == 0
+    replanned = plan(load_config(config).replica(1))
+    assert {item.state for item in replanned} == {State.UP_TO_DATE}
