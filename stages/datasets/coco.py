@@ -65,8 +65,10 @@ def read_coco(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad:
     """Read the split's COCO JSON: images, their objects and the categories (``classes`` restricts them)."""
     path = annotation_file(root, split)
     content = read_json(path)
+    category_entries = content.get("categories", [])
     try:
-        categories = sorted((int(c["id"]), str(c["name"])) for c in content.get("categories", []))
+        categories = sorted((int(c["id"]), str(c["name"])) for c in category_entries)
+        supercategory_of = {int(c["id"]): str(c.get("supercategory") or "") for c in category_entries}
     except (KeyError, TypeError, ValueError):
         raise UserError(f"{path}: a category without a numeric id and a name") from None
     names = [name for _, name in categories]
@@ -78,6 +80,7 @@ def read_coco(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad:
             raise UserError(f"{path}: no category named {', '.join(unknown)}")
         categories = [c for c in categories if c[1] in classes]
         categories.sort(key=lambda c: list(classes).index(c[1]))
+    supercategories = tuple(supercategory_of[category_id] for category_id, _ in categories)
     label_of = {category_id: label for label, (category_id, _) in enumerate(categories, start=1)}
     folder = _image_folder(Path(root), split)
     objects: dict[Any, list[dict]] = {}
@@ -120,6 +123,7 @@ def read_coco(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad:
         format="coco",
         source=path,
         category_ids=tuple(category_id for category_id, _ in categories),
+        supercategories=supercategories if any(supercategories) else (),
     )
 
 

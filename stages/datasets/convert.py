@@ -124,6 +124,8 @@ def _write_coco(dataset: Dataset, out: Path, progress: Progress) -> None:
                 )
             advance()
     categories = [{"id": i, "name": n} for i, n in zip(category_ids, dataset.classes, strict=True)]
+    for category, supercategory in zip(categories, dataset.supercategories, strict=False):
+        category["supercategory"] = supercategory
     write_json(
         annotation_file(out, dataset.split),
         {"images": images, "annotations": annotations, "categories": categories},

@@ -52,6 +52,9 @@ class Dataset:
     """The file that lists the split (VOC's split file, COCO's JSON, YOLO's data.yaml)."""
     category_ids: tuple[int, ...] = ()
     """The dataset's own id of each class, where it has them (COCO's, possibly sparse); else 1..C."""
+    supercategories: tuple[str, ...] = ()
+    """The group each class belongs to, where the dataset names them (COCO's ``supercategory``, "" for a
+    category without one); else empty."""
 
     def __len__(self) -> int:
         return len(self.images)

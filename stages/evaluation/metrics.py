@@ -162,7 +162,6 @@ def _match_ranked(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Greedy matching of one class's detections, best first: (hit (D,), counted (D,) bool)."""
     gt = {r.image_id: (r.boxes[r.labels == label], r.difficult[r.labels == label]) for r in dataset.images}
-    taken = {image_id: np.zeros(len(b), dtype=bool) for image_id, (b, _) in gt.items()}
     hit = np.zeros(len(image_ids), dtype=bool)
     counted = np.ones(len(image_ids), dtype=bool)
     by_image: dict[str, list[int]] = {}
@@ -170,17 +169,30 @@ def _match_ranked(
         by_image.setdefault(image_id, []).append(rank)
     for image_id, ranks in by_image.items():  # one IoU matrix an image
         objects, difficult = gt[image_id]
-        if not len(objects):
-            continue
-        ious = box_iou(boxes[ranks], objects)
-        best = ious.argmax(axis=1)
-        matched = ious[np.arange(len(ranks)), best] >= iou_threshold
-        for rank, obj in zip(np.asarray(ranks)[matched].tolist(), best[matched].tolist(), strict=True):
-            if difficult[obj]:
-                counted[rank] = False
-            elif not taken[image_id][obj]:
-                taken[image_id][obj] = True
-                hit[rank] = True
+        hit[ranks], counted[ranks] = match_greedy(box_iou(boxes[ranks], objects), difficult, iou_threshold)
+    return hit, counted
+
+
+def match_greedy(
+    ious: np.ndarray, ignored: np.ndarray, iou_threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """VOC's rule in one image, from the IoU matrix (D, K) of one class's detections (best score first)
+    and its objects: each detection goes to its best-overlap object; at IoU >= ``iou_threshold`` it is a
+    hit if that object is free, neither hit nor miss if the object is ``ignored`` (K,) (difficult), else
+    a false positive, as is one below the threshold. (hit (D,), counted (D,) bool)."""
+    hit = np.zeros(len(ious), dtype=bool)
+    counted = np.ones(len(ious), dtype=bool)
+    if not ious.shape[1]:
+        return hit, counted
+    taken = np.zeros(ious.shape[1], dtype=bool)
+    best = ious.argmax(axis=1)
+    matched = ious[np.arange(len(ious)), best] >= iou_threshold
+    for rank, obj in zip(np.flatnonzero(matched).tolist(), best[matched].tolist(), strict=True):
+        if ignored[obj]:
+            counted[rank] = False
+        elif not taken[obj]:
+            taken[obj] = True
+            hit[rank] = True
     return hit, counted
 
 
@@ -201,12 +213,7 @@ def evaluate(
         raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to evaluate on")
     if metric not in METRICS:
         raise UserError(f"--metric {metric!r}: choose {', '.join(METRICS)}")
-    unknown = sorted(set(detections.classes.tolist()) - set(dataset.classes))
-    if unknown:
-        raise UserError(
-            f"detections name classes the dataset does not have: {', '.join(unknown)} "
-            f"(dataset classes: {', '.join(dataset.classes)})"
-        )
+    check_classes(dataset, detections)
     in_split = np.isin(detections.image_ids, [r.image_id for r in dataset.images])
     if not in_split.all():
         outside = Counter(detections.image_ids[~in_split].tolist())
@@ -227,6 +234,16 @@ def evaluate(
         count = int((in_split & (detections.classes == name)).sum())
         results.append(ClassResult(name, ap, positives, count, recall, precision, matches))
     return Evaluation(metric, iou_threshold, tuple(results), untrained=untrained)
+
+
+def check_classes(dataset: Dataset, detections: Detections) -> None:
+    """UserError unless every detection names a class of the dataset."""
+    unknown = sorted(set(detections.classes.tolist()) - set(dataset.classes))
+    if unknown:
+        raise UserError(
+            f"detections name classes the dataset does not have: {', '.join(unknown)} "
+            f"(dataset classes: {', '.join(dataset.classes)})"
+        )
 
 
 def _coco(dataset: Dataset, detections: Detections, untrained: tuple[str, ...]) -> Evaluation:

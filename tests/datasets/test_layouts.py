@@ -99,6 +99,27 @@ def test_coco_sparse_category_ids_crowds_and_boxes(tmp_path):
     assert again.category_ids == (3, 7, 90) and again.images[0].source_id == 42
 
 
+def test_coco_supercategories_follow_the_classes_and_survive_a_conversion(tmp_path):
+    categories = [
+        {"id": 3, "name": "car", "supercategory": "vehicle"},
+        {"id": 1, "name": "cat", "supercategory": "animal"},
+        {"id": 2, "name": "dog", "supercategory": "animal"},
+    ]
+    root = coco_root(
+        tmp_path / "named", [{"id": 1, "image_id": 42, "category_id": 1, "bbox": [1, 1, 5, 5]}], categories
+    )
+    dataset = load_dataset(root, "s")
+    assert dataset.classes == ("cat", "dog", "car")
+    assert dataset.supercategories == ("animal", "animal", "vehicle")
+    assert load_dataset(root, "s", classes=("car", "cat")).supercategories == ("vehicle", "animal")
+    again = load_dataset(convert(dataset, "coco", tmp_path / "copy").out, "s")
+    assert again.supercategories == dataset.supercategories
+    for category in categories:
+        del category["supercategory"]
+    plain = coco_root(tmp_path / "plain", [], categories)
+    assert load_dataset(plain, "s").supercategories == ()
+
+
 @pytest.mark.parametrize(
     "change,problem",
     [

@@ -1,0 +1,539 @@
+"""Where a detector's errors come from: the analysis of Hoiem, Chodpathumwan and Dai ("Diagnosing Error in
+Object Detectors", ECCV 2012) behind R-CNN's "Detection error analysis" and its chart of top-ranked
+false positive types, and the precision-recall breakdown of the COCO API's ``analyze``.
+
+Matching is VOC's (``metrics.match_greedy``): per class, detections best score first, each to its
+best-IoU object of the class in its image; at IoU >= 0.5 with a difficult object it is neither hit nor
+error, and left out of everything below; with a free object it is a hit; else a false positive, of the
+first type that applies (difficult objects count here as any other):
+
+- loc: IoU >= 0.1 with an object of its class: a poor box, or a duplicate of a hit;
+- sim: IoU >= 0.1 with an object of a similar class (``SimilarClasses``: one sharing a group with it);
+- oth: IoU >= 0.1 with an object of any other class;
+- bg: none of these: the background.
+
+Top-ranked false positives (Hoiem's): those among each class's first counted detections, as many as its
+non-difficult objects (where a perfect detector would have found them all), by type, summed over the
+trained classes. Their growth (Hoiem's and R-CNN's charts): the same with each class's first m x objects
+counted detections (rounded half up) for m in ``MULTIPLES``, then with all of them.
+
+PR breakdown (COCO's ``analyze``), each class's AP under the VOC ``metric`` as the errors are fixed kind
+by kind: C75 (hits at IoU 0.75), C50 (at 0.5: ``evaluate``'s AP), Loc (at 0.1: poor boxes become hits,
+duplicates stay false positives), Sim (Loc's less its false positives of type sim, typed as above under
+the 0.1 matching), Oth (less those of type oth too), BG (less every false positive), FN (1: no object
+missed); means over the trained classes with positives. Removing false positives never lowers AP, so
+Loc <= Sim <= Oth <= BG <= FN; the levels before Loc match differently and need not be ordered.
+
+AP by size (COCO's, on the box's area: small below 32², large above 96², medium between): objects of the
+other sizes are ignored as difficult ones are, and a false positive counts only if its own box is of the
+size. Where the split marks difficult objects, also the AP with them counted as any other object.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.core.atomic import atomic_path
+from stages.core.errors import UserError
+from stages.core.geometry import box_iou
+from stages.datasets.records import Dataset, ImageRecord
+from stages.datasets.voc import VOC_CLASSES
+from stages.detections.files import Detections
+from stages.evaluation.metrics import ClassMatches, average_precision, check_classes, match_greedy
+
+METRICS = ("voc07", "voc10")
+"""The metrics a diagnosis scores under: it sorts VOC's matches; COCO's metric is pycocotools' own."""
+
+TYPES = ("loc", "sim", "oth", "bg")
+"""The types of false positive, in the order they are tried."""
+
+LEVELS = ("c75", "c50", "loc", "sim", "oth", "bg", "fn")
+"""The PR breakdown, each level fixing more errors than the one before."""
+
+TOUCH = 0.1
+"""Hoiem's least IoU for a box to be on an object: below it, on the background."""
+
+MULTIPLES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+"""Each class's top detections, as multiples of its objects, at which the false positives are typed as
+they grow; then all its detections."""
+
+SIZES = ("small", "medium", "large")
+SMALL, LARGE = 32**2, 96**2
+"""COCO's bounds on an object's area in pixels: small below the first, large above the second."""
+
+RECALLS = np.linspace(0, 1, 101)
+"""COCO's recall points, at which each PR curve is sampled for the mean curves drawn."""
+
+HOIEM_VOC_GROUPS = (
+    ("bird", "cat", "cow", "dog", "horse", "person", "sheep"),  # animals, the person with them
+    ("aeroplane", "bicycle", "boat", "bus", "car", "motorbike", "train"),  # vehicles
+    ("chair", "diningtable", "sofa"),  # furniture
+    ("aeroplane", "bird"),  # what flies
+)
+"""Hoiem et al.'s similar classes of VOC (their code's ``detectionAnalysisScript``; their slides name a
+person among a dog's similar objects, a bird among an aeroplane's). Their fifth group, bicycle and
+motorbike, is within the vehicles."""
+
+SOURCES = {
+    "config": "from the config",
+    "hoiem": "Hoiem et al.'s VOC groups",
+    "supercategories": "COCO's supercategories",
+    "none": "none (every confusion is Oth)",
+}
+"""Where the similar classes came from, and how a figure says it."""
+
+
+@dataclass(frozen=True)
+class SimilarClasses:
+    """Groups of classes a detector may take for one another (a class may be in several), and their
+    ``source`` (a key of ``SOURCES``)."""
+
+    groups: tuple[tuple[str, ...], ...]
+    source: str
+
+    def of(self, name: str) -> frozenset[str]:
+        """The classes other than ``name`` that share a group with it."""
+        return frozenset(other for group in self.groups if name in group for other in group) - {name}
+
+    def to_json(self) -> dict:
+        return {"source": self.source, "groups": [list(group) for group in self.groups]}
+
+
+def similar_classes(dataset: Dataset, groups: Sequence[Sequence[str]] | None = None) -> SimilarClasses:
+    """The ``groups`` given (a config's), checked to name the dataset's classes; else Hoiem's groups for
+    VOC's 20 classes, the supercategories where the dataset has them (COCO's), or none."""
+    if groups is not None:
+        if any(isinstance(group, str) for group in groups):
+            raise UserError("similar classes: each group is a list of class names")
+        unknown = sorted({name for group in groups for name in group} - set(dataset.classes))
+        if unknown:
+            raise UserError(
+                f"similar classes name classes the dataset does not have: {', '.join(unknown)} "
+                f"(dataset classes: {', '.join(dataset.classes)})"
+            )
+        return SimilarClasses(tuple(tuple(group) for group in groups), "config")
+    if set(dataset.classes) == set(VOC_CLASSES):
+        return SimilarClasses(HOIEM_VOC_GROUPS, "hoiem")
+    members: dict[str, list[str]] = {}
+    for name, supercategory in zip(dataset.classes, dataset.supercategories, strict=False):
+        if supercategory:
+            members.setdefault(supercategory, []).append(name)
+    if members:
+        return SimilarClasses(tuple(tuple(names) for names in members.values()), "supercategories")
+    return SimilarClasses((), "none")
+
+
+@dataclass(frozen=True)
+class ClassDiagnosis:
+    """One class: its non-difficult objects; the outcome of each of its counted detections, best first
+    (K,): -1 for a hit, else the index in ``TYPES`` of the false positive's type; its AP at each level of
+    ``LEVELS`` and at each of ``SIZES`` (NaN without positives); and with difficult objects counted (None
+    where the split has none)."""
+
+    name: str
+    objects: int
+    outcomes: np.ndarray = field(repr=False, compare=False)
+    breakdown: dict[str, float]
+    by_size: dict[str, float]
+    difficult_counted: float | None
+
+    def false_positives(self, multiple: float | None = 1.0) -> dict[str, int]:
+        """Each type's false positives among the first ``multiple`` x objects counted detections (rounded
+        half up; None: all of them); by default the top-ranked."""
+        top = len(self.outcomes) if multiple is None else int(multiple * self.objects + 0.5)
+        found = np.bincount(self.outcomes[:top] + 1, minlength=len(TYPES) + 1)
+        return {kind: int(count) for kind, count in zip(TYPES, found[1:], strict=True)}
+
+
+@dataclass(frozen=True)
+class Growth:
+    """The false positives by type, summed over the trained classes, among each class's first ``multiple``
+    x objects counted detections (None: all of them)."""
+
+    multiple: float | None
+    counts: dict[str, int]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        """Each type's share of the false positives (NaN without any)."""
+        return {
+            kind: count / self.total if self.total else float("nan") for kind, count in self.counts.items()
+        }
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """Every class's diagnosis; the mean PR curve of each level of the breakdown over the trained classes
+    with positives ((101,) precision at ``RECALLS``); the split's non-difficult objects of each size and
+    its difficult ones."""
+
+    metric: str
+    similar: SimilarClasses
+    classes: tuple[ClassDiagnosis, ...]
+    curves: dict[str, np.ndarray] = field(repr=False, compare=False)
+    objects_by_size: dict[str, int]
+    difficult_objects: int
+    untrained: tuple[str, ...] = ()
+    """Classes the detector had no object of to learn from: diagnosed, but left out of sums and means."""
+
+    @property
+    def trained(self) -> tuple[ClassDiagnosis, ...]:
+        return tuple(c for c in self.classes if c.name not in self.untrained)
+
+    @property
+    def false_positives(self) -> dict[str, int]:
+        """The top-ranked false positives by type, summed over the trained classes."""
+        return _summed(c.false_positives() for c in self.trained)
+
+    @property
+    def growth(self) -> tuple[Growth, ...]:
+        """The top-ranked false positives as each class's share grows: ``MULTIPLES``, then all."""
+        return tuple(
+            Growth(multiple, _summed(c.false_positives(multiple) for c in self.trained))
+            for multiple in (*MULTIPLES, None)
+        )
+
+    @property
+    def breakdown(self) -> dict[str, float]:
+        """Each level's mean AP over the trained classes with positives."""
+        return {level: _mean(c.breakdown[level] for c in self.trained) for level in LEVELS}
+
+    @property
+    def ap_by_size(self) -> dict[str, float]:
+        """Each size's mean AP over the trained classes with positives of that size."""
+        return {size: _mean(c.by_size[size] for c in self.trained) for size in SIZES}
+
+    @property
+    def difficult_counted(self) -> float | None:
+        """The mean AP with difficult objects counted as positives; None where the split has none."""
+        if not self.difficult_objects:
+            return None
+        return _mean(c.difficult_counted for c in self.trained if c.difficult_counted is not None)
+
+    def to_json(self) -> dict:
+        """Counts as integers, APs and fractions to 6 digits (NaN as null); the keys are the module's."""
+        difficult_counted = self.difficult_counted
+        return {
+            "metric": self.metric,
+            "similar": self.similar.to_json(),
+            "false_positives": self.false_positives,
+            "false_positives_by_class": {c.name: c.false_positives() for c in self.classes},
+            "false_positive_growth": [
+                {
+                    "multiple": "all" if point.multiple is None else point.multiple,
+                    "false_positives": point.total,
+                    "fractions": {kind: _finite(v) for kind, v in point.fractions.items()},
+                }
+                for point in self.growth
+            ],
+            "pr_breakdown": {
+                **{level: _finite(v) for level, v in self.breakdown.items()},
+                "by_class": {
+                    c.name: {level: _finite(v) for level, v in c.breakdown.items()} for c in self.classes
+                },
+            },
+            "ap_by_size": {
+                size: {"ap": _finite(self.ap_by_size[size]), "objects": self.objects_by_size[size]}
+                for size in SIZES
+            },
+            **(
+                {
+                    "difficult_counted": {
+                        "ap": _finite(difficult_counted),
+                        "objects": sum(self.objects_by_size.values()) + self.difficult_objects,
+                    }
+                }
+                if difficult_counted is not None
+                else {}
+            ),
+            **({"untrained_classes": list(self.untrained)} if self.untrained else {}),
+        }
+
+
+def diagnose(
+    dataset: Dataset,
+    detections: Detections,
+    metric: str,
+    similar: SimilarClasses,
+    untrained: Sequence[str] = (),
+) -> Diagnosis:
+    """Diagnose ``detections`` on the annotated ``dataset`` under the VOC ``metric``, with the ``similar``
+    classes (``similar_classes``). The ``untrained`` classes are diagnosed but left out of the sums and
+    means, as out of the mAP. Detections on images outside the split are ignored, as ``evaluate`` does."""
+    if metric not in METRICS:
+        raise UserError(f"error diagnosis under --metric {metric!r}: choose {', '.join(METRICS)}")
+    if not dataset.annotated:
+        raise UserError(f"{dataset.root}: split {dataset.split!r} has no annotations to diagnose on")
+    check_classes(dataset, detections)
+    position = {r.image_id: i for i, r in enumerate(dataset.images)}
+    in_split = np.isin(detections.image_ids, list(position))
+    has_difficult = any(r.difficult.any() for r in dataset.images)
+    untrained = tuple(name for name in dataset.classes if name in set(untrained))
+    classes, curves = [], []
+    for label, name in enumerate(dataset.classes, start=1):
+        mine = in_split & (detections.classes == name)
+        order = np.argsort(-detections.scores[mine], kind="stable")
+        ranked = _RankedDetections.of(
+            dataset, position, label, detections.image_ids[mine][order], detections.boxes[mine][order]
+        )
+        similar_labels = [dataset.classes.index(other) + 1 for other in similar.of(name)]
+        found, level_curves = _diagnose_class(dataset, ranked, name, similar_labels, metric, has_difficult)
+        classes.append(found)
+        if name not in untrained and found.objects:
+            curves.append(level_curves)
+    mean_curves = {
+        level: np.mean([c[level] for c in curves], axis=0) if curves else np.full(len(RECALLS), np.nan)
+        for level in LEVELS
+    }
+    sizes = np.concatenate(
+        [np.zeros(0, np.int64), *(_size_of(r.boxes[~r.difficult]) for r in dataset.images)]
+    )
+    return Diagnosis(
+        metric,
+        similar,
+        tuple(classes),
+        mean_curves,
+        {size: int(n) for size, n in zip(SIZES, np.bincount(sizes, minlength=len(SIZES)), strict=True)},
+        sum(int(r.difficult.sum()) for r in dataset.images),
+        untrained,
+    )
+
+
+Ignored = Callable[[ImageRecord], np.ndarray]
+"""Which objects (K,) of an image a matching leaves out, as VOC leaves out the difficult ones."""
+
+
+def _difficult(record: ImageRecord) -> np.ndarray:
+    return record.difficult
+
+
+def _nothing(record: ImageRecord) -> np.ndarray:
+    return np.zeros(len(record.labels), dtype=bool)
+
+
+def _difficult_or_other_size(size: int) -> Ignored:
+    """The difficult objects and those not of ``size`` (an index in ``SIZES``)."""
+    return lambda record: record.difficult | (_size_of(record.boxes) != size)
+
+
+@dataclass(frozen=True)
+class _RankedDetections:
+    """One class's detections on the split, best score first: the index in the split of each one's image
+    (D,), the index in ``SIZES`` of its box's area (D,), and for each image with some of them: their ranks
+    (d,), the image's record and their IoU with each of its objects (d, K)."""
+
+    label: int
+    images: np.ndarray
+    sizes: np.ndarray
+    overlaps: tuple[tuple[np.ndarray, ImageRecord, np.ndarray], ...]
+
+    @classmethod
+    def of(
+        cls, dataset: Dataset, position: dict[str, int], label: int, image_ids: np.ndarray, boxes: np.ndarray
+    ) -> _RankedDetections:
+        """From the class's detections ranked best first: image ids (D,) and boxes (D, 4)."""
+        by_image: dict[str, list[int]] = {}
+        for rank, image_id in enumerate(image_ids.tolist()):
+            by_image.setdefault(image_id, []).append(rank)
+        overlaps = []
+        for image_id, ranks in by_image.items():  # one IoU matrix an image
+            record = dataset.images[position[image_id]]
+            overlaps.append((np.array(ranks), record, box_iou(boxes[ranks], record.boxes)))
+        images = np.array([position[i] for i in image_ids.tolist()], dtype=np.int64)
+        return cls(label, images, _size_of(boxes), tuple(overlaps))
+
+    def match(self, iou_threshold: float, ignored: Ignored) -> tuple[np.ndarray, np.ndarray]:
+        """VOC's matching to the class's objects, less the ``ignored``: (hit (D,), counted (D,) bool)."""
+        hit = np.zeros(len(self.images), dtype=bool)
+        counted = np.ones(len(self.images), dtype=bool)
+        for ranks, record, ious in self.overlaps:
+            own = record.labels == self.label
+            hit[ranks], counted[ranks] = match_greedy(ious[:, own], ignored(record)[own], iou_threshold)
+        return hit, counted
+
+    def best_overlap(self, labels: Sequence[int]) -> np.ndarray:
+        """(D,) each detection's best IoU with an object (difficult or not) of the ``labels``; 0 for none."""
+        best = np.zeros(len(self.images))
+        for ranks, record, ious in self.overlaps:
+            best[ranks] = ious[:, np.isin(record.labels, labels)].max(axis=1, initial=0.0)
+        return best
+
+
+def _diagnose_class(
+    dataset: Dataset,
+    ranked: _RankedDetections,
+    name: str,
+    similar_labels: list[int],
+    metric: str,
+    has_difficult: bool,
+) -> tuple[ClassDiagnosis, dict[str, np.ndarray]]:
+    """One class's diagnosis and its PR curve at each level ((101,) precision at ``RECALLS``)."""
+    label = ranked.label
+    other_labels = [k for k in range(1, len(dataset.classes) + 1) if k != label and k not in similar_labels]
+    # the type each detection would have as a false positive (its index in TYPES): loc, sim, oth, bg
+    overlaps = [ranked.best_overlap(labels) for labels in ([label], similar_labels, other_labels)]
+    kinds = np.select([overlap >= TOUCH for overlap in overlaps], [0, 1, 2], default=3)
+    hit, counted = ranked.match(0.5, _difficult)
+    loose_hit, loose_counted = ranked.match(TOUCH, _difficult)
+    loose_false = loose_counted & ~loose_hit
+    levels = {"c75": ranked.match(0.75, _difficult), "c50": (hit, counted)}
+    for level, removed in (("loc", ()), ("sim", ("sim",)), ("oth", ("sim", "oth")), ("bg", TYPES)):
+        dropped = loose_false & np.isin(kinds, [TYPES.index(kind) for kind in removed])
+        levels[level] = (loose_hit, loose_counted & ~dropped)
+    positives = _positives(dataset, label, _difficult)
+    breakdown, curves = {}, {}
+    for level, (level_hit, kept) in levels.items():
+        matches = ClassMatches(ranked.images[kept], level_hit[kept], positives)
+        breakdown[level], curves[level] = _scored(matches, metric)
+    breakdown["fn"] = 1.0 if positives.any() else float("nan")
+    curves["fn"] = np.ones(len(RECALLS))
+    by_size = {}
+    for size_index, size in enumerate(SIZES):
+        ignored = _difficult_or_other_size(size_index)
+        size_hit, size_counted = ranked.match(0.5, ignored)
+        # COCO's rule: a false positive counts in its own box's size
+        kept = size_counted & (size_hit | (ranked.sizes == size_index))
+        by_size[size] = _scored(
+            ClassMatches(ranked.images[kept], size_hit[kept], _positives(dataset, label, ignored)), metric
+        )[0]
+    difficult_counted = None
+    if has_difficult:
+        all_hit, _ = ranked.match(0.5, _nothing)
+        every = ClassMatches(ranked.images, all_hit, _positives(dataset, label, _nothing))
+        difficult_counted = _scored(every, metric)[0]
+    outcomes = np.where(hit, -1, kinds)[counted]
+    return ClassDiagnosis(name, int(positives.sum()), outcomes, breakdown, by_size, difficult_counted), curves
+
+
+def _positives(dataset: Dataset, label: int, ignored: Ignored) -> np.ndarray:
+    """(N,) each image's objects of class ``label`` less the ``ignored``."""
+    return np.array([int(((r.labels == label) & ~ignored(r)).sum()) for r in dataset.images], dtype=np.int64)
+
+
+def _scored(matches: ClassMatches, metric: str) -> tuple[float, np.ndarray]:
+    """(AP, precision (101,) at ``RECALLS`` under the precision envelope, as COCO samples it); NaN
+    without positives."""
+    if not matches.positives.any():
+        return float("nan"), np.full(len(RECALLS), np.nan)
+    recall, precision = matches.curve()
+    envelope = np.maximum.accumulate(precision[::-1])[::-1]
+    first = np.searchsorted(recall, RECALLS)  # the first point with recall >= r
+    sampled = np.zeros(len(RECALLS))
+    inside = first < len(recall)
+    sampled[inside] = envelope[first[inside]]
+    return float(average_precision(recall, precision, metric)), sampled
+
+
+def _size_of(boxes: np.ndarray) -> np.ndarray:
+    """(K, 4) boxes -> (K,) the index in ``SIZES`` of each one's area."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return np.where(areas < SMALL, 0, np.where(areas > LARGE, 2, 1))
+
+
+def _summed(counts: Iterable[dict[str, int]]) -> dict[str, int]:
+    total: Counter[str] = Counter()
+    for found in counts:
+        total.update(found)
+    return {kind: total[kind] for kind in TYPES}
+
+
+def _mean(values: Iterable[float]) -> float:
+    """The mean of the values that are not NaN (NaN without any)."""
+    kept = [v for v in values if not np.isnan(v)]
+    return float(np.mean(kept)) if kept else float("nan")
+
+
+def _finite(v: float) -> float | None:
+    return None if np.isnan(v) else round(float(v), 6)
+
+
+TYPE_LABELS = {
+    "loc": "Loc: poor localization or duplicate",
+    "sim": "Sim: similar class",
+    "oth": "Oth: other class",
+    "bg": "BG: background",
+}
+LEVEL_LABELS = {"c75": "C75", "c50": "C50", "loc": "Loc", "sim": "Sim", "oth": "Oth", "bg": "BG", "fn": "FN"}
+
+
+def plot_diagnosis(diagnosis: Diagnosis, path: Path) -> None:
+    """One PNG of three panels: the top-ranked false positives' types as they grow (Hoiem's and R-CNN's
+    figure), the PR breakdown (COCO's ``analyze``), and AP by object size."""
+    from stages.core.plotting import drawing
+
+    with drawing(()) as plt:
+        fig, (growth_ax, breakdown_ax, size_ax) = plt.subplots(1, 3, figsize=(16, 5), dpi=100)
+        _draw_growth(growth_ax, diagnosis, plt)
+        _draw_breakdown(breakdown_ax, diagnosis, plt)
+        _draw_sizes(size_ax, diagnosis)
+        similar = SOURCES[diagnosis.similar.source]
+        fig.suptitle(f"Error diagnosis under {diagnosis.metric} AP; similar classes: {similar}")
+        fig.tight_layout()
+        with atomic_path(Path(path)) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+
+
+def _draw_growth(ax: Any, diagnosis: Diagnosis, plt: Any) -> None:
+    """Stacked shares of the types against the total false positives, on a log axis."""
+    from matplotlib import ticker
+
+    points = [point for point in diagnosis.growth if point.total]
+    ax.set(xlabel="total false positives", ylabel="percentage of each type", ylim=(0, 100))
+    ax.set_title("(a) top-ranked false positives", fontsize=10)
+    if len(points) < 2:
+        ax.text(0.5, 0.5, "too few false positives", ha="center", transform=ax.transAxes)
+        return
+    totals = [point.total for point in points]
+    shares = [[100 * point.fractions[kind] for point in points] for kind in TYPES]
+    colors = plt.get_cmap("Set2").colors[: len(TYPES)]
+    ax.stackplot(totals, *shares, labels=[TYPE_LABELS[kind] for kind in TYPES], colors=colors, alpha=0.9)
+    ax.set_xscale("log")
+    ax.set_xlim(totals[0], totals[-1])
+    decades = np.log10(totals[-1] / totals[0])
+    ax.xaxis.set_major_locator(ticker.LogLocator(subs=(1, 2, 5) if decades < 2.5 else (1,)))  # labels apart
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.8)
+
+
+def _draw_breakdown(ax: Any, diagnosis: Diagnosis, plt: Any) -> None:
+    """Each level's mean PR curve, the area between it and the one below filled (COCO's figure)."""
+    cmap = plt.get_cmap("viridis")
+    below = np.zeros(len(RECALLS))
+    for index, level in enumerate(LEVELS):
+        curve = diagnosis.curves[level]
+        ap = f"{diagnosis.breakdown[level]:.3f}".removeprefix("0")
+        color = cmap(index / (len(LEVELS) - 1))
+        ax.fill_between(RECALLS, below, curve, color=color, label=f"[{ap}] {LEVEL_LABELS[level]}")
+        ax.plot(RECALLS, curve, color="black", lw=0.5)
+        below = curve
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+    ax.set_title("(b) PR breakdown (mean over classes)", fontsize=10)
+    ax.legend(fontsize=8, loc="lower left", framealpha=0.8)
+
+
+def _draw_sizes(ax: Any, diagnosis: Diagnosis) -> None:
+    """Mean AP of each size, with the C50 mAP of all sizes as a line; and with difficult objects counted."""
+    names = [f"{size}\n{diagnosis.objects_by_size[size]} objects" for size in SIZES]
+    aps = [diagnosis.ap_by_size[size] for size in SIZES]
+    if diagnosis.difficult_counted is not None:
+        names.append(f"difficult counted\n{diagnosis.difficult_objects} difficult")
+        aps.append(diagnosis.difficult_counted)
+    bars = ax.bar(names, np.nan_to_num(aps), color="#4c72b0")
+    ax.bar_label(bars, labels=[f"{ap:.3f}" for ap in aps], fontsize=8)
+    ax.axhline(diagnosis.breakdown["c50"], color="black", ls="--", lw=1, label="all sizes (C50)")
+    ax.set(ylabel=f"mean {diagnosis.metric} AP", ylim=(0, 1.05))
+    ax.set_title("(c) AP by object size", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left")
