@@ -30,6 +30,7 @@ from stages.methods import get_method
 
 if TYPE_CHECKING:
     from stages.evaluation.bootstrap import Intervals
+    from stages.evaluation.diagnosis import Diagnosis
     from stages.evaluation.metrics import Evaluation
 
 
@@ -60,6 +61,22 @@ def evaluate(
     classes: Classes = None,
     layout: DatasetFormat = None,
     skip_bad: SkipBad = False,
+    diagnose: Annotated[
+        bool,
+        typer.Option(
+            "--diagnose",
+            help="Also diagnose the errors: the top-ranked false positives by type (Loc, Sim, Oth, BG), "
+            "the PR breakdown (C75 ... FN) and AP by object size, as JSON and a plot beside the results.",
+        ),
+    ] = False,
+    similar: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--similar",
+            help="With --diagnose: a group of similar classes, comma-separated (repeatable; default: "
+            "Hoiem's groups for VOC, the supercategories for COCO, else none).",
+        ),
+    ] = None,
 ) -> None:
     """Score detections with the VOC protocol (IoU >= 0.5, difficult ignored): AP per class, mAP.
 
@@ -68,6 +85,13 @@ def evaluate(
     (with the mAP without box regression and the test seconds an image) and the PR curves; --compressed
     writes SPLIT.svd.json beside them.
 
+    --diagnose adds the analysis of Hoiem et al. (ECCV 2012) that the R-CNN paper used: each class's
+    top-ranked false positives (its first detections, as many as its objects) typed as poor localization
+    or duplicate (Loc), a similar class (Sim), another class (Oth) or background (BG); how AP grows as each
+    kind of error is removed (COCO's analyze: C75, C50, Loc, Sim, Oth, BG, FN); AP by object size. With
+    --run it diagnoses the detections with box regression and without, into RUN/<method>/eval/
+    SPLIT.diagnosis.json and .png.
+
     Examples:
 
       rcnn evaluate --data data/demo --split test --run runs/demo --method fast
@@ -75,14 +99,16 @@ def evaluate(
       rcnn evaluate --data data/demo --split test --run runs/demo --method rcnn
 
       rcnn evaluate --data data/demo --split test --detections dets.json --out results.json
+
+      rcnn evaluate --data data/demo --split test --run runs/demo --method fast --diagnose
     """
     from stages.datasets.formats import load_dataset
     from stages.detections.files import read_detections
     from stages.evaluation.bootstrap import bootstrap_intervals
     from stages.evaluation.metrics import evaluate as run_evaluation
     from stages.evaluation.metrics import save_evaluation
-    from stages.inference.evaluate import evaluate_run
-    from stages.runs.layout import RunLayout
+    from stages.inference.evaluate import diagnose_detections, evaluate_run
+    from stages.runs.layout import DIAGNOSIS_SUFFIX, RunLayout
 
     if run is not None and method is not None and detections is None:
         dataset = load_dataset(
@@ -97,6 +123,8 @@ def evaluate(
             variant=chosen.variant(compressed),
             device=device,
             precision=precision.value,
+            diagnose=diagnose,
+            similar=_groups(similar),
             progress=RichProgress(),
         )
         label = chosen.row_label(chosen.variant(compressed))
@@ -112,16 +140,73 @@ def evaluate(
         extra = result.intervals.to_json() if result.intervals else {}
         save_evaluation(result.evaluation, out_file, None, extra)
         out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")
+        if result.diagnosis is not None:
+            print_diagnosis(result.diagnosis, result.diagnosis_without_box_regression)
+            written = chosen.files(RunLayout(run)).diagnosis(split, chosen.variant(compressed).key)
+            out.print(f"diagnosis: {written}; its plot: {written.with_suffix('.png')}")
     elif detections is not None and run is None:
         dataset = load_dataset(data, split, parse_classes(classes), format=layout_name(layout))
-        results = run_evaluation(dataset, read_detections(detections), metric)
+        given = read_detections(detections)
+        results = run_evaluation(dataset, given, metric)
+        target = (out_file or detections).with_suffix(DIAGNOSIS_SUFFIX)
+        diagnosed = (
+            diagnose_detections(dataset, given, results.metric, _groups(similar), target)
+            if diagnose
+            else None
+        )
         intervals = bootstrap_intervals(results)
         plot = plot or (out_file or detections).with_suffix(".pr.png")
         save_evaluation(results, out_file, plot, intervals.to_json() if intervals else {})
         print_results(results, f"{split}: {detections}", intervals)
         out.print(f"PR curves: {plot}")
+        if diagnosed is not None:
+            print_diagnosis(diagnosed)
+            out.print(f"diagnosis: {target}; its plot: {target.with_suffix('.png')}")
     else:
         raise typer.BadParameter("give either --detections FILE, or --run RUN with --method")
+
+
+def _groups(similar: list[str] | None) -> list[tuple[str, ...]] | None:
+    """``--similar a,b --similar c,d`` -> [("a", "b"), ("c", "d")]; None when not given."""
+    if not similar:
+        return None
+    groups = [parse_classes(group) for group in similar]
+    return [group for group in groups if group is not None]
+
+
+def print_diagnosis(diagnosis: Diagnosis, without: Diagnosis | None = None) -> None:
+    """The diagnosis as three tables: the top-ranked false positives by type (and without box
+    regression), the PR breakdown and AP by object size."""
+    from stages.evaluation.diagnosis import LEVELS, SIZES, SOURCES, TYPES
+
+    types = Table(title="top-ranked false positives (each class's first detections, as many as its objects)")
+    types.add_column("detections")
+    for kind in TYPES:
+        types.add_column(kind.capitalize() if kind != "bg" else "BG", justify="right")
+    for label, found in (("as scored", diagnosis), ("without box regression", without)):
+        if found is not None:
+            counts = found.false_positives
+            total = sum(counts.values())
+            types.add_row(label, *(f"{counts[k]} ({counts[k] / total:.0%})" if total else "0" for k in TYPES))
+    out.print(types)
+    levels = Table(title=f"PR breakdown: mean AP ({diagnosis.metric}) as each kind of error is removed")
+    for level in LEVELS:
+        levels.add_column(level.upper() if level in ("bg", "fn") else level.capitalize(), justify="right")
+    levels.add_row(*(_ap(diagnosis.breakdown[level]) for level in LEVELS))
+    out.print(levels)
+    sizes = Table(title="AP by object size (COCO's: small < 32², large > 96² pixels)")
+    for size in SIZES:
+        sizes.add_column(f"{size} ({diagnosis.objects_by_size[size]})", justify="right")
+    if diagnosis.difficult_counted is not None:
+        sizes.add_column("difficult counted", justify="right")
+    extra = [] if diagnosis.difficult_counted is None else [_ap(diagnosis.difficult_counted)]
+    sizes.add_row(*(_ap(diagnosis.ap_by_size[size]) for size in SIZES), *extra)
+    out.print(sizes)
+    out.print(f"similar classes: {escape(SOURCES[diagnosis.similar.source])}", soft_wrap=True)
+
+
+def _ap(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.3f}"
 
 
 def print_results(results: Evaluation, title: str, intervals: Intervals | None = None) -> None:

@@ -13,7 +13,7 @@ from rcnn_cli.console import compact_table, out
 from rcnn_cli.options import DEFAULT_RUN
 
 if TYPE_CHECKING:
-    from stages.report.summary import ProposerRecall, RunReport, SeedSpread
+    from stages.report.summary import MethodResult, ProposerRecall, RunReport, SeedSpread
 
 
 def _score(value: float | None) -> str:
@@ -106,6 +106,8 @@ def print_report(found: RunReport, title: str) -> None:
     out.print(results)
     if found.seeds:
         print_seed_differences(found)
+    if any(r.diagnosis for r in rows):
+        print_errors(rows)
     if found.proposals:
         proposals = compact_table("proposals")
         proposals.add_column("split")
@@ -176,6 +178,28 @@ def print_seed_differences(found: RunReport) -> None:
         value = dict(spread.maps)
         points.add_row(spread.label, *(_score(value.get(offset)) for offset in offsets))
     out.print(points)
+
+
+def print_errors(results: Sequence[MethodResult]) -> None:
+    """Each diagnosed evaluation's top-ranked false positives by type (shares; Loc without box regression
+    beside), and its PR breakdown's mean APs at C75, C50, Loc, BG (``rcnn evaluate --diagnose``)."""
+    table = compact_table("errors: top-ranked false positives by type; AP as errors are removed")
+    table.add_column("method", no_wrap=True)
+    for column in ("Loc", "Sim", "Oth", "BG", "Loc w/o\nbox reg.", "AP\nC75", "AP\nC50", "AP\nLoc", "AP\nBG"):
+        table.add_column(column, justify="right")
+    for r in results:
+        if (found := r.diagnosis) is None:
+            continue
+        shares = found.shares(found.false_positives)
+        unregressed = found.without_box_regression
+        loc_without = "-" if unregressed is None else f"{found.shares(unregressed)['loc']:.0%}"
+        table.add_row(
+            r.label,
+            *(f"{shares[kind]:.0%}" for kind in ("loc", "sim", "oth", "bg")),
+            loc_without,
+            *(_score(found.breakdown.get(level)) for level in ("c75", "c50", "loc", "bg")),
+        )
+    out.print(table)
 
 
 def print_recall(proposers: Sequence[ProposerRecall]) -> None:

@@ -48,7 +48,6 @@ def run(
         int,
         typer.Option(
             "--seeds",
-            min=1,
             help="Train and test every method this many times, each seed of the config + 0, 1, ...: the "
             "report gives each method's mean and spread, and which differences exceed it.",
         ),
@@ -81,7 +80,7 @@ def run(
       torchrun --nproc_per_node=2 -m rcnn_cli -- run configs/demo.toml
     """
     from stages.config.run_config import load_config
-    from stages.pipeline.run import plan, run_config
+    from stages.pipeline.run import plan, replicas, run_config
     from stages.report.summary import report as collect
     from stages.runs.layout import RunLayout
 
@@ -94,8 +93,8 @@ def run(
         classes=parse_classes(classes),
     )
     if plan_only:
-        for offset in range(seeds):
-            print_plan(plan(chosen.replica(offset), restart))
+        for replica in replicas(chosen, seeds):
+            print_plan(plan(replica, restart))
         return
     outcome = run_config(
         chosen, seeds=seeds, restart=restart, progress=RichProgress(), show_plan=print_plan, on_step=_done

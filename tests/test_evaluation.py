@@ -286,3 +286,39 @@ def test_evaluate_gives_each_ap_and_the_map_a_95_percent_interval(scene, tmp_pat
     low, high = written["map_ci95"]
     assert low <= written["map"] <= high and written["bootstrap"]["samples"] == 1000
     assert set(written["ap_ci95"]) == {"aaa", "bbb", "ccc", "ddd"}
+
+
+def test_evaluate_diagnoses_a_detections_file_with_the_similar_classes_given(scene, tmp_path):
+    """`--diagnose` writes the diagnosis beside --out, as the library makes it; --similar groups turn a
+    confusion from Oth into Sim; a group naming no class of the dataset is a one-line error."""
+    found = detections(
+        [
+            ("a", "aaa", 0.9, [0, 0, 10, 10]),  # hit
+            ("a", "aaa", 0.8, [20, 0, 30, 10]),  # on the bbb: a confusion
+            ("a", "bbb", 0.7, [0, 0, 10, 3]),  # on the aaa, not its class
+            ("b", "bbb", 0.6, [0, 20, 10, 25]),  # IoU 0.5 exactly: a hit
+            ("b", "bbb", 0.5, [0, 24, 10, 30]),  # on the bbb at IoU 0.6, a duplicate: loc
+        ]
+    )
+    write_detections(tmp_path / "d.json", found)
+    on = ("--data", scene.root, "--split", "train", "--detections", tmp_path / "d.json")
+    on += ("--classes", "aaa,bbb,ccc,ddd", "--out", tmp_path / "r.json", "--diagnose")
+    result = rcnn("evaluate", *on, "--similar", "aaa,bbb")
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "r.diagnosis.json").read_text())
+    assert written["similar"] == {"source": "config", "groups": [["aaa", "bbb"]]}
+    # top-ranked: aaa's first detection (one object not difficult), bbb's first two
+    assert written["false_positives_by_class"]["aaa"] == {"loc": 0, "sim": 0, "oth": 0, "bg": 0}
+    assert written["false_positives_by_class"]["bbb"] == {"loc": 0, "sim": 1, "oth": 0, "bg": 0}
+    every = written["false_positive_growth"][-1]
+    assert every["multiple"] == "all" and every["false_positives"] == 3
+    assert every["fractions"] == pytest.approx({"loc": 1 / 3, "sim": 2 / 3, "oth": 0, "bg": 0})
+    assert (tmp_path / "r.diagnosis.png").stat().st_size > 0
+    assert "top-ranked false positives" in result.output and "PR breakdown" in result.output
+    apart = rcnn("evaluate", *on)
+    assert apart.exit_code == 0, apart.output
+    written = json.loads((tmp_path / "r.diagnosis.json").read_text())
+    assert written["similar"]["source"] == "none" and written["false_positives"]["oth"] == 1
+    assert written["false_positive_growth"][-1]["fractions"]["oth"] == pytest.approx(2 / 3)
+    wrong = rcnn("evaluate", *on, "--similar", "aaa,zebra")
+    assert wrong.exit_code == 2 and "zebra" in wrong.output and len(wrong.output.strip().splitlines()) == 1

@@ -211,3 +211,30 @@ def test_under_torchrun_the_data_parallel_stages_use_every_process_and_the_rest_
     assert proposals["results"]["processes"] == 2
     assert (run / "fast" / "eval" / "test.svd.json").is_file()
     assert result.stdout.count("plan") == 1 and result.stdout.count("stages run") == 1
+
+
+def test_every_evaluation_of_the_run_is_diagnosed_as_its_detections_file_says(made):
+    """The run's evaluation steps write each evaluation's error diagnosis; diagnosing the detections file
+    the step wrote gives the same, its C50 is the evaluation's mAP, and the report shows them all."""
+    from stages.datasets.formats import load_dataset
+    from stages.detections.files import read_detections
+    from stages.evaluation.diagnosis import diagnose, similar_classes
+
+    config, run = made
+    layout = RunLayout(run)
+    dataset = load_dataset(Path(load_config(config).data.root), "test")
+    for method, variant in (("rcnn", ""), ("spp", ""), ("fast", ""), ("fast", "svd")):
+        files = layout.method(method)
+        written = json.loads(files.diagnosis("test", variant).read_text(encoding="utf-8"))
+        untrained = written.get("untrained_classes", [])
+        detections = read_detections(files.detections("test", variant))
+        again = diagnose(dataset, detections, "voc07", similar_classes(dataset), untrained)
+        assert written["false_positives"] == again.false_positives, method
+        results = json.loads(files.results("test", variant).read_text(encoding="utf-8"))
+        assert written["pr_breakdown"]["c50"] == pytest.approx(results["map"], abs=1e-6)
+        assert ("without_box_regression" in written) == results["box_regression"]
+        assert files.diagnosis("test", variant).with_suffix(".png").stat().st_size > 0
+    result = rcnn("report", "--run", run)
+    assert result.exit_code == 0 and "errors: top-ranked false positives" in result.output, result.output
+    page = layout.report_page.read_text(encoding="utf-8")
+    assert 'id="errors"' in page and page.count('alt="errors of ') == 4

@@ -143,3 +143,11 @@ def test_seeds_train_each_method_again_on_the_same_proposals_and_the_report_give
     assert again.exit_code == 0 and again.output.count("not made yet") == 0
     replanned = plan(load_config(config).replica(1))
     assert {item.state for item in replanned} == {State.UP_TO_DATE}
+
+
+def test_fewer_than_one_seed_is_a_one_line_error(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text(SEEDED_CONFIG.format(data=tmp_path, run=tmp_path / "run"), encoding="utf-8")
+    for extra in ((), ("--plan",)):
+        result = rcnn("run", config, "--seeds", "0", *extra)
+        assert result.exit_code == 2 and result.output.strip() == "error: --seeds 0: give at least 1"

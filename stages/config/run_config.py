@@ -12,7 +12,7 @@ A config's tables are the stages' own options dataclasses, key for key::
       compress             present: Fast R-CNN's truncated-SVD model too      (method.compress_options_type)
     [<method>.paper]       the paper's figures for this setting, for the report (PaperFigures); those of
                            a variant in its table: [<method>.compress.paper] for the compressed model
-    [evaluate]             metric, precision                                  (EvaluateSettings)
+    [evaluate]             metric, precision, similar                         (EvaluateSettings)
     [detect]               present: draw detections on the test split's first images (DetectSettings)
 
 A key left out takes the stage's default (the paper's setting); a key that is no option is an error that
@@ -88,10 +88,13 @@ class PaperFigures:
 @dataclass(frozen=True)
 class EvaluateSettings:
     """``metric``: voc07, voc10 or coco (default: coco for COCO datasets, voc07 otherwise);
-    ``precision``: of the networks run at evaluation (``stages.networks.precision``)."""
+    ``precision``: of the networks run at evaluation (``stages.networks.precision``); ``similar``: groups
+    of classes whose confusions the error diagnosis counts as similar (``stages.evaluation.diagnosis``;
+    default: VOC's groups or COCO's supercategories where the dataset has them)."""
 
     metric: str | None = None
     precision: str = "fp32"
+    similar: tuple[tuple[str, ...], ...] | None = None
 
     def __post_init__(self) -> None:
         check_precision(self.precision)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from stages.core.atomic import write_json
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset, ImageRecord
-from stages.detections.files import detections_of, write_detections
+from stages.detections.files import Detections, detections_of, write_detections
 from stages.detections.postprocess import DetectOptions, ImageDetections
 from stages.evaluation.bootstrap import Intervals, bootstrap_intervals
+from stages.evaluation.diagnosis import METRICS as DIAGNOSIS_METRICS
+from stages.evaluation.diagnosis import Diagnosis, diagnose, plot_diagnosis, similar_classes
 from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves
 from stages.methods.base import PLAIN, ImageResult, Method, Variant
 from stages.networks.precision import check_supported
@@ -46,6 +49,9 @@ class RunEvaluation:
     timing: dict[str, float] | None = None
     proposal_recall: RecallCurves | None = None
     intervals: Intervals | None = None
+    diagnosis: Diagnosis | None = None
+    """The error diagnosis of the detections (``stages.evaluation.diagnosis``), when asked for."""
+    diagnosis_without_box_regression: Diagnosis | None = None
 
 
 def evaluate_run(
@@ -58,9 +64,13 @@ def evaluate_run(
     variant: Variant = PLAIN,
     device: str = "auto",
     precision: str = "fp32",
+    diagnose: bool = False,
+    similar: Sequence[Sequence[str]] | None = None,
     progress: Progress = SILENT,
 ) -> RunEvaluation:
-    """Detect on the split and score the detections; write detections, results JSON and PR curves.
+    """Detect on the split and score the detections; write detections, results JSON and PR curves; with
+    ``diagnose``, their error diagnosis too (``stages.evaluation.diagnosis``; ``similar``: the groups of
+    similar classes, default the dataset's own), with box regression and without.
 
     ``options`` default to the method's test settings; ``variant`` asks for a form of the method's network
     (``stages.methods.base.SVD``: results beside the others as ``<split>.svd.*``); ``precision``: of a
@@ -70,6 +80,8 @@ def evaluate_run(
     its shard of the split (``stages.runs.processes``) and rank 0 scores them all.
     """
     started = time.perf_counter()
+    if diagnose:
+        similar_classes(dataset, similar)  # a group that names no class: said before the detection
     options = options or method.test_options
     detections_path = method.files(run).detections(dataset.split, variant.key)
     inputs = method.test_inputs(run, dataset.split, variant=variant)
@@ -102,9 +114,8 @@ def evaluate_run(
                 clock = time.perf_counter()
         evaluation = None
         if procs.writer:
-            evaluation = _score(
-                dataset, run, method, metric, options, variant, precision, shard.parts.load(), inputs, started
-            )
+            settings = _Scoring(metric, options, variant, precision, diagnose, similar)
+            evaluation = _score(dataset, run, method, settings, shard.parts.load(), inputs, started)
             shard.parts.remove()
         return procs.from_writer(evaluation)
 
@@ -137,19 +148,42 @@ def _detections(arrays: dict[str, np.ndarray], name: str) -> ImageDetections:
     return ImageDetections(*(arrays[f"{name}.{field}"] for field in _FIELDS))
 
 
+@dataclass(frozen=True)
+class _Scoring:
+    """How ``evaluate_run`` scores: ``metric``, the detection ``options``, the network's ``variant`` and
+    ``precision``, whether to ``diagnose`` and with which ``similar`` classes."""
+
+    metric: str | None
+    options: DetectOptions
+    variant: Variant
+    precision: str
+    diagnose: bool
+    similar: Sequence[Sequence[str]] | None
+
+    def made_with(self, method: Method[Any], metric: str) -> dict[str, Any]:
+        """What the evaluation's manifests record, and ``rcnn run`` compares."""
+        return {
+            "method": method.name,
+            "metric": metric,
+            "compressed": self.variant.compressed,
+            "precision": self.precision,
+            "diagnose": self.diagnose,
+            "similar": None if self.similar is None else [list(group) for group in self.similar],
+            **asdict(self.options),
+        }
+
+
 def _score(
     dataset: Dataset,
     run: RunLayout,
     method: Method[Any],
-    metric: str | None,
-    options: DetectOptions,
-    variant: Variant,
-    precision: str,
+    settings: _Scoring,
     found: dict[str, dict[str, np.ndarray]],
     inputs: list[Path],
     started: float,
 ) -> RunEvaluation:
     """Score every image's detections ``found`` (image id -> ``_as_arrays``) and write the results."""
+    variant, precision = settings.variant, settings.precision
     scoring = time.perf_counter()
     left_out = {r.image_id: f"{r.path}: left out" for r in dataset.images if r.image_id not in found}
     if left_out:  # images an earlier stage skipped as unreadable (propose --skip-bad)
@@ -165,14 +199,11 @@ def _score(
     )
     primary = detections_of(image_ids, plain if regressed is None else regressed, dataset.classes)
     untrained = _untrained(method, run, dataset)
-    evaluation = evaluate(dataset, primary, metric, untrained=untrained)
+    evaluation = evaluate(dataset, primary, settings.metric, untrained=untrained)
     metric = evaluation.metric
     intervals = bootstrap_intervals(evaluation)
-    without = (
-        None
-        if regressed is None
-        else evaluate(dataset, detections_of(image_ids, plain, dataset.classes), metric, untrained=untrained)
-    )
+    unregressed = None if regressed is None else detections_of(image_ids, plain, dataset.classes)
+    without = None if unregressed is None else evaluate(dataset, unregressed, metric, untrained=untrained)
     seconds_per_image = float(np.mean([arrays["seconds"][0] for arrays in images])) if images else 0.0
     parts = sorted(
         {key.removeprefix("timing.") for arrays in images for key in arrays if key.startswith("timing.")}
@@ -206,13 +237,11 @@ def _score(
     }
     write_json(results_path, results)
     plot_pr_curves(evaluation, plot_path)
-    made_with = {
-        "method": method.name,
-        "metric": metric,
-        "compressed": variant.compressed,
-        "precision": precision,
-        **asdict(options),
-    }
+    diagnoses: tuple[Diagnosis | None, Diagnosis | None] = (None, None)
+    if settings.diagnose:
+        diagnoses = _diagnose(dataset, (primary, unregressed), metric, settings.similar, untrained)
+        _write_diagnosis(files.diagnosis(dataset.split, variant.key), *diagnoses)
+    made_with = settings.made_with(method, metric)
     write_manifest(  # the detection's time here, the scoring's beside the results: each counted once
         detections_path,
         stage="evaluate",
@@ -248,7 +277,51 @@ def _score(
         timing,
         curves,
         intervals,
+        *diagnoses,
     )
+
+
+def diagnose_detections(
+    dataset: Dataset,
+    detections: Detections,
+    metric: str,
+    similar: Sequence[Sequence[str]] | None,
+    target: Path,
+) -> Diagnosis:
+    """``rcnn evaluate --detections --diagnose``: the error diagnosis of ``detections`` scored under
+    ``metric``, written to ``target`` with its plot beside it."""
+    diagnosis, _ = _diagnose(dataset, (detections, None), metric, similar, ())
+    _write_diagnosis(target, diagnosis, None)
+    return diagnosis
+
+
+def _diagnose(
+    dataset: Dataset,
+    detections: tuple[Detections, Detections | None],
+    metric: str,
+    similar: Sequence[Sequence[str]] | None,
+    untrained: Sequence[str],
+) -> tuple[Diagnosis, Diagnosis | None]:
+    """The error diagnosis of the detections (with box regression where trained) and of those without
+    it (None without box regression); under COCO's metric, scored by the area under the curve (voc10),
+    as COCO's ``analyze`` draws it."""
+    chosen = similar_classes(dataset, similar)
+    scored_by = metric if metric in DIAGNOSIS_METRICS else "voc10"
+    primary, plain = detections
+    return (
+        diagnose(dataset, primary, scored_by, chosen, untrained),
+        None if plain is None else diagnose(dataset, plain, scored_by, chosen, untrained),
+    )
+
+
+def _write_diagnosis(path: Path, diagnosis: Diagnosis, without: Diagnosis | None) -> None:
+    """The diagnosis JSON (the one without box regression in it, under ``without_box_regression``) and
+    its plot beside it (``.png``)."""
+    content = diagnosis.to_json()
+    if without is not None:
+        content["without_box_regression"] = without.to_json()
+    write_json(path, content)
+    plot_diagnosis(diagnosis, path.with_suffix(".png"))
 
 
 def _untrained(method: Method[Any], run: RunLayout, dataset: Dataset) -> list[str]:

@@ -136,9 +136,10 @@ def _propose_step(run: RunLayout, split: str, options: ProposalOptions, skip_bad
 def _evaluation_step(
     method: Method[Any], variant: Variant, config: RunConfig, shared: SharedSteps, metric: str
 ) -> Step:
-    """The test of ``variant`` on the test split: detections, scored."""
+    """The test of ``variant`` on the test split: detections, scored, their errors diagnosed."""
     files = method.files(shared.run)
     test = shared.test
+    similar = config.evaluate.similar
     return Step(
         _evaluation_key(method, variant, test),
         files.results(test, variant.key),
@@ -147,6 +148,8 @@ def _evaluation_step(
             "metric": metric,
             "compressed": variant.compressed,
             "precision": config.evaluate.precision,
+            "diagnose": True,
+            "similar": similar,
             **asdict(method.test_options),
         },
         lambda ctx: evaluate_run(
@@ -157,6 +160,8 @@ def _evaluation_step(
             variant=variant,
             device=config.run.device,
             precision=config.evaluate.precision,
+            diagnose=True,
+            similar=similar,
             progress=ctx.progress,
         ),
         after=method.tested_after(variant, test),
@@ -295,6 +300,13 @@ class RunOutcome:
         return [item for item in self.planned if item.state is not State.UP_TO_DATE]
 
 
+def replicas(config: RunConfig, seeds: int) -> list[RunConfig]:
+    """``config`` and its replicas for ``seeds`` seeds in all (``RunConfig.replica``)."""
+    if seeds < 1:
+        raise UserError(f"--seeds {seeds}: give at least 1")
+    return [config.replica(offset) for offset in range(seeds)]
+
+
 def run_config(
     config: RunConfig,
     *,
@@ -312,14 +324,11 @@ def run_config(
 
     Each run's resolved config is written to its ``config.toml`` first. Files are written by rank 0 only.
     """
-    if seeds < 1:
-        raise UserError(f"--seeds {seeds}: give at least 1")
     run = RunLayout(Path(config.run.folder))
     planned: list[PlannedStep] = []
     with processes(config.run.device) as procs:  # held for the whole run; the stages join it
         datasets: dict[str, Dataset] = {}  # read once for every seed
-        for offset in range(seeds):
-            chosen = config.replica(offset)
+        for chosen in replicas(config, seeds):
             context = Context(
                 chosen,
                 RunLayout(Path(chosen.run.folder)),

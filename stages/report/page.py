@@ -157,6 +157,7 @@ def _page(runs: Sequence[CollectedRun]) -> str:
         ),
         ("proposals", "Proposals", _proposals_section(runs)),
         ("classes", "AP of each class", _class_section(runs)),
+        ("errors", "Errors", _errors_section(runs)),
         ("pr", "PR curves", _pr_section(runs)),
         ("training", "Training curves", _training_section(runs)),
         ("detections", "Detections", _detections_section(runs)),
@@ -416,6 +417,53 @@ def _class_section(runs: Sequence[CollectedRun]) -> str:
             "their AP is shown but left out of the mAP."
         ]
     )
+
+
+def _errors_section(runs: Sequence[CollectedRun]) -> str:
+    """Each diagnosed evaluation's top-ranked false positives by type and its PR breakdown, as a table,
+    then each one's diagnosis plot."""
+    from stages.evaluation.diagnosis import LEVELS, SOURCES, TYPES
+
+    several = len(runs) > 1
+    rows, figures, sources = [], [], set()
+    for run in runs:
+        for item in run.evaluations:
+            r = item.result
+            if (found := r.diagnosis) is None:
+                continue
+            sources.add(SOURCES.get(found.similar, found.similar))
+            shares = found.shares(found.false_positives)
+            unregressed = found.without_box_regression
+            numbers = [f"{shares[kind]:.0%}" for kind in TYPES]
+            numbers.append("–" if unregressed is None else f"{found.shares(unregressed)['loc']:.0%}")
+            numbers += [_score(found.breakdown.get(level)) for level in LEVELS]
+            numbers += [_score(found.ap_by_size.get(size)) for size in ("small", "medium", "large")]
+            texts = [f"{_swatch(item.colour)}{_e(r.label)}", *([_e(run.name)] if several else [])]
+            rows.append(_row(texts, numbers))
+            try:
+                figures.append(
+                    _figure(picture_uri(found.plot), f"errors of {r.label}", f"{r.label}: {found.plot}")
+                )
+            except OSError as exc:
+                figures.append(_notes([f"{found.plot}: unreadable picture ({exc})"]))
+    if not rows:
+        return _notes(["No error diagnosis yet (rcnn run, or rcnn evaluate --diagnose)."])
+    types = ["Loc", "Sim", "Oth", "BG", "Loc without box regression"]
+    levels = [f"AP {level.upper() if level in ('bg', 'fn') else level.capitalize()}" for level in LEVELS]
+    head = ["method", *(["run"] if several else [])]
+    table = _table(head, [*types, *levels, "AP small", "AP medium", "AP large"], rows)
+    said = _notes(
+        [
+            "Top-ranked false positives (Hoiem et al., ECCV 2012; R-CNN's error analysis): among each "
+            "class's first detections, as many as its objects, the share of each type: Loc, on an object of "
+            "its class at IoU 0.1 to 0.5 or a duplicate; Sim, on a similar class; Oth, on another class; BG, "
+            "on none; box regression is there to fix Loc errors (beside: their share without it). AP C75 "
+            "to FN (COCO's analyze): the mean AP at IoU 0.75, at 0.5, at 0.1, then with the Sim, Oth and "
+            "all false positives removed, and with no object missed. AP by size: COCO's areas (below 32², "
+            f"above 96² pixels). Similar classes: {', '.join(sorted(sources))}."
+        ]
+    )
+    return f"{table}{said}{''.join(figures)}"
 
 
 def _ap_cell(value: float | None, best: bool) -> str:

@@ -24,6 +24,40 @@ from stages.runs.layout import MANIFEST_SUFFIX, RunLayout
 
 
 @dataclass(frozen=True)
+class ErrorDiagnosis:
+    """An evaluation's error diagnosis as its JSON records it (``stages.evaluation.diagnosis``): the
+    top-ranked false positives by type (loc, sim, oth, bg), and without box regression where it was
+    trained; the PR breakdown's mean APs (c75 ... fn); AP by object size; where the similar classes came
+    from; and its plot."""
+
+    false_positives: dict[str, int]
+    without_box_regression: dict[str, int] | None
+    breakdown: dict[str, float | None]
+    ap_by_size: dict[str, float | None]
+    similar: str
+    plot: Path
+
+    @staticmethod
+    def shares(counts: dict[str, int]) -> dict[str, float]:
+        """Each type's share of the false positives (0 without any)."""
+        total = sum(counts.values())
+        return {kind: count / total if total else 0.0 for kind, count in counts.items()}
+
+    @classmethod
+    def read(cls, path: Path) -> ErrorDiagnosis:
+        content = _read(path)
+        without = content.get("without_box_regression")
+        return cls(
+            content.get("false_positives", {}),
+            None if without is None else without.get("false_positives", {}),
+            {k: v for k, v in content.get("pr_breakdown", {}).items() if k != "by_class"},
+            {size: found.get("ap") for size, found in content.get("ap_by_size", {}).items()},
+            content.get("similar", {}).get("source", "none"),
+            path.with_suffix(".png"),
+        )
+
+
+@dataclass(frozen=True)
 class MethodResult:
     """One evaluation: accuracy, test seconds an image (proposals excluded, and with them) and training
     seconds (the method's own stages; proposals and pre-training are shared by all methods and not
@@ -48,6 +82,8 @@ class MethodResult:
     """Test seconds an image with the proposals' own (``Method.test_seconds_with_proposals``)."""
     map_ci95: tuple[float, float] | None = None
     """The mAP's 95% interval by bootstrap over the test images (``stages.evaluation.bootstrap``)."""
+    diagnosis: ErrorDiagnosis | None = None
+    """Its error diagnosis, where the evaluation made one (``rcnn run``, ``rcnn evaluate --diagnose``)."""
 
 
 @dataclass(frozen=True)
@@ -216,7 +252,8 @@ def _evaluations(run: RunLayout) -> tuple[list[MethodResult], list[ProposerRecal
     results, proposers = [], []
     for method in METHODS.values():
         found = []
-        for path in method.files(run).evaluations():
+        files = method.files(run)
+        for path in files.evaluations():
             content = _read(path)
             split = content.get("split", path.stem)
             variant = method.variant_of(content)
@@ -234,6 +271,9 @@ def _evaluations(run: RunLayout) -> tuple[list[MethodResult], list[ProposerRecal
                 tuple(content.get("untrained_classes", ())),
                 method.test_seconds_with_proposals(run, split, content),
                 _pair(content.get("map_ci95")),
+                ErrorDiagnosis.read(diagnosed)
+                if (diagnosed := files.diagnosis(split, variant.key)).is_file()
+                else None,
             )
             found.append((split, method.variants.index(variant), result))
             if (curves := content.get("proposal_recall")) and variant == PLAIN:

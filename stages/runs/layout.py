@@ -12,6 +12,7 @@ Layout (``RUN`` defaults to ``runs/default``)::
     RUN/<method>/svm.npz, bbox.npz           SVMs and box regressors (R-CNN, SPP-net)
     RUN/<method>/detections/<split>.json     detections of a split; <split>.svd.json for the compressed model
     RUN/<method>/eval/<split>.json           their evaluation, and <split>.pr.png
+    RUN/<method>/eval/<split>.diagnosis.json  the diagnosis of their errors, and <split>.diagnosis.png
     RUN/<method>/detect/                     ``rcnn detect``'s pictures and JSON
     RUN/config.toml                          the resolved config of ``rcnn run``
     RUN/report.html                          the report page
@@ -41,6 +42,7 @@ from stages.core.atomic import write_json
 from stages.core.errors import UserError
 
 MANIFEST_SUFFIX = ".manifest.json"
+DIAGNOSIS_SUFFIX = ".diagnosis.json"
 REPLICAS = "seeds"
 """``RUN/seeds/<k>/``: the run's replicas, each trained with every seed + k."""
 
@@ -110,9 +112,18 @@ class MethodLayout:
         """``eval/<split>.pr.png`` (``<split>.<variant>.pr.png``): the evaluation's PR curves."""
         return self.root / "eval" / f"{_evaluation_name(split, variant)}.pr.png"
 
+    def diagnosis(self, split: str, variant: str = "") -> Path:
+        """``eval/<split>.diagnosis.json`` (``<split>.<variant>.diagnosis.json``): the error diagnosis of
+        the evaluation's detections; its plot beside it as ``.png``."""
+        return self.root / "eval" / f"{_evaluation_name(split, variant)}{DIAGNOSIS_SUFFIX}"
+
     def evaluations(self) -> list[Path]:
         """Every evaluation results file of the method, sorted."""
-        return sorted(p for p in (self.root / "eval").glob("*.json") if not p.name.endswith(MANIFEST_SUFFIX))
+        return sorted(
+            p
+            for p in (self.root / "eval").glob("*.json")
+            if not p.name.endswith((MANIFEST_SUFFIX, DIAGNOSIS_SUFFIX))
+        )
 
     @property
     def detect(self) -> Path:
