@@ -83,18 +83,16 @@ def print_report(found: RunReport, title: str) -> None:
     for name in varying:
         results.add_column(name)
     spreads = {(s.method, s.variant, s.split): s for s in found.seeds}
-    seeds = max((len(s.maps) for s in found.seeds), default=0)
-    columns = ["mAP", *([f"{seeds} seeds\nmean ± std"] if seeds else []), "95%\ninterval"]
-    for column in (*columns, "without\nbox reg.", "test\ns/image", "with\nproposals"):
+    if found.seeds:
+        results.caption = "±: the mAP's standard deviation over the run's seeds (below)"
+    for column in ("mAP", "95%\ninterval", "without\nbox reg.", "test\ns/image", "with\nproposals"):
         results.add_column(column, justify="right")
     results.add_column("training\ns", justify="right")
     for r in rows:
-        spread = spreads.get((r.method, r.variant, r.split))
         results.add_row(
             r.label,
             *(getattr(r, name) for name in varying),
-            _score(r.map),
-            *([_spread(spread)] if seeds else []),
+            _score(r.map) + _spread(spreads.get((r.method, r.variant, r.split))),
             "" if r.map_ci95 is None else f"{r.map_ci95[0]:.2f}-{r.map_ci95[1]:.2f}",
             _score(r.map_without_box_regression),
             _number(r.test_seconds_per_image, 3),
@@ -144,17 +142,29 @@ def print_report(found: RunReport, title: str) -> None:
 
 
 def _spread(spread: SeedSpread | None) -> str:
-    """Mean ± standard deviation over the seeds; the number of seeds when some lack the evaluation."""
+    """The standard deviation of the mAP over the run's seeds, on a line of its own under it, as COCO
+    prints figures below 1 (±.014); nothing with fewer than two seeds."""
     if spread is None or len(spread.maps) < 2:
-        return "-"
-    return f"{spread.mean:.3f} ± {spread.std:.3f}"
+        return ""
+    return "\n±" + f"{spread.std:.3f}".removeprefix("0")
 
 
 def print_seed_differences(found: RunReport) -> None:
-    """Each pair of methods compared over the seeds: the difference of their means, Welch's p, and
-    whether it exceeds the training noise; then each seed's mAP."""
+    """Each evaluation's mAP with every seed, their mean and standard deviation; then each pair of
+    methods compared over the seeds: the difference of their means, Welch's p, and whether it exceeds the
+    training noise."""
     from stages.report.summary import NOISE_LEVEL, seed_differences
 
+    points = compact_table(f"mAP of each seed (the replicas in RUN/seeds/: {found.replica_seconds:.0f} s)")
+    points.add_column("method", no_wrap=True)
+    offsets = sorted({offset for s in found.seeds for offset, _ in s.maps})
+    for column in (*(f"seed\n+{offset}" for offset in offsets), "mean", "std"):
+        points.add_column(column, justify="right")
+    for spread in found.seeds:
+        value = dict(spread.maps)
+        std = "-" if len(spread.maps) < 2 else f"{spread.std:.3f}"
+        points.add_row(spread.label, *(_score(value.get(k)) for k in offsets), f"{spread.mean:.3f}", std)
+    out.print(points)
     table = compact_table(f"differences over the seeds (beyond the noise: Welch's t-test, p < {NOISE_LEVEL})")
     for column in ("first", "second", "split"):
         table.add_column(column, no_wrap=True)
@@ -167,17 +177,6 @@ def print_seed_differences(found: RunReport) -> None:
             d.first.label, d.second.label, d.first.split, f"{d.difference:+.3f}", f"{d.p_value:.3f}", said
         )
     out.print(table)
-    points = compact_table(
-        f"mAP of each seed (replicas in RUN/seeds/: {found.replica_seconds:.0f} s of stages)"
-    )
-    points.add_column("method", no_wrap=True)
-    offsets = sorted({offset for s in found.seeds for offset, _ in s.maps})
-    for offset in offsets:
-        points.add_column(f"seed\n+{offset}", justify="right")
-    for spread in found.seeds:
-        value = dict(spread.maps)
-        points.add_row(spread.label, *(_score(value.get(offset)) for offset in offsets))
-    out.print(points)
 
 
 def print_errors(results: Sequence[MethodResult]) -> None:

@@ -136,7 +136,8 @@ def test_seeds_train_each_method_again_on_the_same_proposals_and_the_report_give
         assert maps["Fast R-CNN", offset] == saved["map"]
     assert found.replica_seconds > 0
     assert not any("seeds" in stage.artifact for stage in found.stages)
-    assert "2 seeds" in result.output and "differences over the seeds" in result.output
+    assert "mAP of each seed" in result.output and "differences over the seeds" in result.output
+    assert "±" in result.output
     assert "Training noise" in run.report_page.read_text(encoding="utf-8")
 
     again = rcnn("run", config, "--seeds", "2", "--plan")
