@@ -189,6 +189,14 @@ def print_diagnosis(diagnosis: Diagnosis, without: Diagnosis | None = None) -> N
             total = sum(counts.values())
             types.add_row(label, *(f"{counts[k]} ({counts[k] / total:.0%})" if total else "0" for k in TYPES))
     out.print(types)
+    by_class = Table(title="each class's top-ranked false positives")
+    for column in ("class", "objects", *(kind.capitalize() if kind != "bg" else "BG" for kind in TYPES)):
+        by_class.add_column(column, justify="left" if column == "class" else "right")
+    for one in diagnosis.classes:
+        counts = one.false_positives()
+        not_trained = " [dim](not trained)[/]" if one.name in diagnosis.untrained else ""
+        by_class.add_row(escape(one.name) + not_trained, str(one.objects), *(str(counts[k]) for k in TYPES))
+    out.print(by_class)
     levels = Table(title=f"PR breakdown: mean AP ({diagnosis.metric}) as each kind of error is removed")
     for level in LEVELS:
         levels.add_column(level.upper() if level in ("bg", "fn") else level.capitalize(), justify="right")
