@@ -124,28 +124,31 @@ def accuracy_speed_chart(runs: Sequence[CollectedRun]) -> str | None:
 
 
 def seeds_chart(runs: Sequence[CollectedRun]) -> str | None:
-    """Each evaluation's mAP with every seed (dots) and their mean ± standard deviation (a bar), a row an
-    evaluation in its method's colour; a marker shape a run. None without replicas."""
+    """Each evaluation's mAP with every seed less their mean (dots) and ± one standard deviation (a bar),
+    a row an evaluation in its method's colour, labelled with its mean and std: methods whose mAPs lie
+    far apart keep their spreads on one scale. A marker shape a run. None without replicas."""
     rows = [(run, index, spread) for index, run in enumerate(runs) for spread in run.report.seeds]
     if not rows:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.2, 0.9 + 0.42 * len(rows)))
-    for y, (_, index, spread) in enumerate(reversed(rows)):
+    labels = []
+    for y, (run, index, spread) in enumerate(reversed(rows)):
         colour = COLOURS.get((spread.method, spread.variant), SHARED_COLOUR)
-        values = [value for _, value in spread.maps]
-        if len(values) > 1:
-            ax.errorbar(spread.mean, y, xerr=spread.std, color=colour, capsize=4, lw=1.6, zorder=2)
-        ax.scatter(
-            values, [y] * len(values), s=36, marker=_MARKERS[index % len(_MARKERS)], color=colour, zorder=3
-        )
-    labels = [_series_label(run, spread.label, len(runs) > 1) for run, _, spread in reversed(rows)]
+        deviations = [value - spread.mean for _, value in spread.maps]
+        if len(deviations) > 1:
+            ax.errorbar(0.0, y, xerr=spread.std, color=colour, capsize=4, lw=1.6, zorder=2)
+        marker = _MARKERS[index % len(_MARKERS)]
+        ax.scatter(deviations, [y] * len(deviations), s=36, marker=marker, color=colour, zorder=3)
+        std = "" if len(deviations) < 2 else f" ± {spread.std:.3f}"
+        labels.append(_series_label(run, f"{spread.label}: {spread.mean:.3f}{std}", len(runs) > 1))
     ax.set_yticks(range(len(rows)), labels)
     ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.axvline(0.0, color="#999999", lw=0.8, zorder=1)
     ax.margins(x=0.15)
-    ax.set(xlabel="mAP")
+    ax.set(xlabel="mAP less the mean of its seeds")
     ax.grid(alpha=0.3, axis="x")
-    ax.set_title("mAP of each seed (dots), mean ± standard deviation (bars)", fontsize=10)
+    ax.set_title("each seed's mAP; bars: ± one standard deviation", fontsize=10)
     fig.tight_layout()
     return _figure_uri(fig)
 
