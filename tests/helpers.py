@@ -126,11 +126,12 @@ def write_image(path: Path, height: int = 60, width: int = 80, seed: int = 0) ->
     cv2.imwrite(str(path), image)
 
 
-def voc_object(name: str, box: tuple, difficult: str | None = "0") -> str:
+def voc_object(name: str, box: tuple, difficult: str | None = "0", truncated: str | None = None) -> str:
     diff = "" if difficult is None else f"<difficult>{difficult}</difficult>"
+    cut = "" if truncated is None else f"<truncated>{truncated}</truncated>"
     xmin, ymin, xmax, ymax = box
     return (
-        f"<object><name>{name}</name>{diff}<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
+        f"<object><name>{name}</name>{cut}{diff}<bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin>"
         f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>"
     )
 

@@ -1,7 +1,7 @@
 """Error diagnosis (Hoiem et al. 2012; COCO's ``analyze``): each false positive type on a hand-made scene,
 the typing and counts against a slow literal reference on random splits, the PR breakdown's levels
-against ``evaluate`` on the detections with those errors removed, COCO's size rule, and the choice of
-similar classes."""
+against ``evaluate`` on the detections with those errors removed, COCO's size rule, AP by truncation, and
+the choice of similar classes."""
 
 import json
 from dataclasses import replace
@@ -17,6 +17,7 @@ from stages.detections.files import Detections
 from stages.evaluation.diagnosis import (
     MULTIPLES,
     SIZES,
+    TRUNCATION,
     SimilarClasses,
     diagnose,
     plot_diagnosis,
@@ -334,6 +335,82 @@ def test_ap_by_size_and_with_difficult_counted_are_evaluate_s_on_the_split_so_ma
         assert by_name[result.name].difficult_counted == pytest.approx(result.ap, abs=1e-12, nan_ok=True)
 
 
+def marked_truncated(dataset: Dataset, truncated: dict[str, list[bool]]) -> Dataset:
+    """``dataset`` with its images' objects marked truncated (image id -> (K,) flags)."""
+    return replace(
+        dataset,
+        images=tuple(replace(r, truncated=np.array(truncated[r.image_id], bool)) for r in dataset.images),
+    )
+
+
+def test_ap_by_truncation_on_a_hand_made_split():
+    """Per kind, objects of the other kind are ignored and every false positive counts: the false
+    positive ranked first halves the truncated AP too; the difficult truncated object is no positive."""
+    dataset = split(
+        ("box",),
+        {
+            "a": [
+                ("box", [0, 0, 40, 40], False),  # truncated
+                ("box", [100, 0, 140, 40], False),
+                ("box", [0, 100, 40, 140], False),  # missed
+                ("box", [200, 200, 240, 240], True),  # truncated, difficult, missed
+            ]
+        },
+    )
+    dataset = marked_truncated(dataset, {"a": [True, False, False, True]})
+    found = detections(
+        [
+            ("a", "box", 0.95, [300, 300, 340, 340]),  # on nothing
+            ("a", "box", 0.9, [0, 0, 40, 40]),
+            ("a", "box", 0.8, [100, 0, 140, 40]),
+        ]
+    )
+    diagnosis = diagnose(dataset, found, "voc10", SimilarClasses((), "none"))
+    # truncated: [miss, hit] of 1 -> 1/2; not truncated: [miss, (ignored), hit] of 2 -> 1/2 x 1/2
+    assert diagnosis.ap_by_truncation == {"truncated": 0.5, "not_truncated": 0.25}
+    assert diagnosis.objects_by_truncation == {"truncated": 1, "not_truncated": 2}
+    assert diagnosis.breakdown["c50"] == pytest.approx(4 / 9)  # all: [miss, hit, hit] of 3
+    assert diagnosis.to_json()["ap_by_truncation"] == {
+        "truncated": {"ap": 0.5, "objects": 1},
+        "not_truncated": {"ap": 0.25, "objects": 2},
+    }
+    unmarked = (
+        replace(dataset, images=tuple(replace(r, truncated=None) for r in dataset.images)),
+        marked_truncated(dataset, {"a": [False] * 4}),  # marked, but none is
+    )
+    for other in unmarked:
+        plain = diagnose(other, found, "voc10", SimilarClasses((), "none"))
+        assert plain.ap_by_truncation is None and plain.objects_by_truncation is None
+        assert plain.classes[0].by_truncation is None and "ap_by_truncation" not in plain.to_json()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ap_by_truncation_is_evaluate_s_on_the_split_so_marked(seed):
+    """A kind's AP is ``evaluate``'s with the other kind's objects marked difficult, every detection
+    kept; its objects, the non-difficult ones of the kind."""
+    dataset, found = random_split(seed)
+    rng = np.random.default_rng(100 + seed)
+    dataset = marked_truncated(dataset, {r.image_id: rng.random(len(r.labels)) < 0.4 for r in dataset.images})
+    diagnosis = diagnose(dataset, found, "voc07", SimilarClasses(GROUPS, "config"))
+    by_name = {c.name: c for c in diagnosis.classes}
+    for kind in TRUNCATION:
+        marked = replace(
+            dataset,
+            images=tuple(
+                replace(r, difficult=r.difficult | (r.truncated != (kind == "truncated")))
+                for r in dataset.images
+            ),
+        )
+        assert diagnosis.objects_by_truncation[kind] == sum(int((~r.difficult).sum()) for r in marked.images)
+        aps = []
+        for result in evaluate(marked, found, "voc07").classes:
+            assert by_name[result.name].by_truncation[kind] == pytest.approx(
+                result.ap, abs=1e-12, nan_ok=True
+            )
+            aps.append(result.ap)
+        assert diagnosis.ap_by_truncation[kind] == pytest.approx(np.nanmean(aps), abs=1e-12)
+
+
 def test_similar_classes_come_from_the_config_hoiem_or_the_supercategories():
     voc = split(VOC_CLASSES, {})
     hoiem = similar_classes(voc)
@@ -382,6 +459,9 @@ def test_json_and_plot(scene, tmp_path):
     assert written["ap_by_size"]["large"] == {"ap": None, "objects": 0}  # no large object: no AP
     plot_diagnosis(diagnose(dataset, found, "voc07", PETS), tmp_path / "diagnosis.png")
     assert (tmp_path / "diagnosis.png").read_bytes()[:4] == b"\x89PNG"
+    truncated = marked_truncated(dataset, {"a": [True, False, False, False], "b": [False] * 5})
+    plot_diagnosis(diagnose(truncated, found, "voc07", PETS), tmp_path / "truncated.png")
+    assert (tmp_path / "truncated.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_coco_metric_or_a_class_outside_the_dataset_is_refused(scene):

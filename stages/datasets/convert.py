@@ -4,7 +4,8 @@ Boxes leave the toolkit's convention once, here: VOC's 1-based inclusive pixels,
 height]``, YOLO's centre and size normalised by the image. Images are hard-linked where the file system
 allows (no copy on disk), copied elsewhere. Difficult objects are COCO's crowd regions (both are ignored by
 evaluation); YOLO has no such flag, so they go to the file beside the labels that
-``stages.datasets.yolo.DIFFICULT_SUFFIX`` describes.
+``stages.datasets.yolo.DIFFICULT_SUFFIX`` describes. Truncated objects are marked in VOC only: COCO and
+YOLO have no such flag.
 """
 
 from __future__ import annotations
@@ -80,8 +81,9 @@ def _write_voc(dataset: Dataset, out: Path, progress: Progress) -> None:
             name = _place_image(record, out / "JPEGImages")
             size = f"<width>{record.width}</width><height>{record.height}</height><depth>3</depth>"
             lines = ["<annotation>", f"  <filename>{escape(name)}</filename>", f"  <size>{size}</size>"]
-            for box, label, difficult in zip(
-                boxes_to_voc(record.boxes), record.labels, record.difficult, strict=True
+            truncation = [None] * len(record.labels) if record.truncated is None else record.truncated
+            for box, label, difficult, truncated in zip(
+                boxes_to_voc(record.boxes), record.labels, record.difficult, truncation, strict=True
             ):
                 coords = "".join(
                     f"<{tag}>{_number(v)}</{tag}>"
@@ -90,6 +92,7 @@ def _write_voc(dataset: Dataset, out: Path, progress: Progress) -> None:
                 lines += [
                     "  <object>",
                     f"    <name>{escape(dataset.classes[label - 1])}</name>",
+                    *([] if truncated is None else [f"    <truncated>{int(truncated)}</truncated>"]),
                     f"    <difficult>{int(difficult)}</difficult>",
                     f"    <bndbox>{coords}</bndbox>",
                     "  </object>",

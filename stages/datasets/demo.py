@@ -2,9 +2,9 @@
 VOC layout (or converted to COCO's or YOLO's).
 
 Ten classes of flat shapes at 20 to 200 px, varied aspect ratios and positions, several an image, some
-overlapping or cut by the border, tiny ones marked difficult, on textured backgrounds with distractor
-clutter. Each class draws its colour from two of five hue families, so colour narrows the class down to
-a few candidates and shape decides: the detectors have to learn shape, not only colour.
+overlapping or cut by the border (marked truncated), tiny ones marked difficult, on textured backgrounds
+with distractor clutter. Each class draws its colour from two of five hue families, so colour narrows the
+class down to a few candidates and shape decides: the detectors have to learn shape, not only colour.
 
 Deterministic for a seed: image k of the set is drawn from its own child of the seed's SeedSequence.
 """

@@ -30,6 +30,9 @@ class ImageRecord:
     boxes: np.ndarray
     labels: np.ndarray
     difficult: np.ndarray
+    truncated: np.ndarray | None = None
+    """(K,) bool: objects partly outside the image (VOC's ``<truncated>``); None where the dataset does not
+    mark them (COCO, YOLO)."""
     source_id: int | str | None = None
     """The image's id in its dataset's own files where that is not ``image_id`` (COCO's numbers)."""
 
@@ -108,10 +111,11 @@ class Repairs:
             self.first_file.setdefault(kind, path)
 
     def fit(
-        self, boxes: np.ndarray, labels, difficult, height: int, width: int, path: Path
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self, boxes: np.ndarray, labels, difficult, height: int, width: int, path: Path, truncated=None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         """(K, 4) toolkit boxes of one image clipped to it, empty ones dropped (both counted against
-        ``path``): (boxes float32, labels int64, difficult bool)."""
+        ``path``), each object's flags kept with its box: (boxes float32, labels int64, difficult bool,
+        truncated bool or None where not given), ``ImageRecord``'s fields in its order."""
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         clipped = clip_boxes(boxes, height, width)
         keep = nonempty(clipped)
@@ -122,6 +126,7 @@ class Repairs:
             clipped[keep],
             np.asarray(labels, dtype=np.int64)[keep],
             np.asarray(difficult, dtype=bool)[keep],
+            None if truncated is None else np.asarray(truncated, dtype=bool)[keep],
         )
 
     def messages(self) -> list[str]:

@@ -116,8 +116,10 @@ def discover_classes(root: Path) -> tuple[str, ...]:
 
 def _read_objects(
     xml, path: Path, class_index: dict[str, int], height: int, width: int, problems: Repairs
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    voc_boxes, labels, difficult = [], [], []
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """(boxes, labels, difficult, truncated) of the objects of the known classes, repaired; an object
+    without ``<difficult>`` or ``<truncated>`` is neither."""
+    voc_boxes, labels, difficult, truncated = [], [], [], []
     for number, obj in enumerate(xml.iter("object"), start=1):
         name = _text(obj, "name", "")
         bndbox = obj.find("bndbox")
@@ -133,8 +135,9 @@ def _read_objects(
         voc_boxes.append(coords)
         labels.append(class_index[name])
         difficult.append(_text(obj, "difficult", "0") in {"1", "true", "True"})
+        truncated.append(_text(obj, "truncated", "0") in {"1", "true", "True"})
     boxes = voc_to_boxes(np.array(voc_boxes, dtype=np.float32).reshape(-1, 4))
-    return problems.fit(boxes, labels, difficult, height, width, path)
+    return problems.fit(boxes, labels, difficult, height, width, path, truncated)
 
 
 def read_voc(root: Path, split: str, classes: tuple[str, ...] | None, skip_bad: bool) -> Dataset:

@@ -26,7 +26,10 @@ Loc <= Sim <= Oth <= BG <= FN; the levels before Loc match differently and need 
 
 AP by size (COCO's, on the box's area: small below 32², large above 96², medium between): objects of the
 other sizes are ignored as difficult ones are, and a false positive counts only if its own box is of the
-size. Where the split marks difficult objects, also the AP with them counted as any other object.
+size. Where the split marks truncated objects (VOC's ``<truncated>``), the AP of the truncated ones and of
+the others: objects of the other kind are ignored as difficult ones are, and a false positive counts in
+both, since a box alone cannot tell whether its object is cut by the border. Where the split marks
+difficult objects, also the AP with them counted as any other object.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ MULTIPLES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 they grow; then all its detections."""
 
 SIZES = ("small", "medium", "large")
+TRUNCATION = ("truncated", "not_truncated")
 SMALL, LARGE = 32**2, 96**2
 """COCO's bounds on an object's area in pixels: small below the first, large above the second."""
 
@@ -133,14 +137,16 @@ def similar_classes(dataset: Dataset, groups: Sequence[Sequence[str]] | None = N
 class ClassDiagnosis:
     """One class: its non-difficult objects; the outcome of each of its counted detections, best first
     (K,): -1 for a hit, else the index in ``TYPES`` of the false positive's type; its AP at each level of
-    ``LEVELS`` and at each of ``SIZES`` (NaN without positives); and with difficult objects counted (None
-    where the split has none)."""
+    ``LEVELS``, at each of ``SIZES`` and of ``TRUNCATION`` (NaN without positives; the last None where
+    the split does not mark truncation); and with difficult objects counted (None where the split has
+    none)."""
 
     name: str
     objects: int
     outcomes: np.ndarray = field(repr=False, compare=False)
     breakdown: dict[str, float]
     by_size: dict[str, float]
+    by_truncation: dict[str, float] | None
     difficult_counted: float | None
 
     def false_positives(self, multiple: float | None = 1.0) -> dict[str, int]:
@@ -175,13 +181,14 @@ class Growth:
 class Diagnosis:
     """Every class's diagnosis; the mean PR curve of each level of the breakdown over the trained classes
     with positives ((101,) precision at ``RECALLS``); the split's non-difficult objects of each size and
-    its difficult ones."""
+    of each kind of ``TRUNCATION`` (None where it does not mark truncation), and its difficult ones."""
 
     metric: str
     similar: SimilarClasses
     classes: tuple[ClassDiagnosis, ...]
     curves: dict[str, np.ndarray] = field(repr=False, compare=False)
     objects_by_size: dict[str, int]
+    objects_by_truncation: dict[str, int] | None
     difficult_objects: int
     untrained: tuple[str, ...] = ()
     """Classes the detector had no object of to learn from: diagnosed, but left out of sums and means."""
@@ -214,6 +221,17 @@ class Diagnosis:
         return {size: _mean(c.by_size[size] for c in self.trained) for size in SIZES}
 
     @property
+    def ap_by_truncation(self) -> dict[str, float] | None:
+        """Each kind of ``TRUNCATION``'s mean AP over the trained classes with positives of that kind;
+        None where the split does not mark truncation."""
+        if self.objects_by_truncation is None:
+            return None
+        return {
+            kind: _mean(c.by_truncation[kind] for c in self.trained if c.by_truncation is not None)
+            for kind in TRUNCATION
+        }
+
+    @property
     def difficult_counted(self) -> float | None:
         """The mean AP with difficult objects counted as positives; None where the split has none."""
         if not self.difficult_objects:
@@ -223,6 +241,7 @@ class Diagnosis:
     def to_json(self) -> dict:
         """Counts as integers, APs and fractions to 6 digits (NaN as null); the keys are the module's."""
         difficult_counted = self.difficult_counted
+        by_truncation, objects = self.ap_by_truncation, self.objects_by_truncation
         return {
             "metric": self.metric,
             "similar": self.similar.to_json(),
@@ -246,6 +265,16 @@ class Diagnosis:
                 size: {"ap": _finite(self.ap_by_size[size]), "objects": self.objects_by_size[size]}
                 for size in SIZES
             },
+            **(
+                {
+                    "ap_by_truncation": {
+                        kind: {"ap": _finite(by_truncation[kind]), "objects": objects[kind]}
+                        for kind in TRUNCATION
+                    }
+                }
+                if by_truncation is not None and objects is not None
+                else {}
+            ),
             **(
                 {
                     "difficult_counted": {
@@ -278,6 +307,7 @@ def diagnose(
     position = {r.image_id: i for i, r in enumerate(dataset.images)}
     in_split = np.isin(detections.image_ids, list(position))
     has_difficult = any(r.difficult.any() for r in dataset.images)
+    marks_truncation = any(_truncated(r).any() for r in dataset.images)
     untrained = tuple(name for name in dataset.classes if name in set(untrained))
     classes, curves = [], []
     for label, name in enumerate(dataset.classes, start=1):
@@ -287,7 +317,9 @@ def diagnose(
             dataset, position, label, detections.image_ids[mine][order], detections.boxes[mine][order]
         )
         similar_labels = [dataset.classes.index(other) + 1 for other in similar.of(name)]
-        found, level_curves = _diagnose_class(dataset, ranked, name, similar_labels, metric, has_difficult)
+        found, level_curves = _diagnose_class(
+            dataset, ranked, name, similar_labels, metric, has_difficult, marks_truncation
+        )
         classes.append(found)
         if name not in untrained and found.objects:
             curves.append(level_curves)
@@ -298,12 +330,15 @@ def diagnose(
     sizes = np.concatenate(
         [np.zeros(0, np.int64), *(_size_of(r.boxes[~r.difficult]) for r in dataset.images)]
     )
+    truncated = np.concatenate([np.zeros(0, bool), *(_truncated(r)[~r.difficult] for r in dataset.images)])
+    by_truncation = {"truncated": int(truncated.sum()), "not_truncated": int((~truncated).sum())}
     return Diagnosis(
         metric,
         similar,
         tuple(classes),
         mean_curves,
         {size: int(n) for size, n in zip(SIZES, np.bincount(sizes, minlength=len(SIZES)), strict=True)},
+        by_truncation if marks_truncation else None,
         sum(int(r.difficult.sum()) for r in dataset.images),
         untrained,
     )
@@ -324,6 +359,17 @@ def _nothing(record: ImageRecord) -> np.ndarray:
 def _difficult_or_other_size(size: int) -> Ignored:
     """The difficult objects and those not of ``size`` (an index in ``SIZES``)."""
     return lambda record: record.difficult | (_size_of(record.boxes) != size)
+
+
+def _truncated(record: ImageRecord) -> np.ndarray:
+    """(K,) the image's truncated objects: none where its dataset does not mark them."""
+    return np.zeros(len(record.labels), dtype=bool) if record.truncated is None else record.truncated
+
+
+def _difficult_or_other_truncation(kind: str) -> Ignored:
+    """The difficult objects and those not of ``kind`` (one of ``TRUNCATION``)."""
+    wanted = kind == "truncated"
+    return lambda record: record.difficult | (_truncated(record) != wanted)
 
 
 @dataclass(frozen=True)
@@ -376,6 +422,7 @@ def _diagnose_class(
     similar_labels: list[int],
     metric: str,
     has_difficult: bool,
+    marks_truncation: bool,
 ) -> tuple[ClassDiagnosis, dict[str, np.ndarray]]:
     """One class's diagnosis and its PR curve at each level ((101,) precision at ``RECALLS``)."""
     label = ranked.label
@@ -406,13 +453,26 @@ def _diagnose_class(
         by_size[size] = _scored(
             ClassMatches(ranked.images[kept], size_hit[kept], _positives(dataset, label, ignored)), metric
         )[0]
+    by_truncation = None
+    if marks_truncation:
+        by_truncation = {}
+        for kind in TRUNCATION:
+            ignored = _difficult_or_other_truncation(kind)
+            kind_hit, kind_counted = ranked.match(0.5, ignored)  # every false positive counts in both
+            matches = ClassMatches(
+                ranked.images[kind_counted], kind_hit[kind_counted], _positives(dataset, label, ignored)
+            )
+            by_truncation[kind] = _scored(matches, metric)[0]
     difficult_counted = None
     if has_difficult:
         all_hit, _ = ranked.match(0.5, _nothing)
         every = ClassMatches(ranked.images, all_hit, _positives(dataset, label, _nothing))
         difficult_counted = _scored(every, metric)[0]
     outcomes = np.where(hit, -1, kinds)[counted]
-    return ClassDiagnosis(name, int(positives.sum()), outcomes, breakdown, by_size, difficult_counted), curves
+    found = ClassDiagnosis(
+        name, int(positives.sum()), outcomes, breakdown, by_size, by_truncation, difficult_counted
+    )
+    return found, curves
 
 
 def _positives(dataset: Dataset, label: int, ignored: Ignored) -> np.ndarray:
@@ -465,11 +525,13 @@ TYPE_LABELS = {
     "bg": "BG: background",
 }
 LEVEL_LABELS = {"c75": "C75", "c50": "C50", "loc": "Loc", "sim": "Sim", "oth": "Oth", "bg": "BG", "fn": "FN"}
+TRUNCATION_LABELS = {"truncated": "truncated", "not_truncated": "not\ntruncated"}
 
 
 def plot_diagnosis(diagnosis: Diagnosis, path: Path) -> None:
     """One PNG of three panels: the top-ranked false positives' types as they grow (Hoiem's and R-CNN's
-    figure), the PR breakdown (COCO's ``analyze``), and AP by object size."""
+    figure), the PR breakdown (COCO's ``analyze``), and AP by object size (and by truncation where the
+    split marks it)."""
     from stages.core.plotting import drawing
 
     with drawing(()) as plt:
@@ -525,14 +587,21 @@ def _draw_breakdown(ax: Any, diagnosis: Diagnosis, plt: Any) -> None:
 
 
 def _draw_sizes(ax: Any, diagnosis: Diagnosis) -> None:
-    """Mean AP of each size, with the C50 mAP of all sizes as a line; and with difficult objects counted."""
+    """Mean AP of each size, with the C50 mAP of all sizes as a line; of the truncated objects and the
+    others where the split marks them; and with difficult objects counted."""
     names = [f"{size}\n{diagnosis.objects_by_size[size]} objects" for size in SIZES]
     aps = [diagnosis.ap_by_size[size] for size in SIZES]
+    by_truncation, objects = diagnosis.ap_by_truncation, diagnosis.objects_by_truncation
+    if by_truncation is not None and objects is not None:
+        names += [f"{TRUNCATION_LABELS[kind]}\n{objects[kind]} objects" for kind in TRUNCATION]
+        aps += [by_truncation[kind] for kind in TRUNCATION]
     if diagnosis.difficult_counted is not None:
         names.append(f"difficult counted\n{diagnosis.difficult_objects} difficult")
         aps.append(diagnosis.difficult_counted)
     bars = ax.bar(names, np.nan_to_num(aps), color="#4c72b0")
     ax.bar_label(bars, labels=[f"{ap:.3f}" for ap in aps], fontsize=8)
+    if len(names) > 4:  # the truncation bars too: smaller labels, kept apart
+        ax.tick_params(axis="x", labelsize=8)
     ax.axhline(diagnosis.breakdown["c50"], color="black", ls="--", lw=1, label="all sizes (C50)")
     ax.set(ylabel=f"mean {diagnosis.metric} AP", ylim=(0, 1.05))
     ax.set_title("(c) AP by object size", fontsize=10)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from stages.core.errors import UserError
-from stages.datasets.demo import DEMO_CLASSES, generate_demo
+from stages.datasets.demo import DEMO_CLASSES, generate_demo, render_image
 from stages.datasets.formats import load_dataset
 from stages.datasets.options import DemoOptions
 from tests.helpers import TINY
@@ -37,6 +37,44 @@ def test_layout_splits_and_objects(tiny_demo):
         sizes = np.maximum(record.boxes[:, 2] - record.boxes[:, 0], record.boxes[:, 3] - record.boxes[:, 1])
         assert (record.difficult[sizes >= DemoOptions().difficult_below] == 0).all()  # clipping only shrinks
     assert splits["test"].classes == tuple(sorted(DEMO_CLASSES))
+
+
+def test_objects_cut_by_the_border_are_marked_truncated(tiny_demo):
+    """Drawn: truncated exactly when the object's box leaves the image (these seeds draw boxes that touch
+    its edges from inside, and one cut by a pixel); read back: a truncated object's clipped box reaches the
+    border, and the tiny demo has both kinds."""
+    touching = []
+    for seed in (41, 148, 168, 189):
+        image, objects = render_image(np.random.default_rng(seed), DemoOptions())
+        height, width = image.shape[:2]
+        for _, (x1, y1, x2, y2), truncated in objects:
+            assert truncated == (x1 < 0 or y1 < 0 or x2 > width or y2 > height)
+            if min(x1, y1, width - x2, height - y2) in (0, -1):
+                touching.append(truncated)
+    assert sorted(touching) == [False, False, False, True]
+    records = load_dataset(tiny_demo, "trainval").images + load_dataset(tiny_demo, "test").images
+    truncated = np.concatenate([r.truncated for r in records])
+    assert truncated.sum() == 7 and (~truncated).sum() == 24
+    for record in records:
+        box = record.boxes[record.truncated]
+        edge = (box[:, :2] == 0).any(axis=1) | (box[:, 2] == record.width) | (box[:, 3] == record.height)
+        assert edge.all(), record.image_id
+
+
+def test_the_annotations_are_as_before_but_for_the_truncated_tags(tiny_demo):
+    """Names, poses, difficult flags, boxes and sizes as the demo wrote them before it marked truncation
+    (its results stay where they were); each object's tags in VOC's order."""
+    lines = [
+        line
+        for path in sorted((tiny_demo / "Annotations").glob("*.xml"))
+        for line in path.read_text(encoding="utf-8").splitlines()
+    ]
+    text = "".join(line + "\n" for line in lines if "<truncated>" not in line)
+    assert hashlib.sha256(text.encode()).hexdigest() == (
+        "d796c8c0cda938cb2825f38e7e975ac0a05345eaa0da4b2a93c2a68b37e388df"
+    )
+    tags = [line.split(">")[0].strip() for line in lines if line.startswith("    <")]
+    assert tags == ["<name", "<pose", "<truncated", "<difficult", "<bndbox"] * 31
 
 
 def test_existing_folder_is_kept_or_refused(tiny_demo, tmp_path):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from stages.core.errors import UserError
+from stages.datasets.convert import convert
 from stages.datasets.demo import DEMO_CLASSES
 from stages.datasets.formats import check_dataset, load_dataset
 from stages.datasets.voc import VOC_CLASSES
@@ -160,3 +161,35 @@ def test_check_reports_counts_and_problems(tmp_path):
     assert any("b.jpg: image is 80x60, annotation says 100x60" in p for p in report.problems)
     assert any("c.jpg: not an image" in p for p in report.problems)
     write_image(root / "JPEGImages" / "c.jpg")
+
+
+def test_truncated_is_read_kept_with_its_box_through_the_repairs_and_written_back(tmp_path):
+    """<truncated> 1 or 0, none: not truncated; the flags of a dropped box and of an unknown class's
+    object leave with them; a VOC copy writes them, a COCO copy has none (None), and VOC written from it
+    no tag."""
+    root = make_voc(
+        tmp_path / "mine",
+        {
+            "a": voc_xml(
+                [
+                    voc_object("cat", (30, 30, 20, 40), truncated="0"),  # inverted: dropped
+                    voc_object("cat", (-5, 1, 100, 30), truncated="1"),  # clipped, kept
+                    voc_object("dog", (1, 1, 9, 9), truncated="0"),  # outside the class list
+                    voc_object("cat", (2, 2, 8, 8)),  # no <truncated>
+                    voc_object("cat", (10, 10, 20, 20), truncated="1"),
+                    voc_object("cat", (5, 5, 5, 5), truncated="0"),
+                ]
+            )
+        },
+    )
+    dataset = load_dataset(root, "train", classes=("cat",))
+    record = dataset.images[0]
+    assert record.boxes.tolist() == [[0, 0, 80, 30], [1, 1, 8, 8], [9, 9, 20, 20], [4, 4, 5, 5]]
+    assert record.truncated is not None and record.truncated.tolist() == [True, False, True, False]
+    again = load_dataset(convert(dataset, "voc", tmp_path / "voc").out, "train").images[0]
+    assert again.truncated is not None and again.truncated.tolist() == [True, False, True, False]
+    coco = load_dataset(convert(dataset, "coco", tmp_path / "coco").out, "train")
+    assert coco.images[0].truncated is None
+    back = convert(coco, "voc", tmp_path / "back").out
+    assert "<truncated>" not in (back / "Annotations" / "a.xml").read_text()
+    assert load_dataset(back, "train").images[0].truncated.tolist() == [False] * 4
