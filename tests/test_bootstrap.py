@@ -1,6 +1,7 @@
 """Bootstrap intervals of AP and mAP over the test images: a reweighted draw scores as the resampled split
-itself would (checked against ``evaluate`` on a split built with the drawn images repeated), and the
-intervals are seeded, bracket the split's own figure and leave out what has no positives."""
+itself would (checked against ``evaluate``, VOC's or pycocotools', on a split built with the drawn images
+repeated; under COCO's metric, every image once is pycocotools' own figure), and the intervals are seeded,
+bracket the split's own figure and leave out what has no positives or was not trained."""
 
 from pathlib import Path
 
@@ -8,12 +9,16 @@ import numpy as np
 import pytest
 
 from stages.core.errors import UserError
+from stages.datasets.formats import load_dataset
 from stages.datasets.records import Dataset, ImageRecord
 from stages.detections.files import Detections
 from stages.evaluation.bootstrap import bootstrap_intervals
-from stages.evaluation.metrics import average_precision, class_matches, evaluate
+from stages.evaluation.metrics import Evaluation, average_precision, class_matches, evaluate
+from tests import test_coco_metric
 
 CLASSES = ("aaa", "bbb", "ccc")
+METRICS = ("voc07", "voc10", "coco")
+coco = test_coco_metric.coco  # the COCO split of test_coco_metric, as a fixture here too
 
 
 def random_split(seed: int, images: int = 12) -> tuple[Dataset, Detections]:
@@ -64,29 +69,97 @@ def repeated(dataset: Dataset, found: Detections, counts: np.ndarray) -> tuple[D
     return Dataset(dataset.root, dataset.split, dataset.classes, tuple(records), annotated=True), drawn
 
 
-@pytest.mark.parametrize("metric", ["voc07", "voc10"])
+def draw(matches, weights: np.ndarray, metric: str):
+    """One class's AP from the matches its evaluation kept, its images counted ``weights`` (N,) times;
+    with a stack of weights (B, N), (B,)."""
+    if metric == "coco":
+        return matches.average_precision(weights)
+    return average_precision(*matches.curve(weights), metric)
+
+
+def drawn_aps(split: Evaluation, weights: np.ndarray) -> np.ndarray:
+    """Each class's AP (C,) from the matches ``split`` kept, its images counted ``weights`` (N,) times
+    (NaN without positives or matches)."""
+    return np.array(
+        [
+            np.nan
+            if c.matches is None or weights @ c.matches.positives == 0
+            else draw(c.matches, weights, split.metric)
+            for c in split.classes
+        ],
+        dtype=np.float64,
+    )
+
+
+def trained_mean(split: Evaluation, aps: np.ndarray) -> float:
+    """The mean of ``aps`` (C,) over the trained classes with positives, as ``Evaluation.map``."""
+    return float(
+        np.nanmean([ap for c, ap in zip(split.classes, aps, strict=True) if c.name not in split.untrained])
+    )
+
+
+@pytest.mark.parametrize("metric", METRICS)
 @pytest.mark.parametrize("seed", range(4))
 def test_a_reweighted_draw_scores_as_the_repeated_split(seed, metric):
     dataset, found = random_split(seed)
-    matches = class_matches(dataset, found)
     counts = np.random.default_rng(100 + seed).multinomial(len(dataset.images), np.full(12, 1 / 12))
-    reference = evaluate(*repeated(dataset, found, counts), metric)
-    for name, match, expected in zip(CLASSES, matches, reference.classes, strict=True):
-        if counts @ match.positives == 0:
-            assert np.isnan(expected.ap), name
-            continue
-        assert average_precision(*match.curve(counts), metric) == pytest.approx(expected.ap, abs=1e-12), name
+    split, reference = evaluate(dataset, found, metric), evaluate(*repeated(dataset, found, counts), metric)
+    aps = drawn_aps(split, counts)
+    np.testing.assert_allclose(aps, [c.ap for c in reference.classes], rtol=0, atol=1e-12)
+    assert trained_mean(split, aps) == pytest.approx(reference.map, abs=1e-12)
 
 
-@pytest.mark.parametrize("metric", ["voc07", "voc10"])
+@pytest.mark.parametrize("seed", range(4))
+def test_under_coco_an_image_counted_twice_scores_as_pycocotools_with_the_image_twice(seed):
+    dataset, found = random_split(seed)
+    split = evaluate(dataset, found, "coco")
+    for image in (0, 5, 11):
+        counts = np.ones(len(dataset.images), dtype=np.int64)
+        counts[image] = 2
+        reference = evaluate(*repeated(dataset, found, counts), "coco")
+        aps = drawn_aps(split, counts)
+        np.testing.assert_allclose(aps, [c.ap for c in reference.classes], rtol=0, atol=1e-12)
+        assert trained_mean(split, aps) == pytest.approx(reference.map, abs=1e-12)
+
+
+def busy(found: Detections, seed: int) -> Detections:
+    """``found`` with its scores rounded to a tenth (ties within and across images, which COCOeval's
+    stable sort orders) and 150 more detections of one class on the first image (past the 100 an image
+    and class it keeps)."""
+    rng = np.random.default_rng(seed)
+    corners = rng.uniform(0, 90, (150, 2))
+    return Detections(
+        np.concatenate([found.image_ids, np.full(150, "im0", dtype=object)]),
+        np.concatenate([found.classes, np.full(150, CLASSES[seed % 3], dtype=object)]),
+        np.round(np.concatenate([found.scores, rng.random(150)]), 1),
+        np.concatenate([found.boxes, np.hstack([corners, corners + 20]).astype(np.float32)]),
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_under_coco_every_image_once_is_pycocotools_itself(seed, coco):
+    root, rows = coco
+    on_coco = load_dataset(root, "val")
+    dataset, found = random_split(seed, images=20)
+    for split in (
+        evaluate(on_coco, test_coco_metric.as_detections(rows, on_coco)),
+        evaluate(dataset, found, "coco"),
+        evaluate(dataset, busy(found, seed), "coco"),
+        evaluate(dataset, busy(found, seed), "coco", untrained=("bbb",)),
+    ):
+        aps = drawn_aps(split, np.ones(len(split.classes[0].matches.positives)))
+        np.testing.assert_allclose(aps, [c.ap for c in split.classes], rtol=0, atol=1e-12)
+        assert trained_mean(split, aps) == pytest.approx(split.map, abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", METRICS)
 def test_a_stack_of_draws_scores_as_each_draw_alone(metric):
     dataset, found = random_split(11, images=30)
     counts = np.random.default_rng(0).multinomial(30, np.full(30, 1 / 30), size=50)
-    for match in class_matches(dataset, found):
-        scored = counts[counts @ match.positives > 0]
-        stacked = average_precision(*match.curve(scored), metric)
-        alone = [average_precision(*match.curve(weights), metric) for weights in scored]
-        np.testing.assert_allclose(stacked, alone, rtol=0, atol=1e-12)
+    for result in evaluate(dataset, found, metric).classes:
+        scored = counts[counts @ result.matches.positives > 0]
+        alone = [draw(result.matches, weights, metric) for weights in scored]
+        np.testing.assert_allclose(draw(result.matches, scored, metric), alone, rtol=0, atol=1e-12)
 
 
 def test_one_draw_of_every_image_once_is_the_split_itself():
@@ -97,9 +170,10 @@ def test_one_draw_of_every_image_once_is_the_split_itself():
         np.testing.assert_array_equal(precision, result.precision)
 
 
-def test_intervals_are_seeded_and_bracket_the_split_s_figures():
+@pytest.mark.parametrize("metric", ["voc07", "coco"])
+def test_intervals_are_seeded_and_bracket_the_split_s_figures(metric):
     dataset, found = random_split(3, images=40)
-    split = evaluate(dataset, found)
+    split = evaluate(dataset, found, metric)
     first = bootstrap_intervals(split, samples=300, seed=1)
     assert first is not None and first == bootstrap_intervals(split, samples=300, seed=1)
     assert first != bootstrap_intervals(split, samples=300, seed=2)
@@ -112,7 +186,8 @@ def test_intervals_are_seeded_and_bracket_the_split_s_figures():
     assert as_json["bootstrap"] == {"samples": 300, "seed": 1, "over": "test images"}
 
 
-def test_a_class_without_positives_has_no_interval_and_untrained_ones_leave_the_map():
+@pytest.mark.parametrize("metric", ["voc07", "coco"])
+def test_a_class_without_positives_has_no_interval_and_untrained_ones_leave_the_map(metric):
     dataset, found = random_split(5, images=20)
     keep = np.array([name != "ccc" for name in found.classes])
     records = tuple(
@@ -122,15 +197,22 @@ def test_a_class_without_positives_has_no_interval_and_untrained_ones_leave_the_
     )  # fmt: skip
     without = Dataset(dataset.root, "test", CLASSES, records, annotated=True)
     cut = Detections(found.image_ids[keep], found.classes[keep], found.scores[keep], found.boxes[keep])
-    found_intervals = bootstrap_intervals(evaluate(without, cut), samples=100)
+    found_intervals = bootstrap_intervals(evaluate(without, cut, metric), samples=100)
     assert found_intervals is not None and found_intervals.ap["ccc"] is None
     assert found_intervals.to_json()["ap_ci95"]["ccc"] is None
-    alone = bootstrap_intervals(evaluate(dataset, found, untrained=("aaa", "bbb")), samples=100)
-    assert alone is not None and alone.map == alone.ap["ccc"]  # the mean of one class is that class
+    every = bootstrap_intervals(evaluate(dataset, found, metric), samples=100)
+    alone = bootstrap_intervals(evaluate(dataset, found, metric, untrained=("aaa", "bbb")), samples=100)
+    assert every is not None and alone is not None
+    assert alone.map == alone.ap["ccc"] == every.ap["ccc"]  # the mean of one class is that class, as it was
+    if metric == "coco":  # pycocotools scores the trained classes only: no AP, no interval
+        assert alone.ap["aaa"] is None and alone.ap["bbb"] is None
+    else:
+        assert alone.ap["aaa"] == every.ap["aaa"] and alone.ap["bbb"] == every.ap["bbb"]
 
 
-def test_coco_s_metric_has_none_and_a_draw_needs_a_sample():
+def test_coco_s_metric_without_detections_has_none_and_a_draw_needs_a_sample():
     dataset, found = random_split(0)
-    assert bootstrap_intervals(evaluate(dataset, found, "coco")) is None  # pycocotools' averages
+    nothing = Detections(np.zeros(0, object), np.zeros(0, object), np.zeros(0), np.zeros((0, 4), np.float32))
+    assert bootstrap_intervals(evaluate(dataset, nothing, "coco")) is None  # no matches to draw from
     with pytest.raises(UserError, match="at least one sample"):
         bootstrap_intervals(evaluate(dataset, found), samples=0)

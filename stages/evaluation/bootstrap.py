@@ -5,8 +5,10 @@ The split's images are drawn with replacement, as many as it has, ``samples`` ti
 scored as the split is, an image drawn k times counting its detections and objects k times, and the
 interval is the 2.5th and 97.5th percentiles of the draws' APs and mAPs. Matching happens within an
 image, so each detection's hit or miss is found once, by the evaluation (``ClassResult.matches``), and a
-draw only reweights the images (``ClassMatches.curve``). The interval measures the test set's sampling
-noise, not the training's: a detector trained again with another seed moves as well.
+draw only reweights the images: VOC's PR curve (``ClassMatches.curve``), or COCO's AP at IoU 0.50:0.95
+accumulated again from COCOeval's matches at its ten IoU thresholds (``CocoMatches.average_precision``).
+The interval measures the test set's sampling noise, not the training's: a detector trained again with
+another seed moves as well.
 """
 
 from __future__ import annotations
@@ -16,17 +18,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from stages.core.errors import UserError
-from stages.evaluation.metrics import Evaluation, average_precision
+from stages.evaluation.coco import CocoMatches
+from stages.evaluation.metrics import ClassMatches, Evaluation, average_precision
 
-METRICS = ("voc07", "voc10")
-"""The metrics a bootstrap interval is drawn for: COCO's averages over IoUs and sizes in pycocotools are
-not reweighted here."""
+METRICS = ("voc07", "voc10", "coco")
+"""The metrics a bootstrap interval is drawn for: under ``coco``, of the headline AP at IoU 0.50:0.95 (all
+areas, 100 detections) and of each class's; COCO's other eleven figures are not drawn."""
 
 SAMPLES = 1000
 """Draws of the test images: enough for the 2.5th and 97.5th percentiles to settle within about 0.005."""
 
 CHUNK = 250_000
-"""Draws x detections scored at once: arrays of 2 MB, which stay in the cache."""
+"""Draws x detections (x IoU thresholds, under ``coco``) scored at once: arrays of 2 MB, which stay in the
+cache."""
 
 
 @dataclass(frozen=True)
@@ -53,30 +57,40 @@ class Intervals:
 
 def bootstrap_intervals(evaluation: Evaluation, samples: int = SAMPLES, seed: int = 0) -> Intervals | None:
     """95% percentile intervals of every class's AP and of the mAP (over the trained classes with
-    positives in a draw, as ``Evaluation.map``) of a VOC-metric ``evaluation``, from the matches it
-    kept; None for COCO's metric, whose averages pycocotools makes (not reweighted here)."""
+    positives in a draw, as ``Evaluation.map``) of ``evaluation``, from the matches it kept; under
+    ``coco``, an untrained class (not scored) has none. None when a trained class kept no matches (COCO's
+    metric without any detection)."""
     if samples < 1:
         raise UserError("bootstrap intervals: at least one sample")
+    names = [c.name for c in evaluation.classes]
+    trained = [i for i, name in enumerate(names) if name not in set(evaluation.untrained)]
     kept = [c.matches for c in evaluation.classes]
     matches = [m for m in kept if m is not None]
-    if evaluation.metric not in METRICS or not matches or len(matches) < len(kept):
+    if evaluation.metric not in METRICS or not matches or any(kept[i] is None for i in trained):
         return None
     images = len(matches[0].positives)
     counts = np.random.default_rng(seed).multinomial(images, np.full(images, 1 / images), size=samples)
-    aps = np.full((samples, len(matches)), np.nan)
-    for column, found in enumerate(matches):
-        for rows in np.array_split(np.arange(samples), max(1, samples * len(found.hit) // CHUNK)):
+    aps = np.full((samples, len(kept)), np.nan)
+    for column, found in enumerate(kept):
+        if found is None:
+            continue
+        for rows in np.array_split(np.arange(samples), max(1, samples * found.hit.size // CHUNK)):
             drawn = rows[counts[rows] @ found.positives > 0]
             if len(drawn):
-                aps[drawn, column] = average_precision(*found.curve(counts[drawn]), evaluation.metric)
-    names = [c.name for c in evaluation.classes]
-    trained = [i for i, name in enumerate(names) if name not in set(evaluation.untrained)]
+                aps[drawn, column] = _draw_aps(found, counts[drawn], evaluation.metric)
     return Intervals(
         _percentiles(_nanmean_rows(aps[:, trained])) or (float("nan"), float("nan")),
         {name: _percentiles(aps[:, i]) for i, name in enumerate(names)},
         samples,
         seed,
     )
+
+
+def _draw_aps(found: ClassMatches | CocoMatches, weights: np.ndarray, metric: str) -> np.ndarray:
+    """One class's AP in each draw (B,), its images counted ``weights`` (B, N) times."""
+    if isinstance(found, CocoMatches):
+        return found.average_precision(weights)
+    return average_precision(*found.curve(weights), metric)
 
 
 def _nanmean_rows(values: np.ndarray) -> np.ndarray:

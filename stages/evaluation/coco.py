@@ -6,6 +6,10 @@ Ground truth: a COCO dataset's own annotation file, restricted to the split's im
 ``area`` and ``iscrowd`` are COCO's own); any other dataset's boxes, with ``area`` the box's and difficult
 objects as crowd regions (ignored, as the VOC protocol ignores difficult ones). Detections are matched to it
 through the dataset's image and category ids (``ImageRecord.source_id``, ``Dataset.category_ids``).
+
+Each category's matches (``CocoMatches``) are kept from COCOeval's per-image records, so that its AP can be
+accumulated again with the images reweighted (a bootstrap draw, ``stages.evaluation.bootstrap``) without
+matching again.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -136,3 +141,85 @@ def class_results(evaluator) -> dict[int, tuple[float, np.ndarray, np.ndarray]]:
         ap = float(valid.mean()) if valid.size else float("nan")
         found[int(category)] = (ap, recall_points, np.clip(table[0], 0, None))
     return found
+
+
+@dataclass(frozen=True)
+class CocoMatches:
+    """One category's detections as COCOeval matched them (all areas, up to 100 an image), ranked as its
+    accumulation ranks them (best score first, ties in COCOeval's image order): the index of each one's
+    image in the split (K,), and at each IoU threshold whether it is a hit (T, K) and whether it counts
+    (T, K) (not on a crowd region); the category's objects that count in each image of the split (N,);
+    and COCOeval's recall thresholds (R,)."""
+
+    images: np.ndarray
+    hit: np.ndarray
+    counted: np.ndarray
+    positives: np.ndarray
+    recall_points: np.ndarray
+
+    def average_precision(self, weights: np.ndarray | None = None) -> np.ndarray:
+        """AP at IoU 0.50:0.95 as ``COCOeval.accumulate`` finds it, with each image counted ``weights``
+        (N,) times (a bootstrap resample; default once): a repeated image's detections and objects count
+        as many times. With a stack of weights (B, N), (B,); NaN without positives."""
+        counts = np.ones(len(self.positives)) if weights is None else np.asarray(weights, np.float64)
+        stack = counts.reshape(-1, len(self.positives))  # (B, N)
+        each = stack[:, None, self.images]  # (B, 1, K)
+        tp = np.cumsum(each * self.hit, axis=-1)  # (B, T, K)
+        fp = np.cumsum(each * (self.counted & ~self.hit), axis=-1)
+        positives = (stack @ self.positives)[:, None, None]
+        recall = np.divide(tp, positives, out=np.zeros(tp.shape), where=positives > 0)
+        # COCO's interpolation: at each recall threshold, the best precision at that recall or beyond, 0
+        # past the curve's end
+        envelope = np.maximum.accumulate((tp / (fp + tp + np.spacing(1)))[..., ::-1], axis=-1)[..., ::-1]
+        envelope = np.concatenate([envelope, np.zeros((*tp.shape[:-1], 1))], axis=-1)
+        points = np.take_along_axis(envelope, self._first_at(recall), axis=-1)  # (B, T, R)
+        ap = np.where(positives[:, 0, 0] > 0, points.mean(axis=(1, 2)), np.nan)
+        return ap.reshape(counts.shape[:-1])
+
+    def _first_at(self, recall: np.ndarray) -> np.ndarray:
+        """For each curve (B, T, K) (non-decreasing) and recall threshold, the first point at or above it,
+        K where none is (B, T, R): ``np.searchsorted(curve, recall_points)`` for every curve at once, as
+        the count of points that reach fewer thresholds."""
+        rows = recall.reshape(-1, recall.shape[-1])
+        width = len(self.recall_points) + 1
+        reached = np.searchsorted(self.recall_points, rows, side="right")  # thresholds at or below: 0..R
+        cells = (reached + width * np.arange(len(rows))[:, None]).ravel()
+        below = np.bincount(cells, minlength=width * len(rows)).reshape(len(rows), width).cumsum(axis=1)
+        return below[:, :-1].reshape(*recall.shape[:-1], width - 1)
+
+
+def category_matches(evaluator, dataset: Dataset) -> dict[int, CocoMatches]:
+    """Category id -> its ``CocoMatches``, from the per-image records of a finished COCOeval on the
+    split (all areas, its largest number of detections, 100); images in the split's order, as weights
+    follow."""
+    params = evaluator.params
+    place = {image: i for i, image in enumerate(image_ids(dataset).values())}
+    evaluated, thresholds = [place[int(image)] for image in params.imgIds], len(params.iouThrs)
+    area = params.areaRngLbl.index("all")
+    found = {}
+    for k, category in enumerate(params.catIds):
+        start = (k * len(params.areaRng) + area) * len(evaluated)  # evalImgs: category x area x image
+        block = evaluator.evalImgs[start : start + len(evaluated)]
+        kept = [(i, e) for i, e in zip(evaluated, block, strict=True) if e is not None]
+        scores = _joined([e["dtScores"] for _, e in kept], (0,))
+        order = np.argsort(-scores, kind="mergesort")  # as accumulate sorts: stable, so ties in image order
+        ranked_images = _joined([np.full(len(e["dtScores"]), i) for i, e in kept], (0,)).astype(np.int64)
+        matched = _joined([e["dtMatches"] for _, e in kept], (thresholds, 0)) != 0
+        ignored = _joined([e["dtIgnore"] for _, e in kept], (thresholds, 0)) != 0
+        positives = np.zeros(len(place), dtype=np.int64)
+        for i, e in kept:
+            positives[i] = np.count_nonzero(e["gtIgnore"] == 0)
+        found[int(category)] = CocoMatches(
+            ranked_images[order],
+            (matched & ~ignored)[:, order],
+            ~ignored[:, order],
+            positives,
+            np.asarray(params.recThrs, dtype=np.float64),
+        )
+    return found
+
+
+def _joined(parts: list, empty: tuple[int, ...]) -> np.ndarray:
+    """Per-image arrays side by side along their last axis (detections); zeros of shape ``empty`` when
+    there are none."""
+    return np.concatenate(parts, axis=-1) if parts else np.zeros(empty)

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,6 +22,9 @@ from stages.core.errors import UserError
 from stages.core.geometry import box_iou
 from stages.datasets.records import Dataset
 from stages.detections.files import Detections
+
+if TYPE_CHECKING:
+    from stages.evaluation.coco import CocoMatches
 
 log = logging.getLogger("rcnn")
 
@@ -37,9 +40,9 @@ def default_metric(dataset_format: str) -> str:
 
 @dataclass(frozen=True)
 class ClassResult:
-    """One class: AP (NaN without positives), positives, detections, and the PR curve (D,) arrays; under
-    the VOC metrics also its detections' ``matches``, from which a bootstrap draws
-    (``stages.evaluation.bootstrap``)."""
+    """One class: AP (NaN without positives), positives, detections, and the PR curve (D,) arrays; also
+    its detections' ``matches``, from which a bootstrap draws (``stages.evaluation.bootstrap``): VOC's
+    (``ClassMatches``), or COCOeval's (``CocoMatches``) for a class it scored."""
 
     name: str
     ap: float
@@ -47,7 +50,7 @@ class ClassResult:
     detections: int
     recall: np.ndarray
     precision: np.ndarray
-    matches: ClassMatches | None = field(default=None, repr=False, compare=False)
+    matches: ClassMatches | CocoMatches | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -248,12 +251,13 @@ def check_classes(dataset: Dataset, detections: Detections) -> None:
 
 def _coco(dataset: Dataset, detections: Detections, untrained: tuple[str, ...]) -> Evaluation:
     """COCO's metric by pycocotools over the trained classes; per class, AP at IoU 0.50:0.95 and the PR
-    curve at IoU 0.5 (the untrained classes: their counts, no AP)."""
-    from stages.evaluation.coco import SUMMARY, category_ids, class_results, coco_evaluate
+    curve at IoU 0.5, and COCOeval's matches (the untrained classes: their counts, no AP)."""
+    from stages.evaluation.coco import SUMMARY, category_ids, category_matches, class_results, coco_evaluate
 
     trained = [name for name in dataset.classes if name not in untrained]
     evaluator = coco_evaluate(dataset, detections, trained)
     found = class_results(evaluator) if evaluator is not None else {}
+    matches = category_matches(evaluator, dataset) if evaluator is not None else {}
     category_of = dict(zip(dataset.classes, category_ids(dataset), strict=True))
     per_class = {name: found[category_of[name]] for name in trained if category_of[name] in found}
     positives_of = dataset.object_counts()
@@ -266,7 +270,7 @@ def _coco(dataset: Dataset, detections: Detections, untrained: tuple[str, ...]) 
             results.append(ClassResult(name, ap, positives, count, np.zeros(0), np.zeros(0)))
             continue
         ap, recall, precision = per_class[name]
-        results.append(ClassResult(name, ap, positives, count, recall, precision))
+        results.append(ClassResult(name, ap, positives, count, recall, precision, matches[category_of[name]]))
     stats = evaluator.stats if evaluator is not None else np.zeros(len(SUMMARY))
     # COCOeval writes -1 where a figure is undefined (no ground truth of that size): NaN, null in the JSON
     summary = {k: float("nan") if v < 0 else float(v) for k, v in zip(SUMMARY, stats, strict=True)}
