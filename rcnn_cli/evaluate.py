@@ -177,7 +177,7 @@ def _groups(similar: list[str] | None) -> list[tuple[str, ...]] | None:
 def print_diagnosis(diagnosis: Diagnosis, without: Diagnosis | None = None) -> None:
     """The diagnosis as three tables: the top-ranked false positives by type (and without box
     regression), the PR breakdown and AP by object size."""
-    from stages.evaluation.diagnosis import LEVELS, SIZES, SOURCES, TYPES
+    from stages.evaluation.diagnosis import LEVELS, SIZES, SOURCES, TRUNCATION, TYPES
 
     types = Table(title="top-ranked false positives (each class's first detections, as many as its objects)")
     types.add_column("detections")
@@ -202,12 +202,18 @@ def print_diagnosis(diagnosis: Diagnosis, without: Diagnosis | None = None) -> N
         levels.add_column(level.upper() if level in ("bg", "fn") else level.capitalize(), justify="right")
     levels.add_row(*(_ap(diagnosis.breakdown[level]) for level in LEVELS))
     out.print(levels)
-    sizes = Table(title="AP by object size (COCO's: small < 32², large > 96² pixels)")
+    sizes = Table(title="AP by object size (COCO's: small < 32², large > 96² pixels), truncation, difficulty")
     for size in SIZES:
         sizes.add_column(f"{size} ({diagnosis.objects_by_size[size]})", justify="right")
+    extra = []
+    if (truncation := diagnosis.ap_by_truncation) is not None:
+        objects = diagnosis.objects_by_truncation or {}
+        for kind in TRUNCATION:
+            sizes.add_column(f"{kind.replace('_', ' ')} ({objects.get(kind, 0)})", justify="right")
+            extra.append(_ap(truncation[kind]))
     if diagnosis.difficult_counted is not None:
         sizes.add_column("difficult counted", justify="right")
-    extra = [] if diagnosis.difficult_counted is None else [_ap(diagnosis.difficult_counted)]
+        extra.append(_ap(diagnosis.difficult_counted))
     sizes.add_row(*(_ap(diagnosis.ap_by_size[size]) for size in SIZES), *extra)
     out.print(sizes)
     out.print(f"similar classes: {escape(SOURCES[diagnosis.similar.source])}", soft_wrap=True)

@@ -37,8 +37,8 @@ log = logging.getLogger("rcnn")
 class RunEvaluation:
     """A method's results on a split: with box regression (when trained) and without; test time an image
     (for Fast R-CNN also its conv and fc parts); for a method whose network proposes, its proposals'
-    recall (``proposal_recall``); the 95% intervals of its APs and mAP over the test images (the VOC
-    metrics: ``stages.evaluation.bootstrap``)."""
+    recall (``proposal_recall``); the 95% intervals of its APs and mAP over the test images
+    (``stages.evaluation.bootstrap``)."""
 
     evaluation: Evaluation
     without_box_regression: Evaluation | None
