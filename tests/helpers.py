@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from rcnn_cli.app import app
 from stages.cache.files import CacheWriter
 from stages.datasets.options import DemoOptions
+from stages.detections.files import Detections
 from stages.training.matching import LabelledRegions
 
 TINY = DemoOptions(seed=7, num_train=3, num_val=2, num_test=3)
@@ -189,3 +190,14 @@ def separable_images(num_images=12, per_image=300, seed=0):
         regions = LabelledRegions(boxes, labels, class_iou, boxes.copy())
         images.append((regions, fc7, fc7[:, :4].copy()))
     return images
+
+
+def detections(rows) -> Detections:
+    """rows: (image_id, class, score, [x1, y1, x2, y2]) in toolkit pixels."""
+    ids, classes, scores, boxes = zip(*rows, strict=True) if rows else ((), (), (), ())
+    return Detections(
+        np.array(ids, dtype=object),
+        np.array(classes, dtype=object),
+        np.array(scores, dtype=np.float64),
+        np.array(boxes, np.float32).reshape(-1, 4),
+    )

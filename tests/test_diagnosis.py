@@ -24,6 +24,7 @@ from stages.evaluation.diagnosis import (
     similar_classes,
 )
 from stages.evaluation.metrics import evaluate
+from tests.helpers import detections
 
 SCENE_CLASSES = ("cat", "dog", "car")
 PETS = SimilarClasses((("cat", "dog"),), "config")
@@ -38,17 +39,6 @@ def split(classes: tuple[str, ...], images: dict[str, list[tuple]], size: int = 
         difficult = np.array([hard for _, _, hard in objects], bool)
         records.append(ImageRecord(image_id, Path(f"{image_id}.jpg"), size, size, boxes, labels, difficult))
     return Dataset(Path("split"), "test", classes, tuple(records), annotated=True)
-
-
-def detections(rows) -> Detections:
-    """rows: (image_id, class, score, [x1, y1, x2, y2]) in toolkit pixels."""
-    ids, classes, scores, boxes = zip(*rows, strict=True) if rows else ((), (), (), ())
-    return Detections(
-        np.array(ids, dtype=object),
-        np.array(classes, dtype=object),
-        np.array(scores, dtype=np.float64),
-        np.array(boxes, np.float32).reshape(-1, 4),
-    )
 
 
 @pytest.fixture

@@ -9,18 +9,7 @@ from stages.core.plotting import fallback_font
 from stages.datasets.formats import load_dataset
 from stages.detections.files import Detections, read_detections, write_detections
 from stages.evaluation.metrics import average_precision, evaluate, plot_pr_curves
-from tests.helpers import make_voc, rcnn, voc_object, voc_xml
-
-
-def detections(rows) -> Detections:
-    """rows: (image_id, class, score, [x1, y1, x2, y2]) in toolkit pixels."""
-    ids, classes, scores, boxes = zip(*rows, strict=True) if rows else ((), (), (), ())
-    return Detections(
-        np.array(ids, dtype=object),
-        np.array(classes, dtype=object),
-        np.array(scores, dtype=np.float64),
-        np.array(boxes, np.float32).reshape(-1, 4),
-    )
+from tests.helpers import detections, make_voc, rcnn, voc_object, voc_xml
 
 
 @pytest.fixture
