@@ -151,7 +151,7 @@ def _spread(spread: SeedSpread | None) -> str:
 
 def print_seed_differences(found: RunReport) -> None:
     """Each evaluation's mAP with every seed, their mean and standard deviation; then each pair of
-    methods compared over the seeds: the difference of their means, Welch's p, and whether it exceeds the
+    methods compared over the seeds: the difference of their means, the t-test's p, and whether it exceeds the
     training noise."""
     from stages.report.summary import NOISE_LEVEL, seed_differences
 
@@ -165,17 +165,17 @@ def print_seed_differences(found: RunReport) -> None:
         std = "-" if len(spread.maps) < 2 else f"{spread.std:.3f}"
         points.add_row(spread.label, *(_score(value.get(k)) for k in offsets), f"{spread.mean:.3f}", std)
     out.print(points)
-    table = compact_table(f"differences over the seeds (beyond the noise: Welch's t-test, p < {NOISE_LEVEL})")
-    for column in ("first", "second", "split"):
+    table = compact_table(f"differences over the seeds (beyond the noise: t-test, p < {NOISE_LEVEL})")
+    for column in ("first", "second"):
         table.add_column(column, no_wrap=True)
     for column in ("difference", "p"):
         table.add_column(column, justify="right")
-    table.add_column("")
+    table.add_column("test")
+    table.add_column("", no_wrap=True)
     for d in seed_differences(found.seeds):
-        said = "[bold]beyond the noise[/]" if d.beyond_noise else "[dim]within the noise[/]"
-        table.add_row(
-            d.first.label, d.second.label, d.first.split, f"{d.difference:+.3f}", f"{d.p_value:.3f}", said
-        )
+        said = "[bold]beyond the noise[/]" if d.beyond_noise else "[dim]within[/]"
+        test = "paired" if d.paired else "Welch"
+        table.add_row(d.first.label, d.second.label, f"{d.difference:+.3f}", f"{d.p_value:.3f}", test, said)
     out.print(table)
 
 

@@ -79,15 +79,32 @@ def test_a_replica_reads_its_runs_proposals_and_is_left_out_of_its_manifests(tmp
     assert command == f"rcnn propose --data data --split test --run {replica}"
 
 
-def _spread(label: str, *maps: float, split: str = "test") -> SeedSpread:
-    return SeedSpread(label, label, "", split, tuple(enumerate(maps)))
+def _spread(label: str, *maps: float, split: str = "test", first: int = 0) -> SeedSpread:
+    return SeedSpread(label, label, "", split, tuple(enumerate(maps, start=first)))
 
 
-def test_welchs_test_tells_a_difference_beyond_the_seeds_spread_from_one_within_it():
+def test_methods_with_the_same_seeds_are_compared_seed_by_seed():
+    """Each seed replicates the whole run, so two methods' seed k share its backbone: a method always a
+    little above another is beyond the noise even when both spread widely."""
+    above = _spread("a", 0.80, 0.86, 0.70)
+    below = _spread("b", 0.79, 0.85, 0.69)
+    found = seed_differences([above, below])[0]
+    assert found.paired and found.beyond_noise and found.difference == pytest.approx(0.01)
+    wide = _spread("c", 0.81, 0.83, 0.72)
+    d = np.array([0.80, 0.86, 0.70]) - np.array([0.81, 0.83, 0.72])
+    t = d.mean() / (d.std(ddof=1) / math.sqrt(3))  # Student's paired t, 2 degrees of freedom
+    from scipy import stats
+
+    compared = seed_differences([above, wide])[0]
+    assert compared.p_value == pytest.approx(2 * stats.t.sf(abs(t), 2)) and not compared.beyond_noise
+
+
+def test_welchs_test_compares_methods_whose_seeds_differ():
     apart = _spread("a", 0.80, 0.81, 0.82)
-    below = _spread("b", 0.60, 0.62, 0.61)
-    mixed = _spread("c", 0.78, 0.84, 0.80)
+    below = _spread("b", 0.60, 0.62, 0.61, first=3)
+    mixed = _spread("c", 0.78, 0.84, 0.80, first=3)
     found = {(d.first.label, d.second.label): d for d in seed_differences([apart, below, mixed])}
+    assert not found["a", "b"].paired
     assert found["a", "b"].beyond_noise and found["a", "b"].difference == pytest.approx(0.20)
     assert not found["a", "c"].beyond_noise
     # Welch's t and degrees of freedom by their formulas, against the p-value reported
@@ -107,7 +124,9 @@ def test_seeds_without_spread_and_other_splits_are_compared_as_they_can_be():
     assert not seed_differences([same, _spread("c", 0.5, 0.5)])[0].beyond_noise
     assert seed_differences([same, _spread("d", 0.1, 0.2, split="val")]) == []
     assert seed_differences([same, _spread("e", 0.1)]) == []  # one seed: no spread to compare with
-    assert math.isnan(_spread("f", 0.3).std)
+    assert not seed_differences([same, _spread("f", 0.5, 0.5, first=2)])[0].beyond_noise
+    assert seed_differences([same, _spread("g", 0.6, 0.6, first=2)])[0].beyond_noise
+    assert math.isnan(_spread("h", 0.3).std)
 
 
 @pytest.mark.slow

@@ -262,7 +262,9 @@ def _seeds_section(runs: Sequence[CollectedRun]) -> str:
                 _row([f"{_swatch(colour)}{_e(spread.label)}", *map(_e, named), _e(spread.split)], numbers)
             )
         for d in seed_differences(run.report.seeds):
-            verdict = "<b>beyond the noise</b>" if d.beyond_noise else "within the noise"
+            verdict = ("paired" if d.paired else "Welch") + (
+                ", <b>beyond the noise</b>" if d.beyond_noise else ""
+            )
             texts = [*map(_e, named), _e(d.first.label), _e(d.second.label), _e(d.first.split)]
             pairs.append(_row(texts, [f"{d.difference:+.3f}", f"{d.p_value:.3f}"], verdict))
     run_head = ["run"] if several else []
@@ -274,7 +276,9 @@ def _seeds_section(runs: Sequence[CollectedRun]) -> str:
             "(rcnn run --seeds; the replicas in RUN/seeds/ took "
             f"{_duration(sum(run.report.replica_seconds for run in runs))} of stages), on the same "
             "proposals and test images: the spread is the training's noise. A difference is beyond the "
-            f"noise when Welch's t-test over the seeds gives p < {NOISE_LEVEL}; with a few seeds, only "
+            f"noise when the t-test over the seeds gives p < {NOISE_LEVEL}: paired seed by seed where both "
+            "have the same seeds (each seed replicates the whole run, the pre-trained backbone included), "
+            "else Welch's; with a few seeds, only "
             "large differences can be."
         ]
     )

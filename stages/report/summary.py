@@ -118,8 +118,8 @@ class ProposerRecall:
 
 
 NOISE_LEVEL = 0.05
-"""Two methods differ beyond the training noise when Welch's t-test over their seeds' mAPs gives p below
-this."""
+"""Two methods differ beyond the training noise when the t-test over their seeds' mAPs
+(``SeedDifference``) gives p below this."""
 
 
 @dataclass(frozen=True)
@@ -146,12 +146,15 @@ class SeedSpread:
 
 @dataclass(frozen=True)
 class SeedDifference:
-    """Two evaluations of a split compared over their seeds: the difference of their mean mAPs and
-    Welch's t-test of it (unequal variances; Welch, Biometrika 1947)."""
+    """Two evaluations of a split compared over their seeds: the difference of their mean mAPs and the
+    t-test of it. ``paired`` when both have the same seeds: each seed replicates the whole run, the
+    pre-trained backbone included, so the two methods' mAPs are compared seed by seed (Student's paired
+    t-test); else Welch's (unequal variances; Welch, Biometrika 1947)."""
 
     first: SeedSpread
     second: SeedSpread
     p_value: float
+    paired: bool
 
     @property
     def difference(self) -> float:
@@ -164,21 +167,30 @@ class SeedDifference:
 
 def seed_differences(spreads: Sequence[SeedSpread]) -> list[SeedDifference]:
     """Each pair of evaluations of the same split with at least two seeds each, in the report's order."""
-    from scipy import stats
-
     found = []
     for index, first in enumerate(spreads):
         for second in spreads[index + 1 :]:
-            a = [value for _, value in first.maps]
-            b = [value for _, value in second.maps]
-            if first.split != second.split or min(len(a), len(b)) < 2:
+            if first.split != second.split or min(len(first.maps), len(second.maps)) < 2:
                 continue
-            if np.ptp(a) == 0 and np.ptp(b) == 0:  # no spread at all: t is undefined
-                p_value = 1.0 if a[0] == b[0] else 0.0
-            else:
-                p_value = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-            found.append(SeedDifference(first, second, p_value))
+            a, b = dict(first.maps), dict(second.maps)
+            paired = a.keys() == b.keys()
+            found.append(SeedDifference(first, second, _p_value(a, b, paired), paired))
     return found
+
+
+def _p_value(a: dict[int, float], b: dict[int, float], paired: bool) -> float:
+    """The two-sided p of the t-test of mean(a) = mean(b) (seed offset -> mAP); where the statistic's
+    spread is 0 (t undefined): 1 for equal means, else 0."""
+    from scipy import stats
+
+    if paired:
+        differences = [a[seed] - b[seed] for seed in a]
+        if np.ptp(differences) == 0:
+            return 1.0 if differences[0] == 0 else 0.0
+        return float(stats.ttest_rel(list(a.values()), [b[seed] for seed in a]).pvalue)
+    if np.ptp(list(a.values())) == 0 and np.ptp(list(b.values())) == 0:
+        return 1.0 if next(iter(a.values())) == next(iter(b.values())) else 0.0
+    return float(stats.ttest_ind(list(a.values()), list(b.values()), equal_var=False).pvalue)
 
 
 @dataclass(frozen=True)
