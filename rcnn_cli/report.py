@@ -168,7 +168,7 @@ def print_seed_differences(found: RunReport) -> None:
     table = compact_table(f"differences over the seeds (beyond the noise: t-test, p < {NOISE_LEVEL})")
     for column in ("first", "second"):
         table.add_column(column, no_wrap=True)
-    for column in ("difference", "p"):
+    for column in ("diff.", "p"):
         table.add_column(column, justify="right")
     table.add_column("test")
     table.add_column("", no_wrap=True)

@@ -131,6 +131,8 @@ def seeds_chart(runs: Sequence[CollectedRun]) -> str | None:
     if not rows:
         return None
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     fig, ax = plt.subplots(figsize=(6.2, 0.9 + 0.42 * len(rows)))
     labels = []
     for y, (run, index, spread) in enumerate(reversed(rows)):
@@ -145,6 +147,7 @@ def seeds_chart(runs: Sequence[CollectedRun]) -> str | None:
     ax.set_yticks(range(len(rows)), labels)
     ax.set_ylim(-0.6, len(rows) - 0.4)
     ax.axvline(0.0, color="#999999", lw=0.8, zorder=1)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # labels apart
     ax.margins(x=0.15)
     ax.set(xlabel="mAP less the mean of its seeds")
     ax.grid(alpha=0.3, axis="x")
