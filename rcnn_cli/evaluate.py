@@ -110,6 +110,8 @@ def evaluate(
     from stages.inference.evaluate import diagnose_detections, evaluate_run
     from stages.runs.layout import DIAGNOSIS_SUFFIX, RunLayout
 
+    if similar and not diagnose:
+        raise typer.BadParameter("--similar groups are for --diagnose", param_hint="--similar")
     if run is not None and method is not None and detections is None:
         dataset = load_dataset(
             data, split, parse_classes(classes), skip_bad, RichProgress(), layout_name(layout)

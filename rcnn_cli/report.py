@@ -104,6 +104,11 @@ def print_report(found: RunReport, title: str) -> None:
     out.print(results)
     if found.seeds:
         print_seed_differences(found)
+    if found.stale_replicas:
+        out.print(
+            f"[yellow]left out of the seeds, made with another config than the run's: "
+            f"{escape(', '.join(found.stale_replicas))} (rcnn run CONFIG --seeds N makes them again)[/]"
+        )
     if any(r.diagnosis for r in rows):
         print_errors(rows)
     if found.proposals:

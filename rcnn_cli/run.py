@@ -82,7 +82,6 @@ def run(
     from stages.config.run_config import load_config
     from stages.pipeline.run import plan, replicas, run_config
     from stages.report.summary import report as collect
-    from stages.runs.layout import RunLayout
 
     started = time.perf_counter()
     chosen = load_config(
@@ -101,7 +100,7 @@ def run(
     )
     if outcome.rank != 0:
         return
-    folder = RunLayout(Path(chosen.run.folder))
+    folder = chosen.run.layout
     print_report(collect(folder), str(folder))
     ran = f"{len(outcome.ran)} of {len(outcome.planned)} stages run"
     out.print(f"{ran}; report: {folder.report_page}; {time.perf_counter() - started:.1f} s")

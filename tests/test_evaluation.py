@@ -309,5 +309,7 @@ def test_evaluate_diagnoses_a_detections_file_with_the_similar_classes_given(sce
     written = json.loads((tmp_path / "r.diagnosis.json").read_text())
     assert written["similar"]["source"] == "none" and written["false_positives"]["oth"] == 1
     assert written["false_positive_growth"][-1]["fractions"]["oth"] == pytest.approx(2 / 3)
+    alone = rcnn("evaluate", *on[:-1], "--similar", "aaa,bbb")
+    assert alone.exit_code == 2 and "--diagnose" in alone.output
     wrong = rcnn("evaluate", *on, "--similar", "aaa,zebra")
     assert wrong.exit_code == 2 and "zebra" in wrong.output and len(wrong.output.strip().splitlines()) == 1

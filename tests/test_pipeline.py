@@ -238,3 +238,12 @@ def test_every_evaluation_of_the_run_is_diagnosed_as_its_detections_file_says(ma
     assert result.exit_code == 0 and "errors: top-ranked false positives" in result.output, result.output
     page = layout.report_page.read_text(encoding="utf-8")
     assert 'id="errors"' in page and page.count('alt="errors of ') == 4
+
+
+def test_similar_classes_that_the_dataset_lacks_are_said_before_anything_runs(tiny_demo, tmp_path):
+    config = tmp_path / "config.toml"
+    text = RUN_CONFIG.format(data=tiny_demo, run=tmp_path / "run")
+    config.write_text(text + '\n[evaluate]\nsimilar = [["disc", "zebra"]]\n', encoding="utf-8")
+    result = rcnn("run", config)
+    assert result.exit_code == 2 and "zebra" in result.output and str(config) in result.output
+    assert not (tmp_path / "run" / "proposals").exists()

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from stages.config.run_config import load_config
+from stages.config.run_config import load_config, resolved_toml
 from stages.pipeline.run import State, plan
 from stages.report.summary import SeedSpread, report, seed_differences
 from stages.runs.layout import RunLayout, read_manifest
@@ -50,7 +49,9 @@ def test_a_replica_adds_its_offset_to_every_training_seed_and_keeps_the_proposal
     chosen = load_config(config, ["rcnn.svm.seed=5", "propose.seed=3"])
     replica = chosen.replica(2)
     assert chosen.replica(0) is chosen
-    assert Path(replica.run.folder) == tmp_path / "run" / "seeds" / "2"
+    assert replica.run.folder == chosen.run.folder and replica.run.replica == 2
+    assert replica.run.layout.root == tmp_path / "run" / "seeds" / "2"
+    assert replica.replica(1) == chosen.replica(3)  # a replica's config.toml remakes it, --seeds too
     assert replica.propose == chosen.propose  # the proposals are made once, for every seed
     assert replica.pretrain is not None and chosen.pretrain is not None
     assert replica.pretrain.seed == chosen.pretrain.seed + 2
@@ -68,8 +69,9 @@ def test_a_replica_reads_its_runs_proposals_and_is_left_out_of_its_manifests(tmp
     assert replica.root == tmp_path / "run" / "seeds" / "3" and replica.replica_offset == 3
     assert replica.proposals("test") == run.proposals("test")
     assert replica.method("fast").root == replica.root / "fast"
-    assert run.replica_offset == 0 and RunLayout(tmp_path / "seeds" / "x").replica_offset == 0
-    assert RunLayout(tmp_path / "seeds" / "0").replica_offset == 0  # seed + 0 is the run itself
+    assert run.replica_offset == 0
+    mine = RunLayout(tmp_path / "experiments" / "seeds" / "1")  # a user's folder, named as a replica's
+    assert mine.replica_offset == 0 and mine.proposals("test") == mine.root / "proposals" / "test.h5"
     for layout in (run, replica):
         layout.method("fast").root.mkdir(parents=True)
         (layout.method("fast").root / "a.manifest.json").write_text("{}", encoding="utf-8")
@@ -77,6 +79,23 @@ def test_a_replica_reads_its_runs_proposals_and_is_left_out_of_its_manifests(tmp
     assert [r.root for r in run.replicas()] == [run.root, replica.root]
     command = replica.command_for(replica.proposals("test"), "data")
     assert command == f"rcnn propose --data data --split test --run {replica}"
+
+
+def test_replicas_made_with_another_config_are_left_out_of_the_seeds(tmp_path):
+    """A run changed since its seeds were made is not compared with them: the report names them."""
+    config = tmp_path / "config.toml"
+    config.write_text(SEEDED_CONFIG.format(data=tmp_path, run=tmp_path / "run"), encoding="utf-8")
+    chosen = load_config(config)
+    run = chosen.run.layout
+    for offset, made in ((1, chosen), (2, load_config(config, ["fast.finetune.iterations=5"]))):
+        folder = run.replica(offset).root
+        folder.mkdir(parents=True)
+        (folder / "config.toml").write_text(resolved_toml(made.replica(offset)), encoding="utf-8")
+    (run.root / "config.toml").write_text(resolved_toml(chosen), encoding="utf-8")
+    found = report(run)
+    assert found.stale_replicas == (str(run.replica(2)),)
+    again = rcnn("report", "--run", run.root)
+    assert again.exit_code == 0 and "left out of the seeds" in again.output, again.output
 
 
 def _spread(label: str, *maps: float, split: str = "test", first: int = 0) -> SeedSpread:
@@ -159,6 +178,9 @@ def test_seeds_train_each_method_again_on_the_same_proposals_and_the_report_give
     assert "±" in result.output
     assert "Training noise" in run.report_page.read_text(encoding="utf-8")
 
+    stale = rcnn("evaluate", "--data", tiny_demo, "--split", "test", "--run", run.root, "--method", "fast")
+    assert stale.exit_code == 0 and not run.method("fast").diagnosis("test").exists(), stale.output
+    assert rcnn("run", config).exit_code == 0  # the evaluation as rcnn run makes it, diagnosed, again
     again = rcnn("run", config, "--seeds", "2", "--plan")
     assert again.exit_code == 0 and again.output.count("not made yet") == 0
     replanned = plan(load_config(config).replica(1))

@@ -61,16 +61,26 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class RunSettings:
-    """The run folder, the methods to train and test in the lineage's order, and every stage's device."""
+    """The run folder, the methods to train and test in the lineage's order, and every stage's device;
+    ``replica`` k > 0 for the run trained again with every training seed + k (``rcnn run --seeds``), in
+    ``<folder>/seeds/<k>/`` on the proposals of ``folder``."""
 
     folder: str = "runs/default"
     methods: tuple[str, ...] = tuple(METHODS)
     device: str = "auto"
+    replica: int = 0
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.methods if name not in METHODS]
         if unknown or not self.methods:
             raise UserError(f"methods {list(self.methods)}: choose among {', '.join(METHODS)}")
+        if self.replica < 0:
+            raise UserError(f"replica {self.replica}: give 0 (the run) or a positive seed offset")
+
+    @property
+    def layout(self) -> RunLayout:
+        """Where the run's artifacts go (a replica's: ``RunLayout.replica``)."""
+        return RunLayout(Path(self.folder)).replica(self.replica)
 
 
 @dataclass(frozen=True)
@@ -152,11 +162,10 @@ class RunConfig:
 
     def replica(self, offset: int) -> RunConfig:
         """This config trained again with every training seed + ``offset`` (pre-training's and each
-        method's), in the replica's folder (``RunLayout.replica``), reading this run's proposals (their
+        method's), in the replica's folder (``RunSettings.layout``), reading this run's proposals (their
         options unchanged), without ``[detect]``'s pictures; this config for 0."""
         if offset == 0:
             return self
-        folder = RunLayout(Path(self.run.folder)).replica(offset).root
         methods = {
             name: dataclasses.replace(
                 settings, tables={key: _reseeded(options, offset) for key, options in settings.tables.items()}
@@ -165,7 +174,7 @@ class RunConfig:
         }
         return dataclasses.replace(
             self,
-            run=dataclasses.replace(self.run, folder=str(folder)),
+            run=dataclasses.replace(self.run, replica=self.run.replica + offset),
             pretrain=None if self.pretrain is None else _reseeded(self.pretrain, offset),
             methods=methods,
             detect=None,

@@ -306,7 +306,8 @@ def diagnose(
     check_classes(dataset, detections)
     position = {r.image_id: i for i, r in enumerate(dataset.images)}
     in_split = np.isin(detections.image_ids, list(position))
-    has_difficult = any(r.difficult.any() for r in dataset.images)
+    # COCO's crowd regions are read as difficult objects: counting them as objects would mean nothing
+    has_difficult = dataset.format != "coco" and any(r.difficult.any() for r in dataset.images)
     marks_truncation = any(_truncated(r).any() for r in dataset.images)
     untrained = tuple(name for name in dataset.classes if name in set(untrained))
     classes, curves = [], []

@@ -238,9 +238,13 @@ def _score(
     write_json(results_path, results)
     plot_pr_curves(evaluation, plot_path)
     diagnoses: tuple[Diagnosis | None, Diagnosis | None] = (None, None)
+    diagnosis_path = files.diagnosis(dataset.split, variant.key)
     if settings.diagnose:
         diagnoses = _diagnose(dataset, (primary, unregressed), metric, settings.similar, untrained)
-        _write_diagnosis(files.diagnosis(dataset.split, variant.key), *diagnoses)
+        _write_diagnosis(diagnosis_path, *diagnoses)
+    else:  # an earlier diagnosis is of other detections
+        for path in (diagnosis_path, diagnosis_path.with_suffix(".png")):
+            path.unlink(missing_ok=True)
     made_with = settings.made_with(method, metric)
     write_manifest(  # the detection's time here, the scoring's beside the results: each counted once
         detections_path,

@@ -30,6 +30,7 @@ from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.formats import class_findings, detect_format, load_dataset
 from stages.datasets.records import Dataset
+from stages.evaluation.diagnosis import similar_classes
 from stages.evaluation.metrics import default_metric
 from stages.inference.detect import detect_images
 from stages.inference.evaluate import evaluate_run
@@ -82,7 +83,7 @@ def steps(config: RunConfig) -> list[Step]:
     """Every step ``config`` asks for, each after the steps it reads from: the shared ones (proposals, where
     a step reads them; pre-training), each method's own (``Method.steps``) with the evaluation of each of
     its variants placed after the last step it reads, and the pictures of ``[detect]``."""
-    run = RunLayout(Path(config.run.folder))
+    run = config.run.layout
     data = config.data
     found = [
         _propose_step(run, split, config.propose, data.skip_bad)
@@ -220,13 +221,19 @@ def _detect_step(config: RunConfig, run: RunLayout) -> Step:
 
 def check_splits(context: Context) -> None:
     """Before any stage runs: the training and test splits read, and their class lists compared
-    (``class_findings``). Different lists are a UserError; a class with nothing to train on, a warning."""
+    (``class_findings``); the similar classes of ``[evaluate]`` checked against them, not at the
+    evaluation hours later. Different lists and unknown classes are a UserError; a class with nothing to
+    train on, a warning."""
     data = context.config.data
     problems, warnings = class_findings(
         [context.dataset(split) for split in dict.fromkeys((data.train, data.test))]
     )
     if problems:
         raise UserError(f"{problems[0]} (or [data] classes in {context.config.source})")
+    try:
+        similar_classes(context.dataset(data.test), context.config.evaluate.similar)
+    except UserError as exc:
+        raise UserError(f"{context.config.source}: [evaluate] {exc}") from None
     for warning in warnings if context.writer else ():  # once, not once a process under torchrun
         log.warning(warning)
 
@@ -235,7 +242,7 @@ def plan(config: RunConfig, restart: bool = False, context: Context | None = Non
     """Each step of ``config`` with what ``run_config`` will do with it, and why; with ``restart``
     nothing is resumed (interrupted steps start over). The splits are checked first (``check_splits``,
     reading them into ``context``)."""
-    check_splits(context or Context(config, RunLayout(Path(config.run.folder))))
+    check_splits(context or Context(config, config.run.layout))
     planned: list[PlannedStep] = []
     states: dict[StepKey, State] = {}
     found = steps(config)
@@ -324,14 +331,14 @@ def run_config(
 
     Each run's resolved config is written to its ``config.toml`` first. Files are written by rank 0 only.
     """
-    run = RunLayout(Path(config.run.folder))
+    run = config.run.layout
     planned: list[PlannedStep] = []
     with processes(config.run.device) as procs:  # held for the whole run; the stages join it
         datasets: dict[str, Dataset] = {}  # read once for every seed
         for chosen in replicas(config, seeds):
             context = Context(
                 chosen,
-                RunLayout(Path(chosen.run.folder)),
+                chosen.run.layout,
                 progress if procs.writer else SILENT,
                 writer=procs.writer,
                 datasets=datasets,

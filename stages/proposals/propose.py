@@ -144,7 +144,7 @@ def searched_with(run: RunLayout) -> ProposalOptions:
     """The selective-search settings of the run's proposals (``rcnn detect`` proposes as they were), when
     every searched split agrees; the defaults otherwise (no proposals, or splits searched differently)."""
     found = set()
-    for path in sorted((run.root / "proposals").glob("*.h5")):
+    for path in sorted((run.shared / "proposals").glob("*.h5")):
         options = (read_manifest(path) or {}).get("options", {})
         if options.get("source") == "selective_search":
             found.add(

@@ -234,6 +234,11 @@ def _results_section(runs: Sequence[CollectedRun]) -> str:
     footnotes = f'<ol class="sources">{notes}</ol>' if notes else ""
     if not with_paper:
         footnotes = _notes(["No paper figures: no run has a config.toml with [<method>.paper] tables."])
+    stale = [name for run in runs for name in run.report.stale_replicas]
+    if stale:
+        footnotes += _notes(
+            [f"Left out of the seeds, made with another config than the run's: {', '.join(stale)}."]
+        )
     if any(item.result.map_ci95 for run in runs for item in run.evaluations):
         footnotes += _notes(
             [
@@ -278,8 +283,8 @@ def _seeds_section(runs: Sequence[CollectedRun]) -> str:
             "proposals and test images: the spread is the training's noise. A difference is beyond the "
             f"noise when the t-test over the seeds gives p < {NOISE_LEVEL}: paired seed by seed where both "
             "have the same seeds (each seed replicates the whole run, the pre-trained backbone included), "
-            "else Welch's; with a few seeds, only "
-            "large differences can be."
+            "else Welch's. Each pair is tested on its own: of the pairs that do not differ, one in twenty is "
+            "called beyond the noise by chance. With a few seeds, only large differences can be beyond it."
         ]
     )
     figure = _figure(seeds_chart(runs), "mAP of each seed", css="chart")

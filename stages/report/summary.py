@@ -211,6 +211,8 @@ class RunReport:
     """Each evaluation over the run's seeds, where it has replicas (``RunLayout.replicas``)."""
     replica_seconds: float = 0.0
     """The time of every stage of the replicas, which ``stages`` leaves out."""
+    stale_replicas: tuple[str, ...] = ()
+    """Replicas left out of ``seeds``: made with another config than the run's (the run changed since)."""
 
     @property
     def total_seconds(self) -> float:
@@ -234,7 +236,7 @@ def report(run: RunLayout) -> RunReport:
     if not run.root.is_dir():
         raise UserError(f"{run}: no such run folder")
     results, proposers = _evaluations(run)
-    replicas = run.replicas()[1:]
+    replicas, stale = _current_replicas(run)
     stages, proposals, searched = [], [], []
     for path in run.manifests():  # each read once: the stage times, and each split's proposals
         manifest = _read(path)
@@ -255,7 +257,31 @@ def report(run: RunLayout) -> RunReport:
         tuple(sorted(searched, key=lambda p: p.split) + sorted(proposers, key=lambda p: p.split)),
         _seed_spreads(results, replicas),
         sum(float(_read(path).get("seconds", 0.0)) for replica in replicas for path in replica.manifests()),
+        tuple(str(replica) for replica in stale),
     )
+
+
+def _current_replicas(run: RunLayout) -> tuple[list[RunLayout], list[RunLayout]]:
+    """(the replicas of ``run`` made with its config, the others): a replica counts when its
+    ``config.toml`` is the run's made a replica (``RunConfig.replica``), so that a run changed since
+    its seeds were made is not compared with them."""
+    from stages.config.run_config import load_config
+
+    replicas = run.replicas()[1:]
+    try:
+        config = load_config(run.config) if replicas else None
+    except UserError:
+        config = None
+    current: list[RunLayout] = []
+    stale: list[RunLayout] = []
+    for replica in replicas:
+        try:
+            made = load_config(replica.config) if config is not None else None
+        except UserError:
+            made = None
+        same = made is not None and config is not None and made == config.replica(replica.replica_offset)
+        (current if same else stale).append(replica)
+    return current, stale
 
 
 def _evaluations(run: RunLayout) -> tuple[list[MethodResult], list[ProposerRecall]]:

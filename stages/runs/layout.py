@@ -143,33 +143,35 @@ def parts_of(artifact: Path) -> Path:
 
 @dataclass(frozen=True)
 class RunLayout:
-    """A run folder: every artifact path of a run is a property or method of this object."""
+    """A run folder: every artifact path of a run is a property or method of this object. A replica
+    (``replica``) knows the run it replicates (``replica_of``), whose proposals it reads."""
 
     root: Path
+    replica_of: Path | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
 
     @property
     def shared(self) -> Path:
-        """Where the proposals are: a replica's (``RUN/seeds/<k>/``) are ``RUN``'s, made once for every seed
-        (selective search has none); any other run's are its own."""
-        return self.root.parent.parent if self.replica_offset else self.root
+        """Where the proposals are: a replica's are its run's, made once for every seed (selective search
+        has none); any other run's are its own."""
+        return self.root if self.replica_of is None else Path(self.replica_of)
 
     @property
     def replica_offset(self) -> int:
-        """k for the replica ``RUN/seeds/<k>/``, which adds k to every seed; 0 for any other run."""
-        name = self.root.name
-        return int(name) if self.root.parent.name == REPLICAS and name.isdigit() and int(name) > 0 else 0
+        """k for the replica ``RUN/seeds/<k>/``, which adds k to every training seed; 0 for a run."""
+        return 0 if self.replica_of is None else int(self.root.name)
 
     def replica(self, offset: int) -> RunLayout:
-        """The run trained again with every seed + ``offset``: ``seeds/<offset>/``; this run for 0."""
-        return self if offset == 0 else RunLayout(self.root / REPLICAS / str(offset))
+        """The run trained again with every training seed + ``offset``: ``seeds/<offset>/``; this run
+        for 0."""
+        return self if offset == 0 else RunLayout(self.root / REPLICAS / str(offset), self.root)
 
     def replicas(self) -> list[RunLayout]:
         """This run and its replicas that exist, by offset."""
-        found = [RunLayout(path) for path in (self.root / REPLICAS).glob("*") if path.is_dir()]
-        return [self, *sorted((r for r in found if r.replica_offset), key=lambda r: r.replica_offset)]
+        found = [int(p.name) for p in (self.root / REPLICAS).glob("*") if p.is_dir() and p.name.isdigit()]
+        return [self, *(self.replica(offset) for offset in sorted(found) if offset > 0)]
 
     def proposals(self, split: str) -> Path:
         """``proposals/<split>.h5`` (a replica's: its run's)."""
