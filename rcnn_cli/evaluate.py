@@ -103,12 +103,9 @@ def evaluate(
       rcnn evaluate --data data/demo --split test --run runs/demo --method fast --diagnose
     """
     from stages.datasets.formats import load_dataset
-    from stages.detections.files import read_detections
-    from stages.evaluation.bootstrap import bootstrap_intervals
-    from stages.evaluation.metrics import evaluate as run_evaluation
     from stages.evaluation.metrics import save_evaluation
-    from stages.inference.evaluate import diagnose_detections, evaluate_run
-    from stages.runs.layout import DIAGNOSIS_SUFFIX, RunLayout
+    from stages.inference.evaluate import evaluate_file, evaluate_run
+    from stages.runs.layout import RunLayout
 
     if similar and not diagnose:
         raise typer.BadParameter("--similar groups are for --diagnose", param_hint="--similar")
@@ -142,28 +139,17 @@ def evaluate(
         extra = result.intervals.to_json() if result.intervals else {}
         save_evaluation(result.evaluation, out_file, None, extra)
         out.print(f"results: {result.results_path}; PR curves: {result.plot_path}")
-        if result.diagnosis is not None:
-            print_diagnosis(result.diagnosis, result.diagnosis_without_box_regression)
-            written = chosen.files(RunLayout(run)).diagnosis(split, chosen.variant(compressed).key)
-            out.print(f"diagnosis: {written}; its plot: {written.with_suffix('.png')}")
+        if result.diagnosis is not None and result.diagnosis_path is not None:
+            print_diagnosis(result.diagnosis, result.diagnosis_path, result.diagnosis_without_box_regression)
     elif detections is not None and run is None:
         dataset = load_dataset(data, split, parse_classes(classes), format=layout_name(layout))
-        given = read_detections(detections)
-        results = run_evaluation(dataset, given, metric)
-        target = (out_file or detections).with_suffix(DIAGNOSIS_SUFFIX)
-        diagnosed = (
-            diagnose_detections(dataset, given, results.metric, _groups(similar), target)
-            if diagnose
-            else None
+        scored = evaluate_file(
+            dataset, detections, metric, out=out_file, plot=plot, diagnose=diagnose, similar=_groups(similar)
         )
-        intervals = bootstrap_intervals(results)
-        plot = plot or (out_file or detections).with_suffix(".pr.png")
-        save_evaluation(results, out_file, plot, intervals.to_json() if intervals else {})
-        print_results(results, f"{split}: {detections}", intervals)
-        out.print(f"PR curves: {plot}")
-        if diagnosed is not None:
-            print_diagnosis(diagnosed)
-            out.print(f"diagnosis: {target}; its plot: {target.with_suffix('.png')}")
+        print_results(scored.evaluation, f"{split}: {detections}", scored.intervals)
+        out.print(f"PR curves: {scored.plot_path}")
+        if scored.diagnosis is not None and scored.diagnosis_path is not None:
+            print_diagnosis(scored.diagnosis, scored.diagnosis_path)
     else:
         raise typer.BadParameter("give either --detections FILE, or --run RUN with --method")
 
@@ -176,15 +162,15 @@ def _groups(similar: list[str] | None) -> list[tuple[str, ...]] | None:
     return [group for group in groups if group is not None]
 
 
-def print_diagnosis(diagnosis: Diagnosis, without: Diagnosis | None = None) -> None:
-    """The diagnosis as three tables: the top-ranked false positives by type (and without box
-    regression), the PR breakdown and AP by object size."""
-    from stages.evaluation.diagnosis import LEVELS, SIZES, SOURCES, TRUNCATION, TYPES
+def print_diagnosis(diagnosis: Diagnosis, written: Path, without: Diagnosis | None = None) -> None:
+    """The diagnosis as tables: the top-ranked false positives by type (and without box regression),
+    each class's, the PR breakdown and AP by object size; then where it was ``written``."""
+    from stages.evaluation.diagnosis import ABBREVIATIONS, LEVELS, SIZES, SOURCES, TRUNCATION, TYPES
 
     types = Table(title="top-ranked false positives (each class's first detections, as many as its objects)")
     types.add_column("detections")
     for kind in TYPES:
-        types.add_column(kind.capitalize() if kind != "bg" else "BG", justify="right")
+        types.add_column(ABBREVIATIONS[kind], justify="right")
     for label, found in (("as scored", diagnosis), ("without box regression", without)):
         if found is not None:
             counts = found.false_positives
@@ -192,7 +178,7 @@ def print_diagnosis(diagnosis: Diagnosis, without: Diagnosis | None = None) -> N
             types.add_row(label, *(f"{counts[k]} ({counts[k] / total:.0%})" if total else "0" for k in TYPES))
     out.print(types)
     by_class = Table(title="each class's top-ranked false positives")
-    for column in ("class", "objects", *(kind.capitalize() if kind != "bg" else "BG" for kind in TYPES)):
+    for column in ("class", "objects", *(ABBREVIATIONS[kind] for kind in TYPES)):
         by_class.add_column(column, justify="left" if column == "class" else "right")
     for one in diagnosis.classes:
         counts = one.false_positives()
@@ -201,7 +187,7 @@ def print_diagnosis(diagnosis: Diagnosis, without: Diagnosis | None = None) -> N
     out.print(by_class)
     levels = Table(title=f"PR breakdown: mean AP ({diagnosis.metric}) as each kind of error is removed")
     for level in LEVELS:
-        levels.add_column(level.upper() if level in ("bg", "fn") else level.capitalize(), justify="right")
+        levels.add_column(ABBREVIATIONS[level], justify="right")
     levels.add_row(*(_ap(diagnosis.breakdown[level]) for level in LEVELS))
     out.print(levels)
     sizes = Table(title="AP by object size (COCO's: small < 32², large > 96² pixels), truncation, difficulty")
@@ -219,6 +205,7 @@ def print_diagnosis(diagnosis: Diagnosis, without: Diagnosis | None = None) -> N
     sizes.add_row(*(_ap(diagnosis.ap_by_size[size]) for size in SIZES), *extra)
     out.print(sizes)
     out.print(f"similar classes: {escape(SOURCES[diagnosis.similar.source])}", soft_wrap=True)
+    out.print(f"diagnosis: {written}; its plot: {written.with_suffix('.png')}")
 
 
 def _ap(value: float) -> str:

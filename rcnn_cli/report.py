@@ -194,9 +194,9 @@ def print_errors(results: Sequence[MethodResult]) -> None:
     for r in results:
         if (found := r.diagnosis) is None:
             continue
-        shares = found.shares(found.false_positives)
-        unregressed = found.without_box_regression
-        loc_without = "-" if unregressed is None else f"{found.shares(unregressed)['loc']:.0%}"
+        shares = found.shares
+        without = found.loc_share_without_box_regression
+        loc_without = "-" if without is None else f"{without:.0%}"
         table.add_row(
             r.label,
             *(f"{shares[kind]:.0%}" for kind in ("loc", "sim", "oth", "bg")),

@@ -20,9 +20,9 @@ from stages.evaluation.diagnosis import (
     TRUNCATION,
     SimilarClasses,
     diagnose,
-    plot_diagnosis,
     similar_classes,
 )
+from stages.evaluation.diagnosis_plot import plot_diagnosis
 from stages.evaluation.metrics import evaluate
 from tests.helpers import detections
 

@@ -18,16 +18,24 @@ from stages.core.atomic import write_json
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset, ImageRecord
-from stages.detections.files import Detections, detections_of, write_detections
+from stages.detections.files import Detections, detections_of, read_detections, write_detections
 from stages.detections.postprocess import DetectOptions, ImageDetections
 from stages.evaluation.bootstrap import Intervals, bootstrap_intervals
 from stages.evaluation.diagnosis import METRICS as DIAGNOSIS_METRICS
-from stages.evaluation.diagnosis import Diagnosis, diagnose, plot_diagnosis, similar_classes
-from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves
+from stages.evaluation.diagnosis import Diagnosis, diagnose, similar_classes
+from stages.evaluation.diagnosis_plot import plot_diagnosis
+from stages.evaluation.metrics import Evaluation, evaluate, plot_pr_curves, save_evaluation
 from stages.methods.base import PLAIN, ImageResult, Method, Variant
 from stages.networks.precision import check_supported
 from stages.proposals.recall import RecallCurves, recall_curves
-from stages.runs.layout import RunLayout, describe_input, parts_of, read_manifest, write_manifest
+from stages.runs.layout import (
+    DIAGNOSIS_SUFFIX,
+    RunLayout,
+    describe_input,
+    parts_of,
+    read_manifest,
+    write_manifest,
+)
 from stages.runs.processes import ImageShard, processes
 
 log = logging.getLogger("rcnn")
@@ -52,6 +60,7 @@ class RunEvaluation:
     diagnosis: Diagnosis | None = None
     """The error diagnosis of the detections (``stages.evaluation.diagnosis``), when asked for."""
     diagnosis_without_box_regression: Diagnosis | None = None
+    diagnosis_path: Path | None = None
 
 
 def evaluate_run(
@@ -282,21 +291,49 @@ def _score(
         curves,
         intervals,
         *diagnoses,
+        diagnosis_path if settings.diagnose else None,
     )
 
 
-def diagnose_detections(
+@dataclass(frozen=True)
+class FileEvaluation:
+    """A detections file scored (``evaluate_file``): the evaluation, its 95% intervals, where its PR
+    curves went, and with a diagnosis, the diagnosis and where it went."""
+
+    evaluation: Evaluation
+    intervals: Intervals | None
+    plot_path: Path
+    diagnosis: Diagnosis | None = None
+    diagnosis_path: Path | None = None
+
+
+def evaluate_file(
     dataset: Dataset,
-    detections: Detections,
-    metric: str,
-    similar: Sequence[Sequence[str]] | None,
-    target: Path,
-) -> Diagnosis:
-    """``rcnn evaluate --detections --diagnose``: the error diagnosis of ``detections`` scored under
-    ``metric``, written to ``target`` with its plot beside it."""
-    diagnosis, _ = _diagnose(dataset, (detections, None), metric, similar, ())
+    detections_path: Path,
+    metric: str | None = None,
+    *,
+    out: Path | None = None,
+    plot: Path | None = None,
+    diagnose: bool = False,
+    similar: Sequence[Sequence[str]] | None = None,
+) -> FileEvaluation:
+    """``rcnn evaluate --detections``: the detections file scored on ``dataset`` with its intervals,
+    written to ``out`` (JSON, when given) with its PR curves (``plot``, default beside ``out`` or the
+    file); with ``diagnose``, its error diagnosis beside them (``<stem>.diagnosis.json`` and ``.png``)."""
+    detections = read_detections(detections_path)
+    if diagnose:
+        similar_classes(dataset, similar)  # a group that names no class: said before anything is written
+    evaluation = evaluate(dataset, detections, metric)
+    intervals = bootstrap_intervals(evaluation)
+    beside = out or detections_path
+    plot = plot or beside.with_suffix(".pr.png")
+    save_evaluation(evaluation, out, plot, intervals.to_json() if intervals else {})
+    if not diagnose:
+        return FileEvaluation(evaluation, intervals, plot)
+    diagnosis, _ = _diagnose(dataset, (detections, None), evaluation.metric, similar, ())
+    target = beside.with_suffix(DIAGNOSIS_SUFFIX)
     _write_diagnosis(target, diagnosis, None)
-    return diagnosis
+    return FileEvaluation(evaluation, intervals, plot, diagnosis, target)
 
 
 def _diagnose(

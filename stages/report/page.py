@@ -431,7 +431,7 @@ def _class_section(runs: Sequence[CollectedRun]) -> str:
 def _errors_section(runs: Sequence[CollectedRun]) -> str:
     """Each diagnosed evaluation's top-ranked false positives by type and its PR breakdown, as a table,
     then each one's diagnosis plot."""
-    from stages.evaluation.diagnosis import LEVELS, SOURCES, TYPES
+    from stages.evaluation.diagnosis import ABBREVIATIONS, LEVELS, SOURCES, TYPES
 
     several = len(runs) > 1
     rows, figures, sources = [], [], set()
@@ -441,10 +441,9 @@ def _errors_section(runs: Sequence[CollectedRun]) -> str:
             if (found := r.diagnosis) is None:
                 continue
             sources.add(SOURCES.get(found.similar, found.similar))
-            shares = found.shares(found.false_positives)
-            unregressed = found.without_box_regression
-            numbers = [f"{shares[kind]:.0%}" for kind in TYPES]
-            numbers.append("–" if unregressed is None else f"{found.shares(unregressed)['loc']:.0%}")
+            without = found.loc_share_without_box_regression
+            numbers = [f"{found.shares[kind]:.0%}" for kind in TYPES]
+            numbers.append("–" if without is None else f"{without:.0%}")
             numbers += [_score(found.breakdown.get(level)) for level in LEVELS]
             numbers += [_score(found.ap_by_size.get(size)) for size in ("small", "medium", "large")]
             texts = [f"{_swatch(item.colour)}{_e(r.label)}", *([_e(run.name)] if several else [])]
@@ -457,8 +456,8 @@ def _errors_section(runs: Sequence[CollectedRun]) -> str:
                 figures.append(_notes([f"{found.plot}: unreadable picture ({exc})"]))
     if not rows:
         return _notes(["No error diagnosis yet (rcnn run, or rcnn evaluate --diagnose)."])
-    types = ["Loc", "Sim", "Oth", "BG", "Loc without box regression"]
-    levels = [f"AP {level.upper() if level in ('bg', 'fn') else level.capitalize()}" for level in LEVELS]
+    types = [*(ABBREVIATIONS[kind] for kind in TYPES), "Loc without box regression"]
+    levels = [f"AP {ABBREVIATIONS[level]}" for level in LEVELS]
     head = ["method", *(["run"] if several else [])]
     table = _table(head, [*types, *levels, "AP small", "AP medium", "AP large"], rows)
     said = _notes(

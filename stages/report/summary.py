@@ -23,6 +23,12 @@ from stages.proposals.recall import RecallCurves
 from stages.runs.layout import MANIFEST_SUFFIX, RunLayout
 
 
+def _shares(counts: dict[str, int]) -> dict[str, float]:
+    """Each type's share of the false positives ``counts`` (0 without any)."""
+    total = sum(counts.values())
+    return {kind: count / total if total else 0.0 for kind, count in counts.items()}
+
+
 @dataclass(frozen=True)
 class ErrorDiagnosis:
     """An evaluation's error diagnosis as its JSON records it (``stages.evaluation.diagnosis``): the
@@ -37,11 +43,16 @@ class ErrorDiagnosis:
     similar: str
     plot: Path
 
-    @staticmethod
-    def shares(counts: dict[str, int]) -> dict[str, float]:
-        """Each type's share of the false positives (0 without any)."""
-        total = sum(counts.values())
-        return {kind: count / total if total else 0.0 for kind, count in counts.items()}
+    @property
+    def shares(self) -> dict[str, float]:
+        """Each type's share of the top-ranked false positives (0 without any)."""
+        return _shares(self.false_positives)
+
+    @property
+    def loc_share_without_box_regression(self) -> float | None:
+        """The Loc errors' share before box regression; None where it was not trained."""
+        unregressed = self.without_box_regression
+        return None if unregressed is None else _shares(unregressed)["loc"]
 
     @classmethod
     def read(cls, path: Path) -> ErrorDiagnosis:
