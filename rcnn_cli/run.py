@@ -16,6 +16,7 @@ from rcnn_cli.report import print_report
 
 if TYPE_CHECKING:
     from stages.pipeline.run import PlannedStep
+    from stages.runs.layout import RunLayout
 
 _STATE_STYLE = {"run": "bold", "resume": "yellow", "up to date": "dim"}
 """How the plan shows each step's state (``stages.pipeline.run.State``'s values)."""
@@ -93,7 +94,7 @@ def run(
     )
     if plan_only:
         for replica in replicas(chosen, seeds):
-            print_plan(plan(replica, restart))
+            print_plan(plan(replica, restart), replica.run.layout)
         return
     outcome = run_config(
         chosen, seeds=seeds, restart=restart, progress=RichProgress(), show_plan=print_plan, on_step=_done
@@ -106,9 +107,10 @@ def run(
     out.print(f"{ran}; report: {folder.report_page}; {time.perf_counter() - started:.1f} s")
 
 
-def print_plan(planned: list[PlannedStep]) -> None:
-    """The plan as a table: each stage, its artifact, what will happen to it and why."""
-    table = Table(title="plan")
+def print_plan(planned: list[PlannedStep], run: RunLayout) -> None:
+    """The plan of ``run`` as a table: each stage, its artifact, what will happen to it and why."""
+    seed = f" (seed +{run.replica_offset})" if run.replica_offset else ""
+    table = Table(title=f"plan: {escape(str(run))}{seed}")
     for column in ("stage", "artifact", "will", "because"):
         table.add_column(column, overflow="fold")  # paths whole, however narrow the terminal
     for item in planned:

@@ -320,14 +320,15 @@ def run_config(
     seeds: int = 1,
     restart: bool = False,
     progress: Progress = SILENT,
-    show_plan: Callable[[list[PlannedStep]], None] = lambda planned: None,
+    show_plan: Callable[[list[PlannedStep], RunLayout], None] = lambda planned, run: None,
     on_step: Callable[[PlannedStep, float, str], None] = lambda item, seconds, summary: None,
 ) -> RunOutcome:
-    """Plan ``config`` (``plan``), hand the plan to ``show_plan``, run the steps that are not up to date
-    in order (``on_step`` hears of each one done, with its seconds and ``Step.summary``) and write
-    ``RUN/report.html``. With ``seeds`` > 1, then the same for each replica ``config.replica(k)``, k = 1
-    .. seeds - 1, in ``RUN/seeds/<k>/``: the methods trained and tested again with every seed + k, on the
-    proposals made once; the report gives each method's spread over the seeds.
+    """Plan ``config`` (``plan``), hand the plan and its run folder to ``show_plan``, run the steps that
+    are not up to date in order (``on_step`` hears of each one done, with its seconds and
+    ``Step.summary``) and write ``RUN/report.html``. With ``seeds`` > 1, then the same for each replica
+    ``config.replica(k)``, k = 1 .. seeds - 1, in ``RUN/seeds/<k>/``: the methods trained and tested
+    again with every seed + k, on the proposals made once; the report gives each method's spread over
+    the seeds.
 
     Each run's resolved config is written to its ``config.toml`` first. Files are written by rank 0 only.
     """
@@ -357,13 +358,13 @@ def _execute(
     context: Context,
     planned: list[PlannedStep],
     procs: Processes,
-    show_plan: Callable[[list[PlannedStep]], None],
+    show_plan: Callable[[list[PlannedStep], RunLayout], None],
     on_step: Callable[[PlannedStep, float, str], None],
 ) -> list[PlannedStep]:
     """Run the steps of ``planned`` that are not up to date, in order; return ``planned``."""
     ran = [item for item in planned if item.state is not State.UP_TO_DATE]
     if procs.writer:
-        show_plan(planned)
+        show_plan(planned, context.run)
         _write_config(context.config, context.run.config)
         for item in ran:  # all at once: no step may read what an earlier run of another left
             if item.state is State.RUN and item.step.replaces:
