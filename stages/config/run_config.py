@@ -3,7 +3,7 @@
 A config's tables are the stages' own options dataclasses, key for key::
 
     [data]                 root, format, train, test, classes, skip_bad      (DataSettings)
-    [run]                  folder, methods, device, replica (rcnn run --seeds)  (RunSettings)
+    [run]                  folder, methods, device, replica (--seeds)         (RunSettings)
     [propose]              selective search                                   (ProposalOptions)
     [pretrain]             present: pre-train the backbone first              (PretrainOptions)
     [<method>.<table>]     each method of run.methods: its tables (``Method.tables``), in its order:
