@@ -132,7 +132,6 @@ def test_bf16_training_computes_in_bf16_and_keeps_float32_weights(tmp_path):
         batches=batches,
         step=step,
         precision="bf16",
-        device=CPU,
     )
     assert seen == [torch.bfloat16] * 4 and np.isfinite(rows[-1]["loss"])
     assert model[0].weight.dtype == torch.float32 and not torch.equal(model[0].weight, before)
