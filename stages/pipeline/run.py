@@ -234,7 +234,8 @@ def check_splits(context: Context) -> None:
         similar_classes(context.dataset(data.test), context.config.evaluate.similar)
     except UserError as exc:
         raise UserError(f"{context.config.source}: [evaluate] {exc}") from None
-    for warning in warnings if context.writer else ():  # once, not once a process under torchrun
+    said = context.writer and not context.config.run.replica  # once: not once a process, nor a seed
+    for warning in warnings if said else ():
         log.warning(warning)
 
 
