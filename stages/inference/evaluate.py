@@ -123,7 +123,7 @@ def evaluate_run(
                 clock = time.perf_counter()
         evaluation = None
         if procs.writer:
-            settings = _Scoring(metric, options, variant, precision, diagnose, similar)
+            settings = Scoring(metric, options, variant, precision, diagnose, similar)
             evaluation = _score(dataset, run, method, settings, shard.parts.load(), inputs, started)
             shard.parts.remove()
         return procs.from_writer(evaluation)
@@ -158,9 +158,10 @@ def _detections(arrays: dict[str, np.ndarray], name: str) -> ImageDetections:
 
 
 @dataclass(frozen=True)
-class _Scoring:
+class Scoring:
     """How ``evaluate_run`` scores: ``metric``, the detection ``options``, the network's ``variant`` and
-    ``precision``, whether to ``diagnose`` and with which ``similar`` classes."""
+    ``precision``, whether to ``diagnose`` and with which ``similar`` classes; ``made_with`` is what its
+    manifests record, and what ``rcnn run`` expects of them."""
 
     metric: str | None
     options: DetectOptions
@@ -170,7 +171,7 @@ class _Scoring:
     similar: Sequence[Sequence[str]] | None
 
     def made_with(self, method: Method[Any], metric: str) -> dict[str, Any]:
-        """What the evaluation's manifests record, and ``rcnn run`` compares."""
+        """The options the evaluation's manifests record, ``metric`` resolved."""
         return {
             "method": method.name,
             "metric": metric,
@@ -186,7 +187,7 @@ def _score(
     dataset: Dataset,
     run: RunLayout,
     method: Method[Any],
-    settings: _Scoring,
+    settings: Scoring,
     found: dict[str, dict[str, np.ndarray]],
     inputs: list[Path],
     started: float,

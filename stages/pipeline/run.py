@@ -33,7 +33,7 @@ from stages.datasets.records import Dataset
 from stages.evaluation.diagnosis import similar_classes
 from stages.evaluation.metrics import default_metric
 from stages.inference.detect import detect_images
-from stages.inference.evaluate import evaluate_run
+from stages.inference.evaluate import Scoring, evaluate_run
 from stages.methods.base import Method, Variant
 from stages.proposals.options import ProposalOptions
 from stages.proposals.sources import SelectiveSearch
@@ -141,18 +141,11 @@ def _evaluation_step(
     files = method.files(shared.run)
     test = shared.test
     similar = config.evaluate.similar
+    scoring = Scoring(metric, method.test_options, variant, config.evaluate.precision, True, similar)
     return Step(
         _evaluation_key(method, variant, test),
         files.results(test, variant.key),
-        {
-            "method": method.name,
-            "metric": metric,
-            "compressed": variant.compressed,
-            "precision": config.evaluate.precision,
-            "diagnose": True,
-            "similar": similar,
-            **asdict(method.test_options),
-        },
+        scoring.made_with(method, metric),
         lambda ctx: evaluate_run(
             ctx.dataset(test),
             ctx.run,
