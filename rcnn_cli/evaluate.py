@@ -158,8 +158,7 @@ def _groups(similar: list[str] | None) -> list[tuple[str, ...]] | None:
     """``--similar a,b --similar c,d`` -> [("a", "b"), ("c", "d")]; None when not given."""
     if not similar:
         return None
-    groups = [parse_classes(group) for group in similar]
-    return [group for group in groups if group is not None]
+    return [names for group in similar if (names := parse_classes(group, "--similar")) is not None]
 
 
 def print_diagnosis(diagnosis: Diagnosis, written: Path, without: Diagnosis | None = None) -> None:

@@ -52,13 +52,14 @@ DEFAULT_RUN = Path("runs/default")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def parse_classes(classes: str | None) -> tuple[str, ...] | None:
-    """``"a, b"`` -> ``("a", "b")``; None stays None."""
+def parse_classes(classes: str | None, option: str = "--classes") -> tuple[str, ...] | None:
+    """``"a, b"`` -> ``("a", "b")``; None stays None. A usage error of ``option`` unless the names are
+    distinct."""
     if classes is None:
         return None
     names = tuple(n.strip() for n in classes.split(",") if n.strip())
     if not names or len(set(names)) != len(names):
-        raise typer.BadParameter("give distinct, comma-separated names", param_hint="--classes")
+        raise typer.BadParameter("give distinct, comma-separated names", param_hint=option)
     return names
 
 

@@ -311,5 +311,7 @@ def test_evaluate_diagnoses_a_detections_file_with_the_similar_classes_given(sce
     assert written["false_positive_growth"][-1]["fractions"]["oth"] == pytest.approx(2 / 3)
     alone = rcnn("evaluate", *on[:-1], "--similar", "aaa,bbb")
     assert alone.exit_code == 2 and "--diagnose" in alone.output
+    twice = rcnn("evaluate", *on, "--similar", "aaa,aaa")
+    assert twice.exit_code == 2 and "--similar" in twice.output and "distinct" in twice.output
     wrong = rcnn("evaluate", *on, "--similar", "aaa,zebra")
     assert wrong.exit_code == 2 and "zebra" in wrong.output and len(wrong.output.strip().splitlines()) == 1
