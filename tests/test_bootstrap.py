@@ -15,6 +15,7 @@ from stages.detections.files import Detections
 from stages.evaluation.bootstrap import bootstrap_intervals
 from stages.evaluation.metrics import Evaluation, average_precision, class_matches, evaluate
 from tests import test_coco_metric
+from tests.helpers import detections
 
 CLASSES = ("aaa", "bbb", "ccc")
 METRICS = ("voc07", "voc10", "coco")
@@ -41,11 +42,9 @@ def random_split(seed: int, images: int = 12) -> tuple[Dataset, Detections]:
             corner = rng.uniform(0, 90, 2)
             rows.append((image_id, CLASSES[int(rng.integers(0, 3))], np.r_[corner, corner + 15]))
     dataset = Dataset(Path("split"), "test", CLASSES, tuple(records), annotated=True)
-    found = Detections(
-        np.array([r[0] for r in rows], dtype=object),
-        np.array([r[1] for r in rows], dtype=object),
-        rng.permutation(len(rows)).astype(np.float64) / len(rows),
-        np.array([r[2] for r in rows], dtype=np.float32).reshape(-1, 4),
+    scores = rng.permutation(len(rows)) / len(rows)  # no ties
+    found = detections(
+        [(image, name, score, box) for (image, name, box), score in zip(rows, scores, strict=True)]
     )
     return dataset, found
 

@@ -148,13 +148,16 @@ def random_split(seed: int, images: int = 10) -> tuple[Dataset, Detections]:
             name = CLASSES[int(rng.integers(len(CLASSES)))]
             rows.append((image_id, name, np.r_[corner, corner + rng.uniform(5, 60, 2)]))
     dataset = Dataset(Path("split"), "test", CLASSES, tuple(records), annotated=True)
-    found = Detections(
-        np.array([r[0] for r in rows], dtype=object),
-        np.array([r[1] for r in rows], dtype=object),
-        rng.permutation(len(rows)).astype(np.float64) / len(rows),
-        np.array([r[2] for r in rows], dtype=np.float32).reshape(-1, 4),
+    scores = rng.permutation(len(rows)) / len(rows)  # no ties
+    found = detections(
+        [(image, name, score, box) for (image, name, box), score in zip(rows, scores, strict=True)]
     )
     return dataset, found
+
+
+def with_difficult(dataset: Dataset, also) -> Dataset:
+    """``dataset`` with the objects ``also(record)`` (K,) marks difficult too."""
+    return replace(dataset, images=tuple(replace(r, difficult=r.difficult | also(r)) for r in dataset.images))
 
 
 def iou(a, b) -> float:
@@ -300,12 +303,8 @@ def test_ap_by_size_and_with_difficult_counted_are_evaluate_s_on_the_split_so_ma
     diagnosis = diagnose(dataset, found, "voc07", SimilarClasses(GROUPS, "config"))
     by_name = {c.name: c for c in diagnosis.classes}
     for size in SIZES:
-        marked = replace(
-            dataset,
-            images=tuple(
-                replace(r, difficult=r.difficult | np.array([size_of(b) != size for b in r.boxes], bool))
-                for r in dataset.images
-            ),
+        marked = with_difficult(
+            dataset, lambda r, size=size: np.array([size_of(b) != size for b in r.boxes], bool)
         )
         dropped = [
             i
@@ -384,13 +383,7 @@ def test_ap_by_truncation_is_evaluate_s_on_the_split_so_marked(seed):
     diagnosis = diagnose(dataset, found, "voc07", SimilarClasses(GROUPS, "config"))
     by_name = {c.name: c for c in diagnosis.classes}
     for kind in TRUNCATION:
-        marked = replace(
-            dataset,
-            images=tuple(
-                replace(r, difficult=r.difficult | (r.truncated != (kind == "truncated")))
-                for r in dataset.images
-            ),
-        )
+        marked = with_difficult(dataset, lambda r, kind=kind: r.truncated != (kind == "truncated"))
         assert diagnosis.objects_by_truncation[kind] == sum(int((~r.difficult).sum()) for r in marked.images)
         aps = []
         for result in evaluate(marked, found, "voc07").classes:

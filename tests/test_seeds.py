@@ -9,38 +9,15 @@ import math
 import numpy as np
 import pytest
 
-from stages.config.run_config import load_config, resolved_toml
+from stages.config.run_config import load_config
 from stages.pipeline.run import State, plan
 from stages.report.summary import SeedSpread, report, seed_differences
 from stages.runs.layout import RunLayout, read_manifest
 from tests.helpers import RUN_CONFIG, rcnn
 
-SEEDED_CONFIG = """
-[data]
-root = "{data}"
-
-[run]
-folder = "{run}"
-methods = ["fast"]
-
-[propose]
-workers = 1
-max_side = 160
-
-[pretrain]
-iterations = 20
-batch_size = 32
-
-[fast.finetune]
-iterations = 4
-learning_rate = 0.01
-
-[fast.finetune.sampling]
-scales = [96]
-
-[fast.compress]
-"""
-"""The cheapest run with two evaluations to compare: Fast R-CNN and its compressed model."""
+FAST_ONLY = RUN_CONFIG.replace('methods = ["rcnn", "spp", "fast"]', 'methods = ["fast"]')
+"""The tests' small run with Fast R-CNN alone: the cheapest run with two evaluations to compare, the
+network and its compressed model."""
 
 
 def test_a_replica_adds_its_offset_to_every_training_seed_and_keeps_the_proposals(tmp_path):
@@ -79,23 +56,6 @@ def test_a_replica_reads_its_runs_proposals_and_is_left_out_of_its_manifests(tmp
     assert [r.root for r in run.replicas()] == [run.root, replica.root]
     command = replica.command_for(replica.proposals("test"), "data")
     assert command == f"rcnn propose --data data --split test --run {replica}"
-
-
-def test_replicas_made_with_another_config_are_left_out_of_the_seeds(tmp_path):
-    """A run changed since its seeds were made is not compared with them: the report names them."""
-    config = tmp_path / "config.toml"
-    config.write_text(SEEDED_CONFIG.format(data=tmp_path, run=tmp_path / "run"), encoding="utf-8")
-    chosen = load_config(config)
-    run = chosen.run.layout
-    for offset, made in ((1, chosen), (2, load_config(config, ["fast.finetune.iterations=5"]))):
-        folder = run.replica(offset).root
-        folder.mkdir(parents=True)
-        (folder / "config.toml").write_text(resolved_toml(made.replica(offset)), encoding="utf-8")
-    (run.root / "config.toml").write_text(resolved_toml(chosen), encoding="utf-8")
-    found = report(run)
-    assert found.stale_replicas == (str(run.replica(2)),)
-    again = rcnn("report", "--run", run.root)
-    assert again.exit_code == 0 and "left out of the seeds" in again.output, again.output
 
 
 def _spread(label: str, *maps: float, split: str = "test", first: int = 0) -> SeedSpread:
@@ -154,11 +114,11 @@ def test_seeds_train_each_method_again_on_the_same_proposals_and_the_report_give
 ):
     run = RunLayout(tmp_path / "run")
     config = tmp_path / "config.toml"
-    config.write_text(SEEDED_CONFIG.format(data=tiny_demo, run=run), encoding="utf-8")
+    config.write_text(FAST_ONLY.format(data=tiny_demo, run=run), encoding="utf-8")
     result = rcnn("run", config, "--seeds", "2")
     assert result.exit_code == 0, result.output
     replica = run.replica(1)
-    assert not (replica.root / "proposals").exists()
+    assert not (replica.root / "proposals").exists() and not run.method("rcnn").root.exists()
     for layout, seed in ((run, 0), (replica, 1)):
         finetuned = read_manifest(layout.method("fast").finetune.model)
         assert finetuned is not None and finetuned["options"]["seed"] == seed
@@ -186,10 +146,15 @@ def test_seeds_train_each_method_again_on_the_same_proposals_and_the_report_give
     replanned = plan(load_config(config).replica(1))
     assert {item.state for item in replanned} == {State.UP_TO_DATE}
 
+    changed = rcnn("run", config, "--set", "fast.finetune.iterations=5")  # the run, not its seeds
+    assert changed.exit_code == 0 and "left out of the seeds" in changed.output, changed.output
+    found = report(run)
+    assert found.stale_replicas == (str(replica),) and found.seeds == ()
+
 
 def test_fewer_than_one_seed_is_a_one_line_error(tmp_path):
     config = tmp_path / "config.toml"
-    config.write_text(SEEDED_CONFIG.format(data=tmp_path, run=tmp_path / "run"), encoding="utf-8")
+    config.write_text(FAST_ONLY.format(data=tmp_path, run=tmp_path / "run"), encoding="utf-8")
     for extra in ((), ("--plan",)):
         result = rcnn("run", config, "--seeds", "0", *extra)
         assert result.exit_code == 2 and result.output.strip() == "error: --seeds 0: give at least 1"
