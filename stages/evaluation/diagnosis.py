@@ -310,6 +310,12 @@ def diagnose(
     has_difficult = dataset.format != "coco" and any(r.difficult.any() for r in dataset.images)
     marks_truncation = any(_truncated(r).any() for r in dataset.images)
     untrained = tuple(name for name in dataset.classes if name in set(untrained))
+    rules = {"difficult": _Ignored.of(dataset, _difficult)}  # made once for every class
+    rules |= {size: _Ignored.of(dataset, _difficult_or_other_size(i)) for i, size in enumerate(SIZES)}
+    if marks_truncation:
+        rules |= {kind: _Ignored.of(dataset, _difficult_or_other_truncation(kind)) for kind in TRUNCATION}
+    if has_difficult:
+        rules["nothing"] = _Ignored.of(dataset, _nothing)
     classes, curves = [], []
     for label, name in enumerate(dataset.classes, start=1):
         mine = in_split & (detections.classes == name)
@@ -318,9 +324,7 @@ def diagnose(
             dataset, position, label, detections.image_ids[mine][order], detections.boxes[mine][order]
         )
         similar_labels = [dataset.classes.index(other) + 1 for other in similar.of(name)]
-        found, level_curves = _diagnose_class(
-            dataset, ranked, name, similar_labels, metric, has_difficult, marks_truncation
-        )
+        found, level_curves = _diagnose_class(dataset, ranked, name, similar_labels, metric, rules)
         classes.append(found)
         if name not in untrained and found.objects:
             curves.append(level_curves)
@@ -345,8 +349,25 @@ def diagnose(
     )
 
 
-Ignored = Callable[[ImageRecord], np.ndarray]
+Rule = Callable[[ImageRecord], np.ndarray]
 """Which objects (K,) of an image a matching leaves out, as VOC leaves out the difficult ones."""
+
+
+@dataclass(frozen=True)
+class _Ignored:
+    """A ``Rule`` applied to the split once for every class: the objects it leaves out of each image
+    ((K,) an image, in the split's order), and each image's objects of each label that count (C + 1, N)."""
+
+    objects: tuple[np.ndarray, ...]
+    positives: np.ndarray
+
+    @classmethod
+    def of(cls, dataset: Dataset, rule: Rule) -> _Ignored:
+        objects = tuple(rule(record) for record in dataset.images)
+        positives = np.zeros((len(dataset.classes) + 1, len(dataset.images)), dtype=np.int64)
+        for image, (record, ignored) in enumerate(zip(dataset.images, objects, strict=True)):
+            np.add.at(positives[:, image], record.labels[~ignored], 1)
+        return cls(objects, positives)
 
 
 def _difficult(record: ImageRecord) -> np.ndarray:
@@ -357,7 +378,7 @@ def _nothing(record: ImageRecord) -> np.ndarray:
     return np.zeros(len(record.labels), dtype=bool)
 
 
-def _difficult_or_other_size(size: int) -> Ignored:
+def _difficult_or_other_size(size: int) -> Rule:
     """The difficult objects and those not of ``size`` (an index in ``SIZES``)."""
     return lambda record: record.difficult | (_size_of(record.boxes) != size)
 
@@ -367,7 +388,7 @@ def _truncated(record: ImageRecord) -> np.ndarray:
     return np.zeros(len(record.labels), dtype=bool) if record.truncated is None else record.truncated
 
 
-def _difficult_or_other_truncation(kind: str) -> Ignored:
+def _difficult_or_other_truncation(kind: str) -> Rule:
     """The difficult objects and those not of ``kind`` (one of ``TRUNCATION``)."""
     wanted = kind == "truncated"
     return lambda record: record.difficult | (_truncated(record) != wanted)
@@ -377,12 +398,12 @@ def _difficult_or_other_truncation(kind: str) -> Ignored:
 class _RankedDetections:
     """One class's detections on the split, best score first: the index in the split of each one's image
     (D,), the index in ``SIZES`` of its box's area (D,), and for each image with some of them: their ranks
-    (d,), the image's record and their IoU with each of its objects (d, K)."""
+    (d,), the image's index in the split, its objects' labels (K,) and their IoU with them (d, K)."""
 
     label: int
     images: np.ndarray
     sizes: np.ndarray
-    overlaps: tuple[tuple[np.ndarray, ImageRecord, np.ndarray], ...]
+    overlaps: tuple[tuple[np.ndarray, int, np.ndarray, np.ndarray], ...]
 
     @classmethod
     def of(
@@ -394,25 +415,29 @@ class _RankedDetections:
             by_image.setdefault(image_id, []).append(rank)
         overlaps = []
         for image_id, ranks in by_image.items():  # one IoU matrix an image
-            record = dataset.images[position[image_id]]
-            overlaps.append((np.array(ranks), record, box_iou(boxes[ranks], record.boxes)))
+            image = position[image_id]
+            record = dataset.images[image]
+            overlaps.append((np.array(ranks), image, record.labels, box_iou(boxes[ranks], record.boxes)))
         images = np.array([position[i] for i in image_ids.tolist()], dtype=np.int64)
         return cls(label, images, _size_of(boxes), tuple(overlaps))
 
-    def match(self, iou_threshold: float, ignored: Ignored) -> tuple[np.ndarray, np.ndarray]:
+    def match(self, iou_threshold: float, ignored: _Ignored) -> tuple[np.ndarray, np.ndarray]:
         """VOC's matching to the class's objects, less the ``ignored``: (hit (D,), counted (D,) bool)."""
         hit = np.zeros(len(self.images), dtype=bool)
         counted = np.ones(len(self.images), dtype=bool)
-        for ranks, record, ious in self.overlaps:
-            own = record.labels == self.label
-            hit[ranks], counted[ranks] = match_greedy(ious[:, own], ignored(record)[own], iou_threshold)
+        for ranks, image, labels, ious in self.overlaps:
+            own = labels == self.label
+            hit[ranks], counted[ranks] = match_greedy(
+                ious[:, own], ignored.objects[image][own], iou_threshold
+            )
         return hit, counted
 
-    def best_overlap(self, labels: Sequence[int]) -> np.ndarray:
-        """(D,) each detection's best IoU with an object (difficult or not) of the ``labels``; 0 for none."""
+    def best_overlap(self, wanted: np.ndarray) -> np.ndarray:
+        """(D,) each detection's best IoU with an object (difficult or not) whose label ``wanted`` (C + 1,)
+        marks; 0 for none."""
         best = np.zeros(len(self.images))
-        for ranks, record, ious in self.overlaps:
-            best[ranks] = ious[:, np.isin(record.labels, labels)].max(axis=1, initial=0.0)
+        for ranks, _, labels, ious in self.overlaps:
+            best[ranks] = ious[:, wanted[labels]].max(axis=1, initial=0.0)
         return best
 
 
@@ -422,23 +447,28 @@ def _diagnose_class(
     name: str,
     similar_labels: list[int],
     metric: str,
-    has_difficult: bool,
-    marks_truncation: bool,
+    rules: dict[str, _Ignored],
 ) -> tuple[ClassDiagnosis, dict[str, np.ndarray]]:
-    """One class's diagnosis and its PR curve at each level ((101,) precision at ``RECALLS``)."""
+    """One class's diagnosis and its PR curve at each level ((101,) precision at ``RECALLS``), with the
+    ``rules`` of ``diagnose``: ``difficult``, each of ``SIZES``, each of ``TRUNCATION`` where the split marks
+    truncation, ``nothing`` where it has difficult objects."""
     label = ranked.label
     other_labels = [k for k in range(1, len(dataset.classes) + 1) if k != label and k not in similar_labels]
     # the type each detection would have as a false positive (its index in TYPES): loc, sim, oth, bg
-    overlaps = [ranked.best_overlap(labels) for labels in ([label], similar_labels, other_labels)]
+    every_label = np.arange(len(dataset.classes) + 1)
+    overlaps = [
+        ranked.best_overlap(np.isin(every_label, labels))
+        for labels in ([label], similar_labels, other_labels)
+    ]
     kinds = np.select([overlap >= TOUCH for overlap in overlaps], [0, 1, 2], default=3)
-    hit, counted = ranked.match(0.5, _difficult)
-    loose_hit, loose_counted = ranked.match(TOUCH, _difficult)
+    hit, counted = ranked.match(0.5, rules["difficult"])
+    loose_hit, loose_counted = ranked.match(TOUCH, rules["difficult"])
     loose_false = loose_counted & ~loose_hit
-    levels = {"c75": ranked.match(0.75, _difficult), "c50": (hit, counted)}
+    levels = {"c75": ranked.match(0.75, rules["difficult"]), "c50": (hit, counted)}
     for level, removed in (("loc", ()), ("sim", ("sim",)), ("oth", ("sim", "oth")), ("bg", TYPES)):
         dropped = loose_false & np.isin(kinds, [TYPES.index(kind) for kind in removed])
         levels[level] = (loose_hit, loose_counted & ~dropped)
-    positives = _positives(dataset, label, _difficult)
+    positives = rules["difficult"].positives[label]
     breakdown, curves = {}, {}
     for level, (level_hit, kept) in levels.items():
         matches = ClassMatches(ranked.images[kept], level_hit[kept], positives)
@@ -447,38 +477,32 @@ def _diagnose_class(
     curves["fn"] = np.ones(len(RECALLS))
     by_size = {}
     for size_index, size in enumerate(SIZES):
-        ignored = _difficult_or_other_size(size_index)
+        ignored = rules[size]
         size_hit, size_counted = ranked.match(0.5, ignored)
         # COCO's rule: a false positive counts in its own box's size
         kept = size_counted & (size_hit | (ranked.sizes == size_index))
         by_size[size] = _scored(
-            ClassMatches(ranked.images[kept], size_hit[kept], _positives(dataset, label, ignored)), metric
+            ClassMatches(ranked.images[kept], size_hit[kept], ignored.positives[label]), metric
         )[0]
     by_truncation = None
-    if marks_truncation:
+    if TRUNCATION[0] in rules:
         by_truncation = {}
         for kind in TRUNCATION:
-            ignored = _difficult_or_other_truncation(kind)
-            kind_hit, kind_counted = ranked.match(0.5, ignored)  # every false positive counts in both
+            kind_hit, kind_counted = ranked.match(0.5, rules[kind])  # every false positive counts in both
             matches = ClassMatches(
-                ranked.images[kind_counted], kind_hit[kind_counted], _positives(dataset, label, ignored)
+                ranked.images[kind_counted], kind_hit[kind_counted], rules[kind].positives[label]
             )
             by_truncation[kind] = _scored(matches, metric)[0]
     difficult_counted = None
-    if has_difficult:
-        all_hit, _ = ranked.match(0.5, _nothing)
-        every = ClassMatches(ranked.images, all_hit, _positives(dataset, label, _nothing))
+    if "nothing" in rules:
+        all_hit, _ = ranked.match(0.5, rules["nothing"])
+        every = ClassMatches(ranked.images, all_hit, rules["nothing"].positives[label])
         difficult_counted = _scored(every, metric)[0]
     outcomes = np.where(hit, -1, kinds)[counted]
     found = ClassDiagnosis(
         name, int(positives.sum()), outcomes, breakdown, by_size, by_truncation, difficult_counted
     )
     return found, curves
-
-
-def _positives(dataset: Dataset, label: int, ignored: Ignored) -> np.ndarray:
-    """(N,) each image's objects of class ``label`` less the ``ignored``."""
-    return np.array([int(((r.labels == label) & ~ignored(r)).sum()) for r in dataset.images], dtype=np.int64)
 
 
 def _scored(matches: ClassMatches, metric: str) -> tuple[float, np.ndarray]:
