@@ -95,7 +95,8 @@ def finetune(
     """Fine-tune a detector's network on the split (and its proposals). Options left out take the method's
     paper settings.
 
-    Fast R-CNN (the default; the paper's settings): the whole network from conv2 (conv3_1 for vgg16) up,
+    Fast R-CNN (the default; the paper's settings): the whole network from conv2 (conv3_1 for vgg16) up
+    (--trainable-from another conv layer, or fc6 for the fc layers alone: section 4.5's ablation),
     end to end with the multi-task loss, 2 images and 128 RoIs a mini-batch (25% foreground), flipped at
     random; SGD at 0.001, x0.1 after 30k of 40k iterations. Data-parallel under torchrun (NCCL on GPUs, gloo
     on CPUs). R-CNN: the whole network on warped windows, 32 foreground (IoU >= 0.5) and 96 background

@@ -64,6 +64,23 @@ def _conv_index(conv: nn.Sequential, spec: BackboneSpec, layer: str) -> int:
     return positions[names.index(layer)]
 
 
+def trainable_layers(spec: BackboneSpec) -> list[str]:
+    """The layers Fast R-CNN's fine-tuning can start from: any conv layer of ``spec``, or ``fc6`` (no conv
+    layer trained; section 4.5, table 5)."""
+    return [*(layer.name for layer in spec.layers if layer.kind == "conv"), "fc6"]
+
+
+def checked_trainable_from(spec: BackboneSpec, layer: str | None) -> str:
+    """The first layer fine-tuned: ``layer``, or ``spec.fast_rcnn_trainable_from`` when None; a UserError
+    unless ``layer`` is one of ``trainable_layers(spec)``."""
+    if layer is None:
+        return spec.fast_rcnn_trainable_from
+    names = trainable_layers(spec)
+    if layer not in names:
+        raise UserError(f"--trainable-from {layer}: not a layer of {spec.name}; choose {', '.join(names)}")
+    return layer
+
+
 def low_rank_shape(layer: nn.Linear, rank: int) -> nn.Sequential:
     """Linear(v, t, no bias) then Linear(t, u): the shape of ``layer``'s (u x v) rank-t factorisation,
     for a compressed model's weights to load into."""
@@ -119,9 +136,12 @@ class FastRcnn(nn.Module):
             block[self.spec.fc_linear_index] = low_rank_linear(self.fc_linear(block), rank)
         self.ranks = ranks
 
-    def freeze_early_layers(self) -> None:
-        """Freeze the conv layers before ``spec.fast_rcnn_trainable_from`` (section 4.5)."""
-        first = _conv_index(self.conv, self.spec, self.spec.fast_rcnn_trainable_from)
+    def freeze_early_layers(self, first_trainable: str | None = None) -> None:
+        """Freeze the conv layers before ``first_trainable``: a conv layer's name, ``"fc6"`` (every conv
+        layer frozen) or None, the paper's cut-off ``spec.fast_rcnn_trainable_from`` (section 4.5: conv3_1
+        and up for VGG16, conv2 and up for the small nets). A UserError for any other name."""
+        layer = checked_trainable_from(self.spec, first_trainable)
+        first = len(self.conv) if layer == "fc6" else _conv_index(self.conv, self.spec, layer)
         for module in list(self.conv)[:first]:
             module.requires_grad_(False)
 

@@ -2,7 +2,8 @@
 multi-task loss, on one process or data-parallel over many (``torchrun``).
 
 Hierarchical mini-batches (``sampling``), SGD at 0.001 with biases at 2x, x0.1 after 30k of 40k
-iterations, momentum 0.9, weight decay 0.0005, the layers before ``fast_rcnn_trainable_from`` frozen;
+iterations, momentum 0.9, weight decay 0.0005, the layers before ``trainable_from`` (default: the backbone's
+``fast_rcnn_trainable_from``, section 4.5) frozen;
 writes ``RUN/fast/finetune/model.pt`` with the box layer predicting raw deltas (the target normalisation
 folded in).
 """
@@ -18,7 +19,12 @@ from stages.methods.fast.minibatches import ImageBatches, target_statistics
 from stages.methods.fast.network import NAME, save_fast
 from stages.methods.fast.options import FastFinetuneOptions
 from stages.networks.backbones import resolve_backbone
-from stages.networks.fast_rcnn import FastRcnn, fold_target_normalisation, multitask_loss
+from stages.networks.fast_rcnn import (
+    FastRcnn,
+    checked_trainable_from,
+    fold_target_normalisation,
+    multitask_loss,
+)
 from stages.proposals.propose import load_proposals
 from stages.runs.layout import RunLayout
 from stages.runs.processes import processes
@@ -53,6 +59,7 @@ def finetune(
             "finetune", options, files, method=NAME, resume=resume, progress=progress, procs=procs
         )
         backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
+        checked_trainable_from(backbone.spec, options.trainable_from)  # before any data is read
         dataset, proposals = load_proposals(run, dataset)
         regions = label_split(dataset, proposals)
         means, stds = target_statistics(regions, len(dataset.classes), options.sampling)
@@ -70,7 +77,7 @@ def finetune(
         if not batches.usable:
             raise UserError(f"{dataset.root}: split {dataset.split!r} gives no foreground or background RoIs")
         model = FastRcnn(backbone, len(dataset.classes)).to(device)
-        model.freeze_early_layers()
+        model.freeze_early_layers(options.trainable_from)
         runner = stage.parallel(model)
         stage.train(
             model,

@@ -36,7 +36,9 @@ class SamplingOptions:
 @dataclass(frozen=True)
 class FastFinetuneOptions(TrainingOptions):
     """Fast R-CNN training (sections 2.3 and 4): the paper's solver and sampling; ``scales`` one (600) or
-    several (a random one an image); ``test_scale`` (default: the training scale, or 600 with several)."""
+    several (a random one an image); ``test_scale`` (default: the training scale, or 600 with several);
+    ``trainable_from``, the first layer fine-tuned (default: the backbone's; section 4.5's ablation: fc6,
+    conv3_1 or conv2_1 for VGG16). The backbone, known at training time, checks the layer's name."""
 
     iterations: int = 40000
     learning_rate: float = 0.001
@@ -51,6 +53,11 @@ class FastFinetuneOptions(TrainingOptions):
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     test_scale: int | None = option(
         None, help="Test scale (default: the training scale, or 600 with several)."
+    )
+    trainable_from: str | None = option(
+        None,
+        help="First layer fine-tuned, those before it frozen: a conv layer (conv1, conv3_1, ...) or fc6 "
+        "(default: the backbone's: conv3_1 for vgg16, conv2 for the others; section 4.5).",
     )
     workers: int = workers_option()
 

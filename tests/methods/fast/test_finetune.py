@@ -11,6 +11,7 @@ import pytest
 
 from stages.core.errors import UserError
 from stages.methods.fast.options import FastFinetuneOptions, SamplingOptions
+from tests.helpers import assert_one_line_error, rcnn
 
 
 @pytest.mark.parametrize(
@@ -29,6 +30,16 @@ def test_inconsistent_training_options_are_user_errors(sampling, test_scale, opt
         FastFinetuneOptions(sampling=SamplingOptions(max_size=1666), test_scale=1000).resolved_test_scale
         == 1000
     )
+
+
+def test_a_bad_first_trainable_layer_stops_finetune_before_any_data_is_read(tiny_demo, tmp_path):
+    """``--trainable-from`` takes the backbone's conv layers and fc6 only; a wrong name is a one-line error
+    before the proposals (the run has none) are read, and nothing is written."""
+    run = tmp_path / "run"
+    args = ("--data", tiny_demo, "--run", run, "--weights", "random", "--backbone", "tiny", "--device", "cpu")
+    result = rcnn("finetune", "--method", "fast", *args, "--trainable-from", "conv3_1")
+    assert_one_line_error(result, "--trainable-from conv3_1", "not a layer of tiny", "conv5, fc6")
+    assert not (run / "fast" / "finetune" / "checkpoint.pt").exists()
 
 
 @pytest.mark.slow

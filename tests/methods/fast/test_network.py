@@ -188,3 +188,25 @@ def test_layers_before_the_papers_cut_off_are_frozen(name, frozen, trained):
     convs = [m for m in net.conv if isinstance(m, torch.nn.Conv2d)]
     assert [c.weight.requires_grad for c in convs] == [False] * frozen + [True] * trained
     assert all(p.requires_grad for p in (*net.fc6.parameters(), *net.scores.parameters()))
+
+
+@pytest.mark.parametrize(
+    ("first", "frozen"), [(None, 1), ("conv1", 0), ("conv3", 2), ("conv5", 4), ("fc6", 5)]
+)
+def test_the_first_trainable_layer_can_be_chosen(first, frozen):
+    """Section 4.5's ablation (table 5): fine-tune from any conv layer, or from fc6 with every conv layer
+    frozen; None is the backbone's own cut-off (conv2 for tiny)."""
+    net = FastRcnn(build_backbone("tiny"), 2)
+    net.freeze_early_layers(first)
+    convs = [m for m in net.conv if isinstance(m, torch.nn.Conv2d)]
+    trained = [c.weight.requires_grad and c.bias.requires_grad for c in convs]
+    assert trained == [False] * frozen + [True] * (5 - frozen)
+    heads = (net.fc6, net.fc7, net.scores, net.deltas)
+    assert all(p.requires_grad for head in heads for p in head.parameters())
+
+
+def test_a_layer_the_backbone_lacks_is_a_user_error():
+    net = FastRcnn(build_backbone("tiny"), 2)
+    for bad in ("conv3_1", "fc7", "pool1"):
+        with pytest.raises(UserError, match=rf"--trainable-from {bad}: .*conv1, conv2, .* fc6"):
+            net.freeze_early_layers(bad)
