@@ -1,8 +1,10 @@
 """Bootstrap intervals of AP and mAP over the test images: a reweighted draw scores as the resampled split
 itself would (checked against ``evaluate``, VOC's or pycocotools', on a split built with the drawn images
 repeated; under COCO's metric, every image once is pycocotools' own figure), and the intervals are seeded,
-bracket the split's own figure and leave out what has no positives or was not trained."""
+bracket the split's own figure and leave out what has no positives or was not trained. The paired
+difference of two evaluations' mAPs scores both on the same draws, as the two resampled splits would."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +14,7 @@ from stages.core.errors import UserError
 from stages.datasets.formats import load_dataset
 from stages.datasets.records import Dataset, ImageRecord
 from stages.detections.files import Detections
-from stages.evaluation.bootstrap import bootstrap_intervals
+from stages.evaluation.bootstrap import bootstrap_intervals, paired_difference
 from stages.evaluation.metrics import Evaluation, average_precision, class_matches, evaluate
 from tests import test_coco_metric
 from tests.helpers import detections
@@ -215,3 +217,107 @@ def test_coco_s_metric_without_detections_has_none_and_a_draw_needs_a_sample():
     assert bootstrap_intervals(evaluate(dataset, nothing, "coco")) is None  # no matches to draw from
     with pytest.raises(UserError, match="at least one sample"):
         bootstrap_intervals(evaluate(dataset, found), samples=0)
+
+
+def worse(found: Detections, seed: int) -> Detections:
+    """``found`` with its scores shuffled among its detections and about half of them removed."""
+    rng = np.random.default_rng(seed)
+    keep = rng.random(len(found.scores)) < 0.5
+    scores = rng.permutation(found.scores)
+    return Detections(found.image_ids[keep], found.classes[keep], scores[keep], found.boxes[keep])
+
+
+def with_objects(dataset: Dataset, found: Detections) -> Detections:
+    """``found`` and, above all of them, a detection on every object of ``dataset``: a far better detector."""
+    rows = [
+        (r.image_id, CLASSES[label - 1], 2.0 + rank / 1000, box)
+        for r in dataset.images
+        for rank, (box, label) in enumerate(zip(r.boxes, r.labels, strict=True))
+    ]
+    extra = detections(rows)
+    return Detections(
+        np.concatenate([found.image_ids, extra.image_ids]),
+        np.concatenate([found.classes, extra.classes]),
+        np.concatenate([found.scores, extra.scores]),
+        np.concatenate([found.boxes, extra.boxes]),
+    )
+
+
+def objects_on_two_images(dataset: Dataset) -> Dataset:
+    """``dataset`` with the objects of all but its first two images removed: draws without either have
+    no positives, and no mAP."""
+    records = tuple(
+        r if i < 2 else replace(r, boxes=r.boxes[:0], labels=r.labels[:0], difficult=r.difficult[:0])
+        for i, r in enumerate(dataset.images)
+    )
+    return Dataset(dataset.root, dataset.split, dataset.classes, records, annotated=True)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+@pytest.mark.parametrize("metric", METRICS)
+def test_the_paired_difference_is_that_of_the_two_repeated_splits(metric, sparse):
+    dataset, found = random_split(4)
+    dataset = objects_on_two_images(dataset) if sparse else dataset
+    other = worse(found, 4)
+    samples, seed = 40, 3
+    counts = np.random.default_rng(seed).multinomial(12, np.full(12, 1 / 12), size=samples)
+    differences = np.array(
+        [
+            evaluate(*repeated(dataset, found, draw), metric).map
+            - evaluate(*repeated(dataset, other, draw), metric).map
+            for draw in counts
+        ]
+    )
+    kept = differences[np.isfinite(differences)]
+    assert sparse == (len(kept) < samples) and len(kept) > samples / 2  # draws without an mAP left out
+    first, second = evaluate(dataset, found, metric), evaluate(dataset, other, metric)
+    paired = paired_difference(first, second, samples=samples, seed=seed)
+    assert paired is not None and (paired.samples, paired.seed) == (samples, seed)
+    assert paired.difference == first.map - second.map
+    np.testing.assert_allclose(paired.ci95, np.percentile(kept, [2.5, 97.5]), rtol=0, atol=1e-12)
+    share = min(np.mean(kept <= 1e-12), np.mean(kept >= -1e-12))  # no draw within 1e-12 of 0 but on it
+    assert paired.p_value == pytest.approx(min(1.0, 2 * share), abs=1e-12)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_an_evaluation_against_itself_differs_by_nothing(metric):
+    dataset, found = random_split(2, images=30)
+    split = evaluate(dataset, found, metric)
+    for other in (split, evaluate(dataset, found, metric)):
+        paired = paired_difference(split, other, samples=200, seed=5)
+        assert paired is not None
+        assert (paired.difference, paired.ci95, paired.p_value) == (0.0, (0.0, 0.0), 1.0)
+        assert not paired.beyond_noise
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_a_far_better_detector_is_beyond_noise_with_the_sign_right(metric):
+    dataset, found = random_split(6, images=40)
+    better = evaluate(dataset, with_objects(dataset, found), metric)
+    poorer = evaluate(dataset, worse(found, 6), metric)
+    ahead = paired_difference(better, poorer, samples=300, seed=1)
+    behind = paired_difference(poorer, better, samples=300, seed=1)
+    assert ahead is not None and behind is not None
+    assert ahead.difference == better.map - poorer.map > 0.1
+    assert 0 < ahead.ci95[0] < ahead.difference < ahead.ci95[1] and ahead.beyond_noise
+    assert behind.difference == -ahead.difference and behind.ci95[1] < 0 and behind.beyond_noise
+    assert ahead.p_value == behind.p_value == 0.0
+    assert ahead == paired_difference(better, poorer, samples=300, seed=1)  # seeded
+
+
+def test_the_paired_difference_needs_two_evaluations_of_one_split():
+    dataset, found = random_split(0)
+    split = evaluate(dataset, found)
+    with pytest.raises(UserError, match="12 and 13 images"):
+        paired_difference(split, evaluate(*random_split(0, images=13)))
+    with pytest.raises(UserError, match="metrics differ"):
+        paired_difference(split, evaluate(dataset, found, "voc10"))
+    renamed = replace(split, classes=tuple(replace(c, name=c.name.upper()) for c in split.classes))
+    with pytest.raises(UserError, match="classes differ"):
+        paired_difference(split, renamed)
+    with pytest.raises(UserError, match="at least one sample"):
+        paired_difference(split, split, samples=0)
+    nothing = Detections(np.zeros(0, object), np.zeros(0, object), np.zeros(0), np.zeros((0, 4), np.float32))
+    on_coco = evaluate(dataset, found, "coco")
+    assert paired_difference(on_coco, evaluate(dataset, nothing, "coco")) is None  # no matches to draw from
+    assert paired_difference(evaluate(dataset, nothing, "coco"), on_coco) is None
