@@ -84,6 +84,7 @@ COMMANDS = {
     "evaluate": "rcnn_cli.evaluate:evaluate",
     "export": "rcnn_cli.export:export",
     "report": "rcnn_cli.report:report",
+    "study": "rcnn_cli.study:study",
     "bench": "rcnn_cli.bench:app",
 }
 """The sub-commands in the order ``rcnn --help`` lists them: a command function, or a group's Typer app."""

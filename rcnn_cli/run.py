@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from stages.pipeline.run import PlannedStep
     from stages.runs.layout import RunLayout
 
-_STATE_STYLE = {"run": "bold", "resume": "yellow", "up to date": "dim"}
+_STATE_STYLE = {"run": "bold", "resume": "yellow", "up to date": "dim", "share": "cyan"}
 """How the plan shows each step's state (``stages.pipeline.run.State``'s values)."""
 
 
@@ -97,7 +97,7 @@ def run(
             print_plan(plan(replica, restart), replica.run.layout)
         return
     outcome = run_config(
-        chosen, seeds=seeds, restart=restart, progress=RichProgress(), show_plan=print_plan, on_step=_done
+        chosen, seeds=seeds, restart=restart, progress=RichProgress(), show_plan=print_plan, on_step=done
     )
     if outcome.rank != 0:
         return
@@ -125,6 +125,7 @@ def print_plan(planned: list[PlannedStep], run: RunLayout) -> None:
     out.print(table)
 
 
-def _done(item: PlannedStep, seconds: float, summary: str) -> None:
+def done(item: PlannedStep, seconds: float, summary: str) -> None:
+    """Say that a step is done, in how long, and what it found."""
     said = f": {escape(summary)}" if summary else ""
     err.print(f"[green]done[/] {item.step.name} ({seconds:.1f} s){said}", soft_wrap=True)

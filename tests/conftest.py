@@ -54,7 +54,7 @@ def made(tiny_demo, tmp_path_factory) -> tuple[Path, Path]:
     return make_run(tiny_demo, tmp_path_factory.mktemp("pipeline"))
 
 
-SLOW_FIXTURES = {"made", "trained"}
+SLOW_FIXTURES = {"made", "trained", "studied"}
 """Fixtures that run a whole chain: a test that uses one is slow (``make test-quick`` leaves it out)."""
 
 

@@ -19,6 +19,7 @@ LAYERS = (
     ("inference", "config"),
     ("report",),
     ("pipeline", "bench"),
+    ("study",),
 )
 """From the bottom up; packages of one layer do not import each other."""
 

@@ -203,11 +203,12 @@ def load_config(
     data_root: str | None = None,
     run_folder: str | None = None,
     classes: Sequence[str] | None = None,
+    pictures: bool = True,
 ) -> RunConfig:
     """Read the TOML config at ``path``; ``overrides`` are ``table.key=value`` settings (values in TOML
     syntax, or plain text for strings) applied on top; ``data_root``, ``run_folder`` and ``classes`` set
-    ``[data] root``, ``[run] folder`` and ``[data] classes``. Any unknown key, wrong type or invalid
-    value is a UserError naming the file and the key."""
+    ``[data] root``, ``[run] folder`` and ``[data] classes``; without ``pictures``, ``[detect]`` is left
+    out. Any unknown key, wrong type or invalid value is a UserError naming the file and the key."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -225,6 +226,8 @@ def load_config(
         raw.setdefault("run", {})["folder"] = run_folder
     if classes:
         raw.setdefault("data", {})["classes"] = list(classes)
+    if not pictures:
+        raw.pop("detect", None)
     return _resolve(raw, path)
 
 

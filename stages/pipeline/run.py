@@ -49,6 +49,9 @@ class State(Enum):
     RUN = "run"
     RESUME = "resume"
     UP_TO_DATE = "up to date"
+    SHARE = "share"
+    """Made by another run of a study, whose files it will take (``stages.pipeline.sharing``): only in a
+    study's plan before it runs."""
 
 
 @dataclass(frozen=True)
@@ -338,7 +341,7 @@ def run_config(
                 writer=procs.writer,
                 datasets=datasets,
             )
-            planned += _execute(context, plan(chosen, restart, context), procs, show_plan, on_step)
+            planned += execute_plan(context, plan(chosen, restart, context), procs, show_plan, on_step)
         outcome = RunOutcome(planned, procs.rank)
         page = run.report_page
         if procs.writer and (outcome.ran or not page.exists()):
@@ -348,7 +351,7 @@ def run_config(
     return outcome
 
 
-def _execute(
+def execute_plan(
     context: Context,
     planned: list[PlannedStep],
     procs: Processes,
@@ -362,7 +365,7 @@ def _execute(
         _write_config(context.config, context.run.config)
         for item in ran:  # all at once: no step may read what an earlier run of another left
             if item.state is State.RUN and item.step.replaces:
-                _remove(item.step)
+                remove_made(item.step)
     for item in ran:
         procs.wait()
         started = time.perf_counter()
@@ -375,7 +378,7 @@ def _execute(
     return planned
 
 
-def _remove(step: Step) -> None:
+def remove_made(step: Step) -> None:
     """Clear what an earlier run of ``step`` left, so that it starts from the beginning."""
     for path in (step.artifact, manifest_path(step.artifact), *step.partial, *step.stale):
         if path.is_dir():

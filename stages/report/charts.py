@@ -48,7 +48,7 @@ def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _figure_uri(fig: Any) -> str:
+def figure_uri(fig: Any) -> str:
     """A matplotlib figure as a PNG data URI; the figure is closed (pyplot keeps open ones alive)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI)
@@ -120,7 +120,7 @@ def accuracy_speed_chart(runs: Sequence[CollectedRun]) -> str | None:
         ax.legend(handles=_run_markers(runs), fontsize=8, loc="best")
     fig.tight_layout()
     _label_points(ax, labels)
-    return _figure_uri(fig)
+    return figure_uri(fig)
 
 
 def seeds_chart(runs: Sequence[CollectedRun]) -> str | None:
@@ -153,7 +153,7 @@ def seeds_chart(runs: Sequence[CollectedRun]) -> str | None:
     ax.grid(alpha=0.3, axis="x")
     ax.set_title("each seed's mAP; bars: ± one standard deviation", fontsize=10)
     fig.tight_layout()
-    return _figure_uri(fig)
+    return figure_uri(fig)
 
 
 def _run_markers(runs: Sequence[CollectedRun]) -> list[Any]:
@@ -285,7 +285,7 @@ def pr_chart(runs: Sequence[CollectedRun]) -> str | None:
     for ax in axes[:, 0]:
         ax.set_ylabel("precision", fontsize=8)
     _legend_above(fig, legend)
-    return _figure_uri(fig)
+    return figure_uri(fig)
 
 
 def recall_chart(runs: Sequence[CollectedRun]) -> str | None:
@@ -334,7 +334,7 @@ def recall_chart(runs: Sequence[CollectedRun]) -> str | None:
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("recall", fontsize=8)
     _legend_above(fig, legend)
-    return _figure_uri(fig)
+    return figure_uri(fig)
 
 
 def training_chart(runs: Sequence[CollectedRun]) -> str | None:
@@ -363,7 +363,7 @@ def training_chart(runs: Sequence[CollectedRun]) -> str | None:
             _plain_log_scale(ax, "y")
         ax.grid(alpha=0.3, which="both")
     _legend_above(fig, legend)
-    return _figure_uri(fig)
+    return figure_uri(fig)
 
 
 def stage_rows(runs: Sequence[CollectedRun]) -> list[tuple[str, str, list[float | None]]]:
@@ -416,4 +416,4 @@ def stage_chart(runs: Sequence[CollectedRun]) -> str | None:
     if len(runs) > 1:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    return _figure_uri(fig)
+    return figure_uri(fig)

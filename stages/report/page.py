@@ -75,7 +75,7 @@ def write_report_page(runs: Sequence[RunLayout], target: Path) -> Path:
 
 # ---- HTML -------------------------------------------------------------------------------------------
 
-_STYLE = """
+STYLE = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2330;
        margin: 0 auto; padding: 20px 28px 40px; max-width: 1240px; background: #fff; }
 h1 { font-size: 24px; margin: 0 0 4px; }
@@ -172,7 +172,7 @@ def _page(runs: Sequence[CollectedRun]) -> str:
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>rcnn report: {_e(names)}</title><style>{_STYLE}</style></head><body>"
+        f"<title>rcnn report: {_e(names)}</title><style>{STYLE}</style></head><body>"
         f"<header><h1>rcnn report: {_e(names)}</h1>"
         f'<p class="meta">made {_e(made)} by <code>rcnn report</code> from the run folders\' artifacts; '
         "test time without proposals and with them (selective search's seconds an image added, or an RPN's "

@@ -247,7 +247,7 @@ def report(run: RunLayout) -> RunReport:
     if not run.root.is_dir():
         raise UserError(f"{run}: no such run folder")
     results, proposers = _evaluations(run)
-    replicas, stale = _current_replicas(run)
+    replicas, stale = current_replicas(run)
     stages, proposals, searched = [], [], []
     for path in run.manifests():  # each read once: the stage times, and each split's proposals
         manifest = _read(path)
@@ -272,7 +272,7 @@ def report(run: RunLayout) -> RunReport:
     )
 
 
-def _current_replicas(run: RunLayout) -> tuple[list[RunLayout], list[RunLayout]]:
+def current_replicas(run: RunLayout) -> tuple[list[RunLayout], list[RunLayout]]:
     """(the replicas of ``run`` made with its config, the others): a replica counts when its
     ``config.toml`` is the run's made a replica (``RunConfig.replica``), so that a run changed since
     its seeds were made is not compared with them."""

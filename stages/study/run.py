@@ -1,0 +1,232 @@
+"""``rcnn study``: every variant of a study run as ``rcnn run`` runs a config, in ``DIR/<name>/``, each
+step that an earlier variant made identically taken from it instead of made again
+(``stages.pipeline.sharing``, its index in ``DIR/shared.json``); then the comparison
+(``stages.study.summary``) and ``DIR/study.html``.
+
+Resumable and up to date as ``rcnn run`` is: a variant's steps that are up to date are skipped, an
+interrupted one resumes, a changed option reruns what it changes. With ``seeds`` every variant is also
+trained again with every seed + 1, ... (``RunConfig.replica``), and the replicas share what their
+variants' replicas made alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from stages.config.run_config import RunConfig
+from stages.core.progress import SILENT, Progress
+from stages.datasets.records import Dataset
+from stages.pipeline.run import Context, PlannedStep, State, execute_plan, plan, remove_made, replicas
+from stages.pipeline.sharing import Holder, SharedArtifacts, fingerprints, snapshot, take, written
+from stages.runs.layout import RunLayout
+from stages.runs.processes import processes
+from stages.runs.steps import StepKey
+from stages.study.config import Study, StudyVariant
+from stages.study.page import write_study_page
+from stages.study.summary import StudyReport, study_report
+
+INDEX = "shared.json"
+"""The steps that studies' runs made, with their files (``SharedArtifacts``): beside the study's folder
+``DIR``, in ``DIR/../shared.json``, so that the studies run side by side (``runs/studies/*``) share with
+each other too: the demo's proposals and backbone, a Fast R-CNN that several studies train alike."""
+
+PAGE = "study.html"
+
+
+@dataclass(frozen=True)
+class VariantRun:
+    """A variant of a study with its resolved run config (seed + 0)."""
+
+    variant: StudyVariant
+    config: RunConfig
+
+    @property
+    def layout(self) -> RunLayout:
+        return self.config.run.layout
+
+
+def variant_runs(
+    study: Study, folder: Path, data_root: str | None = None, settings: Sequence[str] = ()
+) -> list[VariantRun]:
+    """Each variant of ``study`` with its run config in ``folder/<name>/`` (``Study.variant_config``):
+    all resolved before anything runs, so that a bad override fails at once."""
+    return [VariantRun(v, study.variant_config(v, folder, data_root, settings)) for v in study.variants]
+
+
+def index_path(folder: Path) -> Path:
+    """The index of shared steps for the study in ``folder`` (``INDEX``)."""
+    return Path(folder).resolve().parent / INDEX
+
+
+def _data(config: RunConfig) -> dict[str, Any]:
+    """The ``[data]`` table as a step's fingerprint takes it: the dataset's root resolved."""
+    return {**asdict(config.data), "root": str(Path(config.data.root).resolve())}
+
+
+def plan_study(
+    runs: Sequence[VariantRun], folder: Path, seeds: int = 1, restart: bool = False
+) -> list[tuple[RunConfig, list[PlannedStep]]]:
+    """Each run's plan (each variant, then its replicas): a step that an earlier run of the study will
+    have made, or one recorded in the index, shows as ``State.SHARE`` with the run it comes from."""
+    index = SharedArtifacts(index_path(folder))
+    coming: dict[str, Path] = {}
+    datasets: dict[str, Dataset] = {}
+    found = []
+    for config in (replica for run in runs for replica in replicas(run.config, seeds)):
+        layout = config.run.layout
+        planned = plan(config, restart, Context(config, layout, datasets=datasets))
+        prints = fingerprints([item.step for item in planned], _data(config))
+        shown: list[PlannedStep] = []
+        states: dict[StepKey, State] = {}
+        for item in planned:
+            fingerprint = prints[item.step.key]
+            if item.state is not State.UP_TO_DATE:
+                holder = index.find(fingerprint, layout.root, prints.values())
+                source = holder.root if holder is not None else coming.get(fingerprint)
+                if source is not None:
+                    item = PlannedStep(item.step, State.SHARE, f"made in {source}")
+                elif item.reason.startswith("after "):  # what it runs after may be shared instead
+                    reruns = [key for key in item.step.after if states[key] in (State.RUN, State.RESUME)]
+                    reason = f"after {reruns[0].label}" if reruns else "not made yet"
+                    item = PlannedStep(item.step, item.state, reason)
+            coming.setdefault(fingerprint, layout.root)
+            states[item.step.key] = item.state
+            shown.append(item)
+        found.append((config, shown))
+    return found
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What ``run_study`` did: every run's plan as it ran (shared steps up to date, saying where from),
+    the steps made, the comparison and its page (rank 0's), and this process's rank (0 prints)."""
+
+    planned: list[PlannedStep]
+    made: int
+    report: StudyReport | None = None
+    page: Path | None = None
+    rank: int = 0
+
+
+def default_folder(path: Path) -> Path:
+    """Where a study runs unless told: ``runs/studies/<its file's stem>``."""
+    return Path("runs") / "studies" / Path(path).stem
+
+
+def run_study(
+    study: Study,
+    runs: Sequence[VariantRun],
+    folder: Path,
+    *,
+    seeds: int = 1,
+    restart: bool = False,
+    progress: Progress = SILENT,
+    show_plan: Callable[[list[PlannedStep], RunLayout], None] = lambda planned, run: None,
+    on_step: Callable[[PlannedStep, float, str], None] = lambda item, seconds, summary: None,
+) -> StudyOutcome:
+    """Run every variant of ``study`` (``runs``, from ``variant_runs``; with ``seeds``, their replicas too)
+    in order, as ``run_config`` does, each step that another run of the study made alike taken from it;
+    write each run's report page where it changed, then the comparison's page ``folder/study.html``.
+    Files are written by rank 0 only."""
+    index = SharedArtifacts(index_path(folder))
+    planned: list[PlannedStep] = []
+    made = 0
+    device = runs[0].config.run.device
+    with processes(device) as procs:  # held for the whole study; the stages join it
+        datasets: dict[str, Dataset] = {}  # read once for every run
+        for run in runs:
+            variant_made = 0
+            for config in replicas(run.config, seeds):
+                layout = config.run.layout
+                context = Context(
+                    config,
+                    layout,
+                    progress if procs.writer else SILENT,
+                    writer=procs.writer,
+                    datasets=datasets,
+                )
+                mine = plan(config, restart, context)
+                prints = fingerprints([item.step for item in mine], _data(config))
+                taken = _share(mine, prints, index, layout) if procs.writer else {}
+                procs.wait()  # the others plan again after rank 0 has taken the files
+                mine = [
+                    PlannedStep(item.step, item.state, f"made in {taken[item.step.key]}")
+                    if item.step.key in taken and item.state is State.UP_TO_DATE
+                    else item
+                    for item in plan(config, restart, context)
+                ]
+                recorder = _Recorder(index, prints, layout, on_step)
+                execute_plan(context, mine, procs, show_plan, recorder if procs.writer else on_step)
+                planned += mine
+                variant_made += recorder.made
+            made += variant_made
+            if procs.writer and (variant_made or not run.layout.report_page.exists()):
+                from stages.report.page import write_report_page  # matplotlib: only when a page is due
+
+                write_report_page([run.layout], run.layout.report_page)
+        if not procs.writer:
+            return StudyOutcome(planned, made, rank=procs.rank)
+        found = study_report(study, [run.config for run in runs])
+        page = write_study_page(found, Path(folder) / PAGE)
+    return StudyOutcome(planned, made, found, page)
+
+
+def _share(
+    planned: Sequence[PlannedStep], prints: dict[StepKey, str], index: SharedArtifacts, run: RunLayout
+) -> dict[StepKey, Path]:
+    """Take into ``run`` the files of every step of ``planned`` that is not up to date and that another
+    run of the index holds; return the steps taken, with the run each came from."""
+    taken = {}
+    for item in planned:
+        if item.state is State.UP_TO_DATE:
+            continue
+        fingerprint = prints[item.step.key]
+        holder = index.find(fingerprint, run.root, prints.values())
+        if holder is None:
+            continue
+        remove_made(item.step)  # what an earlier or interrupted run of the step left here
+        take(holder, run.root, run.shared)
+        index.record(fingerprint, Holder(run.root, run.shared, _stamps(run.root, holder.files)))
+        taken[item.step.key] = holder.root
+    if taken:
+        index.save()
+    return taken
+
+
+def _stamps(root: Path, names: Sequence[str] | Any) -> dict[str, tuple[int, int]]:
+    stamps = {}
+    for name in names:
+        stat = (root / name).stat()
+        stamps[name] = (stat.st_size, stat.st_mtime_ns)
+    return stamps
+
+
+class _Recorder:
+    """``execute_plan``'s ``on_step`` for a study: records in the index the files each step made (what
+    changed in the run folder since the step before), then hands on to ``on_step``."""
+
+    _NOT_MADE_BY_STEPS = ("config.toml", "report.html")
+
+    def __init__(
+        self,
+        index: SharedArtifacts,
+        prints: dict[StepKey, str],
+        run: RunLayout,
+        on_step: Callable[[PlannedStep, float, str], None],
+    ):
+        self.index, self.prints, self.run, self.on_step = index, prints, run, on_step
+        self.before = snapshot(run.root)
+        self.made = 0
+
+    def __call__(self, item: PlannedStep, seconds: float, summary: str) -> None:
+        after = snapshot(self.run.root)
+        files = {k: v for k, v in written(self.before, after).items() if k not in self._NOT_MADE_BY_STEPS}
+        self.before = after
+        self.made += 1
+        if files:
+            self.index.record(self.prints[item.step.key], Holder(self.run.root, self.run.shared, files))
+            self.index.save()
+        self.on_step(item, seconds, summary)
