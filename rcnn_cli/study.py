@@ -25,7 +25,7 @@ def study(
     run_folder: Annotated[
         Path | None,
         typer.Option(
-            "--run", help="The study's folder: a run folder a variant in it (default: runs/studies/STEM)."
+            "--run", help="The study's folder, each variant a run folder in it (default: runs/studies/STEM)."
         ),
     ] = None,
     settings: Annotated[
@@ -73,7 +73,7 @@ def study(
     folder = run_folder or default_folder(path)
     runs = variant_runs(chosen, folder, None if data is None else str(data), settings or [])
     if plan_only:
-        for config, planned in plan_study(runs, folder, seeds):
+        for config, planned in plan_study(runs, folder, seeds, restart):
             print_plan(planned, config.run.layout)
         return
     outcome = run_study(
@@ -89,10 +89,8 @@ def study(
     if outcome.report is None:
         return
     print_study(outcome.report)
-    out.print(
-        f"{outcome.made} stages run; page: {outcome.page}; {time.perf_counter() - started:.1f} s",
-        soft_wrap=True,
-    )
+    said = f"{outcome.made} stages run, {outcome.taken} taken from another run"
+    out.print(f"{said}; page: {outcome.page}; {time.perf_counter() - started:.1f} s", soft_wrap=True)
 
 
 def print_study(found: StudyReport) -> None:

@@ -12,11 +12,19 @@ import pytest
 from stages.config.run_config import load_config
 from stages.core.errors import UserError
 from stages.pipeline.run import State, plan, steps
-from stages.pipeline.sharing import Holder, SharedArtifacts, fingerprints, snapshot, take, written
+from stages.pipeline.sharing import (
+    Holder,
+    SharedArtifacts,
+    fingerprints,
+    reads_the_same,
+    snapshot,
+    take,
+    written,
+)
 from stages.report.summary import MethodResult
-from stages.runs.layout import read_manifest
+from stages.runs.layout import RunLayout, describe_input, read_manifest
 from stages.study.config import Measure, StudyVariant, load_study
-from stages.study.run import plan_study, run_study, variant_runs
+from stages.study.run import default_folder, plan_study, run_study, variant_runs
 from stages.study.summary import OrderingStep, StudyReport, StudyRow
 from tests.helpers import RUN_CONFIG, assert_one_line_error, rcnn
 
@@ -221,32 +229,36 @@ def test_a_holder_whose_file_changed_since_is_not_taken_unless_a_wanted_later_st
     assert SharedArtifacts(tmp_path / "shared.json").holders == index.holders
 
 
-def test_taking_links_the_files_and_rewrites_the_manifest_for_its_new_place(tmp_path):
-    first, second = tmp_path / "a", tmp_path / "b"
-    (first / "m").mkdir(parents=True)
-    (first / "in.h5").write_bytes(b"input")
-    (second).mkdir()
-    (second / "in.h5").write_bytes(b"its own input")
-    (first / "m" / "model.pt").write_bytes(b"weights")
+def _made_run(root: Path) -> Holder:
+    """A run folder with proposals and a model whose manifest reads them; the holder of the model's step."""
+    proposals = RunLayout(root).proposals("test")
+    proposals.parent.mkdir(parents=True)
+    proposals.write_bytes(b"boxes")
+    model = root / "m" / "model.pt"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(b"weights")
     manifest = {
-        "location": str((first / "m" / "model.pt").resolve()),
-        "inputs": [
-            {"path": str(first / "in.h5"), "bytes": 5, "mtime_ns": 0},
-            {"path": "/data/x", "bytes": 1},
-        ],
+        "location": str(model.resolve()),
+        "inputs": [describe_input(proposals), {"path": "/data/x", "bytes": 1}],
     }
-    (first / "m" / "model.manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    holder = Holder(first, first, written({}, snapshot(first)))
-    take(
-        Holder(holder.root, holder.shared, {k: v for k, v in holder.files.items() if k != "in.h5"}),
-        second,
-        second,
-    )
-    assert os.stat(second / "m" / "model.pt").st_ino == os.stat(first / "m" / "model.pt").st_ino
-    rewritten = json.loads((second / "m" / "model.manifest.json").read_text(encoding="utf-8"))
-    assert rewritten["location"] == str((second / "m" / "model.pt").resolve())
-    assert rewritten["inputs"][0]["path"] == str((second / "in.h5").resolve())
-    assert rewritten["inputs"][0]["bytes"] == len(b"its own input")
+    (root / "m" / "model.manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    made = written({}, snapshot(root))
+    return Holder(root, root, {name: stamp for name, stamp in made.items() if name.startswith("m/")})
+
+
+@pytest.mark.parametrize("replica", [0, 2])
+def test_taking_links_the_files_and_rewrites_the_manifest_for_its_new_place(tmp_path, replica):
+    holder = _made_run(tmp_path / "a")
+    run = RunLayout(tmp_path / "b").replica(replica)  # a replica reads its run's proposals
+    model = run.root / "m" / "model.pt"
+    assert not reads_the_same(holder, run, [run.proposals("test")])
+    take(Holder(holder.root, holder.shared, {"proposals/test.h5": (0, 0)}), RunLayout(tmp_path / "b"))
+    assert reads_the_same(holder, run, [run.proposals("test")])
+    take(holder, run)
+    assert os.stat(model).st_ino == os.stat(holder.root / "m" / "model.pt").st_ino
+    rewritten = json.loads((run.root / "m" / "model.manifest.json").read_text(encoding="utf-8"))
+    assert rewritten["location"] == str(model.resolve())
+    assert rewritten["inputs"][0] == describe_input(run.proposals("test").resolve())
     assert rewritten["inputs"][1] == {"path": "/data/x", "bytes": 1}
 
 
@@ -260,14 +272,15 @@ def _row(label: str, paper: float | None, measured: float, seeds: tuple[float, .
 
 
 def _report(*steps: OrderingStep) -> StudyReport:
-    return StudyReport(None, (), steps)  # type: ignore[arg-type]
+    rows = tuple(dict.fromkeys(row for step in steps for row in (step.higher, step.lower)))
+    return StudyReport(None, rows, steps)  # type: ignore[arg-type]
 
 
 def test_the_verdict_says_whether_the_ordering_held_and_beyond_which_noise():
     a, b, c = _row("a", 0.7, 0.5), _row("b", 0.6, 0.4), _row("c", 0.5, 0.45)
     held = _report(OrderingStep(a, b, 0.1, 0.01, "bootstrap"), OrderingStep(b, c, 0.05, 0.2, "bootstrap"))
     assert held.verdict == (
-        "The paper's ordering held (a > b > c), beyond the noise: a > b; within it the rest (bootstrap)."
+        "The paper's ordering held (a > b > c), beyond the noise: a > b; not the rest (bootstrap)."
     )
     reversed_ = _report(OrderingStep(a, b, 0.1, 0.01, "t"), OrderingStep(b, c, -0.05, 0.3, "t"))
     assert reversed_.verdict == (
@@ -275,7 +288,12 @@ def test_the_verdict_says_whether_the_ordering_held_and_beyond_which_noise():
     )
     tied = _report(OrderingStep(a, b, 0.0, 1.0, "t"))
     assert "did not hold: b = a" in tied.verdict
-    assert "fewer than two paper figures" in _report().verdict
+    untested = _report(OrderingStep(a, b, 0.1, None, "no detections file"))
+    assert untested.verdict == "The paper's ordering held (a > b), untested against the noise."
+    d = _row("d", 0.6, 0.3)
+    ties = _report(OrderingStep(a, b, 0.1, 0.01, "t"), OrderingStep(a, d, 0.2, 0.01, "t"))
+    assert ties.verdict == "The paper's ordering held (a > b = d), every step beyond the noise (t)."
+    assert "fewer than two distinct paper figures" in _report().verdict
 
 
 def test_a_row_with_seeds_has_their_spread():
@@ -294,3 +312,10 @@ def test_every_shipped_study_resolves_and_its_rows_differ(path, tmp_path):
     assert study.source and sum(variant.paper is not None for variant in study.variants) >= 1
     rows = [(run.config.methods, run.config.propose, run.variant.measure) for run in runs]
     assert len({repr(row) for row in rows}) == len(rows)  # no two rows read the same evaluation
+
+
+def test_the_demo_and_voc_forms_of_a_study_run_in_folders_of_their_own():
+    studies = Path("configs") / "studies"
+    assert default_folder(studies / "fast_layers.toml") == Path("runs/studies/fast_layers")
+    assert default_folder(studies / "voc07" / "fast_layers.toml") == Path("runs/studies/voc07/fast_layers")
+    assert default_folder(Path("elsewhere") / "mine.toml") == Path("runs/studies/mine")

@@ -29,7 +29,7 @@ from typing import Any
 
 from stages.core.atomic import ensure_folder, write_json
 from stages.core.errors import UserError
-from stages.runs.layout import MANIFEST_SUFFIX, REPLICAS, describe_input
+from stages.runs.layout import MANIFEST_SUFFIX, REPLICAS, RunLayout, describe_input
 from stages.runs.steps import Step, StepKey
 
 INDEX_VERSION = 1
@@ -67,7 +67,7 @@ class Holder:
         """Whether every file is still there as recorded (a manifest need only be there: sharing rewrites
         it); ``superseded`` excuses a file a later step of the same run has since completed."""
         for name, stamp in self.files.items():
-            found = _stamp(self.root / name)
+            found = stamp_of(self.root / name)
             if found is None:
                 return False
             if found != stamp and not name.endswith(MANIFEST_SUFFIX) and not superseded(name, found):
@@ -81,17 +81,19 @@ class SharedArtifacts:
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.holders: dict[str, list[Holder]] = {}
-        if self.path.is_file():
-            self._read()
+        self.holders: dict[str, list[Holder]] = self._read()
+        self._recorded: dict[str, list[Holder]] = {}
 
-    def _read(self) -> None:
+    def _read(self) -> dict[str, list[Holder]]:
+        """The index as its file holds it now; empty without one, or for another version's."""
+        if not self.path.is_file():
+            return {}
         try:
             content = json.loads(self.path.read_text(encoding="utf-8"))
             if content.get("version") != INDEX_VERSION:
-                return  # an index of another version: the runs' files are made or found again
-            for fingerprint, holders in content["steps"].items():
-                self.holders[fingerprint] = [
+                return {}  # an index of another version: the runs' files are made or found again
+            return {
+                fingerprint: [
                     Holder(
                         Path(h["root"]),
                         Path(h["shared"]),
@@ -99,10 +101,19 @@ class SharedArtifacts:
                     )
                     for h in holders
                 ]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+                for fingerprint, holders in content["steps"].items()
+            }
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"{self.path}: unreadable index of shared artifacts ({exc}); remove it") from None
 
     def save(self) -> None:
+        """Write the index: what its file holds now (another study may have added to it since it was
+        read) with this one's records on top."""
+        merged = self._read()
+        for fingerprint, holders in self._recorded.items():
+            for holder in holders:
+                _replace(merged, fingerprint, holder)
+        self.holders = merged
         steps = {
             fingerprint: [
                 {
@@ -112,7 +123,7 @@ class SharedArtifacts:
                 }
                 for h in holders
             ]
-            for fingerprint, holders in sorted(self.holders.items())
+            for fingerprint, holders in sorted(merged.items())
         }
         ensure_folder(self.path.parent)
         write_json(self.path, {"version": INDEX_VERSION, "steps": steps})
@@ -120,8 +131,8 @@ class SharedArtifacts:
     def record(self, fingerprint: str, holder: Holder) -> None:
         """``holder`` has the files of the step ``fingerprint`` (replacing what it held before)."""
         holder = Holder(holder.root.resolve(), holder.shared.resolve(), holder.files)
-        others = [h for h in self.holders.get(fingerprint, []) if h.root != holder.root]
-        self.holders[fingerprint] = [*others, holder]
+        _replace(self.holders, fingerprint, holder)
+        _replace(self._recorded, fingerprint, holder)
 
     def find(self, fingerprint: str, root: Path, wanted: Iterable[str] = ()) -> Holder | None:
         """A run other than ``root`` that holds the files of ``fingerprint`` as recorded. A file that a
@@ -145,7 +156,13 @@ class SharedArtifacts:
         return None
 
 
-def _stamp(path: Path) -> FileStamp | None:
+def _replace(holders: dict[str, list[Holder]], fingerprint: str, holder: Holder) -> None:
+    others = [h for h in holders.get(fingerprint, []) if h.root != holder.root]
+    holders[fingerprint] = [*others, holder]
+
+
+def stamp_of(path: Path) -> FileStamp | None:
+    """``path``'s size and modification time; None when it is not there."""
     try:
         stat = path.stat()
     except OSError:
@@ -178,14 +195,43 @@ def written(
     }
 
 
-def take(holder: Holder, root: Path, shared: Path) -> None:
-    """Put ``holder``'s files into the run folder ``root`` (proposals in ``shared``): each linked (copied
-    where the file system cannot link), each manifest written anew for its place here."""
+def reads_the_same(holder: Holder, run: RunLayout, inputs: Iterable[Path]) -> bool:
+    """Whether each of ``inputs`` (artifacts of ``run`` that a step reads) is the very file the holder's
+    step read, taken from it or from where it took it: a run that made an upstream step itself, even with
+    the same fingerprint, may hold other bytes (training is not bit for bit repeatable everywhere)."""
+    for path in inputs:
+        theirs = _moved(
+            path, [(run.proposals_folder, RunLayout(holder.shared).proposals_folder), (run.root, holder.root)]
+        )
+        try:
+            if theirs is None or not os.path.samefile(path, theirs):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _moved(path: Path, places: Sequence[tuple[Path, Path]]) -> Path | None:
+    """``path`` moved from the first folder of the pair of ``places`` that holds it to the second; the
+    deeper folders first. None when no folder holds it."""
+    found = Path(path).resolve()
+    for old, new in sorted(
+        ((a.resolve(), b.resolve()) for a, b in places), key=lambda pair: -len(pair[0].parts)
+    ):
+        if found.is_relative_to(old):
+            return new / found.relative_to(old)
+    return None
+
+
+def take(holder: Holder, run: RunLayout) -> None:
+    """Put ``holder``'s files into ``run``: each linked (copied where the file system cannot link), each
+    manifest written anew for its place here."""
+    places = [(RunLayout(holder.shared).proposals_folder, run.proposals_folder), (holder.root, run.root)]
     for name in holder.files:
-        source, target = holder.root / name, root / name
+        source, target = holder.root / name, run.root / name
         ensure_folder(target.parent)
         if name.endswith(MANIFEST_SUFFIX):
-            _rewrite_manifest(source, target, {holder.root: root, holder.shared: shared})
+            _rewrite_manifest(source, target, places)
         else:
             _link(source, target)
 
@@ -203,28 +249,23 @@ def _link(source: Path, target: Path) -> None:
     os.replace(partial, target)
 
 
-def _rewrite_manifest(source: Path, target: Path, places: Mapping[Path, Path]) -> None:
+def _rewrite_manifest(source: Path, target: Path, places: Sequence[tuple[Path, Path]]) -> None:
     """The manifest ``source`` written to ``target`` with every path in a folder of ``places`` (the
-    holder's run -> this run) moved to this run's; an input so moved is stamped as this run has it, the
-    step that made it having the same fingerprint."""
-    moves = sorted(
-        ((Path(a).resolve(), Path(b).resolve()) for a, b in places.items()), key=lambda p: -len(str(p[0]))
-    )
-
-    def moved(text: str) -> str | None:
-        path = Path(text).resolve()
-        for old, new in moves:
-            if path.is_relative_to(old):
-                return str(new / path.relative_to(old))
-        return None
-
-    content = json.loads(source.read_text(encoding="utf-8"))
-    content["location"] = moved(content["location"]) or content["location"]
-    inputs = []
-    for entry in content.get("inputs", []):
-        path = moved(entry["path"])
-        if path is not None and Path(path).exists():
-            entry = describe_input(Path(path))
-        inputs.append(entry)
-    content["inputs"] = inputs
+    holder's -> this run's) moved to this run's; an input so moved is stamped as this run has it: the same
+    file, as ``reads_the_same`` checked before the taking."""
+    try:
+        content = json.loads(source.read_text(encoding="utf-8"))
+        content["location"] = str(_moved(content["location"], places) or content["location"])
+        inputs = []
+        for entry in content.get("inputs", []):
+            path = _moved(entry["path"], places)
+            if path is None:
+                inputs.append(entry)
+            else:  # this run's file; one it lacks makes the step run again, not read another run's
+                inputs.append(describe_input(path) if path.exists() else {**entry, "path": str(path)})
+        content["inputs"] = inputs
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"{source}: unreadable manifest ({exc}); remake it, or remove {source.parent}"
+        ) from None
     write_json(target, content)

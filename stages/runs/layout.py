@@ -173,9 +173,14 @@ class RunLayout:
         found = [int(p.name) for p in (self.root / REPLICAS).glob("*") if p.is_dir() and p.name.isdigit()]
         return [self, *(self.replica(offset) for offset in sorted(found) if offset > 0)]
 
+    @property
+    def proposals_folder(self) -> Path:
+        """``proposals/`` (a replica's: its run's)."""
+        return self.shared / "proposals"
+
     def proposals(self, split: str) -> Path:
         """``proposals/<split>.h5`` (a replica's: its run's)."""
-        return self.shared / "proposals" / f"{split}.h5"
+        return self.proposals_folder / f"{split}.h5"
 
     def proposal_parts(self, split: str) -> Path:
         """``proposals/.<split>.parts/``: finished parts of an interrupted search."""
@@ -231,7 +236,7 @@ class RunLayout:
     def data_option(self, root: Path | str | None = None) -> str:
         """``--data ROOT`` for a command a hint prints: ``root`` when the caller knows the dataset, else
         the one the run's proposals were made from (their manifests record it), else a placeholder."""
-        for proposals in sorted((self.shared / "proposals").glob("*.h5")) if root is None else ():
+        for proposals in sorted(self.proposals_folder.glob("*.h5")) if root is None else ():
             try:  # a hint never fails for a manifest it only looks into
                 root = (read_manifest(proposals) or {}).get("results", {}).get("dataset_root")
             except UserError:

@@ -13,6 +13,7 @@ from stages.core.atomic import atomic_path
 from stages.core.plotting import drawing, pyplot
 from stages.report.charts import figure_uri
 from stages.report.page import STYLE
+from stages.report.summary import NOISE_LEVEL
 from stages.study.summary import StudyReport, StudyRow
 
 
@@ -119,7 +120,7 @@ def _steps(found: StudyReport) -> str:
     for step in found.steps:
         paper = (step.higher.variant.paper or 0) - (step.lower.variant.paper or 0)
         cells = [
-            f"{step.higher.variant.label} &gt; {_e(step.lower.variant.label)}",
+            f"{_e(step.higher.variant.label)} &gt; {_e(step.lower.variant.label)}",
             f"{paper:+.3f}",
             f"{step.difference:+.3f}",
             "–" if step.p_value is None else f"{step.p_value:.3f}",
@@ -130,7 +131,7 @@ def _steps(found: StudyReport) -> str:
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return (
         f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
-        f'<p class="note">Beyond the noise: p &lt; 0.05.</p>'
+        f'<p class="note">Beyond the noise: p &lt; {NOISE_LEVEL}.</p>'
     )
 
 

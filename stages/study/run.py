@@ -20,7 +20,16 @@ from stages.config.run_config import RunConfig
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
 from stages.pipeline.run import Context, PlannedStep, State, execute_plan, plan, remove_made, replicas
-from stages.pipeline.sharing import Holder, SharedArtifacts, fingerprints, snapshot, take, written
+from stages.pipeline.sharing import (
+    Holder,
+    SharedArtifacts,
+    fingerprints,
+    reads_the_same,
+    snapshot,
+    stamp_of,
+    take,
+    written,
+)
 from stages.runs.layout import RunLayout
 from stages.runs.processes import processes
 from stages.runs.steps import StepKey
@@ -101,19 +110,22 @@ def plan_study(
 
 @dataclass(frozen=True)
 class StudyOutcome:
-    """What ``run_study`` did: every run's plan as it ran (shared steps up to date, saying where from),
-    the steps made, the comparison and its page (rank 0's), and this process's rank (0 prints)."""
+    """What ``run_study`` did: the steps it made and took, and on rank 0 the comparison and its page."""
 
-    planned: list[PlannedStep]
     made: int
+    taken: int
     report: StudyReport | None = None
     page: Path | None = None
-    rank: int = 0
 
 
 def default_folder(path: Path) -> Path:
-    """Where a study runs unless told: ``runs/studies/<its file's stem>``."""
-    return Path("runs") / "studies" / Path(path).stem
+    """Where a study runs unless told: ``runs/studies/`` and the study file's path below a folder named
+    ``studies`` (``configs/studies/voc07/fast_layers.toml`` -> ``runs/studies/voc07/fast_layers``), else
+    its stem: the demo's and VOC's forms of a study apart."""
+    path = Path(path).resolve()
+    parents = [parent for parent in path.parents if parent.name == "studies"]
+    below = path.relative_to(parents[0]).with_suffix("") if parents else Path(path.stem)
+    return Path("runs") / "studies" / below
 
 
 def run_study(
@@ -132,13 +144,12 @@ def run_study(
     write each run's report page where it changed, then the comparison's page ``folder/study.html``.
     Files are written by rank 0 only."""
     index = SharedArtifacts(index_path(folder))
-    planned: list[PlannedStep] = []
-    made = 0
+    made = shared = 0
     device = runs[0].config.run.device
     with processes(device) as procs:  # held for the whole study; the stages join it
         datasets: dict[str, Dataset] = {}  # read once for every run
         for run in runs:
-            variant_made = 0
+            changed = False
             for config in replicas(run.config, seeds):
                 layout = config.run.layout
                 context = Context(
@@ -160,55 +171,47 @@ def run_study(
                 ]
                 recorder = _Recorder(index, prints, layout, on_step)
                 execute_plan(context, mine, procs, show_plan, recorder if procs.writer else on_step)
-                planned += mine
-                variant_made += recorder.made
-            made += variant_made
-            if procs.writer and (variant_made or not run.layout.report_page.exists()):
+                made, shared = made + recorder.made, shared + len(taken)
+                changed = changed or bool(recorder.made or taken)
+            if procs.writer and (changed or not run.layout.report_page.exists()):
                 from stages.report.page import write_report_page  # matplotlib: only when a page is due
 
                 write_report_page([run.layout], run.layout.report_page)
         if not procs.writer:
-            return StudyOutcome(planned, made, rank=procs.rank)
+            return StudyOutcome(made, shared)
         found = study_report(study, [run.config for run in runs])
         page = write_study_page(found, Path(folder) / PAGE)
-    return StudyOutcome(planned, made, found, page)
+    return StudyOutcome(made, shared, found, page)
 
 
 def _share(
     planned: Sequence[PlannedStep], prints: dict[StepKey, str], index: SharedArtifacts, run: RunLayout
 ) -> dict[StepKey, Path]:
     """Take into ``run`` the files of every step of ``planned`` that is not up to date and that another
-    run of the index holds; return the steps taken, with the run each came from."""
+    run of the index holds, reading the very files that run's step read; return the steps taken, with
+    the run each came from."""
+    artifacts = {item.step.key: item.step.artifact for item in planned}
     taken = {}
     for item in planned:
         if item.state is State.UP_TO_DATE:
             continue
         fingerprint = prints[item.step.key]
         holder = index.find(fingerprint, run.root, prints.values())
-        if holder is None:
+        if holder is None or not reads_the_same(holder, run, [artifacts[key] for key in item.step.after]):
             continue
         remove_made(item.step)  # what an earlier or interrupted run of the step left here
-        take(holder, run.root, run.shared)
-        index.record(fingerprint, Holder(run.root, run.shared, _stamps(run.root, holder.files)))
+        take(holder, run)
+        stamps = {name: stamp_of(run.root / name) for name in holder.files}
+        index.record(fingerprint, Holder(run.root, run.shared, {k: v for k, v in stamps.items() if v}))
         taken[item.step.key] = holder.root
     if taken:
         index.save()
     return taken
 
 
-def _stamps(root: Path, names: Sequence[str] | Any) -> dict[str, tuple[int, int]]:
-    stamps = {}
-    for name in names:
-        stat = (root / name).stat()
-        stamps[name] = (stat.st_size, stat.st_mtime_ns)
-    return stamps
-
-
 class _Recorder:
     """``execute_plan``'s ``on_step`` for a study: records in the index the files each step made (what
     changed in the run folder since the step before), then hands on to ``on_step``."""
-
-    _NOT_MADE_BY_STEPS = ("config.toml", "report.html")
 
     def __init__(
         self,
@@ -223,7 +226,10 @@ class _Recorder:
 
     def __call__(self, item: PlannedStep, seconds: float, summary: str) -> None:
         after = snapshot(self.run.root)
-        files = {k: v for k, v in written(self.before, after).items() if k not in self._NOT_MADE_BY_STEPS}
+        not_steps = {
+            path.relative_to(self.run.root).as_posix() for path in (self.run.config, self.run.report_page)
+        }
+        files = {k: v for k, v in written(self.before, after).items() if k not in not_steps}
         self.before = after
         self.made += 1
         if files:

@@ -11,6 +11,7 @@ the seeds agree), else over the test images (the paired bootstrap of
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 from collections.abc import Sequence
@@ -105,34 +106,43 @@ class StudyReport:
     @property
     def verdict(self) -> str:
         """One line: whether the paper's ordering held on this data, and whether beyond the noise."""
+        with_paper = [row for row in self.rows if row.variant.paper is not None]
+        if len({row.variant.paper for row in with_paper}) < 2:
+            return "The study records fewer than two distinct paper figures: no ordering to test."
         if not self.steps:
-            measured = sum(row.map is not None for row in self.rows)
-            if sum(row.variant.paper is not None for row in self.rows) < 2:
-                return "The study records fewer than two paper figures: no ordering to test."
-            return f"Not measured yet: {measured} of {len(self.rows)} variants evaluated."
-        held = all(step.held for step in self.steps)
-        chain = " > ".join(
-            dict.fromkeys(
-                name for s in self.steps for name in (s.higher.variant.label, s.lower.variant.label)
-            )
-        )
-        if held:
-            beyond = [s for s in self.steps if s.beyond_noise]
-            if len(beyond) == len(self.steps):
-                noise = "every step beyond the noise"
-            elif not beyond:
-                noise = "no step beyond the noise"
-            else:
-                noise = "beyond the noise: " + ", ".join(_pair(s) for s in beyond) + "; within it the rest"
-            return f"The paper's ordering held ({chain}), {noise} ({self.noise})."
-        said = "; ".join(_reversal(s) for s in self.steps if not s.held)
-        return f"The paper's ordering ({chain}) did not hold: {said} ({self.noise})."
+            measured = sum(row.map is not None for row in with_paper)
+            return f"Not measured yet: {measured} of the {len(with_paper)} rows with a paper figure."
+        chain = _chain(self.steps)
+        if not all(step.held for step in self.steps):
+            said = "; ".join(_reversal(s) for s in self.steps if not s.held)
+            return f"The paper's ordering ({chain}) did not hold: {said}{self._noise()}."
+        tested = [s for s in self.steps if s.p_value is not None]
+        beyond = [s for s in tested if s.beyond_noise]
+        if not tested:
+            noise = "untested against the noise"
+        elif len(beyond) == len(self.steps):
+            noise = "every step beyond the noise"
+        elif not beyond:
+            noise = "no step beyond the noise"
+        else:
+            noise = "beyond the noise: " + ", ".join(_pair(s) for s in beyond) + "; not the rest"
+        return f"The paper's ordering held ({chain}), {noise}{self._noise()}."
 
-    @property
-    def noise(self) -> str:
-        """The noise the ordering's steps were tested against."""
-        tested = [step.noise for step in self.steps if step.p_value is not None]
-        return tested[0] if tested else self.steps[0].noise
+    def _noise(self) -> str:
+        """`` (the tests)``: what noise the ordering's steps were tested against; nothing if none was."""
+        tested = dict.fromkeys(step.noise for step in self.steps if step.p_value is not None)
+        return f" ({'; '.join(tested)})" if tested else ""
+
+
+def _chain(steps: Sequence[OrderingStep]) -> str:
+    """The paper's ordering of the rows the steps compare: ``a > b = c > d``."""
+    levels: dict[float, list[str]] = {}
+    for step in steps:
+        for row in (step.higher, step.lower):
+            names = levels.setdefault(row.variant.paper or 0.0, [])
+            if row.variant.label not in names:
+                names.append(row.variant.label)
+    return " > ".join(" = ".join(levels[paper]) for paper in sorted(levels, reverse=True))
 
 
 def _pair(step: OrderingStep) -> str:
@@ -145,7 +155,7 @@ def _reversal(step: OrderingStep) -> str:
     if step.difference == 0:
         return f"{lower} = {higher}"
     if step.p_value is None:
-        noise = "no test"
+        noise = "untested"
     else:
         noise = f"{'beyond' if step.beyond_noise else 'within'} the noise, p {step.p_value:.2f}"
     return f"{lower} > {higher} by {-step.difference:.3f} ({noise})"
@@ -153,20 +163,31 @@ def _reversal(step: OrderingStep) -> str:
 
 def study_report(study: Study, configs: Sequence[RunConfig]) -> StudyReport:
     """The comparison of ``study``'s variants, each read from the run of its config (``configs`` in the
-    study's order); the test split read once, for the paired bootstrap."""
-    rows = tuple(
-        _row(variant, config.run.layout) for variant, config in zip(study.variants, configs, strict=True)
-    )
-    ordered = sorted(
-        (row for row in rows if row.variant.paper is not None), key=lambda row: -(row.variant.paper or 0)
-    )
-    steps = []
-    dataset: list[Dataset] = []
-    for higher, lower in itertools.pairwise(ordered):
-        if higher.variant.paper == lower.variant.paper or higher.map is None or lower.map is None:
-            continue
-        steps.append(_step(higher, lower, configs[0], dataset))
+    study's order). The ordering's steps: the measured rows with a paper figure grouped by it, each row
+    of a group against each of the next lower group (tied figures claim no order between them)."""
+    rows = tuple(_row(variant, config) for variant, config in zip(study.variants, configs, strict=True))
+    groups: dict[float, list[tuple[StudyRow, RunConfig]]] = {}
+    for row, config in zip(rows, configs, strict=True):
+        if row.variant.paper is not None and row.map is not None:
+            groups.setdefault(row.variant.paper, []).append((row, config))
+    levels = [groups[paper] for paper in sorted(groups, reverse=True)]
+    datasets: dict[str, Dataset] = {}
+    steps = [
+        _step(higher, lower, datasets)
+        for above, below in itertools.pairwise(levels)
+        for higher in above
+        for lower in below
+    ]
     return StudyReport(study, rows, tuple(steps), *_seconds([row.run for row in rows]))
+
+
+def _file_key(path: Path) -> tuple[int, int] | str:
+    """What tells a file from the others: its device and inode (a link shares them), or its path."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return str(path)
+    return stat.st_dev, stat.st_ino
 
 
 def _seconds(runs: Sequence[RunLayout]) -> tuple[float, float]:
@@ -176,23 +197,27 @@ def _seconds(runs: Sequence[RunLayout]) -> tuple[float, float]:
     for run in runs:
         for layout in run.replicas() if run.root.is_dir() else []:
             for path in layout.manifests():
-                manifest = json.loads(path.read_text(encoding="utf-8"))
+                try:
+                    manifest = json.loads(path.read_text(encoding="utf-8"))
+                except (OSError, ValueError):
+                    continue  # a damaged manifest: its stage is made again by the next run, not counted
                 artifact = path.with_name(manifest.get("artifact", path.name))
-                seconds = float(manifest.get("seconds", 0.0))
+                seconds = float(manifest.get("seconds") or 0.0)
                 alone += seconds
-                key = artifact.stat().st_ino if artifact.is_file() else str(artifact)
+                key = _file_key(artifact)
                 made[key] = seconds
     return alone, sum(made.values())
 
 
-def _row(variant: StudyVariant, run: RunLayout) -> StudyRow:
+def _row(variant: StudyVariant, config: RunConfig) -> StudyRow:
+    run = config.run.layout
     if not run.root.is_dir():
         return StudyRow(variant, run, None)
-    result = _measured(variant.measure, run)
+    result = _measured(variant.measure, run, config.data.test)
     seeds: list[tuple[int, float]] = []
     replicas, _ = current_replicas(run)
     for replica in replicas if result is not None else []:
-        found = _measured(variant.measure, replica)
+        found = _measured(variant.measure, replica, config.data.test)
         value = None if found is None else _value(found, variant.measure)
         if value is not None:
             seeds.append((replica.replica_offset, value))
@@ -200,10 +225,10 @@ def _row(variant: StudyVariant, run: RunLayout) -> StudyRow:
     return StudyRow(variant, run, result, ((0, own), *seeds) if seeds and own is not None else ())
 
 
-def _measured(measure: Measure, run: RunLayout) -> MethodResult | None:
-    """The evaluation ``measure`` names in ``run``, on its config's test split; None before it is made."""
+def _measured(measure: Measure, run: RunLayout, split: str) -> MethodResult | None:
+    """The evaluation ``measure`` names in ``run`` on ``split``; None before it is made."""
     for result in report(run).results:
-        if result.method == measure.method and result.variant == measure.variant:
+        if (result.method, result.variant, result.split) == (measure.method, measure.variant, split):
             return result
     return None
 
@@ -212,35 +237,42 @@ def _value(result: MethodResult, measure: Measure) -> float | None:
     return result.map if measure.box_regression else result.map_without_box_regression
 
 
-def _step(higher: StudyRow, lower: StudyRow, config: RunConfig, dataset: list[Dataset]) -> OrderingStep:
-    a, b = higher.spread, lower.spread
+def _step(
+    higher: tuple[StudyRow, RunConfig], lower: tuple[StudyRow, RunConfig], datasets: dict[str, Dataset]
+) -> OrderingStep:
+    """``higher`` against ``lower`` (rows with their configs): over their seeds where both have two or
+    more, else by the paired bootstrap over their test split's images, where both were scored alike."""
+    (first, first_config), (second, second_config) = higher, lower
+    a, b = first.spread, second.spread
     if a is not None and b is not None:
         compared = seed_differences([a, b])[0]
         test = "paired t-test over the seeds" if compared.paired else "Welch's t-test over the seeds"
-        return OrderingStep(higher, lower, compared.difference, compared.p_value, test)
-    assert higher.map is not None and lower.map is not None
-    difference = higher.map - lower.map
+        return OrderingStep(first, second, compared.difference, compared.p_value, test)
+    assert first.map is not None and second.map is not None and first.result and second.result
+    difference = first.map - second.map
+    if not (first.variant.measure.box_regression and second.variant.measure.box_regression):
+        return OrderingStep(first, second, difference, None, "no detections file without box regression")
+    if (first_config.data, first.result.metric) != (second_config.data, second.result.metric):
+        return OrderingStep(first, second, difference, None, "scored on other data or another metric")
+    try:
+        found = paired_difference(_evaluation(*higher, datasets), _evaluation(*lower, datasets))
+    except UserError as exc:
+        return OrderingStep(first, second, difference, None, f"no test: {exc}")
     noise = "paired bootstrap over the test images"
-    if not (higher.variant.measure.box_regression and lower.variant.measure.box_regression):
-        return OrderingStep(higher, lower, difference, None, "no test without box regression's detections")
-    if not dataset:
-        data = config.data
-        dataset.append(
-            load_dataset(Path(data.root), data.test, data.classes, data.skip_bad, format=data.format)
-        )
-    first, second = (_evaluation(row, dataset[0]) for row in (higher, lower))
-    found = paired_difference(first, second)
-    if found is None:
-        return OrderingStep(higher, lower, difference, None, noise)
-    return OrderingStep(higher, lower, difference, found.p_value, noise)
+    return OrderingStep(first, second, difference, None if found is None else found.p_value, noise)
 
 
-def _evaluation(row: StudyRow, dataset: Dataset) -> Evaluation:
-    """The row's evaluation scored again from its detections file, for the matches the JSON does not keep."""
+def _evaluation(row: StudyRow, config: RunConfig, datasets: dict[str, Dataset]) -> Evaluation:
+    """The row's evaluation scored again from its detections file, for the matches the JSON does not
+    keep: on the test split its run read, the untrained classes left out of the mAP as they were."""
     assert row.result is not None
+    data = config.data
+    key = json.dumps(dataclasses.asdict(data), sort_keys=True)
+    if key not in datasets:
+        datasets[key] = load_dataset(
+            Path(data.root), data.test, data.classes, data.skip_bad, format=data.format
+        )
     measure = row.variant.measure
     path = METHODS[measure.method].files(row.run).detections(row.result.split, measure.variant)
-    try:
-        return evaluate(dataset, read_detections(path), row.result.metric)
-    except UserError as exc:
-        raise UserError(f"study {row.variant.label!r}: {exc}") from None
+    detections = read_detections(path)
+    return evaluate(datasets[key], detections, row.result.metric, untrained=row.result.untrained)

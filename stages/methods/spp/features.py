@@ -19,7 +19,7 @@ from stages.cache.files import FeatureCache, add_feature_point
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.methods.spp.network import NAME, SppNet, load_spp, scale_factors
+from stages.methods.spp.network import FINE_TUNED, NAME, SppNet, load_spp, scale_factors
 from stages.methods.spp.options import SppExtractOptions
 from stages.networks.backbones import resolve_backbone
 from stages.networks.precision import autocast, check_supported
@@ -121,7 +121,7 @@ def _extract(
             )
         trained = load_spp(run, dataset.classes)
         net, with_fc7, model_path = trained.module.net, True, trained.path
-        conv = {"backbone": trained.backbone, "weights": str(model_path)}
+        conv = {"backbone": trained.backbone, "weights": FINE_TUNED}
         trained_on = trained.meta.get("trained_on")
         if tuple(trained.meta["levels"]) != tuple(options.levels):
             raise UserError(
@@ -130,7 +130,7 @@ def _extract(
     else:
         backbone, weights_file = resolve_backbone(run, options.backbone, options.weights)
         net, with_fc7, model_path = SppNet(backbone, options.levels), False, weights_file
-        conv = {"backbone": backbone.spec.name, "weights": str(model_path) if model_path else options.weights}
+        conv = {"backbone": backbone.spec.name, "weights": options.weights}  # None: the run's backbone
     dataset, proposals = load_proposals(run, dataset)
     proposals_file = run.proposals(dataset.split)
     recipe = CacheRecipe.of(

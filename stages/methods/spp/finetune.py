@@ -14,7 +14,7 @@ from stages.cache.files import FeatureCache
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.methods.spp.network import NAME, SppClassifier, SppNet, load_spp
+from stages.methods.spp.network import FINE_TUNED, NAME, SppClassifier, SppNet, load_spp
 from stages.methods.spp.options import SppFinetuneOptions
 from stages.networks.backbones import Backbone, build_backbone, resolve_backbone
 from stages.networks.models import save_model
@@ -119,8 +119,9 @@ def finetune(
 
 
 def _conv_source(run: RunLayout, conv: Mapping[str, Any]) -> Backbone:
-    """The backbone whose conv layers made a cache: a fine-tuned SPP-net's, or the weights named."""
-    if conv["weights"] == str(run.method(NAME).finetune.model):
+    """The backbone whose conv layers made a cache: the run's fine-tuned SPP-net's, or the weights named
+    (None: the run's pre-trained backbone), as ``extract_features`` stamped it."""
+    if conv["weights"] == FINE_TUNED:
         trained = load_spp(run)
         backbone = build_backbone(conv["backbone"])
         backbone.conv.load_state_dict(trained.module.net.conv.state_dict())

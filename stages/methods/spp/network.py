@@ -24,6 +24,10 @@ from stages.runs.layout import RunLayout
 
 NAME = "spp"
 
+FINE_TUNED = "fine-tuned"
+"""What a feature cache's stamp names as its conv layers when the run's fine-tuned SPP-net made it, rather
+than a path: a cache taken from another run (``rcnn study``) then names this run's network."""
+
 
 def scale_factors(height: int, width: int, scales: Sequence[int]) -> list[float]:
     """Resize factors that bring the shorter side of a (height, width) image to each scale."""
