@@ -319,3 +319,18 @@ def test_the_demo_and_voc_forms_of_a_study_run_in_folders_of_their_own():
     assert default_folder(studies / "fast_layers.toml") == Path("runs/studies/fast_layers")
     assert default_folder(studies / "voc07" / "fast_layers.toml") == Path("runs/studies/voc07/fast_layers")
     assert default_folder(Path("elsewhere") / "mine.toml") == Path("runs/studies/mine")
+
+
+@pytest.mark.slow
+def test_with_seeds_each_variant_is_trained_again_and_the_ordering_tested_over_the_seeds(tiny_demo, tmp_path):
+    study = STUDY.split('[[variant]]\nlabel = "other SVMs"')[0]  # the two Fast R-CNN rows
+    path = _write(tmp_path, tiny_demo, study)
+    folder = tmp_path / "runs" / "seeded"
+    result = rcnn("study", path, "--run", folder, "--seeds", "2", "--set", "run.methods=['fast']")
+    assert result.exit_code == 0, result.output
+    assert "± seeds" in result.output and "t-test over the seeds" in result.output
+    first, second = folder / "base" / "seeds" / "1", folder / "smaller-fc6" / "seeds" / "1"
+    model = "fast/finetune/model.pt"
+    assert os.stat(first / model).st_ino == os.stat(second / model).st_ino
+    assert os.stat(first / model).st_ino != os.stat(folder / "base" / model).st_ino  # another seed
+    assert 'class="num">' in (folder / "study.html").read_text(encoding="utf-8")

@@ -24,6 +24,7 @@ of these is an error naming the file and the key.
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -131,7 +132,7 @@ def load_study(path: Path) -> Study:
     if not isinstance(head, dict):
         raise UserError(f"{path}: needs a [study] table with title and config")
     _keys(head, _STUDY_KEYS, path, "[study] ")
-    config = path.parent / _text(head, "config", path, "[study] ", required=True)
+    config = Path(os.path.normpath(path.parent / _text(head, "config", path, "[study] ", required=True)))
     measure = _text(head, "measure", path, "[study] ") or next(iter(METHODS))
     rows = raw.get("variant")
     if not isinstance(rows, list) or len(rows) < 2:
