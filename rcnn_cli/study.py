@@ -25,7 +25,8 @@ def study(
     run_folder: Annotated[
         Path | None,
         typer.Option(
-            "--run", help="The study's folder, each variant a run folder in it (default: runs/studies/STEM)."
+            "--run",
+            help="The study's folder, each variant a run folder in it (default: runs/studies/NAME).",
         ),
     ] = None,
     settings: Annotated[
@@ -63,7 +64,7 @@ def study(
 
       rcnn study configs/studies/spp_pyramid.toml --data data/demo --plan
 
-      rcnn study configs/studies/fast_layers.toml --data ~/VOC2007 --set fast.finetune.iterations=40000
+      rcnn study configs/studies/voc07/fast_layers.toml --data data/VOCdevkit/VOC2007
     """
     from stages.study.config import load_study
     from stages.study.run import default_folder, plan_study, run_study, variant_runs
