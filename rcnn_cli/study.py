@@ -95,34 +95,30 @@ def study(
 
 
 def print_study(found: StudyReport) -> None:
-    """The comparison as a table, then the verdict on the paper's ordering."""
+    """The comparison as a table that fits 80 columns (test seconds an image, training seconds; the
+    interval over the test images, the mean and standard deviation over the seeds), then the verdict on the
+    paper's ordering and the seconds behind the rows."""
     seeds = any(row.spread is not None for row in found.rows)
     table = compact_table(escape(found.study.title), escape(found.study.source) or None)
-    for name in (
-        "variant",
-        "mAP",
-        "95% interval",
-        *(["± seeds"] if seeds else []),
-        "paper",
-        "test s/img",
-        "training s",
-    ):
-        table.add_column(name, justify="left" if name == "variant" else "right")
+    for name in ("variant", "mAP", "95% CI", *(["seeds"] if seeds else []), "paper", "test s", "train s"):
+        table.add_column(name, justify="left" if name == "variant" else "right", no_wrap=name != "variant")
     for row in found.rows:
         result, spread = row.result, row.spread
         cells = [
             escape(row.variant.label),
             _score(row.map),
-            "-" if row.ci95 is None else f"{row.ci95[0]:.3f}-{row.ci95[1]:.3f}",
+            "-" if row.ci95 is None else f"{row.ci95[0]:.2f}-{row.ci95[1]:.2f}",
         ]
-        if seeds:
-            cells.append("-" if spread is None else f"{spread.mean:.3f}±{spread.std:.3f}")
+        if seeds:  # the mean and the standard deviation over the seeds: 0.844±.012
+            cells.append(
+                "-" if spread is None else f"{spread.mean:.3f}±{spread.std:.3f}".replace("±0.", "±.")
+            )
+        test = None if result is None else result.test_seconds_per_image
+        training = None if result is None else result.training_seconds
         cells += [
             _score(row.variant.paper),
-            "-"
-            if result is None or result.test_seconds_per_image is None
-            else f"{result.test_seconds_per_image:.3f}",
-            "-" if result is None or result.training_seconds is None else f"{result.training_seconds:.0f}",
+            "-" if test is None else f"{test:.3f}",
+            "-" if training is None else f"{training:.0f}",
         ]
         table.add_row(*cells)
     out.print(table)
