@@ -150,8 +150,8 @@ def _settings(found: StudyReport, folder: Path) -> str:
 
 
 def _chart(found: StudyReport) -> str | None:
-    """Each variant's mAP (a bar, its interval or ± one standard deviation over seeds as a whisker)
-    beside the paper's (a diamond), variants top to bottom in the study's order."""
+    """Each variant's mAP (a bar, its interval or ± one standard deviation over seeds as a whisker, each
+    seed a dot) beside the paper's (a diamond), variants top to bottom in the study's order."""
     rows = [row for row in found.rows if row.map is not None]
     if not rows:
         return None
@@ -171,7 +171,17 @@ def _chart(found: StudyReport) -> str | None:
         ax.barh(
             y, value, height=0.55, color="#4c78a8", xerr=xerr, capsize=3, label="measured" if y == 0 else None
         )
-        ax.text(value + 0.01, y + 0.3, f"{value:.3f}", fontsize=8, va="bottom")
+        ax.text(0.01, y, f"{value:.3f}", fontsize=8, ha="left", va="center", color="white")
+        if spread is not None:
+            seeds = [mAP for _, mAP in row.seeds]
+            ax.scatter(
+                seeds,
+                [y] * len(seeds),
+                s=14,
+                color="#1d2330",
+                zorder=4,
+                label="each seed" if y == 0 else None,
+            )
         if row.variant.paper is not None:
             ax.scatter(
                 row.variant.paper,
