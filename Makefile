@@ -1,4 +1,4 @@
-# make setup | demo | test | test-quick | bench | lint | format | clean
+# make setup | demo | test | test-quick | bench | gpu-check-data | gpu-check | lint | format | clean
 # lint: ruff (style), mypy (types of the library and the command line, settings in pyproject.toml).
 # Every target creates .venv first (installing uv with pip if it is missing); later runs reuse it.
 
@@ -9,7 +9,7 @@ RCNN := $(VENV)/bin/rcnn
 DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/demo
 
-.PHONY: setup demo test test-quick bench lint format clean
+.PHONY: setup demo test test-quick bench gpu-check-data gpu-check lint format clean
 .DEFAULT_GOAL := demo
 
 # Python writes the bytecode of what it imports, even where PYTHONDONTWRITEBYTECODE is set (as on CI
@@ -47,6 +47,14 @@ bench: demo
 	$(RCNN) bench scaling --data $(DEMO_DATA) --run $(DEMO_RUN)
 	$(RCNN) bench methods --data $(DEMO_DATA) --backbone alexnet --images 2
 	$(RCNN) bench startup
+
+# The GPU check: its carried folder made here (selective search needs this machine's OpenCV contrib), then
+# run on a lent GPU machine from the working tree, with no install (scripts/gpu-check; docs/many-processes.md).
+gpu-check-data: setup
+	$(RCNN) bench gpu-check --prepare
+
+gpu-check:
+	scripts/gpu-check --out runs/gpu-check
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -577,3 +577,62 @@ def startup(
     for row in rows:
         table.add_row(f"rcnn {row.command}".strip(), f"{row.median:.2f}", f"{row.best:.2f}")
     out.print(table)
+
+
+@app.command("gpu-check")
+def gpu_check(
+    data: Annotated[
+        Path, typer.Option(help="The carried folder: the small demo split and its proposals (--prepare).")
+    ] = Path("data/gpu-check"),
+    out_folder: Annotated[
+        Path, typer.Option("--out", help="Where the table, the log and the short runs go.")
+    ] = Path("runs/gpu-check"),
+    device: Device = DEFAULT_DEVICE,
+    precisions: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated precisions of the short runs (default: fp32,bf16,fp16 on CUDA)."),
+    ] = None,
+    cpu: Annotated[
+        bool, typer.Option(help="The short runs in fp32 on the CPU too, beside the device's.")
+    ] = True,
+    prepare: Annotated[
+        bool, typer.Option("--prepare", help="Make the carried folder here (selective search on this CPU).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the folder and plan each short run; run nothing.")
+    ] = False,
+) -> None:
+    """The CUDA paths run once, briefly, in minutes: the CUDA tests, NMS and RoI pooling against the CPU,
+    the demo's four methods trained and tested on the device in each precision (and on the CPU beside
+    them), and `bench methods` with vgg16; one table (seconds, mAP, peak GPU memory) and a log in --out.
+
+    Runs from the working tree (scripts/gpu-check sets PYTHONPATH; no install) with the carried folder,
+    made here first with --prepare: selective search stays on this machine's CPU.
+
+    Examples:
+
+      rcnn bench gpu-check --prepare
+
+      scripts/gpu-check --device cuda --out $OUT
+
+      rcnn bench gpu-check --device cpu --dry-run
+    """
+    from stages.check.gpu import gpu_check as check
+    from stages.check.gpu import prepare_check_data
+
+    if prepare:
+        folder = prepare_check_data(data, progress=RichProgress())
+        out.print(f"made {folder}: carry it to the GPU machine with the working tree")
+        return
+    chosen = None if precisions is None else [p.strip() for p in precisions.split(",") if p.strip()]
+    found = check(data, out_folder, device, chosen, cpu=cpu, dry_run=dry_run, progress=RichProgress())
+    table = compact_table(f"gpu-check: {', '.join(f'{k} {v}' for k, v in found.environment.items())}")
+    for column in ("part", "what", "device", "precision", "s", "mAP", "peak GiB", "status"):
+        table.add_column(column, justify="right" if column in ("s", "mAP", "peak GiB") else "left")
+    for row in found.rows:
+        numbers = [f"{row.seconds:.2f}" if row.seconds is not None else "-"]
+        numbers += [f"{row.map:.3f}" if row.map is not None else "-"]
+        numbers += [f"{row.peak_gib:.2f}" if row.peak_gib is not None else "-"]
+        table.add_row(row.part, row.what, row.device, row.precision, *numbers, row.status)
+    out.print(table)
+    out.print(f"table: {out_folder / 'gpu-check.md'}; log: {out_folder / 'gpu-check.log'}")

@@ -36,7 +36,7 @@ def test_version_and_every_command_has_help_with_an_example():
     assert result.exit_code == 0 and result.output.startswith("rcnn ")
     commands = every_command(typer.main.get_command(app))
     assert {("compress",), ("bench", "methods"), ("data", "demo"), ("finetune",)} <= set(commands)
-    assert len(commands) == 24  # study the last added
+    assert len(commands) == 25  # bench gpu-check the last added
     for command in commands:
         result = rcnn(*command, "--help")
         assert result.exit_code == 0 and "Example" in result.output, command
@@ -316,7 +316,7 @@ def test_bench_startup_times_the_help_of_every_command():
     assert result.exit_code == 0, result.output
     rows = dict(re.findall(r"^ +(rcnn[a-z -]*?) +([\d.]+) +[\d.]+ *$", result.output, re.M))
     assert {"rcnn", "rcnn finetune", "rcnn bench methods", "rcnn data demo"} <= set(rows)
-    assert len(rows) == 24 + 3 and all(
+    assert len(rows) == 25 + 3 and all(
         float(seconds) > 0 for seconds in rows.values()
     )  # and rcnn, bench, data
 

@@ -19,7 +19,7 @@ LAYERS = (
     ("inference", "config"),
     ("report",),
     ("pipeline", "bench"),
-    ("study",),
+    ("study", "check"),
 )
 """From the bottom up; packages of one layer do not import each other."""
 

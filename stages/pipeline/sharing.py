@@ -231,7 +231,7 @@ def take(holder: Holder, run: RunLayout) -> None:
         source, target = holder.root / name, run.root / name
         ensure_folder(target.parent)
         if name.endswith(MANIFEST_SUFFIX):
-            _rewrite_manifest(source, target, places)
+            move_manifest(source, target, places)
         else:
             _link(source, target)
 
@@ -249,7 +249,7 @@ def _link(source: Path, target: Path) -> None:
     os.replace(partial, target)
 
 
-def _rewrite_manifest(source: Path, target: Path, places: Sequence[tuple[Path, Path]]) -> None:
+def move_manifest(source: Path, target: Path, places: Sequence[tuple[Path, Path]]) -> None:
     """The manifest ``source`` written to ``target`` with every path in a folder of ``places`` (the
     holder's -> this run's) moved to this run's; an input so moved is stamped as this run has it: the same
     file, as ``reads_the_same`` checked before the taking."""

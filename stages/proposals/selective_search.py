@@ -27,6 +27,17 @@ STRATEGIES = {
 """How OpenCV is switched to each of ``stages.proposals.options.MODES``."""
 
 
+def require_contrib() -> None:
+    """UserError unless this OpenCV has its contrib modules (``cv2.ximgproc``), where selective search
+    lives: ``opencv-python-headless`` alone lacks them (a GPU machine's stock image, say)."""
+    if not hasattr(cv2, "ximgproc"):
+        raise UserError(
+            f"selective search needs OpenCV's contrib modules (cv2.ximgproc), which OpenCV {cv2.__version__} "
+            "here lacks: install opencv-contrib-python-headless alone, or read proposals made elsewhere "
+            "(`rcnn propose --import`, or a run folder's proposals/)"
+        )
+
+
 def seed_ranking(image_id: str, seed: int) -> bool:
     """Seed libc's rand() for one image; False where the C library cannot be reached (Windows)."""
     try:

@@ -28,6 +28,7 @@ from stages.proposals.propose import (
     propose_images,
     searched_with,
 )
+from stages.proposals.selective_search import require_contrib
 from stages.runs.layout import RunLayout
 
 
@@ -64,9 +65,11 @@ class SelectiveSearch(Proposer):
     def propose_split(
         self, dataset: Dataset, run: RunLayout, *, skip_bad: bool = False, progress: Progress = SILENT
     ) -> ProposalSummary:
+        require_contrib()  # one line before any worker starts, not an AttributeError in each
         return propose(dataset, run, self.options, skip_bad=skip_bad, progress=progress)
 
     def propose_images(self, images: Sequence[tuple[str, Path]], workers: int) -> Iterator[Proposed]:
+        require_contrib()
         return propose_images(images, replace(self.options, workers=self.options.workers or workers))
 
     def settings(self) -> Mapping[str, Any]:
