@@ -189,8 +189,9 @@ def fold_target_normalisation(model: FastRcnn, means: np.ndarray, stds: np.ndarr
     """Make the box layer predict raw deltas: trained on (t - mean_u) / std_u, its weights are scaled by
     the class's std and its biases by std then shifted by the mean, as the release does when saving.
     ``means``, ``stds``: (K + 1, 4)."""
-    means_t = torch.as_tensor(means, dtype=torch.float32).reshape(-1)
-    stds_t = torch.as_tensor(stds, dtype=torch.float32).reshape(-1)
+    device = model.deltas.weight.device  # the model's, on a GPU too
+    means_t = torch.as_tensor(means, dtype=torch.float32, device=device).reshape(-1)
+    stds_t = torch.as_tensor(stds, dtype=torch.float32, device=device).reshape(-1)
     with torch.no_grad():
         model.deltas.weight.mul_(stds_t[:, None])
         model.deltas.bias.mul_(stds_t).add_(means_t)
