@@ -210,14 +210,7 @@ def load_config(
     ``[data] root``, ``[run] folder`` and ``[data] classes``; without ``pictures``, ``[detect]`` is left
     out. Any unknown key, wrong type or invalid value is a UserError naming the file and the key."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    raw = read_toml(path)
     for override in overrides:
         _apply_override(raw, override)
     if data_root:
@@ -229,6 +222,19 @@ def load_config(
     if not pictures:
         raw.pop("detect", None)
     return _resolve(raw, path)
+
+
+def read_toml(path: Path, kind: str = "config") -> dict[str, Any]:
+    """The TOML file at ``path`` (a ``kind`` file: a config, a study); UserError naming it when it is
+    missing, unreadable or not TOML."""
+    try:
+        return tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such {kind} file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
 
 
 def _apply_override(raw: dict, override: str) -> None:

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stages.config.run_config import RunConfig, load_config
+from stages.config.run_config import RunConfig, load_config, read_toml
 from stages.core.errors import UserError
 from stages.methods import METHODS
 
@@ -119,14 +118,7 @@ def _check_measure(study: Study, variant: StudyVariant, config: RunConfig) -> No
 def load_study(path: Path) -> Study:
     """Read the study at ``path``; UserError naming the file and the key for anything wrong in it."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"{path}: no such study file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: unreadable ({exc})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc})") from None
+    raw = read_toml(path, "study")
     _keys(raw, ("study", "variant"), path, "")
     head = raw.get("study")
     if not isinstance(head, dict):

@@ -67,7 +67,8 @@ class StudyRow:
         """The row's mAP over its seeds, where it has two or more."""
         if len(self.seeds) < 2:
             return None
-        return SeedSpread(self.variant.label, self.variant.name, "", "", self.seeds)
+        measure = self.variant.measure
+        return SeedSpread(self.variant.label, measure.method, measure.variant, "", self.seeds)
 
 
 @dataclass(frozen=True)
