@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from stages.report.summary import MethodResult, ProposerRecall, RunReport, SeedSpread
 
 
-def _score(value: float | None) -> str:
+def score_text(value: float | None) -> str:
     """An mAP to three decimals; a dash when unknown."""
     return "-" if value is None else f"{value:.3f}"
 
@@ -92,9 +92,9 @@ def print_report(found: RunReport, title: str) -> None:
         results.add_row(
             r.label,
             *(getattr(r, name) for name in varying),
-            _score(r.map) + _spread(spreads.get((r.method, r.variant, r.split))),
+            score_text(r.map) + _spread(spreads.get((r.method, r.variant, r.split))),
             "" if r.map_ci95 is None else f"{r.map_ci95[0]:.2f}-{r.map_ci95[1]:.2f}",
-            _score(r.map_without_box_regression),
+            score_text(r.map_without_box_regression),
             _number(r.test_seconds_per_image, 3),
             _number(r.test_seconds_with_proposals, 3),
             _number(r.training_seconds, 0),
@@ -125,7 +125,7 @@ def print_report(found: RunReport, title: str) -> None:
                 p.source,
                 str(p.images),
                 f"{p.boxes_per_image:.0f}",
-                *(_score(recall.get(t)) for t in ("0.5", "0.7")),
+                *(score_text(recall.get(t)) for t in ("0.5", "0.7")),
                 style=style,
             )
         out.print(proposals)
@@ -151,7 +151,12 @@ def _spread(spread: SeedSpread | None) -> str:
     prints figures below 1 (±.014); nothing with fewer than two seeds."""
     if spread is None or len(spread.maps) < 2:
         return ""
-    return "\n±" + f"{spread.std:.3f}".removeprefix("0")
+    return "\n" + std_text(spread.std)
+
+
+def std_text(std: float) -> str:
+    """A standard deviation of an mAP as COCO prints figures below 1: ±.014."""
+    return "±" + f"{std:.3f}".removeprefix("0")
 
 
 def print_seed_differences(found: RunReport) -> None:
@@ -168,7 +173,7 @@ def print_seed_differences(found: RunReport) -> None:
     for spread in found.seeds:
         value = dict(spread.maps)
         std = "-" if len(spread.maps) < 2 else f"{spread.std:.3f}"
-        points.add_row(spread.label, *(_score(value.get(k)) for k in offsets), f"{spread.mean:.3f}", std)
+        points.add_row(spread.label, *(score_text(value.get(k)) for k in offsets), f"{spread.mean:.3f}", std)
     out.print(points)
     table = compact_table(f"differences over the seeds (beyond the noise: t-test, p < {NOISE_LEVEL})")
     for column in ("first", "second"):
@@ -201,7 +206,7 @@ def print_errors(results: Sequence[MethodResult]) -> None:
             r.label,
             *(f"{shares[kind]:.0%}" for kind in ("loc", "sim", "oth", "bg")),
             loc_without,
-            *(_score(found.breakdown.get(level)) for level in ("c75", "c50", "loc", "bg")),
+            *(score_text(found.breakdown.get(level)) for level in ("c75", "c50", "loc", "bg")),
         )
     out.print(table)
 
@@ -222,7 +227,7 @@ def print_recall(proposers: Sequence[ProposerRecall]) -> None:
             escape(p.label),
             escape(p.split),
             f"{curves.boxes_per_image:.0f}",
-            _score(curves.at(0.5, "300")),
-            *(_score(curves.average(str(count))) for count in PROPOSAL_COUNTS),
+            score_text(curves.at(0.5, "300")),
+            *(score_text(curves.average(str(count))) for count in PROPOSAL_COUNTS),
         )
     out.print(table)

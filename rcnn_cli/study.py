@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from rcnn_cli.console import RichProgress, compact_table, out
+from rcnn_cli.report import score_text, std_text
 from rcnn_cli.run import done, print_plan
 
 if TYPE_CHECKING:
@@ -106,17 +107,15 @@ def print_study(found: StudyReport) -> None:
         result, spread = row.result, row.spread
         cells = [
             escape(row.variant.label),
-            _score(row.map),
+            score_text(row.map),
             "-" if row.ci95 is None else f"{row.ci95[0]:.2f}-{row.ci95[1]:.2f}",
         ]
         if seeds:  # the mean and the standard deviation over the seeds: 0.844±.012
-            cells.append(
-                "-" if spread is None else f"{spread.mean:.3f}±{spread.std:.3f}".replace("±0.", "±.")
-            )
+            cells.append("-" if spread is None else f"{spread.mean:.3f}{std_text(spread.std)}")
         test = None if result is None else result.test_seconds_per_image
         training = None if result is None else result.training_seconds
         cells += [
-            _score(row.variant.paper),
+            score_text(row.variant.paper),
             "-" if test is None else f"{test:.3f}",
             "-" if training is None else f"{training:.0f}",
         ]
@@ -128,7 +127,3 @@ def print_study(found: StudyReport) -> None:
         f"({found.seconds_alone:.0f} s had each variant run alone).",
         soft_wrap=True,
     )
-
-
-def _score(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 from pathlib import Path
 
@@ -18,11 +18,12 @@ from stages.pipeline.sharing import (
     fingerprints,
     reads_the_same,
     snapshot,
+    stamp_of,
     take,
     written,
 )
 from stages.report.summary import MethodResult
-from stages.runs.layout import RunLayout, describe_input, read_manifest
+from stages.runs.layout import RunLayout, manifest_path, read_manifest
 from stages.study.config import Measure, StudyVariant, load_study
 from stages.study.run import default_folder, plan_study, run_study, variant_runs
 from stages.study.summary import OrderingStep, StudyReport, StudyRow
@@ -197,7 +198,7 @@ def test_a_study_needs_two_variants(tmp_path):
 def test_a_changed_option_changes_the_fingerprint_of_its_step_and_of_those_that_read_it(tiny_demo, tmp_path):
     config = tmp_path / "base.toml"
     config.write_text(BASE.format(data=tiny_demo, run=tmp_path / "run"), encoding="utf-8")
-    data = {"root": str(tiny_demo)}
+    data = load_config(config).data
     before = fingerprints(steps(load_config(config)), data)
     after = fingerprints(steps(load_config(config, ["spp.finetune.iterations=5"])), data)
     changed = {key.label for key in before if before[key] != after[key]}
@@ -210,7 +211,10 @@ def test_a_changed_option_changes_the_fingerprint_of_its_step_and_of_those_that_
         "spp evaluate test",
     }
     assert fingerprints(steps(load_config(config, run_folder=str(tmp_path / "elsewhere"))), data) == before
-    assert fingerprints(steps(load_config(config)), {"root": "other"}) != before
+    assert fingerprints(steps(load_config(config)), dataclasses.replace(data, root="other")) != before
+    assert (
+        fingerprints(steps(load_config(config)), dataclasses.replace(data, root=f"{data.root}/.")) == before
+    )
 
 
 def test_a_holder_whose_file_changed_since_is_not_taken_unless_a_wanted_later_step_completed_it(tmp_path):
@@ -229,37 +233,40 @@ def test_a_holder_whose_file_changed_since_is_not_taken_unless_a_wanted_later_st
     assert SharedArtifacts(tmp_path / "shared.json").holders == index.holders
 
 
-def _made_run(root: Path) -> Holder:
-    """A run folder with proposals and a model whose manifest reads them; the holder of the model's step."""
-    proposals = RunLayout(root).proposals("test")
-    proposals.parent.mkdir(parents=True)
-    proposals.write_bytes(b"boxes")
-    model = root / "m" / "model.pt"
-    model.parent.mkdir(parents=True)
-    model.write_bytes(b"weights")
-    manifest = {
-        "location": str(model.resolve()),
-        "inputs": [describe_input(proposals), {"path": "/data/x", "bytes": 1}],
-    }
-    (root / "m" / "model.manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
-    made = written({}, snapshot(root))
-    return Holder(root, root, {name: stamp for name, stamp in made.items() if name.startswith("m/")})
+def _holder(root: Path, *artifacts: Path) -> Holder:
+    """The holder of ``artifacts`` of the run folder ``root``, as the index records a step's files."""
+    files = [path for artifact in artifacts for path in (artifact, manifest_path(artifact))]
+    return Holder(root, root, {path.relative_to(root).as_posix(): stamp_of(path) for path in files})
 
 
 @pytest.mark.parametrize("replica", [0, 2])
-def test_taking_links_the_files_and_rewrites_the_manifest_for_its_new_place(tmp_path, replica):
-    holder = _made_run(tmp_path / "a")
-    run = RunLayout(tmp_path / "b").replica(replica)  # a replica reads its run's proposals
-    model = run.root / "m" / "model.pt"
-    assert not reads_the_same(holder, run, [run.proposals("test")])
-    take(Holder(holder.root, holder.shared, {"proposals/test.h5": (0, 0)}), RunLayout(tmp_path / "b"))
-    assert reads_the_same(holder, run, [run.proposals("test")])
-    take(holder, run)
-    assert os.stat(model).st_ino == os.stat(holder.root / "m" / "model.pt").st_ino
-    rewritten = json.loads((run.root / "m" / "model.manifest.json").read_text(encoding="utf-8"))
-    assert rewritten["location"] == str(model.resolve())
-    assert rewritten["inputs"][0] == describe_input(run.proposals("test").resolve())
-    assert rewritten["inputs"][1] == {"path": "/data/x", "bytes": 1}
+def test_taking_links_the_files_and_moves_the_manifest_to_its_new_place(made, tmp_path, replica):
+    """A fine-tuned Fast R-CNN of a finished `rcnn run`, taken into a run, or a replica (which reads its
+    run's proposals), once the proposals and backbone it read are taken too."""
+    _, source = made
+    made_run = RunLayout(source)
+    model = made_run.method("fast").finetune.model
+    run = RunLayout(tmp_path / "b").replica(replica)
+    reads = [run.proposals("trainval"), run.pretrain.model]
+    assert not reads_the_same(_holder(source, model), run, reads)
+    take(_holder(source, made_run.proposals("trainval")), RunLayout(tmp_path / "b"))
+    take(_holder(source, made_run.pretrain.model), run)
+    assert reads_the_same(_holder(source, model), run, reads)
+    take(_holder(source, model), run)
+    taken = run.method("fast").finetune.model
+    assert os.stat(taken).st_ino == os.stat(model).st_ino
+    manifest, original = read_manifest(taken), read_manifest(model)
+    assert manifest is not None and original is not None
+    assert manifest["location"] == str(taken.resolve())
+    moved = {Path(entry["path"]).resolve() for entry in manifest["inputs"]}
+    assert {path.resolve() for path in reads} <= moved
+    outside = [
+        entry
+        for entry in original["inputs"]
+        if not Path(entry["path"]).resolve().is_relative_to(source.resolve())
+    ]
+    assert all(entry in manifest["inputs"] for entry in outside)  # any outside the run, as they were
+    assert len(manifest["inputs"]) == len(original["inputs"])
 
 
 # ---- the verdict ------------------------------------------------------------------------------------

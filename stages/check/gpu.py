@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from stages.config.run_config import RunConfig, load_config
-from stages.core.atomic import ensure_folder, write_json
+from stages.core.atomic import atomic_path, ensure_folder, write_json
 from stages.core.errors import UserError
 from stages.core.progress import SILENT, Progress
 from stages.datasets.demo import generate_demo
@@ -123,21 +123,25 @@ def prepare_check_data(
     config's selective search, on this machine's CPU) in ``proposals/``, and ``site/`` with the packages
     of ``SITE_PACKAGES``; UserError past ``CARRY_LIMIT``."""
     folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    data = generate_demo(folder / "demo", demo)
-    config = _config(folder, folder / "unused", "cpu", "fp32")
+    making = folder.with_name(f".{folder.name}.partial")  # renamed into place whole: never half a folder
+    if making.exists():
+        shutil.rmtree(making)
+    data = generate_demo(making / "demo", demo)
+    config = _config(making, making / "unused", "cpu", "fp32")
     search = SelectiveSearch(config.propose)
     for split in dict.fromkeys((config.data.train, config.data.test)):
-        dataset = load_dataset(data, split)
-        search.propose_split(dataset, RunLayout(folder), progress=progress)
+        search.propose_split(load_dataset(data, split), RunLayout(making), progress=progress)
     for name in SITE_PACKAGES:
         spec = importlib.util.find_spec(name)
         if spec is None or spec.origin is None:
             raise UserError(f"{name}: not installed here; `make setup` installs it")
         source = Path(spec.origin).parent
-        shutil.copytree(source, folder / "site" / name, ignore=shutil.ignore_patterns("__pycache__"))
-    return check_data(folder)
+        shutil.copytree(source, making / "site" / name, ignore=shutil.ignore_patterns("__pycache__"))
+    check_data(making)
+    if folder.exists():
+        shutil.rmtree(folder)
+    making.rename(folder)
+    return folder
 
 
 def check_data(folder: Path) -> Path:
@@ -214,9 +218,9 @@ def gpu_check(
     date), nothing run."""
     from stages.runs.devices import pick_device
 
+    device = pick_device(device).type  # UserError for CUDA asked of a machine without
     data, out = check_data(data), ensure_folder(Path(out))
-    found = CheckReport(_environment(device))
-    device = pick_device(device).type
+    found = CheckReport(_environment())
     if precisions is None:
         precisions = ("fp32", "bf16", "fp16") if device == "cuda" else ("fp32",)
     runs = [(device, precision) for precision in precisions] + (
@@ -240,7 +244,8 @@ def gpu_check(
                 )
             else:
                 found.rows += _bench(data, device, progress)
-        (out / "gpu-check.md").write_text(found.markdown(), encoding="utf-8")
+        with atomic_path(out / "gpu-check.md") as tmp:
+            tmp.write_text(found.markdown(), encoding="utf-8")
         write_json(
             out / "gpu-check.json",
             {"environment": found.environment, "rows": [dataclasses.asdict(r) for r in found.rows]},
@@ -248,12 +253,12 @@ def gpu_check(
     return found
 
 
-def _environment(device: str) -> dict[str, Any]:
+def _environment() -> dict[str, Any]:
     """The machine as the table's header gives it: Python, torch, CUDA and the GPU, OpenCV's contrib."""
     import cv2
     import torch
 
-    found: dict[str, Any] = {
+    return {
         "python": sys.version.split()[0],
         "torch": torch.__version__,
         "cuda": torch.version.cuda or "none",
@@ -261,9 +266,6 @@ def _environment(device: str) -> dict[str, Any]:
         "cpu cores": os.cpu_count(),
         "opencv contrib": hasattr(cv2, "ximgproc"),
     }
-    if device not in ("cpu", "auto") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: this machine has no CUDA device; give --device cpu")
-    return found
 
 
 @contextmanager

@@ -35,6 +35,16 @@ from stages.evaluation.metrics import default_metric
 from stages.inference.detect import detect_images
 from stages.inference.evaluate import Scoring, evaluate_run
 from stages.methods.base import Method, Variant
+from stages.pipeline.sharing import (
+    Holder,
+    SharedArtifacts,
+    fingerprints,
+    reads_the_same,
+    snapshot,
+    stamp_of,
+    take,
+    written,
+)
 from stages.proposals.options import ProposalOptions
 from stages.proposals.sources import SelectiveSearch
 from stages.runs.layout import RunLayout, manifest_path, parts_of, read_manifest, write_manifest
@@ -294,10 +304,12 @@ def _unchanged(entry: Mapping[str, Any]) -> bool:
 
 @dataclass(frozen=True)
 class RunOutcome:
-    """What ``run_config`` did: the plan it followed, and this process's rank (0 prints)."""
+    """What ``run_config`` did: the plan it followed, the steps whose files it took from another run
+    (``shared``), and this process's rank (0 prints)."""
 
     planned: list[PlannedStep]
     rank: int = 0
+    taken: tuple[StepKey, ...] = ()
 
     @property
     def ran(self) -> list[PlannedStep]:
@@ -319,18 +331,21 @@ def run_config(
     progress: Progress = SILENT,
     show_plan: Callable[[list[PlannedStep], RunLayout], None] = lambda planned, run: None,
     on_step: Callable[[PlannedStep, float, str], None] = lambda item, seconds, summary: None,
+    shared: SharedArtifacts | None = None,
 ) -> RunOutcome:
     """Plan ``config`` (``plan``), hand the plan and its run folder to ``show_plan``, run the steps that
     are not up to date in order (``on_step`` hears of each one done, with its seconds and
     ``Step.summary``) and write ``RUN/report.html``. With ``seeds`` > 1, then the same for each replica
     ``config.replica(k)``, k = 1 .. seeds - 1, in ``RUN/seeds/<k>/``: the methods trained and tested
     again with every seed + k, on the proposals made once; the report gives each method's spread over
-    the seeds.
+    the seeds. With the index ``shared`` (``rcnn study``), a step that another run made alike is taken
+    from it instead of made (``stages.pipeline.sharing``), and each step made is recorded in it.
 
     Each run's resolved config is written to its ``config.toml`` first. Files are written by rank 0 only.
     """
     run = config.run.layout
     planned: list[PlannedStep] = []
+    taken: dict[StepKey, Path] = {}
     with processes(config.run.device) as procs:  # held for the whole run; the stages join it
         datasets: dict[str, Dataset] = {}  # read once for every seed
         for chosen in replicas(config, seeds):
@@ -341,14 +356,82 @@ def run_config(
                 writer=procs.writer,
                 datasets=datasets,
             )
-            planned += execute_plan(context, plan(chosen, restart, context), procs, show_plan, on_step)
-        outcome = RunOutcome(planned, procs.rank)
+            mine, told = plan(chosen, restart, context), on_step
+            if shared is not None:
+                mine, found = _take_shared(context, mine, shared, restart, procs)
+                taken |= found
+                told = _Recorder(
+                    shared, fingerprints([i.step for i in mine], chosen.data), context.run, on_step
+                )
+            planned += execute_plan(context, mine, procs, show_plan, told)
+        outcome = RunOutcome(planned, procs.rank, tuple(taken))
         page = run.report_page
-        if procs.writer and (outcome.ran or not page.exists()):
+        if procs.writer and (outcome.ran or taken or not page.exists()):
             from stages.report.page import write_report_page  # matplotlib: only when a page is due
 
             write_report_page([run], page)
     return outcome
+
+
+def _take_shared(
+    context: Context, planned: list[PlannedStep], shared: SharedArtifacts, restart: bool, procs: Processes
+) -> tuple[list[PlannedStep], dict[StepKey, Path]]:
+    """Take into the run the files of every step of ``planned`` that is not up to date and that another
+    run of ``shared`` holds, where that run's step read the very files this one reads (rank 0 takes, the
+    others wait); the plan made again, each step taken up to date and saying where it came from; and the
+    steps taken, with the run each came from."""
+    run = context.run
+    prints = fingerprints([item.step for item in planned], context.config.data)
+    artifacts = {item.step.key: item.step.artifact for item in planned}
+    taken = {}
+    for item in planned if procs.writer else []:
+        if item.state is State.UP_TO_DATE:
+            continue
+        holder = shared.find(prints[item.step.key], run.root, prints.values())
+        if holder is None or not reads_the_same(holder, run, [artifacts[key] for key in item.step.after]):
+            continue
+        remove_made(item.step)  # what an earlier or interrupted run of the step left here
+        take(holder, run)
+        stamps = {name: stamp_of(run.root / name) for name in holder.files}
+        shared.record(
+            prints[item.step.key], Holder(run.root, run.shared, {k: v for k, v in stamps.items() if v})
+        )
+        taken[item.step.key] = holder.root
+    if taken:
+        shared.save()
+    procs.wait()  # the others plan again once rank 0 has taken the files
+    replanned = [
+        PlannedStep(item.step, item.state, f"made in {taken[item.step.key]}")
+        if item.step.key in taken and item.state is State.UP_TO_DATE
+        else item
+        for item in plan(context.config, restart, context)
+    ]
+    return replanned, taken
+
+
+class _Recorder:
+    """``execute_plan``'s ``on_step`` under sharing: records in the index the files each step made (what
+    changed in the run folder since the step before: ``sharing.written``), then hands on to ``on_step``."""
+
+    def __init__(
+        self,
+        shared: SharedArtifacts,
+        prints: dict[StepKey, str],
+        run: RunLayout,
+        on_step: Callable[[PlannedStep, float, str], None],
+    ):
+        self.shared, self.prints, self.run, self.on_step = shared, prints, run, on_step
+        self.before = snapshot(run.root)
+        self.not_steps = {path.relative_to(run.root).as_posix() for path in (run.config, run.report_page)}
+
+    def __call__(self, item: PlannedStep, seconds: float, summary: str) -> None:
+        after = snapshot(self.run.root)
+        files = {k: v for k, v in written(self.before, after).items() if k not in self.not_steps}
+        self.before = after
+        if files:
+            self.shared.record(self.prints[item.step.key], Holder(self.run.root, self.run.shared, files))
+            self.shared.save()
+        self.on_step(item, seconds, summary)
 
 
 def execute_plan(

@@ -25,8 +25,8 @@ import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from stages.config.run_config import DataSettings
 from stages.core.atomic import ensure_folder, write_json
 from stages.core.errors import UserError
 from stages.runs.layout import MANIFEST_SUFFIX, REPLICAS, RunLayout, describe_input
@@ -38,15 +38,16 @@ FileStamp = tuple[int, int]
 """A file's size and modification time (ns): what a record must still find to take the file."""
 
 
-def fingerprints(steps: Sequence[Step], data: Mapping[str, Any]) -> dict[StepKey, str]:
-    """Each step's fingerprint: a hash of its key, its ``expects``, the dataset ``data`` (the resolved
-    ``[data]`` table) and the fingerprints of the steps it reads; ``steps`` in dependency order."""
+def fingerprints(steps: Sequence[Step], data: DataSettings) -> dict[StepKey, str]:
+    """Each step's fingerprint: a hash of its key, its ``expects``, the dataset ``data`` (its root
+    resolved) and the fingerprints of the steps it reads; ``steps`` in dependency order."""
+    dataset = {**asdict(data), "root": str(Path(data.root).resolve())}
     found: dict[StepKey, str] = {}
     for step in steps:
         identity = {
             "key": asdict(step.key),
             "expects": step.expects,
-            "data": data,
+            "data": dataset,
             "after": [found[key] for key in step.after],
         }
         text = json.dumps(identity, sort_keys=True, default=str)

@@ -1,6 +1,6 @@
 """``rcnn study``: every variant of a study run as ``rcnn run`` runs a config, in ``DIR/<name>/``, each
 step that an earlier variant made identically taken from it instead of made again
-(``stages.pipeline.sharing``, its index in ``DIR/shared.json``); then the comparison
+(``stages.pipeline.sharing``, its index in ``DIR/../shared.json``); then the comparison
 (``stages.study.summary``) and ``DIR/study.html``.
 
 Resumable and up to date as ``rcnn run`` is: a variant's steps that are up to date are skipped, an
@@ -12,24 +12,14 @@ variants' replicas made alike.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from stages.config.run_config import RunConfig
 from stages.core.progress import SILENT, Progress
 from stages.datasets.records import Dataset
-from stages.pipeline.run import Context, PlannedStep, State, execute_plan, plan, remove_made, replicas
-from stages.pipeline.sharing import (
-    Holder,
-    SharedArtifacts,
-    fingerprints,
-    reads_the_same,
-    snapshot,
-    stamp_of,
-    take,
-    written,
-)
+from stages.pipeline.run import Context, PlannedStep, State, plan, replicas, run_config
+from stages.pipeline.sharing import SharedArtifacts, fingerprints
 from stages.runs.layout import RunLayout
 from stages.runs.processes import processes
 from stages.runs.steps import StepKey
@@ -70,11 +60,6 @@ def index_path(folder: Path) -> Path:
     return Path(folder).resolve().parent / INDEX
 
 
-def _data(config: RunConfig) -> dict[str, Any]:
-    """The ``[data]`` table as a step's fingerprint takes it: the dataset's root resolved."""
-    return {**asdict(config.data), "root": str(Path(config.data.root).resolve())}
-
-
 def plan_study(
     runs: Sequence[VariantRun], folder: Path, seeds: int = 1, restart: bool = False
 ) -> list[tuple[RunConfig, list[PlannedStep]]]:
@@ -87,7 +72,7 @@ def plan_study(
     for config in (replica for run in runs for replica in replicas(run.config, seeds)):
         layout = config.run.layout
         planned = plan(config, restart, Context(config, layout, datasets=datasets))
-        prints = fingerprints([item.step for item in planned], _data(config))
+        prints = fingerprints([item.step for item in planned], config.data)
         shown: list[PlannedStep] = []
         states: dict[StepKey, State] = {}
         for item in planned:
@@ -140,99 +125,25 @@ def run_study(
     on_step: Callable[[PlannedStep, float, str], None] = lambda item, seconds, summary: None,
 ) -> StudyOutcome:
     """Run every variant of ``study`` (``runs``, from ``variant_runs``; with ``seeds``, their replicas too)
-    in order, as ``run_config`` does, each step that another run of the study made alike taken from it;
-    write each run's report page where it changed, then the comparison's page ``folder/study.html``.
-    Files are written by rank 0 only."""
+    in order, each an ``rcnn run`` that takes from the index what another run made alike
+    (``run_config``'s ``shared``); then write the comparison's page ``folder/study.html``. Files are
+    written by rank 0 only."""
     index = SharedArtifacts(index_path(folder))
-    made = shared = 0
-    device = runs[0].config.run.device
-    with processes(device) as procs:  # held for the whole study; the stages join it
-        datasets: dict[str, Dataset] = {}  # read once for every run
+    made = taken = 0
+    with processes(runs[0].config.run.device) as procs:  # held for the whole study; each run joins it
         for run in runs:
-            changed = False
-            for config in replicas(run.config, seeds):
-                layout = config.run.layout
-                context = Context(
-                    config,
-                    layout,
-                    progress if procs.writer else SILENT,
-                    writer=procs.writer,
-                    datasets=datasets,
-                )
-                mine = plan(config, restart, context)
-                prints = fingerprints([item.step for item in mine], _data(config))
-                taken = _share(mine, prints, index, layout) if procs.writer else {}
-                procs.wait()  # the others plan again after rank 0 has taken the files
-                mine = [
-                    PlannedStep(item.step, item.state, f"made in {taken[item.step.key]}")
-                    if item.step.key in taken and item.state is State.UP_TO_DATE
-                    else item
-                    for item in plan(config, restart, context)
-                ]
-                recorder = _Recorder(index, prints, layout, on_step)
-                execute_plan(context, mine, procs, show_plan, recorder if procs.writer else on_step)
-                made, shared = made + recorder.made, shared + len(taken)
-                changed = changed or bool(recorder.made or taken)
-            if procs.writer and (changed or not run.layout.report_page.exists()):
-                from stages.report.page import write_report_page  # matplotlib: only when a page is due
-
-                write_report_page([run.layout], run.layout.report_page)
+            outcome = run_config(
+                run.config,
+                seeds=seeds,
+                restart=restart,
+                progress=progress,
+                show_plan=show_plan,
+                on_step=on_step,
+                shared=index,
+            )
+            made, taken = made + len(outcome.ran), taken + len(outcome.taken)
         if not procs.writer:
-            return StudyOutcome(made, shared)
+            return StudyOutcome(made, taken)
         found = study_report(study, [run.config for run in runs])
         page = write_study_page(found, Path(folder) / PAGE)
-    return StudyOutcome(made, shared, found, page)
-
-
-def _share(
-    planned: Sequence[PlannedStep], prints: dict[StepKey, str], index: SharedArtifacts, run: RunLayout
-) -> dict[StepKey, Path]:
-    """Take into ``run`` the files of every step of ``planned`` that is not up to date and that another
-    run of the index holds, reading the very files that run's step read; return the steps taken, with
-    the run each came from."""
-    artifacts = {item.step.key: item.step.artifact for item in planned}
-    taken = {}
-    for item in planned:
-        if item.state is State.UP_TO_DATE:
-            continue
-        fingerprint = prints[item.step.key]
-        holder = index.find(fingerprint, run.root, prints.values())
-        if holder is None or not reads_the_same(holder, run, [artifacts[key] for key in item.step.after]):
-            continue
-        remove_made(item.step)  # what an earlier or interrupted run of the step left here
-        take(holder, run)
-        stamps = {name: stamp_of(run.root / name) for name in holder.files}
-        index.record(fingerprint, Holder(run.root, run.shared, {k: v for k, v in stamps.items() if v}))
-        taken[item.step.key] = holder.root
-    if taken:
-        index.save()
-    return taken
-
-
-class _Recorder:
-    """``execute_plan``'s ``on_step`` for a study: records in the index the files each step made (what
-    changed in the run folder since the step before), then hands on to ``on_step``."""
-
-    def __init__(
-        self,
-        index: SharedArtifacts,
-        prints: dict[StepKey, str],
-        run: RunLayout,
-        on_step: Callable[[PlannedStep, float, str], None],
-    ):
-        self.index, self.prints, self.run, self.on_step = index, prints, run, on_step
-        self.before = snapshot(run.root)
-        self.made = 0
-
-    def __call__(self, item: PlannedStep, seconds: float, summary: str) -> None:
-        after = snapshot(self.run.root)
-        not_steps = {
-            path.relative_to(self.run.root).as_posix() for path in (self.run.config, self.run.report_page)
-        }
-        files = {k: v for k, v in written(self.before, after).items() if k not in not_steps}
-        self.before = after
-        self.made += 1
-        if files:
-            self.index.record(self.prints[item.step.key], Holder(self.run.root, self.run.shared, files))
-            self.index.save()
-        self.on_step(item, seconds, summary)
+    return StudyOutcome(made, taken, found, page)

@@ -1,24 +1,24 @@
 """A study's comparison: each variant's measured mAP (its interval, its seeds' spread), test and training
 time, beside the paper's figure for the row; and whether the paper's ordering held on this data.
 
-The ordering is tested step by step: the rows that record a paper figure, in the paper's order, each
-against the next (a paper's tie claims no order). A step holds when the row the paper puts higher
-measures higher here. Whether it is beyond the noise: over the training seeds where both rows have at
-least two (``rcnn study --seeds``; the t-test of ``stages.report.summary.seed_differences``, paired when
-the seeds agree), else over the test images (the paired bootstrap of
-``stages.evaluation.bootstrap.paired_difference``), which does not see the training's noise.
+The ordering is tested step by step: the measured rows that record a paper figure, grouped by it, each
+row of a group against each of the next lower group (tied figures claim no order). A step holds when
+the row the paper puts higher measures higher here. Whether it is beyond the noise: over the training
+seeds where both rows have at least two (``rcnn study --seeds``; the t-test of
+``stages.report.summary.seed_differences``, paired when the seeds agree), else over the test images (the
+paired bootstrap of ``stages.evaluation.bootstrap.paired_difference``), which does not see the
+training's noise.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from stages.config.run_config import RunConfig
+from stages.config.run_config import DataSettings, RunConfig
 from stages.core.errors import UserError
 from stages.datasets.formats import load_dataset
 from stages.datasets.records import Dataset
@@ -51,11 +51,7 @@ class StudyRow:
 
     @property
     def map(self) -> float | None:
-        if self.result is None:
-            return None
-        return (
-            self.result.map if self.variant.measure.box_regression else self.result.map_without_box_regression
-        )
+        return None if self.result is None else _value(self.result, self.variant.measure)
 
     @property
     def ci95(self) -> tuple[float, float] | None:
@@ -172,7 +168,7 @@ def study_report(study: Study, configs: Sequence[RunConfig]) -> StudyReport:
         if row.variant.paper is not None and row.map is not None:
             groups.setdefault(row.variant.paper, []).append((row, config))
     levels = [groups[paper] for paper in sorted(groups, reverse=True)]
-    datasets: dict[str, Dataset] = {}
+    datasets: dict[DataSettings, Dataset] = {}
     steps = [
         _step(higher, lower, datasets)
         for above, below in itertools.pairwise(levels)
@@ -239,7 +235,9 @@ def _value(result: MethodResult, measure: Measure) -> float | None:
 
 
 def _step(
-    higher: tuple[StudyRow, RunConfig], lower: tuple[StudyRow, RunConfig], datasets: dict[str, Dataset]
+    higher: tuple[StudyRow, RunConfig],
+    lower: tuple[StudyRow, RunConfig],
+    datasets: dict[DataSettings, Dataset],
 ) -> OrderingStep:
     """``higher`` against ``lower`` (rows with their configs): over their seeds where both have two or
     more, else by the paired bootstrap over their test split's images, where both were scored alike."""
@@ -263,17 +261,15 @@ def _step(
     return OrderingStep(first, second, difference, None if found is None else found.p_value, noise)
 
 
-def _evaluation(row: StudyRow, config: RunConfig, datasets: dict[str, Dataset]) -> Evaluation:
+def _evaluation(row: StudyRow, config: RunConfig, datasets: dict[DataSettings, Dataset]) -> Evaluation:
     """The row's evaluation scored again from its detections file, for the matches the JSON does not
     keep: on the test split its run read, the untrained classes left out of the mAP as they were."""
     assert row.result is not None
     data = config.data
-    key = json.dumps(dataclasses.asdict(data), sort_keys=True)
-    if key not in datasets:
-        datasets[key] = load_dataset(
+    if data not in datasets:
+        datasets[data] = load_dataset(
             Path(data.root), data.test, data.classes, data.skip_bad, format=data.format
         )
     measure = row.variant.measure
     path = METHODS[measure.method].files(row.run).detections(row.result.split, measure.variant)
-    detections = read_detections(path)
-    return evaluate(datasets[key], detections, row.result.metric, untrained=row.result.untrained)
+    return evaluate(datasets[data], read_detections(path), row.result.metric, untrained=row.result.untrained)
