@@ -8,6 +8,9 @@ step it reads from runs. ``execute`` runs the steps that are not up to date thro
 entry functions as the staged commands. A changed option thus reruns its stage and the ones that read
 from it, and nothing else.
 
+With an index of shared steps (``rcnn study``: ``stages.pipeline.sharing``), a step another run made alike
+is taken from it before the plan runs.
+
 Under ``torchrun`` every process plans the same steps; the stages that are data-parallel (a method's
 fine-tuning that says so) run on every process, the others on rank 0 while the rest wait.
 """

@@ -5,7 +5,8 @@ A step's fingerprint (``fingerprints``) is a hash of what decides its files: its
 manifest must record (``Step.expects``, the same record that tells ``rcnn run`` a step is up to date),
 the dataset, and the fingerprints of the steps it reads (``Step.after``). Each step a run makes is
 recorded in an index (``SharedArtifacts``) with the files it wrote. A later run whose step has a recorded
-fingerprint takes those files instead of making them (``share``): hard links (copies across file systems),
+fingerprint takes those files instead of making them (``stages.pipeline.run.run_config`` with ``shared``,
+``take``): hard links (copies across file systems),
 with the manifests rewritten to name this run's paths, so that the run folder is whole and ``rcnn run``
 finds it up to date.
 
